@@ -1,0 +1,161 @@
+"""The one interface every runtime implements: start a ConnectorInvocation, get a ConnectorProcess.
+
+The engine talks only to these types. A runtime decides where files live (a private temp dir, a
+container path, a Secret volume) and builds the protocol arguments with `protocol_args`.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Verb = Literal["spec", "check", "discover", "read", "write"]
+Role = Literal["source", "destination", "connector"]
+RUNTIME_NAMES = ("local", "docker", "podman", "kubernetes")
+
+# The order in which files become arguments: `read --config C --catalog K --state S`.
+FILE_ORDER = ("config", "catalog", "state")
+
+# One id per ferry process; every container/pod it starts carries it as the `ferry.owner` label
+# so `ferry gc` can tell whether the owner is still alive.
+OWNER_ID = f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+LogSink = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ConnectorOptions:
+    """Per-connector options from a connection file's connector block (all optional)."""
+
+    env: Mapping[str, str] = field(default_factory=dict)
+    relay: bool = False
+    entrypoint: str | None = None  # "auto" derives it from image metadata; else a command line
+    pull: str = "if-not-present"  # never | if-not-present | always
+    memory: str | None = None  # e.g. "512Mi" / "1g"
+    cpu: str | None = None  # e.g. "0.5" / "500m"
+    network: str | None = None
+    volumes: Mapping[str, str] = field(default_factory=dict)  # host dir -> container path
+    # Kubernetes-only settings (namespace, resources, nodeSelector, ...), validated by that runtime.
+    kubernetes: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ConnectorRef:
+    """A resolved connector reference: which runtime runs it and what it runs.
+
+    For `local`, `target` is an executable path (argv[0]) and `args` any fixed leading arguments;
+    for container runtimes `target` is an image reference.
+    """
+
+    runtime: str
+    target: str
+    args: tuple[str, ...] = ()
+    options: ConnectorOptions = field(default_factory=ConnectorOptions)
+
+    @property
+    def display(self) -> str:
+        return self.target if self.runtime == "local" else f"{self.runtime}:{self.target}"
+
+
+@dataclass(frozen=True)
+class RunLabels:
+    """Identify what a container/pod belongs to; become `ferry.*` labels."""
+
+    run_id: str = "adhoc"
+    connection: str = "adhoc"
+    role: Role = "connector"
+
+    def as_labels(self) -> dict[str, str]:
+        return {
+            "ferry.run": self.run_id,
+            "ferry.connection": self.connection,
+            "ferry.role": self.role,
+            "ferry.owner": OWNER_ID,
+        }
+
+
+@dataclass(frozen=True)
+class ConnectorInvocation:
+    """One run of one connector command. `files` maps config/catalog/state to their bytes."""
+
+    connector: ConnectorRef
+    verb: Verb
+    files: Mapping[str, bytes] = field(default_factory=dict)
+    labels: RunLabels = field(default_factory=RunLabels)
+
+    @property
+    def reads_stdin(self) -> bool:
+        return self.verb == "write"
+
+
+def protocol_args(verb: Verb, paths: Mapping[str, str]) -> list[str]:
+    """`[verb, --config, P, --catalog, P, --state, P]` for the files present, in protocol order."""
+    args: list[str] = [verb]
+    for name in FILE_ORDER:
+        if name in paths:
+            args += [f"--{name}", paths[name]]
+    return args
+
+
+class ByteReader(Protocol):
+    async def read(self, n: int) -> bytes:
+        """Up to n bytes; b"" only at end of stream."""
+        ...
+
+
+class ByteWriter(Protocol):
+    async def write(self, data: bytes) -> None:
+        """Write all of data; waits while the reader is behind (backpressure)."""
+        ...
+
+    async def close(self) -> None:
+        """Signal EOF to the connector. Idempotent; never raises if the reader is gone."""
+        ...
+
+
+class ConnectorProcess(Protocol):
+    """A started connector: its byte streams and its life."""
+
+    stdout: ByteReader
+    stdin: ByteWriter | None  # only for verbs that read stdin (write)
+
+    async def wait(self) -> int:
+        """Wait for the exit code. Stderr has been fully drained to the log sink on return."""
+        ...
+
+    async def terminate(self, grace: float = 10.0) -> None:
+        """TERM, then KILL after `grace` seconds; then release everything (files, containers)."""
+        ...
+
+    def stderr_tail(self) -> list[str]:
+        """The last stderr lines, for error messages."""
+        ...
+
+
+class Runtime(Protocol):
+    name: str
+
+    async def start(self, invocation: ConnectorInvocation, log: LogSink) -> ConnectorProcess:
+        """Start the connector; each stderr line goes to `log`. Raises FerryError subclasses."""
+        ...
+
+    async def close(self) -> None:
+        """Release what the runtime holds (clients, listeners). Idempotent."""
+        ...
+
+
+class StderrTail:
+    """Keeps the last lines of a connector's stderr for error messages."""
+
+    def __init__(self, size: int = 20) -> None:
+        self._lines: collections.deque[str] = collections.deque(maxlen=size)
+
+    def add(self, line: str) -> None:
+        self._lines.append(line)
+
+    def lines(self) -> list[str]:
+        return list(self._lines)

@@ -1,0 +1,1 @@
+"""First-party connectors: each is a standalone program speaking the Airbyte Protocol."""
