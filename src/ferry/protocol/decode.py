@@ -16,7 +16,9 @@ import msgspec
 from ferry.errors import DecodeError
 from ferry.protocol.messages import MESSAGE_TYPES, AirbyteMessage, Envelope
 
-_message_decoder = msgspec.json.Decoder(AirbyteMessage)
+# strict=False: like the official (pydantic) models, accept 1.0 or "1" for an integer field
+# (emitted_at from a connector that computes milliseconds as a float).
+_message_decoder = msgspec.json.Decoder(AirbyteMessage, strict=False)
 _envelope_decoder = msgspec.json.Decoder(Envelope)
 _envelopes_decoder = msgspec.json.Decoder(list[Envelope])
 _encoder = msgspec.json.Encoder()

@@ -23,7 +23,10 @@ CONNECTION_STATUS = "CONNECTION_STATUS"
 CATALOG = "CATALOG"
 TRACE = "TRACE"
 CONTROL = "CONTROL"
-MESSAGE_TYPES = frozenset({RECORD, STATE, LOG, SPEC, CONNECTION_STATUS, CATALOG, TRACE, CONTROL})
+DESTINATION_CATALOG = "DESTINATION_CATALOG"
+MESSAGE_TYPES = frozenset(
+    {RECORD, STATE, LOG, SPEC, CONNECTION_STATUS, CATALOG, TRACE, CONTROL, DESTINATION_CATALOG}
+)
 
 # AirbyteStateMessage.type
 STATE_LEGACY = "LEGACY"
@@ -48,7 +51,7 @@ class StreamDescriptor(_Struct, frozen=True):
 
 
 class RecordMeta(_Struct):
-    changes: list[JsonObject] = msgspec.field(default_factory=list)
+    changes: list[JsonObject] | None = None
 
 
 class AirbyteRecordMessage(_Struct):
@@ -57,10 +60,12 @@ class AirbyteRecordMessage(_Struct):
     emitted_at: int
     namespace: str | None = None
     meta: RecordMeta | None = None
+    file_reference: JsonObject | None = None
 
 
 class StateStats(_Struct):
     recordCount: float | None = None
+    rejectedRecordCount: float | None = None
 
 
 class AirbyteStreamState(_Struct):
@@ -74,12 +79,17 @@ class AirbyteGlobalState(_Struct):
 
 
 class AirbyteStateMessage(_Struct):
-    type: str = STATE_LEGACY
+    # Optional in the protocol: a missing or null type means LEGACY (normalised on decode).
+    type: str | None = STATE_LEGACY
     stream: AirbyteStreamState | None = None
     global_: AirbyteGlobalState | None = msgspec.field(default=None, name="global")
     data: Any = None
     sourceStats: StateStats | None = None
     destinationStats: StateStats | None = None
+
+    def __post_init__(self) -> None:
+        if self.type is None:
+            self.type = STATE_LEGACY
 
 
 class AirbyteLogMessage(_Struct):
@@ -97,6 +107,7 @@ class ConnectorSpecification(_Struct):
     supportsDBT: bool | None = None
     supported_destination_sync_modes: list[str] | None = None
     advanced_auth: JsonObject | None = None
+    authSpecification: JsonObject | None = None
     protocol_version: str | None = None
 
 
@@ -130,6 +141,8 @@ class ConfiguredAirbyteStream(_Struct):
     generation_id: int | None = None
     minimum_generation_id: int | None = None
     sync_id: int | None = None
+    destination_object_name: str | None = None
+    include_files: bool | None = None
 
 
 class ConfiguredAirbyteCatalog(_Struct):
@@ -197,9 +210,12 @@ class AirbyteMessage(_Struct):
     state: AirbyteStateMessage | None = None
     trace: AirbyteTraceMessage | None = None
     control: AirbyteControlMessage | None = None
+    destination_catalog: JsonObject | None = None
 
 
-class RoutingRecord(_Struct):
+class RoutingRecord(_Struct, frozen=True):
+    """Hashable: the pump counts records per (stream, namespace) with a Counter."""
+
     stream: str
     namespace: str | None = None
 

@@ -1,0 +1,99 @@
+"""Progress of a running sync. It polls the attempt's counters; the pump never calls into it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from ferry.engine.stats import SyncStats
+from ferry.engine.sync import Attempt
+
+PLAIN_INTERVAL = 5.0
+LIVE_INTERVAL = 0.5
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(count) < 1000:
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} TB"
+
+
+def stats_table(stats: SyncStats, title: str | None = None) -> Table:
+    elapsed = max(stats.elapsed, 1e-9)
+    table = Table(title=title, show_edge=False, pad_edge=False)
+    for column in ("stream", "records", "bytes", "records/s", "states committed"):
+        table.add_column(column, justify="left" if column == "stream" else "right")
+    for stream in stats.streams.values():
+        name = f"{stream.namespace}.{stream.name}" if stream.namespace else stream.name
+        table.add_row(
+            name,
+            f"{stream.records:,}",
+            human_bytes(stream.bytes),
+            f"{stream.records / elapsed:,.0f}",
+            f"{stream.states_committed:,}",
+        )
+    table.add_row(
+        "total",
+        f"{stats.records:,}",
+        human_bytes(stats.bytes),
+        f"{stats.records / elapsed:,.0f}",
+        f"{stats.states_committed:,}",
+        style="bold",
+    )
+    return table
+
+
+class Progress:
+    """A live table on a terminal, otherwise a plain line every few seconds on stderr."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.attempt: Attempt | None = None
+        self.console = Console(stderr=True)
+
+    def follow(self, attempt: Attempt) -> None:
+        self.attempt = attempt
+
+    @contextlib.asynccontextmanager
+    async def showing(self) -> AsyncIterator[None]:
+        if not self.enabled:
+            yield
+            return
+        task = asyncio.create_task(self._live() if self.console.is_terminal else self._plain())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _live(self) -> None:
+        with Live(console=self.console, refresh_per_second=4, transient=True) as live:
+            while True:
+                if self.attempt is not None:
+                    elapsed = self.attempt.stats.elapsed
+                    live.update(stats_table(self.attempt.stats, f"syncing… {elapsed:.0f}s"))
+                await asyncio.sleep(LIVE_INTERVAL)
+
+    async def _plain(self) -> None:
+        while True:
+            await asyncio.sleep(PLAIN_INTERVAL)
+            if self.attempt is None:
+                continue
+            stats = self.attempt.stats
+            elapsed = max(stats.elapsed, 1e-9)
+            print(
+                f"ferry: {stats.records:,} records, {human_bytes(stats.bytes)}, "
+                f"{stats.records / elapsed:,.0f} records/s, "
+                f"{stats.states_committed} states committed, {elapsed:.0f}s",
+                file=sys.stderr,
+                flush=True,
+            )

@@ -1,0 +1,186 @@
+"""`ferry sync`, `ferry state show|reset`, `ferry runs`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ferry.cli.progress import Progress, human_bytes, stats_table
+from ferry.engine.connection import load_connection
+from ferry.engine.runner import SyncOptions, SyncResult, SyncRunner
+from ferry.errors import ConfigError
+from ferry.engine.ledger import state_streams
+from ferry.protocol import to_builtins
+from ferry.protocol.messages import StreamDescriptor
+from ferry.runtimes.base import RUNTIME_NAMES
+from ferry.store import RunRecord, open_store
+
+Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def register(subparsers: Subparsers) -> None:
+    sync = subparsers.add_parser("sync", help="stream a source into a destination")
+    sync.add_argument("connection", type=Path, help="connection file (YAML)")
+    sync.add_argument("--runtime", choices=RUNTIME_NAMES, help="runtime for unprefixed connectors")
+    sync.add_argument("--full-refresh", action="store_true", help="ignore saved state, re-read all")
+    sync.add_argument("--retries", type=_non_negative, default=2, help="retries of transient failures")
+    sync.add_argument("--relay", action="store_true", help="run containers through relay sidecars")
+    sync.add_argument("--json", action="store_true", help="print the summary as JSON")
+    sync.add_argument("--no-progress", action="store_true", help="no progress display")
+    _store_option(sync)
+    sync.set_defaults(handler=_sync)
+
+    state = subparsers.add_parser("state", help="show or reset a connection's committed state")
+    state.add_argument("action", choices=("show", "reset"))
+    state.add_argument("connection", type=Path)
+    state.add_argument("--stream", help="only this stream (NAME or NAMESPACE.NAME)")
+    _store_option(state)
+    state.set_defaults(handler=_state)
+
+    runs = subparsers.add_parser("runs", help="run history of a connection")
+    runs.add_argument("connection", type=Path)
+    runs.add_argument("--limit", type=_non_negative, default=20)
+    runs.add_argument("--json", action="store_true")
+    _store_option(runs)
+    runs.set_defaults(handler=_runs)
+
+
+def _store_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-db", metavar="URL", help="state store URL (default sqlite:///$FERRY_HOME/ferry.db)"
+    )
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
+def _sync(args: argparse.Namespace) -> int:
+    connection = load_connection(args.connection)
+    options = SyncOptions(
+        runtime=args.runtime, full_refresh=args.full_refresh, retries=args.retries, relay=args.relay
+    )
+    progress = Progress(enabled=not args.no_progress and not args.json)
+    with open_store(args.state_db) as store:
+        runner = SyncRunner(connection, store, options, on_attempt=progress.follow)
+        result = asyncio.run(_run_with_signals(runner, progress))
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        _print_summary(result)
+    return result.exit_code
+
+
+async def _run_with_signals(runner: SyncRunner, progress: Progress) -> SyncResult:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, runner.request_stop)
+    try:
+        async with progress.showing():
+            return await runner.run()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def _print_summary(result: SyncResult) -> None:
+    console = Console(stderr=False, highlight=False)
+    title = f"{result.connection}: {result.status} (run {result.run_id}, attempts {result.attempts})"
+    console.print(stats_table(result.stats, title))
+    seconds = result.stats.elapsed
+    rate = human_bytes(result.stats.bytes / max(seconds, 1e-9))
+    console.print(f"{result.stats.records:,} records in {seconds:.1f}s ({rate}/s)")
+    for warning in result.warnings:
+        console.print(f"warning: {warning}", style="yellow")
+    # The error itself is printed by the CLI's error handler with its exit code.
+    if result.error is not None:
+        print(f"ferry: error: {result.error}", file=sys.stderr)
+
+
+def _state(args: argparse.Namespace) -> int:
+    connection = load_connection(args.connection)
+    descriptor = _descriptor(args.stream) if args.stream else None
+    with open_store(args.state_db) as store:
+        if args.action == "reset":
+            removed = store.reset_state(connection.name, descriptor)
+            what = f"stream {args.stream}" if descriptor else "every stream"
+            verb = "reset" if removed else "had no state to reset for"
+            print(f"{connection.name}: {verb} {what}")
+            return 0
+        messages = store.load_state(connection.name).to_messages()
+    if descriptor is not None:
+        messages = [m for m in messages if descriptor in state_streams(m)]
+    print(json.dumps(to_builtins(messages), indent=2, sort_keys=True))
+    return 0
+
+
+def _descriptor(text: str) -> StreamDescriptor:
+    namespace, _, name = text.rpartition(".")
+    if not name:
+        raise ConfigError(f"--stream {text!r} is not NAME or NAMESPACE.NAME")
+    return StreamDescriptor(name=name, namespace=namespace or None)
+
+
+def run_as_dict(run: RunRecord) -> dict[str, Any]:
+    return {
+        "run_id": run.id,
+        "status": run.status,
+        "started_at": run.started_at.isoformat(timespec="seconds"),
+        "ended_at": run.ended_at.isoformat(timespec="seconds") if run.ended_at else None,
+        "duration_seconds": run.duration,
+        "records": run.records,
+        "bytes": run.bytes,
+        "states_committed": run.states_committed,
+        "attempts": run.attempt_count,
+        "full_refresh": run.full_refresh,
+        "runtime": run.runtime,
+        "owner": run.owner,
+        "error": run.error,
+        "failure_type": run.failure_type,
+        "streams": [
+            {
+                "stream": s.stream.name,
+                "namespace": s.stream.namespace,
+                "records": s.records,
+                "bytes": s.bytes,
+                "states_committed": s.states_committed,
+            }
+            for s in run.streams
+        ],
+    }
+
+
+def _runs(args: argparse.Namespace) -> int:
+    connection = load_connection(args.connection)
+    with open_store(args.state_db) as store:
+        runs = store.list_runs(connection.name, limit=args.limit)
+    if args.json:
+        print(json.dumps([run_as_dict(run) for run in runs], indent=2))
+        return 0
+    table = Table(title=f"runs of {connection.name}")
+    for column in ("run", "status", "started", "duration", "records", "bytes", "attempts", "error"):
+        table.add_column(column)
+    for run in runs:
+        table.add_row(
+            str(run.id),
+            run.status,
+            run.started_at.isoformat(sep=" ", timespec="seconds"),
+            f"{run.duration:.1f}s" if run.duration is not None else "",
+            f"{run.records:,}",
+            human_bytes(run.bytes),
+            str(run.attempt_count),
+            (run.error or "")[:80],
+        )
+    Console().print(table)
+    return 0

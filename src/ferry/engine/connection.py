@@ -1,0 +1,178 @@
+"""Connection files: the YAML that names a source, a destination and the streams to sync.
+
+Parsing is strict (an unknown key is an error, not a silent no-op) and pure apart from reading
+the file, so every rule is tested on plain data.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from ferry.errors import ConfigError
+from ferry.protocol import StreamSelection
+from ferry.runtimes.base import RUNTIME_NAMES, ConnectorOptions
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+PULL_POLICIES = ("never", "if-not-present", "always")
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True):
+    pass
+
+
+class _Resources(_Strict):
+    memory: str | None = None
+    cpu: str | None = None
+
+
+class _ConnectorBlock(_Strict):
+    connector: str
+    config: dict[str, Any] = msgspec.field(default_factory=dict)
+    relay: bool = False
+    entrypoint: str | None = None
+    resources: _Resources | None = None
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    pull: str = "if-not-present"
+    network: str | None = None
+    volumes: dict[str, str] = msgspec.field(default_factory=dict)
+    kubernetes: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class _StreamBlock(_Strict):
+    name: str
+    namespace: str | None = None
+    sync_mode: str | None = None
+    destination_sync_mode: str | None = None
+    cursor_field: list[str] | None = None
+    primary_key: list[list[str]] | None = None
+
+
+class _ConnectionFile(_Strict):
+    name: str
+    source: _ConnectorBlock
+    destination: _ConnectorBlock
+    runtime: str = "local"
+    streams: list[_StreamBlock] | None = None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One side of a connection: the connector reference, its raw config and its options."""
+
+    reference: str
+    config: dict[str, Any]
+    options: ConnectorOptions
+
+
+@dataclass(frozen=True)
+class Connection:
+    name: str
+    runtime: str
+    source: Endpoint
+    destination: Endpoint
+    streams: list[StreamSelection] | None
+    path: Path | None = None
+
+
+def load_connection(path: Path) -> Connection:
+    """Read and validate a connection file; every problem is a ConfigError naming the file."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"connection file {path} does not exist") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read connection file {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"connection file {path} is not valid YAML: {e}") from None
+    return parse_connection(data, origin=str(path), path=path)
+
+
+def parse_connection(data: Any, *, origin: str = "connection", path: Path | None = None) -> Connection:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a mapping with name, source and destination")
+    try:
+        raw = msgspec.convert(data, _ConnectionFile)
+    except msgspec.ValidationError as e:
+        raise ConfigError(f"{origin}: {_describe(e)}") from None
+    if not _NAME.match(raw.name):
+        raise ConfigError(
+            f"{origin}: name {raw.name!r} must be 1-63 letters, digits, '.', '_' or '-'"
+        )
+    if raw.runtime not in RUNTIME_NAMES:
+        raise ConfigError(
+            f"{origin}: runtime {raw.runtime!r} is not one of {', '.join(RUNTIME_NAMES)}"
+        )
+    streams = None if raw.streams is None else [_selection(s, origin) for s in raw.streams]
+    if streams is not None:
+        _reject_duplicates(streams, origin)
+    return Connection(
+        name=raw.name,
+        runtime=raw.runtime,
+        source=_endpoint(raw.source, f"{origin}: source"),
+        destination=_endpoint(raw.destination, f"{origin}: destination"),
+        streams=streams,
+        path=path,
+    )
+
+
+def _describe(error: msgspec.ValidationError) -> str:
+    # msgspec says "Object contains unknown field `x` - at `$.source`"; say it in our words.
+    message, _, where = str(error).partition(" - at ")
+    message = message.replace("Object contains unknown field", "unknown key").replace(
+        "Object missing required field", "missing required key"
+    )
+    where = where.strip("`").removeprefix("$").lstrip(".")
+    return f"{message} in {where}" if where else message
+
+
+def _endpoint(block: _ConnectorBlock, where: str) -> Endpoint:
+    if not block.connector.strip():
+        raise ConfigError(f"{where}: connector is empty")
+    if block.pull not in PULL_POLICIES:
+        raise ConfigError(f"{where}: pull {block.pull!r} is not one of {', '.join(PULL_POLICIES)}")
+    resources = block.resources or _Resources()
+    options = ConnectorOptions(
+        env=block.env,
+        relay=block.relay,
+        entrypoint=block.entrypoint,
+        pull=block.pull,
+        memory=resources.memory,
+        cpu=resources.cpu,
+        network=block.network,
+        volumes={str(Path(host).expanduser().resolve()): c for host, c in block.volumes.items()},
+        kubernetes=block.kubernetes,
+    )
+    return Endpoint(reference=block.connector.strip(), config=block.config, options=options)
+
+
+def _selection(block: _StreamBlock, origin: str) -> StreamSelection:
+    if block.sync_mode not in (None, "full_refresh", "incremental"):
+        raise ConfigError(
+            f"{origin}: stream {block.name!r}: sync_mode {block.sync_mode!r} is not "
+            "full_refresh or incremental"
+        )
+    return StreamSelection(
+        name=block.name,
+        namespace=block.namespace,
+        sync_mode=block.sync_mode,
+        destination_sync_mode=block.destination_sync_mode,
+        cursor_field=block.cursor_field,
+        primary_key=block.primary_key,
+    )
+
+
+def _reject_duplicates(streams: list[StreamSelection], origin: str) -> None:
+    seen: set[tuple[str, str | None]] = set()
+    for stream in streams:
+        key = (stream.name, stream.namespace)
+        if key in seen:
+            raise ConfigError(f"{origin}: stream {stream.name!r} is listed twice")
+        seen.add(key)

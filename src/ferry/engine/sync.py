@@ -1,0 +1,286 @@
+"""One sync attempt: start the destination's write and the source's read, pump, commit states.
+
+Failure semantics:
+- the source fails → the destination's stdin is closed so it flushes and echoes what it has;
+  those commits are kept and the attempt fails;
+- the destination fails or exits early → the source is stopped; nothing beyond its last echo
+  is committed;
+- a stop request (SIGINT/SIGTERM) → the source is stopped, the destination drains as above.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from ferry.engine.ledger import PendingState, StateLedger, decode_state_line
+from ferry.engine.pump import SourceRouter, complete_lines, pump, split_envelopes
+from ferry.engine.stats import SyncStats
+from ferry.errors import (
+    ConnectorCrashed,
+    ConnectorFailed,
+    FerryError,
+    ProtocolViolation,
+)
+from ferry.protocol import decode_message, encode
+from ferry.protocol.messages import (
+    LOG,
+    STATE,
+    STATE_STREAM,
+    TRACE,
+    AirbyteMessage,
+    AirbyteStateMessage,
+    ConfiguredAirbyteCatalog,
+)
+from ferry.runtimes.base import (
+    ConnectorInvocation,
+    ConnectorProcess,
+    ConnectorRef,
+    Role,
+    RunLabels,
+    Runtime,
+)
+
+logger = logging.getLogger("ferry.sync")
+
+TERMINATE_GRACE = 10.0
+_LOG_LEVELS = {
+    "FATAL": logging.CRITICAL,
+    "ERROR": logging.ERROR,
+    "WARN": logging.WARNING,
+    "INFO": logging.INFO,
+    "DEBUG": logging.DEBUG,
+    "TRACE": logging.DEBUG,
+}
+
+CommitStates = Callable[[Sequence[AirbyteStateMessage]], None]
+
+
+@dataclass(frozen=True)
+class AttemptPlan:
+    """Everything one attempt needs; the same plan is reused by retries with a fresh state."""
+
+    source: ConnectorRef
+    destination: ConnectorRef
+    source_config: bytes
+    destination_config: bytes
+    catalog: ConfiguredAirbyteCatalog
+    labels: RunLabels
+
+
+@dataclass
+class AttemptOutcome:
+    stats: SyncStats
+    error: FerryError | None = None
+    warnings: list[str] = field(default_factory=list)
+    cancelled: bool = False
+
+
+def connector_logger(role: Role) -> logging.Logger:
+    return logging.getLogger(f"ferry.connector.{role}")
+
+
+def log_message(role: Role, message: AirbyteMessage) -> None:
+    """A LOG or TRACE (non-error) message from a connector, to ferry's log."""
+    log = connector_logger(role)
+    if message.type == LOG and message.log is not None:
+        log.log(_LOG_LEVELS.get(message.log.level, logging.INFO), "%s", message.log.message)
+    elif message.type == TRACE and message.trace is not None:
+        log.debug("trace %s", encode(message.trace).decode())
+    else:
+        log.debug("ignored %s message", message.type)
+
+
+class Attempt:
+    """Runs one attempt. `request_stop` may be called from a signal handler's callback."""
+
+    def __init__(
+        self,
+        plan: AttemptPlan,
+        runtimes: dict[str, Runtime],
+        state_file: bytes | None,
+        commit: CommitStates,
+    ) -> None:
+        self.plan = plan
+        self.runtimes = runtimes
+        self.state_file = state_file
+        self.commit = commit
+        self.stats = SyncStats()
+        for configured in plan.catalog.streams:
+            self.stats.stream(configured.stream.name, configured.stream.namespace)
+        self.ledger = StateLedger()
+        self._errors: dict[Role, FerryError] = {}
+        self._stop = asyncio.Event()
+        self._destination: ConnectorProcess | None = None
+
+    def request_stop(self) -> None:
+        """First call: stop the source and let the destination drain; second: stop both."""
+        if self._stop.is_set() and self._destination is not None:
+            asyncio.ensure_future(self._destination.terminate(TERMINATE_GRACE))
+        self._stop.set()
+
+    async def run(self) -> AttemptOutcome:
+        catalog = encode(self.plan.catalog)
+        destination = self._destination = await self._start(
+            self.plan.destination,
+            "destination",
+            {"config": self.plan.destination_config, "catalog": catalog},
+        )
+        files = {"config": self.plan.source_config, "catalog": catalog}
+        if self.state_file is not None:
+            files["state"] = self.state_file
+        try:
+            source = await self._start(self.plan.source, "source", files)
+        except BaseException:
+            await destination.terminate(TERMINATE_GRACE)
+            raise
+        try:
+            await self._drive(source, destination)
+        finally:
+            await asyncio.gather(
+                source.terminate(TERMINATE_GRACE), destination.terminate(TERMINATE_GRACE)
+            )
+        return self._outcome()
+
+    async def _start(
+        self, ref: ConnectorRef, role: Role, files: dict[str, bytes]
+    ) -> ConnectorProcess:
+        verb = "read" if role == "source" else "write"
+        labels = RunLabels(self.plan.labels.run_id, self.plan.labels.connection, role)
+        invocation = ConnectorInvocation(ref, verb, files, labels)
+        log = connector_logger(role)
+        return await self.runtimes[ref.runtime].start(invocation, lambda line: log.info("%s", line))
+
+    async def _drive(self, source: ConnectorProcess, destination: ConnectorProcess) -> None:
+        assert destination.stdin is not None
+        router = SourceRouter(self.stats, self.ledger, self._on_source_message, self._on_text)
+        pumping = asyncio.create_task(self._pump(source, destination, router))
+        echoing = asyncio.create_task(self._read_destination(destination))
+        stopping = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({pumping, echoing, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not pumping.done():
+                # A stop request, or the destination closed its output before the source ended.
+                await source.terminate(TERMINATE_GRACE)
+                if not self._stop.is_set():
+                    self._fail("destination", ProtocolViolation(
+                        "the destination stopped reading before the source finished"
+                    ))
+            await pumping
+            await echoing
+        finally:
+            for task in (pumping, echoing, stopping):
+                task.cancel()
+            await asyncio.gather(pumping, echoing, stopping, return_exceptions=True)
+        self._check_exit("source", await source.wait(), source)
+        self._check_exit("destination", await destination.wait(), destination)
+
+    async def _pump(
+        self, source: ConnectorProcess, destination: ConnectorProcess, router: SourceRouter
+    ) -> None:
+        assert destination.stdin is not None
+        try:
+            await pump(source.stdout, destination.stdin, router)
+        except (BrokenPipeError, ConnectionResetError):
+            self._fail("destination", ConnectorCrashed("the destination closed its input early"))
+            await source.terminate(TERMINATE_GRACE)
+        except FerryError as error:
+            self._fail("source", error)
+            await source.terminate(TERMINATE_GRACE)
+        finally:
+            with contextlib.suppress(OSError):
+                await destination.stdin.close()
+
+    async def _read_destination(self, destination: ConnectorProcess) -> None:
+        async for block in complete_lines(destination.stdout):
+            lines, envelopes = split_envelopes(block)
+            confirmed: list[PendingState] = []
+            for line, envelope in zip(lines, envelopes, strict=True):
+                if envelope.type == STATE:
+                    confirmed += self._confirm(decode_state_line(line))
+                elif envelope.type == "":
+                    self._on_text_from("destination", line.decode("utf-8", "replace"))
+                else:
+                    self._on_message("destination", decode_message(line))
+            if confirmed:
+                self._commit(confirmed)
+
+    def _confirm(self, echoed: AirbyteStateMessage) -> list[PendingState]:
+        try:
+            confirmed = self.ledger.confirm(echoed)
+        except ProtocolViolation as error:
+            self._fail("destination", error)
+            return []
+        reported = echoed.destinationStats.recordCount if echoed.destinationStats else None
+        last = confirmed[-1]
+        if reported is not None and last.state.type == STATE_STREAM and int(reported) != last.covers_records:
+            self.stats.mismatches.append(
+                f"destination said {int(reported)} records for state #{last.sequence},"
+                f" ferry sent {last.covers_records}"
+            )
+        return confirmed
+
+    def _commit(self, confirmed: list[PendingState]) -> None:
+        self.commit([entry.state for entry in confirmed])
+        self.stats.states_committed += len(confirmed)
+        for entry in confirmed:
+            stream = entry.state.stream
+            if entry.state.type == STATE_STREAM and stream is not None:
+                descriptor = stream.stream_descriptor
+                self.stats.stream(descriptor.name, descriptor.namespace).states_committed += 1
+
+    def _on_source_message(self, message: AirbyteMessage) -> None:
+        self._on_message("source", message)
+
+    def _on_text(self, text: str) -> None:
+        self._on_text_from("source", text)
+
+    def _on_text_from(self, role: Role, text: str) -> None:
+        connector_logger(role).info("%s", text)
+
+    def _on_message(self, role: Role, message: AirbyteMessage) -> None:
+        trace = message.trace
+        if trace is not None and trace.error is not None:
+            error = trace.error
+            connector_logger(role).error("%s", error.message)
+            if error.internal_message:
+                connector_logger(role).debug("%s", error.internal_message)
+            self._fail(role, ConnectorFailed(
+                f"{role} reported {error.failure_type or 'an error'}: {error.message}",
+                failure_type=error.failure_type,
+            ))
+            return
+        if trace is not None and trace.stream_status is not None:
+            descriptor = trace.stream_status.stream_descriptor
+            self.stats.stream(descriptor.name, descriptor.namespace).status = trace.stream_status.status
+        elif trace is not None and trace.estimate is not None:
+            estimate = trace.estimate
+            self.stats.stream(estimate.name, estimate.namespace).estimate_rows = estimate.row_estimate
+        log_message(role, message)
+
+    def _fail(self, role: Role, error: FerryError) -> None:
+        self._errors.setdefault(role, error)
+
+    def _check_exit(self, role: Role, code: int, process: ConnectorProcess) -> None:
+        if code == 0 or role in self._errors or (self._stop.is_set() and role == "source"):
+            return
+        self._fail(role, ConnectorCrashed(
+            f"the {role} exited with code {code}",
+            exit_code=code,
+            stderr_tail="\n".join(process.stderr_tail()),
+        ))
+
+    def _outcome(self) -> AttemptOutcome:
+        outcome = AttemptOutcome(self.stats, cancelled=self._stop.is_set())
+        # The first failure explains the rest (a source stopped because its destination died).
+        outcome.error = next(iter(self._errors.values()), None)
+        if self.ledger.unconfirmed and outcome.error is None and not outcome.cancelled:
+            outcome.error = ProtocolViolation(
+                f"the destination exited without confirming {self.ledger.unconfirmed} of "
+                f"{self.ledger.sent} states; they were not committed and will be read again"
+            )
+        outcome.warnings = list(self.stats.mismatches)
+        return outcome

@@ -1,0 +1,332 @@
+"""The local runtime: a connector is a plain child process of ferry.
+
+Files (config, catalog, state) go to a private temp dir (0700, files 0600), removed when the
+process is waited for or terminated. Stdout and stderr are pipes read straight from their file
+descriptors in large chunks (no StreamReader copies); the pipes are enlarged to 1 MiB so a fast
+connector is not woken up every 64 KiB.
+
+Connectors stay in ferry's process group, so killing the group reaches them; on Linux they also
+get PR_SET_PDEATHSIG, so they die with ferry even when ferry alone is SIGKILLed. (The signal
+fires when the *thread* that started the child exits: start connectors from the thread that
+runs the event loop for as long as they run, which asyncio does.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import fcntl
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from ferry.errors import ConnectorNotFound, FerryError, RuntimeUnavailable
+from ferry.runtimes.base import (
+    ConnectorInvocation,
+    LogSink,
+    StderrTail,
+    protocol_args,
+)
+
+PIPE_SIZE = 1 << 20  # Linux's default /proc/sys/fs/pipe-max-size
+STDERR_CHUNK = 64 * 1024
+_F_SETPIPE_SZ = 1031
+_PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+# Resolved once here: the code that runs between fork and exec must not load libraries.
+_prctl = _load_prctl()
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+    """A preexec_fn asking the kernel to SIGKILL the child when ferry dies."""
+
+    def preexec() -> None:
+        if _prctl is not None:
+            _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+        # ferry may have died between fork and prctl: then nobody would send the signal.
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+    return preexec
+
+
+def _enlarge_pipe(fd: int) -> None:
+    with contextlib.suppress(OSError):  # not Linux, or a lower pipe-max-size: keep the default
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
+
+
+class PipeReader:
+    """Reads a non-blocking pipe fd. After the process has exited, what is still buffered is
+    returned and then EOF, even if a grandchild holds the pipe open (no hang after exit)."""
+
+    def __init__(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self._fd = fd
+        self._exited = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def read(self, n: int) -> bytes:
+        while True:
+            if self._fd < 0:
+                return b""
+            try:
+                data = os.read(self._fd, n)
+            except BlockingIOError:
+                if self._exited:
+                    self.close()
+                    return b""
+                await self._wait_readable()
+                continue
+            if not data:
+                self.close()
+            return data
+
+    async def _wait_readable(self) -> None:
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        loop.add_reader(self._fd, self._wake)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if self._fd >= 0:
+                loop.remove_reader(self._fd)
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def process_exited(self) -> None:
+        self._exited = True
+        self._wake()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            if self._waiter is not None:
+                asyncio.get_running_loop().remove_reader(fd)
+            os.close(fd)
+            self._wake()
+
+
+class PipeWriter:
+    """Writes to the connector's stdin; waits while the pipe is full (backpressure).
+
+    `write` raises BrokenPipeError once the connector is gone or closed its stdin; `close`
+    never raises (how the connector ended is learnt from `wait`)."""
+
+    def __init__(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self._fd = fd
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            if self._fd < 0:
+                raise BrokenPipeError("the connector's stdin is closed")
+            try:
+                written = os.write(self._fd, view)
+            except BlockingIOError:
+                await self._wait_writable()
+                continue
+            view = view[written:]
+
+    async def _wait_writable(self) -> None:
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        fd = self._fd
+        loop.add_writer(fd, self._wake)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            loop.remove_writer(fd)
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def close(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            if self._waiter is not None:
+                asyncio.get_running_loop().remove_writer(fd)
+                self._wake()
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class LocalProcess:
+    """A running local connector (implements ConnectorProcess)."""
+
+    def __init__(
+        self,
+        process: asyncio.subprocess.Process,
+        stdout_fd: int,
+        stderr_fd: int,
+        stdin_fd: int | None,
+        workdir: Path,
+        log: LogSink,
+        name: str,
+    ) -> None:
+        self._process = process
+        self._workdir = workdir
+        self._tail = StderrTail()
+        self.stdout = PipeReader(stdout_fd)
+        self.stdin = PipeWriter(stdin_fd) if stdin_fd is not None else None
+        self._stderr = PipeReader(stderr_fd)
+        self._exit = asyncio.create_task(process.wait(), name=f"{name} exit")
+        self._exit.add_done_callback(lambda _: self._on_exit())
+        self._draining = asyncio.create_task(self._drain_stderr(log), name=f"{name} stderr")
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def _on_exit(self) -> None:
+        self.stdout.process_exited()
+        self._stderr.process_exited()
+
+    async def _drain_stderr(self, log: LogSink) -> None:
+        partial = b""
+        while chunk := await self._stderr.read(STDERR_CHUNK):
+            *lines, partial = (partial + chunk).split(b"\n")
+            for line in lines:
+                self._emit(line, log)
+        if partial:
+            self._emit(partial, log)
+
+    def _emit(self, line: bytes, log: LogSink) -> None:
+        text = line.decode("utf-8", "replace").rstrip("\r")
+        self._tail.add(text)
+        log(text)
+
+    async def wait(self) -> int:
+        try:
+            code = await asyncio.shield(self._exit)
+            await asyncio.shield(self._draining)
+        finally:
+            self._remove_files()
+        return code
+
+    async def terminate(self, grace: float = 10.0) -> None:
+        try:
+            if not self._exit.done():
+                self._signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._exit), grace)
+                except TimeoutError:
+                    self._signal(signal.SIGKILL)
+                    await asyncio.shield(self._exit)
+            await asyncio.shield(self._draining)
+        finally:
+            self.stdout.close()
+            if self.stdin is not None:
+                await self.stdin.close()
+            self._remove_files()
+
+    def _signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self._process.send_signal(signum)
+
+    def stderr_tail(self) -> list[str]:
+        return self._tail.lines()
+
+    def _remove_files(self) -> None:
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+
+def write_private_files(files: dict[str, bytes]) -> tuple[Path, dict[str, str]]:
+    """A fresh 0700 temp dir holding each file as NAME.json (0600); returns it and the paths."""
+    workdir = Path(tempfile.mkdtemp(prefix="ferry-"))
+    paths: dict[str, str] = {}
+    try:
+        for name, data in files.items():
+            path = workdir / f"{name}.json"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            paths[name] = str(path)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return workdir, paths
+
+
+class LocalRuntime:
+    """Runs connectors as local processes (implements Runtime)."""
+
+    name = "local"
+
+    async def start(self, invocation: ConnectorInvocation, log: LogSink) -> LocalProcess:
+        ref = invocation.connector
+        workdir, paths = write_private_files(dict(invocation.files))
+        argv = [ref.target, *ref.args, *protocol_args(invocation.verb, paths)]
+        try:
+            return await _spawn(argv, invocation, workdir, log)
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+
+    async def close(self) -> None:
+        """Nothing is held between connectors."""
+
+
+async def _spawn(
+    argv: list[str], invocation: ConnectorInvocation, workdir: Path, log: LogSink
+) -> LocalProcess:
+    ref = invocation.connector
+    env = {**os.environ, **ref.options.env}
+    stdout_read, stdout_write = os.pipe()
+    stderr_read, stderr_write = os.pipe()
+    stdin_read, stdin_write = os.pipe() if invocation.reads_stdin else (None, None)
+    for fd in (stdout_read, stdin_write):
+        if fd is not None:
+            _enlarge_pipe(fd)
+    child_ends = [stdout_write, stderr_write] + ([stdin_read] if stdin_read is not None else [])
+    parent_ends = [stdout_read, stderr_read] + ([stdin_write] if stdin_write is not None else [])
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=stdin_read if stdin_read is not None else asyncio.subprocess.DEVNULL,
+            stdout=stdout_write,
+            stderr=stderr_write,
+            env=env,
+            preexec_fn=_die_with_parent(os.getpid()),
+        )
+    except BaseException as error:
+        for fd in parent_ends:
+            os.close(fd)
+        if isinstance(error, OSError):
+            raise _start_error(ref.target, error) from None
+        raise
+    finally:
+        for fd in child_ends:
+            os.close(fd)
+    name = Path(ref.target).name
+    return LocalProcess(process, stdout_read, stderr_read, stdin_write, workdir, log, name)
+
+
+def _start_error(target: str, error: OSError) -> FerryError:
+    if isinstance(error, FileNotFoundError):
+        return ConnectorNotFound(f"connector executable {target} does not exist")
+    if isinstance(error, PermissionError):
+        return ConnectorNotFound(f"connector {target} is not executable (try chmod +x {target})")
+    return RuntimeUnavailable(f"cannot start connector {target}: {error.strerror or error}")

@@ -1,0 +1,208 @@
+"""The store interface: connection state and run history.
+
+Synchronous and small on purpose: every call is one short transaction (a few milliseconds for
+SQLite), so the engine calls it straight from its event loop. A Postgres store would implement
+the same class; the state merge rules live in `ferry.store.state` and are shared.
+
+Runs and attempts: a run is one `ferry sync` of a connection; it makes one or more attempts (a
+retry after a transient failure is a new attempt that resumes from the committed state). Every
+run records the host, pid and process start time of the ferry that owns it, so a run left
+"running" by a ferry that was killed is reported as `abandoned`, and is marked so for good when
+the next run of that connection starts.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+
+from ferry.protocol.messages import AirbyteStateMessage, StreamDescriptor
+from ferry.store.state import ConnectionState
+
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+CANCELLED = "cancelled"
+ABANDONED = "abandoned"  # the owning ferry process is gone; set by the store, never passed in
+
+FINAL_STATUSES = frozenset({SUCCEEDED, FAILED, CANCELLED})
+STATUSES = frozenset({RUNNING, ABANDONED}) | FINAL_STATUSES
+
+
+@dataclass(frozen=True)
+class StreamCounts:
+    """What the engine counted for one stream in one attempt (records and bytes forwarded)."""
+
+    stream: StreamDescriptor
+    records: int = 0
+    bytes: int = 0
+
+
+@dataclass(frozen=True)
+class StreamTotals:
+    """Counts of one stream in an attempt or a run; `states_committed` is kept by the store."""
+
+    stream: StreamDescriptor
+    records: int
+    bytes: int
+    states_committed: int
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    id: int
+    number: int  # 1, 2, ... within its run
+    status: str
+    started_at: datetime
+    ended_at: datetime | None
+    error: str | None
+    failure_type: str | None
+    states_committed: int
+    streams: tuple[StreamTotals, ...]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    connection: str
+    status: str  # running | succeeded | failed | cancelled | abandoned
+    started_at: datetime
+    ended_at: datetime | None
+    error: str | None
+    failure_type: str | None
+    full_refresh: bool
+    runtime: str | None
+    owner: str  # "pid 1234 on host"
+    attempts: tuple[AttemptRecord, ...]
+    streams: tuple[StreamTotals, ...]  # summed over the attempts
+
+    @property
+    def attempt_count(self) -> int:
+        return len(self.attempts)
+
+    @property
+    def records(self) -> int:
+        return sum(s.records for s in self.streams)
+
+    @property
+    def bytes(self) -> int:
+        return sum(s.bytes for s in self.streams)
+
+    @property
+    def states_committed(self) -> int:
+        return sum(a.states_committed for a in self.attempts)
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end; None while running."""
+        if self.ended_at is None:
+            return None
+        return (self.ended_at - self.started_at).total_seconds()
+
+
+class Store(abc.ABC):
+    """Connection state and run history. Use as a context manager, or call `close()`."""
+
+    url: str
+
+    # -- state -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def load_state(self, connection: str) -> ConnectionState:
+        """The committed state of a connection (empty if it has none)."""
+
+    @abc.abstractmethod
+    def commit_states(
+        self,
+        connection: str,
+        attempt_id: int | None,
+        states: Sequence[AirbyteStateMessage],
+        *,
+        progress: Iterable[StreamCounts] = (),
+    ) -> None:
+        """Apply `states` in order, all or nothing, in one transaction.
+
+        `attempt_id` (an attempt of a run of this connection, or None) gets its committed-state
+        counters raised in the same transaction; `progress` optionally records the attempt's
+        per-stream counts as of this commit, so they survive if ferry is killed.
+        Raises ProtocolViolation for an unusable state message (nothing is applied) and
+        StoreError when the attempt is not one of this connection's or the store fails.
+        """
+
+    @abc.abstractmethod
+    def reset_state(self, connection: str, stream: StreamDescriptor | None = None) -> bool:
+        """Forget the state of one stream, or of the whole connection; False if there was none.
+
+        ConfigError for one stream of a LEGACY state (a single blob for every stream).
+        """
+
+    # -- runs ------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def start_run(
+        self,
+        connection: str,
+        *,
+        full_refresh: bool = False,
+        runtime: str | None = None,
+        exclusive: bool = True,
+    ) -> int:
+        """Record a new running run owned by this process and return its id.
+
+        Runs of this connection whose owner is gone are marked `abandoned` first. With
+        `exclusive`, a run of the connection still owned by a live ferry on this host is a
+        ConfigError: two syncs of one connection at once would race on its state.
+        """
+
+    @abc.abstractmethod
+    def start_attempt(self, run_id: int) -> int:
+        """Record the next attempt of a running run and return its id."""
+
+    @abc.abstractmethod
+    def finish_attempt(
+        self,
+        attempt_id: int,
+        status: str,
+        stats: Iterable[StreamCounts] = (),
+        error: str | None = None,
+        failure_type: str | None = None,
+    ) -> None:
+        """End an attempt: succeeded, failed or cancelled, with its final per-stream counts."""
+
+    @abc.abstractmethod
+    def finish_run(
+        self,
+        run_id: int,
+        status: str,
+        error: str | None = None,
+        failure_type: str | None = None,
+    ) -> None:
+        """End a run (attempts still running end with the same status)."""
+
+    @abc.abstractmethod
+    def get_run(self, run_id: int) -> RunRecord | None:
+        """One run, or None if there is no such run."""
+
+    @abc.abstractmethod
+    def list_runs(self, connection: str, limit: int = 20) -> list[RunRecord]:
+        """The connection's latest runs, newest first."""
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the store; further calls fail."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
