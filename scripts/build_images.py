@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -53,6 +54,8 @@ TAG = "dev"
 HASH_LABEL = "ferry.build-hash"
 NAME_LABEL = "ferry.image"
 FAKER_SPEC = os.environ.get("FERRY_FAKER_SPEC", "airbyte-source-faker==6.2.38")
+# Bump when the way venvs are built changes (cached venvs are keyed by it, not by this file).
+VENV_RECIPE = "1"
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Always shipped: glibc dlopen()s libgcc_s for pthread_cancel/unwinding, ldd cannot see that.
 ALWAYS_LIBS = ("libgcc_s.so.1",)
@@ -319,6 +322,8 @@ def _skeleton(root: Path) -> None:
     applets = run([bb, "--list-full"]).stdout.decode().split()
     for rel in applets:
         parts = rel.split("/")
+        if rel == "linuxrc":
+            continue
         if parts[0] in ("bin", "sbin"):
             parts = ["usr", *parts]
         dest = root.joinpath(*parts)
@@ -398,32 +403,34 @@ def manifest(root: Path) -> set[str]:
 # ------------------------------------------------------------------------------------------------
 
 
-def pip_wheel_file() -> Path:
-    """A pip wheel to run pip from (`python pip.whl/pip ...`), so venvs need no pip inside."""
-    cached = sorted((CACHE / "tools").glob("pip-*.whl"))
-    if cached:
-        return cached[-1]
+def pip_tool() -> Path:
+    """pip, unpacked from its wheel under the cache (runs as `python DIR/pip`; its bytecode is
+    cached there), so venvs need no pip inside and the host's pip config is never involved."""
+    tools = CACHE / "tools"
+    found = sorted(tools.glob("pip-*/pip/__main__.py"))
+    if found:
+        return found[-1].parent
     candidates = sorted(glob.glob("/usr/share/python-wheels/pip-*.whl"))
     candidates += sorted(glob.glob(f"{STDLIB}/ensurepip/_bundled/pip-*.whl"))
     if not candidates:
         raise BuildError(
-            "no pip wheel found (/usr/share/python-wheels or ensurepip): apt-get install python3-pip-whl"
+            "no pip wheel found (/usr/share/python-wheels, ensurepip): apt-get install python3-pip-whl"
         )
-    (CACHE / "tools").mkdir(parents=True, exist_ok=True)
-    dest = CACHE / "tools" / os.path.basename(candidates[-1])
-    shutil.copy2(candidates[-1], dest)
-    return dest
+    wheel = candidates[-1]
+    tools.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".pip-", dir=tools))
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(tmp)
+    dest = tools / Path(wheel).name.split("-py")[0]
+    with contextlib.suppress(OSError):
+        tmp.rename(dest)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return dest / "pip"
 
 
 def pip(python: str, subcommand: str, *args: str, net: bool) -> None:
-    """Run pip (from its wheel) with `python`, ignoring the host's pip config."""
-    cmd = [
-        python,
-        f"{pip_wheel_file()}/pip",
-        subcommand,
-        "--isolated",
-        "--disable-pip-version-check",
-    ]
+    """Run pip with `python` (installs into that python's environment)."""
+    cmd = [python, str(pip_tool()), subcommand, "--isolated", "--disable-pip-version-check"]
     cmd += ["-q", "--cache-dir", str(CACHE / "pip")]
     if net:
         cmd += ["--cert", CA_BUNDLE]
@@ -454,6 +461,45 @@ def wheelhouse(
         return wh
 
 
+def cached_venv(
+    key_parts: Sequence[str], requirements: Sequence[str], wh: Path, uninstall: str | None = None
+) -> Path:
+    """A finished venv (relocated to VENV, bytecode compiled) with `requirements` installed from
+    the wheelhouse, cached; `uninstall` removes a package afterwards (keeping its dependencies)."""
+    key = digest(VENV_RECIPE, PY_VERSION, host_fingerprint([HOST_PYTHON]), *key_parts)[:16]
+    dest = CACHE / "venvs" / key
+    with file_lock(CACHE / "locks" / f"venv-{key}.lock"):
+        if (dest / "bin" / "python").is_symlink():
+            return dest
+        t = time.monotonic()
+        (CACHE / "venvs").mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".venv-", dir=CACHE / "venvs"))
+        try:
+            venv = tmp / VENV.lstrip("/")
+            venv.parent.mkdir(parents=True)
+            run([HOST_PYTHON, "-m", "venv", "--without-pip", venv])
+            py = str(venv / "bin" / "python")
+            pip(py, "install", "--no-index", "--find-links", str(wh), "--no-compile",
+                *requirements, net=False)  # fmt: skip
+            if uninstall:
+                pip(py, "uninstall", "-y", uninstall, net=False)
+            finish_venv(tmp)
+            venv.rename(dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        log(f"venv {key} ({' '.join(requirements)}) built in {time.monotonic() - t:.1f}s")
+        return dest
+
+
+def finish_venv(root: Path) -> None:
+    """Make root/VENV position-independent of the build dir: relocate, compile bytecode with the
+    final paths (mtime-validated, so it stays valid through cp -a and tar | import)."""
+    venv = root / VENV.lstrip("/")
+    relocate(venv, str(venv), VENV)
+    run([HOST_PYTHON, "-m", "compileall", "-q", "-j", "0", "-s", str(root), "-p", "/",
+         str(venv / "lib")], check=False)  # fmt: skip
+
+
 def ferry_source_copy(dest: Path) -> Path:
     """A clean copy of the distribution's files (building in the shared tree would litter it)."""
     for f in ferry_sources():
@@ -465,19 +511,12 @@ def ferry_source_copy(dest: Path) -> Path:
     return dest
 
 
-def build_venv(root: Path, requirement: str, wh: Path) -> None:
-    """Create VENV inside root with the host python, install `requirement` offline, relocate."""
+def venv_into(root: Path, cached: Path) -> Path:
+    """Copy a cached venv to root/VENV (a real copy: pip may still write into it)."""
     venv = root / VENV.lstrip("/")
     venv.parent.mkdir(parents=True, exist_ok=True)
-    run([HOST_PYTHON, "-m", "venv", "--without-pip", venv])
-    py = str(venv / "bin" / "python")
-    pip(
-        py, "install", "--no-index", "--find-links", str(wh), "--no-compile", requirement, net=False
-    )
-    relocate(venv, str(venv), VENV)
-    # bytecode with the final paths (mtime-validated, so it stays valid after tar | import)
-    run([HOST_PYTHON, "-m", "compileall", "-q", "-j", "0", "-s", str(root), "-p", "/",
-         str(venv / "lib")], check=False)  # fmt: skip
+    run(["cp", "-a", str(cached), str(venv)])
+    return venv
 
 
 def relocate(venv: Path, old: str, new: str) -> None:
@@ -532,19 +571,26 @@ def rootfs_inputs(name: str) -> tuple[str, str]:
 
 
 def populate(name: str, root: Path, base: Path) -> None:
-    """Fill the overlay `root` of rootfs `name` (base files come from `base`)."""
+    """Add rootfs `name`'s own files to `root` (which already holds a copy of `base`)."""
     if name == "faker":
         wh = wheelhouse(["faker", FAKER_SPEC], [FAKER_SPEC])
-        build_venv(root, FAKER_SPEC, wh)
+        venv_into(root, cached_venv(["faker", FAKER_SPEC], [FAKER_SPEC], wh))
         venv_libs(root, base)
     elif name == "ferry":
-        pyproject = (REPO / "pyproject.toml").read_bytes()
+        # ferry's dependencies (and setuptools, its build backend) come from a venv cached per
+        # pyproject.toml; only ferry itself is installed fresh, without build isolation.
+        t = time.monotonic()
+        pyproject_hash = sha256_file(REPO / "pyproject.toml")
         src = ferry_source_copy(root.parent / "src-copy")
-        # wheels for ferry's dependencies + its build backend; ferry itself is built fresh
-        wh = wheelhouse(["ferry", hashlib.sha256(pyproject).hexdigest()],
-                        ["setuptools>=68", str(src)], drop="ferry")  # fmt: skip
-        build_venv(root, str(src), wh)
+        wh = wheelhouse(["ferry", pyproject_hash], ["setuptools>=68", str(src)], drop="ferry")
+        deps = cached_venv(["ferry", pyproject_hash], ["setuptools>=68", str(src)], wh,
+                           uninstall="ferry")  # fmt: skip
+        venv = venv_into(root, deps)
+        pip(str(venv / "bin" / "python"), "install", "--no-index", "--find-links", str(wh),
+            "--no-deps", "--no-build-isolation", "--no-compile", str(src), net=False)  # fmt: skip
+        finish_venv(root)
         venv_libs(root, base)
+        log(f"ferry installed into the venv in {time.monotonic() - t:.1f}s")
     elif name == "sidecar":
         (root / "usr/bin").mkdir(parents=True, exist_ok=True)
         shutil.copy2(SOCAT, root / "usr/bin/socat")
@@ -675,34 +721,39 @@ def build_rootfs_group(
     hashes: dict[str, str],
     engines: list[str],
     todo: dict[str, list[str]],
-) -> list[tuple[str, float]]:
+) -> float:
     """Build one tarball, import it for each image/engine in `todo` (engine -> image names)."""
     t = time.monotonic()
     base_kind, _ = rootfs_inputs(rootfs)
     base = base_rootfs(base_kind)
     build_dir = Path(tempfile.mkdtemp(prefix=f"{rootfs}-", dir=CACHE / "build"))
-    timings = []
     try:
-        overlay = build_dir / "root"
-        overlay.mkdir()
-        populate(rootfs, overlay, base)
+        # the base, hard-linked (cheap; nothing below rewrites a base file in place), + this rootfs
+        root = build_dir / "root"
+        run(["cp", "-al", str(base), str(root)])
+        populate(rootfs, root, base)
+        t_tar = time.monotonic()
         tarball = build_dir / "rootfs.tar"
-        run(["tar", "-c", "-f", str(tarball), "--numeric-owner", "--owner=0", "--group=0",
-             "-C", str(base), ".", "-C", str(overlay), "."])  # fmt: skip
-        t_rootfs = time.monotonic() - t
+        tar = ["tar", "-c", "-f", str(tarball), "--numeric-owner", "--owner=0", "--group=0"]
+        run([*tar, "-C", str(root), "."])
         size = tarball.stat().st_size / 1e6
-        log(f"rootfs '{rootfs}' ready in {t_rootfs:.1f}s ({size:.0f} MB)")
-        for img in imgs:
-            for engine in engines:
-                if img.name not in todo.get(engine, []):
-                    continue
-                ti = time.monotonic()
-                import_image(engine, tarball, img, hashes[img.name])
-                log(f"{img.ref} [{engine}] built (import {time.monotonic() - ti:.1f}s)")
-        timings.append((rootfs, time.monotonic() - t))
+        log(
+            f"rootfs '{rootfs}' ready in {time.monotonic() - t:.1f}s "
+            f"(tar {time.monotonic() - t_tar:.1f}s, {size:.0f} MB)"
+        )
+
+        def one(img: Image, engine: str) -> None:
+            ti = time.monotonic()
+            import_image(engine, tarball, img, hashes[img.name])
+            log(f"{img.ref} [{engine}] built (import {time.monotonic() - ti:.1f}s)")
+
+        jobs = [(img, e) for img in imgs for e in engines if img.name in todo.get(e, [])]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+            for fut in [pool.submit(one, img, e) for img, e in jobs]:
+                fut.result()
     finally:
         shutil.rmtree(build_dir, ignore_errors=True)
-    return timings
+    return time.monotonic() - t
 
 
 def build(
@@ -755,10 +806,10 @@ def build(
             errors = []
             for fut in concurrent.futures.as_completed(futures):
                 try:
-                    for rootfs, secs in fut.result():
-                        log(f"rootfs '{rootfs}' done: {secs:.1f}s")
-                        for img in groups[rootfs]:
-                            status[img.name] = "built"
+                    secs = fut.result()
+                    log(f"rootfs '{futures[fut]}' done: {secs:.1f}s")
+                    for img in groups[futures[fut]]:
+                        status[img.name] = "built"
                 except Exception as exc:  # report every group's failure, not just the first
                     errors.append(f"{futures[fut]}: {exc}")
                     log(f"FAILED rootfs '{futures[fut]}': {exc}")

@@ -63,3 +63,64 @@ def podman_engine(podman_available: bool) -> Iterator[None]:
     if not podman_available:
         engine_missing("podman is not usable (`podman info` failed); run scripts/engines.sh")
     yield
+
+
+# --- installed connectors (source-faker from PyPI) ---------------------------------------------
+
+FAKER_VERSION = "7.2.1"
+# Bump when the layout `ferry connectors install` produces changes, so stale caches are rebuilt.
+INSTALL_LAYOUT = 1
+TEST_CACHE = Path(os.environ.get("FERRY_TEST_CACHE") or Path.home() / ".cache" / "ferry-tests")
+SHELL_CONNECTORS = REPO / "tests" / "connectors_sh"
+
+
+@pytest.fixture(scope="session")
+def installed_faker_home() -> Path:
+    """A FERRY_HOME holding source-faker, installed with `ferry connectors install` once per
+    machine and version (under ~/.cache/ferry-tests, or $FERRY_TEST_CACHE) and then reused."""
+    import fcntl
+    import sys
+
+    from ferry.runtimes.install import load_manifest
+
+    home = TEST_CACHE / f"source-faker-{FAKER_VERSION}-layout{INSTALL_LAYOUT}"
+    connector = home / "connectors" / "source-faker"
+    TEST_CACHE.mkdir(parents=True, exist_ok=True)
+    with (TEST_CACHE / "install.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel test runs install it once
+        manifest = load_manifest(connector)
+        if manifest is None or manifest.version != FAKER_VERSION:
+            shutil.rmtree(home, ignore_errors=True)
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "ferry",
+                    "connectors",
+                    "install",
+                    f"source-faker=={FAKER_VERSION}",
+                ],
+                env={**os.environ, "FERRY_HOME": str(home)},
+                capture_output=True,
+                text=True,
+                timeout=1200,
+                check=False,
+            )
+            if result.returncode != 0:
+                pytest.fail(f"installing source-faker failed:\n{result.stdout}\n{result.stderr}")
+    return home
+
+
+@pytest.fixture
+def source_faker(installed_faker_home: Path, ferry_home: Path) -> str:
+    """Makes the cached source-faker an installed connector of this test's FERRY_HOME."""
+    connectors = ferry_home / "connectors"
+    connectors.mkdir(parents=True, exist_ok=True)
+    (connectors / "source-faker").symlink_to(installed_faker_home / "connectors" / "source-faker")
+    return "source-faker"
+
+
+@pytest.fixture
+def connectors_sh() -> Path:
+    """The directory of the test connectors written in sh (tests/connectors_sh)."""
+    return SHELL_CONNECTORS

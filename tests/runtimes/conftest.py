@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 
-
 TINY_CONNECTOR = b"""#!/bin/sh
 # ferry's tiny test connector: runs the snippet in $TINY, else greets with its arguments.
 if [ -n "$TINY" ]; then
@@ -37,6 +36,7 @@ TINY = "ferry-test/runtime-tiny:dev"  # ENTRYPOINT /connector.sh, runs as root
 TINY_APP = "ferry-test/runtime-tiny-app:dev"  # USER app (named, uid 1234 gid 2345 via /etc/passwd)
 TINY_UID = "ferry-test/runtime-tiny-uid:dev"  # USER 4321:4322 (numeric, in no passwd file)
 TINY_NO_ENTRYPOINT = "ferry-test/runtime-tiny-noentry:dev"  # no ENTRYPOINT, no CMD
+TINY_AIRBYTE = "ferry-test/runtime-tiny-airbyte:dev"  # no ENTRYPOINT; AIRBYTE_ENTRYPOINT set
 
 
 def engine_missing(reason: str) -> None:
@@ -52,6 +52,7 @@ class TinyImages:
     app_user: str = TINY_APP
     numeric_user: str = TINY_UID
     no_entrypoint: str = TINY_NO_ENTRYPOINT
+    airbyte_entrypoint: str = TINY_AIRBYTE
 
 
 def _busybox() -> Path:
@@ -122,6 +123,7 @@ def tiny_images(docker_available: bool) -> TinyImages:
             TINY_APP: [env, entry, "USER app"],
             TINY_UID: [env, entry, "USER 4321:4322"],
             TINY_NO_ENTRYPOINT: [env],
+            TINY_AIRBYTE: [env, "ENV AIRBYTE_ENTRYPOINT=/connector.sh"],
         }
         for name, changes in variants.items():
             repository, tag = name.rsplit(":", 1)

@@ -13,8 +13,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ferry.cli.common import Subparsers
 from ferry.cli.progress import Progress, human_bytes, stats_table
 from ferry.engine.connection import load_connection
+from ferry.engine.secrets import mask
 from ferry.engine.runner import SyncOptions, SyncResult, SyncRunner
 from ferry.errors import ConfigError
 from ferry.engine.ledger import state_streams
@@ -22,9 +24,6 @@ from ferry.protocol import to_builtins
 from ferry.protocol.messages import StreamDescriptor
 from ferry.runtimes.base import RUNTIME_NAMES
 from ferry.store import RunRecord, open_store
-
-Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
-
 
 def register(subparsers: Subparsers) -> None:
     sync = subparsers.add_parser("sync", help="stream a source into a destination")
@@ -105,7 +104,7 @@ def _print_summary(result: SyncResult) -> None:
         console.print(f"warning: {warning}", style="yellow")
     # The error itself is printed by the CLI's error handler with its exit code.
     if result.error is not None:
-        print(f"ferry: error: {result.error}", file=sys.stderr)
+        print(f"ferry: error: {mask(str(result.error))}", file=sys.stderr)
 
 
 def _state(args: argparse.Namespace) -> int:

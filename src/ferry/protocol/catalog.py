@@ -61,7 +61,9 @@ def configure_stream(stream: AirbyteStream, selection: StreamSelection) -> Confi
         )
     cursor_field = selection.cursor_field or stream.default_cursor_field or None
     if sync_mode == INCREMENTAL and not cursor_field and not stream.source_defined_cursor:
-        raise ConfigError(f"{where}: incremental sync needs a cursor_field; the source defines none")
+        raise ConfigError(
+            f"{where}: incremental sync needs a cursor_field; the source defines none"
+        )
     primary_key = selection.primary_key or stream.source_defined_primary_key or None
     if destination_sync_mode == APPEND_DEDUP and not primary_key:
         raise ConfigError(
@@ -87,16 +89,15 @@ def configure_catalog(
     full_refresh: bool = False,
 ) -> ConfiguredAirbyteCatalog:
     """Every stream with default modes, or exactly the selected ones; full_refresh forces it."""
-    by_key = {(s.name, s.namespace): s for s in catalog.streams}
-    by_name = {s.name: s for s in catalog.streams}
     if selections is None:
         selections = [StreamSelection(name=s.name, namespace=s.namespace) for s in catalog.streams]
     configured = []
+    chosen: set[tuple[str, str | None]] = set()
     for selection in selections:
-        stream = by_key.get((selection.name, selection.namespace)) or by_name.get(selection.name)
-        if stream is None:
-            known = ", ".join(sorted(by_name)) or "none"
-            raise ConfigError(f"stream {selection.name!r} is not in the catalog (streams: {known})")
+        stream = _find(catalog, selection)
+        if (stream.name, stream.namespace) in chosen:
+            raise ConfigError(f"stream {_label(stream.name, stream.namespace)} is selected twice")
+        chosen.add((stream.name, stream.namespace))
         if full_refresh and FULL_REFRESH in stream.supported_sync_modes:
             selection = StreamSelection(
                 name=selection.name,
@@ -106,3 +107,25 @@ def configure_catalog(
             )
         configured.append(configure_stream(stream, selection))
     return ConfiguredAirbyteCatalog(streams=configured)
+
+
+def _label(name: str, namespace: str | None) -> str:
+    return repr(name) if namespace is None else repr(f"{namespace}.{name}")
+
+
+def _find(catalog: AirbyteCatalog, selection: StreamSelection) -> AirbyteStream:
+    """The stream a selection names; without a namespace, a name alone must be unambiguous."""
+    for stream in catalog.streams:
+        if (stream.name, stream.namespace) == (selection.name, selection.namespace):
+            return stream
+    named = [s for s in catalog.streams if s.name == selection.name]
+    if selection.namespace is None and len(named) == 1:
+        return named[0]
+    if selection.namespace is None and named:
+        spaces = ", ".join(sorted(repr(s.namespace) for s in named))
+        raise ConfigError(
+            f"stream {selection.name!r} exists in several namespaces ({spaces}): set namespace"
+        )
+    known = ", ".join(sorted({_label(s.name, s.namespace) for s in catalog.streams})) or "none"
+    wanted = _label(selection.name, selection.namespace)
+    raise ConfigError(f"stream {wanted} is not in the catalog (streams: {known})")

@@ -45,7 +45,11 @@ class _Struct(msgspec.Struct, omit_defaults=True):
     """Base: unknown fields are ignored, fields equal to their default are not written."""
 
 
-class StreamDescriptor(_Struct, frozen=True):
+class _FrozenStruct(msgspec.Struct, omit_defaults=True, frozen=True):
+    """The same, immutable and hashable (a frozen class cannot derive from `_Struct`)."""
+
+
+class StreamDescriptor(_FrozenStruct, frozen=True):
     name: str
     namespace: str | None = None
 
@@ -213,14 +217,14 @@ class AirbyteMessage(_Struct):
     destination_catalog: JsonObject | None = None
 
 
-class RoutingRecord(_Struct, frozen=True):
+class RoutingRecord(_FrozenStruct, frozen=True):
     """Hashable: the pump counts records per (stream, namespace) with a Counter."""
 
     stream: str
     namespace: str | None = None
 
 
-class Envelope(_Struct):
+class Envelope(_Struct, gc=False):
     """Only what the pump needs to route a line; the rest of the line is skipped, not built."""
 
     type: str

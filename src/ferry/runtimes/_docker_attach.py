@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import struct
 from collections.abc import Callable
 
@@ -75,7 +76,7 @@ class Demuxer:
                 pos += HEADER_SIZE
                 continue
             stop = pos + remaining if remaining < end - pos else end
-            if stream == STDOUT or stream == STDIN:
+            if stream <= STDOUT:  # STDIN (0) appears only as echoed input: stdout
                 out.append(view[pos:stop])
             else:
                 err.append(view[pos:stop])
@@ -194,10 +195,8 @@ class StderrLines:
     def _emit(self, raw: bytes) -> None:
         line = raw.decode("utf-8", errors="replace").rstrip("\r")
         self._tail.add(line)
-        try:
+        with contextlib.suppress(Exception):  # a failing log sink must not break the data path
             self._log(line)
-        except Exception:  # a failing log sink must not break the data path
-            pass
 
 
 def parse_response_head(head: bytes) -> tuple[int, str, dict[str, str]]:
@@ -228,8 +227,9 @@ def engine_message(body: bytes) -> str:
         value = json.loads(text)
     except ValueError:
         return text
-    if isinstance(value, dict) and isinstance(value.get("message"), str):
-        return value["message"]
+    message = value.get("message") if isinstance(value, dict) else None
+    if isinstance(message, str):
+        return message
     return text
 
 

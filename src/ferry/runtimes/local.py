@@ -27,6 +27,8 @@ from pathlib import Path
 
 from ferry.errors import ConnectorNotFound, FerryError, RuntimeUnavailable
 from ferry.runtimes.base import (
+    ByteReader,
+    ByteWriter,
     ConnectorInvocation,
     LogSink,
     StderrTail,
@@ -189,8 +191,11 @@ class LocalProcess:
         self._process = process
         self._workdir = workdir
         self._tail = StderrTail()
-        self.stdout = PipeReader(stdout_fd)
-        self.stdin = PipeWriter(stdin_fd) if stdin_fd is not None else None
+        self._stdout = PipeReader(stdout_fd)
+        self._stdin = PipeWriter(stdin_fd) if stdin_fd is not None else None
+        # Typed as the interface's attributes (a protocol's attributes are invariant).
+        self.stdout: ByteReader = self._stdout
+        self.stdin: ByteWriter | None = self._stdin
         self._stderr = PipeReader(stderr_fd)
         self._exit = asyncio.create_task(process.wait(), name=f"{name} exit")
         self._exit.add_done_callback(lambda _: self._on_exit())
@@ -201,7 +206,7 @@ class LocalProcess:
         return self._process.pid
 
     def _on_exit(self) -> None:
-        self.stdout.process_exited()
+        self._stdout.process_exited()
         self._stderr.process_exited()
 
     async def _drain_stderr(self, log: LogSink) -> None:
@@ -237,9 +242,9 @@ class LocalProcess:
                     await asyncio.shield(self._exit)
             await asyncio.shield(self._draining)
         finally:
-            self.stdout.close()
-            if self.stdin is not None:
-                await self.stdin.close()
+            self._stdout.close()
+            if self._stdin is not None:
+                await self._stdin.close()
             self._remove_files()
 
     def _signal(self, signum: int) -> None:

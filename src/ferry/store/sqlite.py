@@ -25,7 +25,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -156,7 +156,7 @@ def _abandoned_error(owner: Owner, last_activity: float) -> str:
 class SqliteStore(Store):
     def __init__(self, path: str | Path, *, url: str | None = None) -> None:
         self.path = str(path)
-        self.url = url or f"sqlite:///{self.path}"
+        self.url = url or f"sqlite://{self.path}"
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
         try:
@@ -326,7 +326,17 @@ class SqliteStore(Store):
             cursor = db.execute(
                 "INSERT INTO runs (connection, status, started_at, updated_at, full_refresh,"
                 " runtime, owner_host, owner_pid, owner_start) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (connection, RUNNING, now, now, int(full_refresh), runtime, me.host, me.pid, me.start),
+                (
+                    connection,
+                    RUNNING,
+                    now,
+                    now,
+                    int(full_refresh),
+                    runtime,
+                    me.host,
+                    me.pid,
+                    me.start,
+                ),
             )
             return _rowid(cursor)
 
@@ -418,10 +428,8 @@ def _create_private(path: Path) -> None:
     """Create the parent directories and an empty file readable by its owner only."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
-        try:
+        with suppress(FileExistsError):
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        except FileExistsError:
-            pass
 
 
 def _rowid(cursor: sqlite3.Cursor) -> int:

@@ -71,7 +71,9 @@ class ConnectionState:
                 AirbyteStreamState(stream_descriptor=d, stream_state=self.streams[d])
                 for d in self.stream_descriptors()
             ]
-            global_ = AirbyteGlobalState(stream_states=stream_states, shared_state=self.shared_state)
+            global_ = AirbyteGlobalState(
+                stream_states=stream_states, shared_state=self.shared_state
+            )
             return [AirbyteStateMessage(type=STATE_GLOBAL, global_=global_)]
         if self.type == STATE_LEGACY:
             return [AirbyteStateMessage(type=STATE_LEGACY, data=self.data)]
@@ -102,7 +104,9 @@ def _kind(message: AirbyteStateMessage) -> str:
     return kind
 
 
-def apply_states(state: ConnectionState, messages: Iterable[AirbyteStateMessage]) -> ConnectionState:
+def apply_states(
+    state: ConnectionState, messages: Iterable[AirbyteStateMessage]
+) -> ConnectionState:
     """`state` after applying `messages` in order; `state` itself is left unchanged.
 
     Raises ProtocolViolation for a message of unknown type or missing its payload, before

@@ -1,1 +1,0 @@
-"""ferry wrapper layer."""

@@ -1,0 +1,5 @@
+"""`python -m ferry`."""
+
+from ferry.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""What every command module shares: the subparsers type, masked output, logging setup.
+
+Command modules expose `register(subparsers)`; each command's parser sets
+`handler=<function(args) -> exit code>` with `set_defaults`. Everything a handler prints to
+stdout/stderr goes through the secret masker (main wraps both streams), so handlers may `print`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from typing import IO, Any, TypeAlias
+
+from ferry.engine.secrets import MaskingFilter, mask
+
+# A string: argparse's class is not subscriptable at runtime on Python 3.11.
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+CONNECTOR_PREFIX = "ferry.connector."
+_HANDLER_MARK = "_ferry_cli_handler"
+
+
+class MaskedStream:
+    """A text stream that masks secrets in everything written through it."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(mask(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding, ...
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def masked_output() -> Iterator[None]:
+    """Mask secrets in all that is printed to stdout and stderr while the block runs."""
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout = MaskedStream(stdout)
+    sys.stderr = MaskedStream(stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
+
+
+class LogFormatter(logging.Formatter):
+    """`source-faker | line` for connector output, `ferry: warning: ...` for ferry's own."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.name.startswith(CONNECTOR_PREFIX):
+            prefix = record.name.removeprefix(CONNECTOR_PREFIX)
+            return "\n".join(f"{prefix} | {line}" for line in text.splitlines() or [""])
+        level = f"{record.levelname.lower()}: " if record.levelno >= logging.WARNING else ""
+        return f"ferry: {level}{text}"
+
+
+def setup_logging(verbosity: int = 0, debug: bool = False) -> logging.Handler:
+    """Log `ferry` and `ferry.connector.<name>` to stderr, masked.
+
+    Default: warnings and errors; -v adds info (connector log lines); -vv or --debug everything.
+    Calling it again replaces the previous handler (main may run many times in one process).
+    """
+    logger = logging.getLogger("ferry")
+    for old in [h for h in logger.handlers if getattr(h, _HANDLER_MARK, False)]:
+        logger.removeHandler(old)
+    handler = logging.StreamHandler(sys.stderr)
+    setattr(handler, _HANDLER_MARK, True)
+    handler.addFilter(MaskingFilter())
+    handler.setFormatter(LogFormatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.propagate = False
+    if debug or verbosity >= 2:
+        logger.setLevel(logging.DEBUG)
+    else:
+        logger.setLevel(logging.INFO if verbosity == 1 else logging.WARNING)
+    return handler
+
+
+def print_table(rows: list[list[str]], header: list[str]) -> None:
+    """Plain aligned columns (stable in pipes and tests, unlike a width-sensing renderer)."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )

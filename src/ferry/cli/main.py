@@ -1,0 +1,102 @@
+"""The `ferry` command. Command groups register themselves from their own modules.
+
+Every FerryError is printed as `ferry: error: <message>` (secrets masked) and its exit code
+returned; anything unexpected exits 3 with a one-line message (the traceback with --debug or
+FERRY_DEBUG=1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from ferry.cli import connector_commands, sync_commands
+from ferry.cli.common import masked_output, setup_logging
+from ferry.engine.secrets import mask
+from ferry.errors import EXIT_CRASHED, EXIT_INVALID_INPUT, FerryError
+
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ferry",
+        description="Run Airbyte-Protocol connectors and sync sources into destinations.",
+    )
+    _global_options(parser, suppress=False)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    connector_commands.register(subparsers)
+    sync_commands.register(subparsers)
+    for subparser in _all_subparsers(parser):
+        _global_options(subparser, suppress=True)
+    return parser
+
+
+def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """-v/--debug before or after the command; a subcommand's copy must not reset the value."""
+    verbose_default = argparse.SUPPRESS if suppress else 0
+    debug_default = argparse.SUPPRESS if suppress else False
+    try:
+        parser.add_argument(
+            "-v",
+            "--verbose",
+            action="count",
+            default=verbose_default,
+            help="more output: -v connector logs, -vv debug",
+        )
+        parser.add_argument(
+            "--debug",
+            action="store_true",
+            default=debug_default,
+            help="debug logs and tracebacks (also FERRY_DEBUG=1)",
+        )
+    except argparse.ArgumentError:
+        pass  # a command that defines these itself keeps its own
+
+
+def _all_subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    found: list[argparse.ArgumentParser] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                found += [child, *_all_subparsers(child)]
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help (0) or a usage error (2)
+        return exit_.code if isinstance(exit_.code, int) else EXIT_INVALID_INPUT
+    if getattr(args, "handler", None) is None:
+        parser.print_help(sys.stderr)
+        return EXIT_INVALID_INPUT
+    debug = bool(args.debug) or os.environ.get("FERRY_DEBUG") == "1"
+    setup_logging(args.verbose, debug)
+    with masked_output():
+        return _run(args, debug)
+
+
+def _run(args: argparse.Namespace, debug: bool) -> int:
+    try:
+        return int(args.handler(args))
+    except FerryError as error:
+        _report(str(error), debug)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("ferry: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        hint = "" if debug else " (run with --debug for the traceback)"
+        _report(f"unexpected {type(error).__name__}: {error}{hint}", debug)
+        return EXIT_CRASHED
+
+
+def _report(message: str, debug: bool) -> None:
+    if debug:
+        traceback.print_exc(file=sys.stderr)
+    print(f"ferry: error: {mask(message)}", file=sys.stderr)

@@ -1,0 +1,290 @@
+"""The one-shot connector commands: spec, check, discover — on any runtime.
+
+Each runs the connector once, reads its stdout in large chunks and decodes every line: the
+expected message (SPEC, CONNECTION_STATUS, CATALOG) is the result; LOG and TRACE go to the log
+of `ferry.connector.<name>`; lines that are not JSON are the connector's log output. A TRACE
+error is remembered: it explains a missing result better than an exit code does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import ValidationError, best_match
+
+from ferry.engine.secrets import register_secrets
+from ferry.errors import (
+    ConfigError,
+    ConnectorCrashed,
+    ConnectorFailed,
+    DecodeError,
+    FerryError,
+    ProtocolViolation,
+)
+from ferry.protocol import decode_message, encode
+from ferry.protocol.messages import (
+    CATALOG,
+    CONNECTION_STATUS,
+    CONTROL,
+    LOG,
+    SPEC,
+    TRACE,
+    AirbyteCatalog,
+    AirbyteConnectionStatus,
+    AirbyteErrorTraceMessage,
+    AirbyteMessage,
+    ConnectorSpecification,
+)
+from ferry.runtimes import get_runtime
+from ferry.runtimes.base import ByteReader, ConnectorInvocation, ConnectorRef, Runtime, Verb
+
+logger = logging.getLogger("ferry.commands")
+
+CHUNK_SIZE = 1 << 20
+TERMINATE_GRACE = 5.0
+_MAX_RULE_LENGTH = 300
+_LOG_LEVELS = {
+    "FATAL": logging.CRITICAL,
+    "ERROR": logging.ERROR,
+    "WARN": logging.WARNING,
+    "WARNING": logging.WARNING,
+    "INFO": logging.INFO,
+    "DEBUG": logging.DEBUG,
+    "TRACE": logging.DEBUG,
+}
+# Failure types the connector reports about its input or a passing condition; anything else
+# (system_error, none given) means it broke.
+_REPORTED_FAILURES = ("config_error", "transient_error")
+
+
+async def fetch_spec(ref: ConnectorRef, runtime: Runtime | None = None) -> ConnectorSpecification:
+    async with _runtime_for(ref, runtime) as running:
+        message = await run_command(ref, "spec", {}, running, SPEC)
+    assert message.spec is not None
+    return message.spec
+
+
+async def check(
+    ref: ConnectorRef,
+    config: Mapping[str, Any],
+    runtime: Runtime | None = None,
+    *,
+    spec: ConnectorSpecification | None = None,
+) -> AirbyteConnectionStatus:
+    """The connector's verdict on `config` (SUCCEEDED or FAILED); the config is validated first."""
+    async with _runtime_for(ref, runtime) as running:
+        files = await _checked_config_files(ref, config, running, spec)
+        message = await run_command(ref, "check", files, running, CONNECTION_STATUS)
+    assert message.connectionStatus is not None
+    return message.connectionStatus
+
+
+async def discover(
+    ref: ConnectorRef,
+    config: Mapping[str, Any],
+    runtime: Runtime | None = None,
+    *,
+    spec: ConnectorSpecification | None = None,
+) -> AirbyteCatalog:
+    async with _runtime_for(ref, runtime) as running:
+        files = await _checked_config_files(ref, config, running, spec)
+        message = await run_command(ref, "discover", files, running, CATALOG)
+    assert message.catalog is not None
+    return message.catalog
+
+
+@contextlib.asynccontextmanager
+async def _runtime_for(ref: ConnectorRef, runtime: Runtime | None) -> AsyncIterator[Runtime]:
+    """The caller's runtime, or a fresh one for `ref` that is closed afterwards."""
+    if runtime is not None:
+        yield runtime
+        return
+    own = get_runtime(ref.runtime)
+    try:
+        yield own
+    finally:
+        await own.close()
+
+
+async def _checked_config_files(
+    ref: ConnectorRef,
+    config: Mapping[str, Any],
+    runtime: Runtime,
+    spec: ConnectorSpecification | None,
+) -> dict[str, bytes]:
+    spec = spec or await fetch_spec(ref, runtime)
+    register_secrets(spec, config)
+    validate_config(spec, config)
+    return {"config": json.dumps(config).encode()}
+
+
+def validate_config(
+    spec: ConnectorSpecification, config: Mapping[str, Any], where: str = "config"
+) -> None:
+    """ConfigError listing every way `config` breaks the spec's JSON Schema, by field path."""
+    schema = spec.connectionSpecification
+    validator_class = jsonschema.validators.validator_for(
+        schema, default=jsonschema.Draft7Validator
+    )
+    try:
+        validator_class.check_schema(schema)
+    except jsonschema.SchemaError as error:
+        logger.warning(
+            "the connector's spec is not a valid JSON Schema (%s); config not validated",
+            error.message,
+        )
+        return
+    errors = sorted(
+        validator_class(schema).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]
+    )
+    if errors:
+        problems = "\n".join(f"  {_describe(error, where)}" for error in errors)
+        raise ConfigError(f"{where} does not match the connector's spec:\n{problems}")
+
+
+def _describe(error: ValidationError, where: str) -> str:
+    # For oneOf/anyOf the most relevant branch error says more than "not valid under any".
+    specific = best_match(error.context) if error.context else error
+    path = where + "".join(
+        f"[{part}]" if isinstance(part, int) else f".{part}" for part in specific.absolute_path
+    )
+    rule = specific.message
+    if len(rule) > _MAX_RULE_LENGTH:
+        rule = rule[:_MAX_RULE_LENGTH] + "…"
+    return f"{path}: {rule}"
+
+
+def connector_name(ref: ConnectorRef) -> str:
+    """A short name for logs: the executable's name, or the image's name without its tag."""
+    if ref.runtime == "local":
+        return Path(ref.target).name
+    image = ref.target.split("@", 1)[0].rsplit("/", 1)[-1]
+    return image.split(":", 1)[0]
+
+
+async def run_command(
+    ref: ConnectorRef,
+    verb: Verb,
+    files: Mapping[str, bytes],
+    runtime: Runtime,
+    expected: str,
+) -> AirbyteMessage:
+    """Run one command and return its first `expected` message, or raise why there is none."""
+    output = CommandOutput(connector_name(ref), expected)
+    process = await runtime.start(ConnectorInvocation(ref, verb, files), output.stderr_line)
+    try:
+        await output.consume(process.stdout)
+        exit_code = await process.wait()
+    finally:
+        await process.terminate(TERMINATE_GRACE)
+    return output.result_or_error(exit_code, process.stderr_tail())
+
+
+class CommandOutput:
+    """Sorts a connector's output: the expected message, its error trace, everything to the log."""
+
+    def __init__(self, name: str, expected: str) -> None:
+        self.name = name
+        self.expected = expected
+        self.log = logging.getLogger(f"ferry.connector.{name}")
+        self.result: AirbyteMessage | None = None
+        self.error: AirbyteErrorTraceMessage | None = None
+
+    def stderr_line(self, line: str) -> None:
+        self.log.info("%s", line)
+
+    async def consume(self, stdout: ByteReader) -> None:
+        pending: list[bytes] = []  # the start of a line that spans chunks (a big catalog)
+        while chunk := await stdout.read(CHUNK_SIZE):
+            end = chunk.rfind(b"\n")
+            if end < 0:
+                pending.append(chunk)
+                continue
+            pending.append(chunk[:end])
+            for line in b"".join(pending).split(b"\n"):
+                self.line(line)
+            pending = [chunk[end + 1 :]]
+        self.line(b"".join(pending))
+
+    def line(self, line: bytes) -> None:
+        line = line.strip()
+        if not line:
+            return
+        try:
+            message = decode_message(line) if line.startswith(b"{") else None
+        except DecodeError:
+            message = None
+        if message is None:
+            self.log.info("%s", line.decode("utf-8", "replace"))
+        else:
+            self.message(message)
+
+    def message(self, message: AirbyteMessage) -> None:
+        if message.type == self.expected:
+            if self.result is None:
+                self.result = message
+        elif message.type == LOG and message.log is not None:
+            level = _LOG_LEVELS.get(message.log.level.upper(), logging.INFO)
+            self.log.log(level, "%s", message.log.message)
+            if message.log.stack_trace:
+                self.log.debug("%s", message.log.stack_trace)
+        elif message.type == TRACE and message.trace is not None:
+            self._trace(message)
+        elif message.type == CONTROL:
+            self.log.info("asked to update its config; ferry does not persist connector configs")
+        else:
+            self.log.debug("ignored a %s message", message.type)
+
+    def _trace(self, message: AirbyteMessage) -> None:
+        assert message.trace is not None
+        error = message.trace.error
+        if error is None:
+            self.log.debug("trace %s", encode(message.trace).decode())
+            return
+        self.log.error("%s", error.message)
+        if error.internal_message:
+            self.log.debug("%s", error.internal_message)
+        if error.stack_trace:
+            self.log.debug("%s", error.stack_trace)
+        if self.error is None:
+            self.error = error
+
+    def result_or_error(self, exit_code: int, stderr_tail: list[str]) -> AirbyteMessage:
+        if self.result is not None:
+            if exit_code != 0:
+                self.log.warning("exited with code %d after printing its result", exit_code)
+            return self.result
+        raise self._failure(exit_code, stderr_tail)
+
+    def _failure(self, exit_code: int, stderr_tail: list[str]) -> FerryError:
+        tail = "\n".join(stderr_tail)
+        error = self.error
+        if error is not None and error.failure_type in _REPORTED_FAILURES:
+            return ConnectorFailed(
+                f"connector {self.name} reported a {error.failure_type}: {error.message}",
+                failure_type=error.failure_type,
+            )
+        if error is not None:
+            return ConnectorCrashed(
+                f"connector {self.name} failed: {error.message}",
+                exit_code=exit_code,
+                stderr_tail=tail,
+            )
+        if exit_code != 0:
+            return ConnectorCrashed(
+                f"connector {self.name} exited with code {exit_code} without printing a "
+                f"{self.expected} message",
+                exit_code=exit_code,
+                stderr_tail=tail,
+            )
+        shown = f"\n--- last stderr lines ---\n{tail}" if tail else ""
+        return ProtocolViolation(
+            f"connector {self.name} exited successfully but printed no {self.expected} message"
+            f" (is it an Airbyte connector?){shown}"
+        )

@@ -1,0 +1,85 @@
+"""Choosing a store by URL.
+
+- None: `sqlite:///$FERRY_HOME/ferry.db` (FERRY_HOME defaults to ~/.ferry)
+- `sqlite:///abs/path.db` (also `sqlite:////abs/path.db`), `sqlite://:memory:`
+- a plain file path, absolute or relative to the working directory
+- `postgres://...` / `postgresql://...`: not implemented yet (ConfigError)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from ferry.errors import ConfigError
+from ferry.store.base import Store
+from ferry.store.sqlite import SqliteStore
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def ferry_home() -> Path:
+    """$FERRY_HOME, or ~/.ferry."""
+    home = os.environ.get("FERRY_HOME") or "~/.ferry"
+    return Path(home).expanduser().absolute()
+
+
+def default_store_url() -> str:
+    return f"sqlite://{ferry_home() / 'ferry.db'}"
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, fit for an error message."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = parts.username or ""
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    except ValueError:
+        return "<unparsable url>"
+
+
+def sqlite_path(url: str) -> str:
+    """The file path (or `:memory:`) a SQLite URL or plain path names."""
+    match = _SCHEME.match(url)
+    if match is None:
+        if url == ":memory:":
+            return url
+        return str(Path(url).expanduser().absolute())
+    if match.group(1).lower() != "sqlite":
+        raise ConfigError(f"not a SQLite store URL: {_redacted(url)}")
+    rest = url[match.end() :]
+    if rest == ":memory:":
+        return rest
+    if not rest.startswith("/") or rest.strip("/") == "":
+        raise ConfigError(
+            f"store URL {url!r} names no absolute file: write sqlite:///ABSOLUTE/PATH.db "
+            "or give a plain file path"
+        )
+    return "/" + rest.lstrip("/")
+
+
+def open_store(url: str | None = None) -> Store:
+    """Open (creating if needed) the store a URL names; None opens the default store."""
+    if url is None:
+        url = default_store_url()
+    if not url.strip():
+        raise ConfigError("the store URL is empty")
+    match = _SCHEME.match(url)
+    scheme = match.group(1).lower() if match else None
+    if scheme in ("postgres", "postgresql"):
+        raise ConfigError(
+            f"Postgres stores are not implemented yet ({_redacted(url)}); "
+            "use sqlite:///PATH or a file path"
+        )
+    if scheme not in (None, "sqlite"):
+        raise ConfigError(
+            f"unsupported store URL scheme {scheme!r} in {_redacted(url)}: "
+            "use sqlite:///PATH or a plain file path (postgres:// is planned)"
+        )
+    path = sqlite_path(url)
+    return SqliteStore(path, url=url if scheme else f"sqlite://{path}")

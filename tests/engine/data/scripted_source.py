@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""A source for failure tests: emits `count` records of stream `items` with a STREAM state after
+every `state_every` records, resuming after the state's cursor.
+
+Config: count, state_every, crash_after (exit 1 after that many records of this run, without a
+trace), crash_once (a file path: crash only while that file does not exist; it is created),
+trace_error (emit a TRACE ERROR of that failure_type and exit 1 after crash_after records),
+stray_stream (emit one record of a stream that is not in the catalog), garbage (print non-JSON).
+"""
+
+import json
+import os
+import sys
+
+
+def emit(message):
+    sys.stdout.write(json.dumps(message) + "\n")
+
+
+def main():
+    verb = sys.argv[1]
+    args = dict(zip(sys.argv[2::2], sys.argv[3::2]))
+    if verb == "spec":
+        emit({"type": "SPEC", "spec": {"connectionSpecification": {"type": "object"}}})
+        return 0
+    config = json.load(open(args["--config"]))
+    if verb == "check":
+        emit({"type": "CONNECTION_STATUS", "connectionStatus": {"status": "SUCCEEDED"}})
+        return 0
+    stream = {
+        "name": "items",
+        "json_schema": {"type": "object", "properties": {"id": {"type": "integer"}}},
+        "supported_sync_modes": ["full_refresh", "incremental"],
+        "source_defined_cursor": True,
+        "default_cursor_field": ["id"],
+        "source_defined_primary_key": [["id"]],
+    }
+    if verb == "discover":
+        emit({"type": "CATALOG", "catalog": {"streams": [stream]}})
+        return 0
+    start = 0
+    if "--state" in args:
+        for message in json.load(open(args["--state"])):
+            start = message["stream"]["stream_state"]["cursor"]
+    crash_after = config.get("crash_after")
+    marker = config.get("crash_once")
+    if marker and os.path.exists(marker):
+        crash_after = None
+    if config.get("garbage"):
+        print("this line is not JSON", flush=True)
+    if config.get("stray_stream"):
+        emit({"type": "RECORD", "record": {"stream": "stray", "data": {}, "emitted_at": 0}})
+    emitted = 0
+    for i in range(start + 1, config["count"] + 1):
+        if crash_after is not None and emitted >= crash_after:
+            if marker:
+                open(marker, "w").close()
+            if config.get("trace_error"):
+                emit({"type": "TRACE", "trace": {"type": "ERROR", "emitted_at": 0, "error": {
+                    "message": "the API said no", "failure_type": config["trace_error"]}}})
+            sys.stdout.flush()
+            return 1
+        emit({"type": "RECORD", "record": {"stream": "items", "data": {"id": i}, "emitted_at": 0}})
+        emitted += 1
+        if i % config.get("state_every", 10) == 0 or i == config["count"]:
+            emit({"type": "STATE", "state": {"type": "STREAM", "stream": {
+                "stream_descriptor": {"name": "items"}, "stream_state": {"cursor": i}}}})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""`ferry sync` end to end: real connector processes, a real SQLite store, real DuckDB."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+import yaml
+
+from ferry.store import open_store
+
+DATA = Path(__file__).parent / "data"
+SCRIPTED = str(DATA / "scripted_source.py")
+
+
+def write_connection(tmp_path: Path, **fields: Any) -> Path:
+    body = {"name": "test-connection", **fields}
+    path = tmp_path / "connection.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def ferry(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ferry", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def sync_json(connection: Path, *extra: str) -> tuple[int, dict[str, Any], str]:
+    result = ferry("sync", str(connection), "--json", *extra)
+    summary = json.loads(result.stdout) if result.stdout.strip() else {}
+    return result.returncode, summary, result.stderr
+
+
+def committed_cursor(connection_name: str = "test-connection") -> Any:
+    with open_store(None) as store:
+        messages = store.load_state(connection_name).to_messages()
+    return [m.stream.stream_state for m in messages if m.stream is not None]
+
+
+def duck_count(path: Path, table: str) -> int:
+    with duckdb.connect(str(path), read_only=True) as db:
+        row = db.sql(f"select count(*), count(distinct id) from {table}").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def generator_to_duckdb(tmp_path: Path, count: int, **source: Any) -> Path:
+    return write_connection(
+        tmp_path,
+        source={
+            "connector": "source-generator",
+            "config": {"count": count, "streams": 2, "state_every": 1000, **source},
+        },
+        destination={"connector": "destination-duckdb", "config": {"path": str(tmp_path / "g.duckdb")}},
+    )
+
+
+def test_full_then_incremental_sync_into_duckdb(tmp_path: Path) -> None:
+    connection = generator_to_duckdb(tmp_path, 5000)
+    code, summary, stderr = sync_json(connection)
+    assert code == 0, stderr
+    assert summary["status"] == "succeeded"
+    assert {s["stream"]: s["records"] for s in summary["streams"]} == {
+        "stream_0": 5000,
+        "stream_1": 5000,
+    }
+    assert duck_count(tmp_path / "g.duckdb", "stream_0") == 5000
+    assert {"cursor": 5000} in committed_cursor()
+    # Unchanged data: the second sync resumes after the cursor and adds nothing.
+    code, summary, stderr = sync_json(connection)
+    assert code == 0, stderr
+    assert summary["records"] == 0
+    assert duck_count(tmp_path / "g.duckdb", "stream_1") == 5000
+    runs = json.loads(ferry("runs", str(connection), "--json").stdout)
+    assert [r["status"] for r in runs] == ["succeeded", "succeeded"]
+    assert runs[1]["records"] == 10000
+
+
+def test_full_refresh_overwrite_replaces(tmp_path: Path) -> None:
+    connection = write_connection(
+        tmp_path,
+        source={"connector": "source-generator", "config": {"count": 300}},
+        destination={"connector": "destination-duckdb", "config": {"path": str(tmp_path / "o.duckdb")}},
+        streams=[{"name": "stream_0", "sync_mode": "full_refresh", "destination_sync_mode": "overwrite"}],
+    )
+    for _ in range(2):
+        code, _, stderr = sync_json(connection)
+        assert code == 0, stderr
+    assert duck_count(tmp_path / "o.duckdb", "stream_0") == 300
+
+
+def scripted_to_null(tmp_path: Path, source: dict[str, Any], destination: dict[str, Any] | None = None) -> Path:
+    return write_connection(
+        tmp_path,
+        source={"connector": SCRIPTED, "config": {"count": 100, "state_every": 10, **source}},
+        destination={"connector": "destination-null", "config": destination or {}},
+    )
+
+
+def test_destination_that_never_echoes_commits_nothing(tmp_path: Path) -> None:
+    connection = scripted_to_null(tmp_path, {}, {"never_echo": True})
+    code, summary, _ = sync_json(connection, "--retries", "0")
+    assert code == 3
+    assert "without confirming 10 of 10 states" in summary["error"]
+    assert committed_cursor() == []
+
+
+def test_destination_crash_keeps_last_echo_and_rerun_completes(tmp_path: Path) -> None:
+    connection = write_connection(
+        tmp_path,
+        source={"connector": SCRIPTED, "config": {"count": 100, "state_every": 10}},
+        destination={"connector": "destination-null", "config": {"fail_after": 45}},
+    )
+    code, summary, _ = sync_json(connection, "--retries", "0")
+    assert code != 0
+    assert summary["status"] == "failed"
+    assert committed_cursor() == [{"cursor": 40}]
+    # Same connection without the failure: resumes after 40 and reads exactly the rest.
+    connection = scripted_to_null(tmp_path, {})
+    code, summary, stderr = sync_json(connection)
+    assert code == 0, stderr
+    assert summary["records"] == 60
+    assert committed_cursor() == [{"cursor": 100}]
+
+
+def test_source_crash_is_retried_from_the_committed_state(tmp_path: Path) -> None:
+    marker = tmp_path / "crashed-once"
+    connection = scripted_to_null(tmp_path, {"crash_after": 35, "crash_once": str(marker)})
+    code, summary, stderr = sync_json(connection, "--retries", "1")
+    assert code == 0, stderr
+    assert summary["attempts"] == 2
+    assert summary["records"] == 70  # the second attempt resumed after cursor 30
+    assert committed_cursor() == [{"cursor": 100}]
+
+
+def test_config_error_trace_is_not_retried(tmp_path: Path) -> None:
+    connection = scripted_to_null(tmp_path, {"crash_after": 5, "trace_error": "config_error"})
+    code, summary, _ = sync_json(connection, "--retries", "3")
+    assert code == 1
+    assert summary["attempts"] == 1
+    assert summary["failure_type"] == "config_error"
+    assert "the API said no" in summary["error"]
+
+
+def test_malformed_lines_are_log_output(tmp_path: Path) -> None:
+    connection = scripted_to_null(tmp_path, {"garbage": True})
+    code, summary, stderr = sync_json(connection)
+    assert code == 0, stderr
+    assert summary["records"] == 100
+    assert "this line is not JSON" in stderr
+
+
+def test_record_for_a_stream_not_in_the_catalog_fails_clearly(tmp_path: Path) -> None:
+    connection = scripted_to_null(tmp_path, {"stray_stream": True})
+    code, summary, _ = sync_json(connection, "--retries", "0")
+    assert code == 3
+    assert "stream 'stray', which is not in the configured catalog" in summary["error"]
+
+
+def test_sigkill_mid_sync_then_rerun_gives_exact_counts(tmp_path: Path) -> None:
+    connection = generator_to_duckdb(tmp_path, 400_000, record_size=300)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ferry", "sync", str(connection), "--no-progress"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not committed_cursor():
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert committed_cursor(), "no state was committed before the kill"
+    code, _, stderr = sync_json(connection)
+    assert code == 0, stderr
+    for table in ("stream_0", "stream_1"):
+        assert duck_count(tmp_path / "g.duckdb", table) == 400_000
+    runs = json.loads(ferry("runs", str(connection), "--json").stdout)
+    assert runs[0]["status"] == "succeeded"
+    assert runs[1]["status"] in ("abandoned", "running")
+
+
+def test_sigint_stops_both_and_keeps_commits(tmp_path: Path) -> None:
+    connection = write_connection(
+        tmp_path,
+        source={"connector": "source-generator", "config": {"count": 50_000_000, "state_every": 10000}},
+        destination={"connector": "destination-null", "config": {}},
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ferry", "sync", str(connection), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not committed_cursor():
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    stdout, _ = process.communicate(timeout=60)
+    assert process.returncode == 130
+    summary = json.loads(stdout)
+    assert summary["status"] == "cancelled"
+    assert summary["states_committed"] >= 1
+    assert committed_cursor()
+    assert 0 < summary["records"] < 50_000_000
