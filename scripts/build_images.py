@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import glob
 import hashlib
+import inspect
 import json
 import os
 import shlex
@@ -54,8 +55,6 @@ TAG = "dev"
 HASH_LABEL = "ferry.build-hash"
 NAME_LABEL = "ferry.image"
 FAKER_SPEC = os.environ.get("FERRY_FAKER_SPEC", "airbyte-source-faker==6.2.38")
-# Bump when the way venvs are built changes (cached venvs are keyed by it, not by this file).
-VENV_RECIPE = "1"
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Always shipped: glibc dlopen()s libgcc_s for pthread_cancel/unwinding, ldd cannot see that.
 ALWAYS_LIBS = ("libgcc_s.so.1",)
@@ -362,7 +361,14 @@ _base_locks = {"busybox": threading.Lock(), "python": threading.Lock()}
 
 def base_rootfs(kind: str) -> Path:
     """A cached directory: 'busybox' (skeleton + busybox) or 'python' (+ python, stdlib, libs)."""
-    inputs = [SCRIPT.read_text(), kind, host_fingerprint([busybox_path(), CA_BUNDLE])]
+    # keyed by the code that builds it (not the whole script: editing anything else keeps it)
+    recipe = [inspect.getsource(f) for f in (_skeleton, _add_python, ldd_closure, copy_libs)]
+    inputs = [
+        *recipe,
+        repr(sorted(STDLIB_SKIP_DIRS)),
+        kind,
+        host_fingerprint([busybox_path(), CA_BUNDLE]),
+    ]
     if kind == "python":
         inputs.append(host_fingerprint([HOST_PYTHON, f"{STDLIB}/os.py"]))
     key = digest(*inputs)[:16]
@@ -387,6 +393,21 @@ def base_rootfs(kind: str) -> Path:
                 shutil.rmtree(old, ignore_errors=True)
         log(f"base rootfs '{kind}' built in {time.monotonic() - t:.1f}s ({dest})")
         return dest
+
+
+def discard(path: Path) -> None:
+    """Delete a build dir in the background (unlinking ~20k files is slow on this disk)."""
+    trash = CACHE / "trash"
+    trash.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        path.rename(trash / path.name)
+    subprocess.Popen(
+        ["rm", "-rf", str(trash)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def manifest(root: Path) -> set[str]:
@@ -466,7 +487,8 @@ def cached_venv(
 ) -> Path:
     """A finished venv (relocated to VENV, bytecode compiled) with `requirements` installed from
     the wheelhouse, cached; `uninstall` removes a package afterwards (keeping its dependencies)."""
-    key = digest(VENV_RECIPE, PY_VERSION, host_fingerprint([HOST_PYTHON]), *key_parts)[:16]
+    recipe = [inspect.getsource(f) for f in (cached_venv, finish_venv, relocate, prune_venv, pip)]
+    key = digest(*recipe, PY_VERSION, host_fingerprint([HOST_PYTHON]), *key_parts)[:16]
     dest = CACHE / "venvs" / key
     with file_lock(CACHE / "locks" / f"venv-{key}.lock"):
         if (dest / "bin" / "python").is_symlink():
@@ -483,12 +505,21 @@ def cached_venv(
                 *requirements, net=False)  # fmt: skip
             if uninstall:
                 pip(py, "uninstall", "-y", uninstall, net=False)
+            prune_venv(venv)
             finish_venv(tmp)
             venv.rename(dest)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         log(f"venv {key} ({' '.join(requirements)}) built in {time.monotonic() - t:.1f}s")
         return dest
+
+
+def prune_venv(venv: Path) -> None:
+    """Drop the packages' own test suites (pandas, numpy, ...: ~60 MB nobody imports)."""
+    site = venv / "lib" / f"python{PY_VERSION}" / "site-packages"
+    for tests in sorted(site.glob("*/**/tests")):
+        if tests.is_dir() and (tests.parent / "__init__.py").exists():
+            shutil.rmtree(tests)
 
 
 def finish_venv(root: Path) -> None:
@@ -512,22 +543,27 @@ def ferry_source_copy(dest: Path) -> Path:
 
 
 def venv_into(root: Path, cached: Path) -> Path:
-    """Copy a cached venv to root/VENV (a real copy: pip may still write into it)."""
+    """Hard-link a cached venv to root/VENV. What comes next only adds files or replaces them
+    by rename (relocate, compileall, pip installing a new package), never writes in place."""
     venv = root / VENV.lstrip("/")
     venv.parent.mkdir(parents=True, exist_ok=True)
-    run(["cp", "-a", str(cached), str(venv)])
+    run(["cp", "-al", str(cached), str(venv)])
     return venv
 
 
 def relocate(venv: Path, old: str, new: str) -> None:
-    """Rewrite the absolute build path baked into scripts and pyvenv.cfg."""
+    """Rewrite the absolute build path baked into scripts and pyvenv.cfg (into new files: the
+    venv may hard-link a cached one)."""
     old_b, new_b = old.encode(), new.encode()
     targets = [p for p in (venv / "bin").iterdir() if p.is_file() and not p.is_symlink()]
     targets.append(venv / "pyvenv.cfg")
     for p in targets:
         data = p.read_bytes()
         if old_b in data:
-            p.write_bytes(data.replace(old_b, new_b))
+            tmp = p.with_name(p.name + ".relocate")
+            tmp.write_bytes(data.replace(old_b, new_b))
+            shutil.copymode(p, tmp)
+            tmp.replace(p)
 
 
 def venv_libs(root: Path, base: Path) -> int:
@@ -596,7 +632,7 @@ def populate(name: str, root: Path, base: Path) -> None:
         shutil.copy2(SOCAT, root / "usr/bin/socat")
         copy_libs(ldd_closure([SOCAT]), root, skip=manifest(base))
     elif name == "hello":
-        (root / "app").mkdir(parents=True)
+        (root / "app").mkdir(parents=True, exist_ok=True)
         (root / "app/hello.sh").write_text(HELLO_SH)
         os.chmod(root / "app/hello.sh", 0o755)
     elif name == "busybox":
@@ -616,12 +652,12 @@ def engine_ok(engine: str) -> bool:
     return run([engine, "info"], check=False).returncode == 0
 
 
-def image_hashes(engine: str, refs: Sequence[str]) -> dict[str, str]:
-    """ref -> value of the build-hash label, for the refs that exist in the engine."""
+def image_hashes(engine: str, refs: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """ref -> (build-hash label, image id), for the refs that exist in the engine."""
     if not refs:
         return {}
     out = run([engine, "image", "inspect", *refs], check=False).stdout
-    found: dict[str, str] = {}
+    found: dict[str, tuple[str, str]] = {}
     try:
         items = json.loads(out or b"[]")
     except json.JSONDecodeError:
@@ -632,7 +668,7 @@ def image_hashes(engine: str, refs: Sequence[str]) -> dict[str, str]:
             tags = item.get("RepoTags") or []
             if any(t == ref or t.endswith("/" + ref) for t in tags):
                 labels = (item.get("Config") or {}).get("Labels") or {}
-                found[ref] = labels.get(HASH_LABEL, "")
+                found[ref] = (labels.get(HASH_LABEL, ""), item.get("Id", ""))
     return found
 
 
@@ -655,20 +691,40 @@ def dockerfile_quote(value: str) -> str:
     return f'"{escaped}"'
 
 
-def import_image(engine: str, tarball: Path, img: Image, build_hash: str) -> None:
+def engine_import(engine: str, root: Path, changes: Sequence[str], ref: str) -> None:
+    """`tar -C root . | ENGINE import --change ... - REF` (streamed: no tarball on disk)."""
+    # --warning=no-file-changed, exit 1 accepted: a parallel `cp -al` of the same base changes
+    # the files' ctime (link count), never their content
+    tar = subprocess.Popen(
+        ["tar", "-c", "--numeric-owner", "--owner=0", "--group=0", "--warning=no-file-changed",
+         "-C", str(root), "."],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert tar.stdout is not None
+    cmd = [engine, "import"]
+    for c in changes:
+        cmd += ["--change", c]
+    try:
+        result = subprocess.run(
+            [*cmd, "-", ref], stdin=tar.stdout, capture_output=True, check=False
+        )
+    finally:
+        tar.stdout.close()
+        tar.wait()
+    if tar.returncode not in (0, 1) or result.returncode != 0:
+        err = result.stderr.decode(errors="replace").strip()
+        raise BuildError(f"{engine} import {ref} failed (tar exit {tar.returncode}): {err}")
+
+
+def import_image(engine: str, root: Path, img: Image, build_hash: str) -> None:
     if img.parent_shell_entrypoint is None:
-        cmd: list[str] = [engine, "import"]
-        for c in changes_for(img, build_hash):
-            cmd += ["--change", c]
-        run([*cmd, str(tarball), img.ref])
+        engine_import(engine, root, changes_for(img, build_hash), img.ref)
         return
     # parent: imported with a shell-form ENTRYPOINT; child: only adds ENV AIRBYTE_ENTRYPOINT
     parent_changes = [f"ENV {k}={v}" for k, v in img.env]
     parent_changes.append(f"ENTRYPOINT {img.parent_shell_entrypoint}")
-    cmd = [engine, "import"]
-    for c in parent_changes:
-        cmd += ["--change", c]
-    run([*cmd, str(tarball), img.parent_ref])
+    parent_changes.append(f"LABEL {NAME_LABEL}={img.name}-parent {HASH_LABEL}={build_hash}")
+    engine_import(engine, root, parent_changes, img.parent_ref)
     with tempfile.TemporaryDirectory(prefix="ferry-bonjour-") as ctx:
         assert img.airbyte_entrypoint is not None
         dockerfile = (
@@ -722,7 +778,7 @@ def build_rootfs_group(
     engines: list[str],
     todo: dict[str, list[str]],
 ) -> float:
-    """Build one tarball, import it for each image/engine in `todo` (engine -> image names)."""
+    """Assemble one rootfs, import it for each image/engine in `todo` (engine -> image names)."""
     t = time.monotonic()
     base_kind, _ = rootfs_inputs(rootfs)
     base = base_rootfs(base_kind)
@@ -732,19 +788,11 @@ def build_rootfs_group(
         root = build_dir / "root"
         run(["cp", "-al", str(base), str(root)])
         populate(rootfs, root, base)
-        t_tar = time.monotonic()
-        tarball = build_dir / "rootfs.tar"
-        tar = ["tar", "-c", "-f", str(tarball), "--numeric-owner", "--owner=0", "--group=0"]
-        run([*tar, "-C", str(root), "."])
-        size = tarball.stat().st_size / 1e6
-        log(
-            f"rootfs '{rootfs}' ready in {time.monotonic() - t:.1f}s "
-            f"(tar {time.monotonic() - t_tar:.1f}s, {size:.0f} MB)"
-        )
+        log(f"rootfs '{rootfs}' ready in {time.monotonic() - t:.1f}s")
 
         def one(img: Image, engine: str) -> None:
             ti = time.monotonic()
-            import_image(engine, tarball, img, hashes[img.name])
+            import_image(engine, root, img, hashes[img.name])
             log(f"{img.ref} [{engine}] built (import {time.monotonic() - ti:.1f}s)")
 
         jobs = [(img, e) for img in imgs for e in engines if img.name in todo.get(e, [])]
@@ -752,7 +800,7 @@ def build_rootfs_group(
             for fut in [pool.submit(one, img, e) for img, e in jobs]:
                 fut.result()
     finally:
-        shutil.rmtree(build_dir, ignore_errors=True)
+        discard(build_dir)
     return time.monotonic() - t
 
 
@@ -781,7 +829,9 @@ def build(
     for engine in engines:
         have[engine] = image_hashes(engine, [img.ref for img in imgs])
         todo[engine] = [
-            img.name for img in imgs if force or have[engine].get(img.ref) != hashes[img.name]
+            img.name
+            for img in imgs
+            if force or have[engine].get(img.ref, ("", ""))[0] != hashes[img.name]
         ]
     # podman can take docker's image (when docker has the right one, or is about to build it)
     via_docker: list[str] = []
@@ -797,32 +847,55 @@ def build(
     for img in imgs:
         if any(img.name in todo[e] for e in engines):
             groups.setdefault(img.rootfs, []).append(img)
+    errors: list[str] = []
+    failed: set[str] = set()
     if groups:
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             futures = {
                 pool.submit(build_rootfs_group, rootfs, group, hashes, engines, todo): rootfs
                 for rootfs, group in groups.items()
             }
-            errors = []
             for fut in concurrent.futures.as_completed(futures):
+                rootfs = futures[fut]
                 try:
-                    secs = fut.result()
-                    log(f"rootfs '{futures[fut]}' done: {secs:.1f}s")
-                    for img in groups[futures[fut]]:
+                    log(f"rootfs '{rootfs}' done: {fut.result():.1f}s")
+                    for img in groups[rootfs]:
                         status[img.name] = "built"
                 except Exception as exc:  # report every group's failure, not just the first
-                    errors.append(f"{futures[fut]}: {exc}")
-                    log(f"FAILED rootfs '{futures[fut]}': {exc}")
-            if errors:
-                raise BuildError("; ".join(errors))
-    if via_docker:
+                    errors.append(f"{rootfs}: {exc}")
+                    failed.update(img.name for img in groups[rootfs])
+                    log(f"FAILED rootfs '{rootfs}': {exc}")
+    transfer = [n for n in via_docker if n not in failed]
+    if transfer:
         t = time.monotonic()
-        refs = [IMAGES[n].ref for n in via_docker]
+        refs = [IMAGES[n].ref for n in transfer]
+        refs += [IMAGES[n].parent_ref for n in transfer if IMAGES[n].parent_shell_entrypoint]
         transfer_docker_to_podman(refs)
-        for n in via_docker:
-            status.setdefault(n, "built")
-        log(f"{' '.join(refs)} [podman] loaded from docker in {time.monotonic() - t:.1f}s")
+        for n in transfer:
+            status.setdefault(n, "copied to podman")
+        log(f"[podman] loaded from docker in {time.monotonic() - t:.1f}s: {' '.join(refs)}")
+    for engine in engines:
+        remove_superseded(engine)
+    if errors:
+        raise BuildError("; ".join(errors))
     return status
+
+
+def remove_superseded(engine: str) -> None:
+    """Remove this script's images that lost their tag to a newer build (untagged, labelled
+    ferry.build-hash), in the background (slow on this disk); one still used by a container
+    stays (rmi without force fails)."""
+    out = run([engine, "images", "-q", "--no-trunc", "-f", "dangling=true", "-f",
+               f"label={HASH_LABEL}"], check=False).stdout.decode()  # fmt: skip
+    ids = sorted(set(out.split()))
+    if ids:
+        subprocess.Popen(
+            [engine, "rmi", *ids],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,6 +13,8 @@
 #      the default rlimits: "error setting rlimit type 7"), [engine] cgroup_manager = "cgroupfs"
 #      and events_logger = "file" (no systemd/journald here). Other content is kept.
 #   4. check that both engines answer (and, after a change, that podman can run a container).
+#
+#   scripts/engines.sh --edit-conf FILE   only step 3, on FILE (used by the tests)
 set -euo pipefail
 
 PACKAGES=(docker.io podman catatonit busybox-static socat docker-registry apache2-utils dash)
@@ -26,6 +28,64 @@ die() {
     printf 'engines.sh: ERROR: %s\n' "$*" >&2
     exit 1
 }
+
+# set_toml_key FILE SECTION KEY VALUE: set `KEY = VALUE` inside [SECTION], replacing an existing
+# (possibly multi-line array) value, adding the section when it is missing; the rest is kept.
+set_toml_key() {
+    local file=$1 section=$2 key=$3 value=$4 tmp
+    tmp=$(mktemp "${file}.XXXXXX")
+    awk -v section="[$section]" -v key="$key" -v value="$value" '
+        function flush_pending() {
+            if (in_section && !done) { print key " = " value; done = 1 }
+        }
+        {
+            line = $0
+            stripped = line; gsub(/^[ \t]+|[ \t]+$/, "", stripped)
+            if (skipping) {                       # inside the old multi-line array value
+                if (stripped ~ /\]$/ || stripped ~ /\][ \t]*#/) skipping = 0
+                next
+            }
+            if (stripped ~ /^\[[^\]]+\]/) {       # a section header
+                flush_pending()
+                in_section = (stripped == section)
+                if (in_section) seen = 1
+                print line; next
+            }
+            if (in_section && stripped ~ ("^" key "[ \t]*=")) {
+                if (!done) { print key " = " value; done = 1 }
+                rest = stripped; sub(/^[^=]*=[ \t]*/, "", rest)
+                if (rest ~ /^\[/ && rest !~ /\]/) skipping = 1
+                next
+            }
+            print line
+        }
+        END {
+            flush_pending()
+            if (!seen) { if (NR > 0) print ""; print section; print key " = " value }
+        }
+    ' "$file" >"$tmp"
+    if cmp -s "$tmp" "$file"; then
+        rm -f "$tmp"
+        return 1
+    fi
+    chmod 644 "$tmp"
+    mv -f "$tmp" "$file"
+}
+
+edit_conf() {
+    local file=$1 changed=1
+    [[ -f $file ]] || : >"$file"
+    set_toml_key "$file" containers default_ulimits '[]' && changed=0
+    set_toml_key "$file" engine cgroup_manager '"cgroupfs"' && changed=0
+    set_toml_key "$file" engine events_logger '"file"' && changed=0
+    return $changed # 0 when the file changed
+}
+
+if [[ ${1:-} == --edit-conf ]]; then
+    [[ -n ${2:-} ]] || die "usage: $0 --edit-conf FILE"
+    edit_conf "$2" || true
+    exit 0
+fi
 
 if [[ $(id -u) -ne 0 ]]; then
     die "run as root (installs packages, starts dockerd, writes $CONTAINERS_CONF)"
@@ -77,56 +137,8 @@ if ! docker_ok; then
 fi
 
 # --- 3. containers.conf ------------------------------------------------------------------------
-# set_toml_key FILE SECTION KEY VALUE: set `KEY = VALUE` inside [SECTION], replacing an existing
-# (possibly multi-line array) value, adding the section when it is missing; the rest is kept.
-set_toml_key() {
-    local file=$1 section=$2 key=$3 value=$4 tmp
-    tmp=$(mktemp "${file}.XXXXXX")
-    awk -v section="[$section]" -v key="$key" -v value="$value" '
-        function flush_pending() {
-            if (in_section && !done) { print key " = " value; done = 1 }
-        }
-        {
-            line = $0
-            stripped = line; gsub(/^[ \t]+|[ \t]+$/, "", stripped)
-            if (skipping) {                       # inside the old multi-line array value
-                if (stripped ~ /\]$/ || stripped ~ /\][ \t]*#/) skipping = 0
-                next
-            }
-            if (stripped ~ /^\[[^\]]+\]/) {       # a section header
-                flush_pending()
-                in_section = (stripped == section)
-                if (in_section) seen = 1
-                print line; next
-            }
-            if (in_section && stripped ~ ("^" key "[ \t]*=")) {
-                if (!done) { print key " = " value; done = 1 }
-                rest = stripped; sub(/^[^=]*=[ \t]*/, "", rest)
-                if (rest ~ /^\[/ && rest !~ /\]/) skipping = 1
-                next
-            }
-            print line
-        }
-        END {
-            flush_pending()
-            if (!seen) { print ""; print section; print key " = " value }
-        }
-    ' "$file" >"$tmp"
-    if cmp -s "$tmp" "$file"; then
-        rm -f "$tmp"
-        return 1
-    fi
-    chmod 644 "$tmp"
-    mv -f "$tmp" "$file"
-}
-
 mkdir -p "$(dirname "$CONTAINERS_CONF")"
-[[ -f $CONTAINERS_CONF ]] || : >"$CONTAINERS_CONF"
-conf_changed=0
-set_toml_key "$CONTAINERS_CONF" containers default_ulimits '[]' && conf_changed=1
-set_toml_key "$CONTAINERS_CONF" engine cgroup_manager '"cgroupfs"' && conf_changed=1
-set_toml_key "$CONTAINERS_CONF" engine events_logger '"file"' && conf_changed=1
-if ((conf_changed)); then
+if edit_conf "$CONTAINERS_CONF"; then
     log "wrote $CONTAINERS_CONF"
     changed=1
 fi

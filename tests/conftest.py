@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,11 +41,10 @@ def docker_available() -> bool:
 
 
 @pytest.fixture
-def docker_engine(docker_available: bool) -> Iterator[None]:
+def docker_engine(docker_available: bool) -> None:
     """Use in every test that needs a running Docker engine."""
     if not docker_available:
         engine_missing("no running Docker engine (`docker info` failed); run scripts/engines.sh")
-    yield
 
 
 @pytest.fixture(scope="session")
@@ -58,11 +56,10 @@ def podman_available() -> bool:
 
 
 @pytest.fixture
-def podman_engine(podman_available: bool) -> Iterator[None]:
+def podman_engine(podman_available: bool) -> None:
     """Use in every test that needs podman."""
     if not podman_available:
         engine_missing("podman is not usable (`podman info` failed); run scripts/engines.sh")
-    yield
 
 
 # --- installed connectors (source-faker from PyPI) ---------------------------------------------
@@ -124,3 +121,48 @@ def source_faker(installed_faker_home: Path, ferry_home: Path) -> str:
 def connectors_sh() -> Path:
     """The directory of the test connectors written in sh (tests/connectors_sh)."""
     return SHELL_CONNECTORS
+
+
+TINY_CONNECTOR_MODULE = """
+import json
+
+def main():
+    spec = {"connectionSpecification": {"type": "object"}}
+    print(json.dumps({"type": "SPEC", "spec": spec}))
+"""
+
+
+@pytest.fixture
+def make_wheel(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """`make_wheel(package, version, {script: "main"})` → a minimal pure-Python wheel whose
+    console scripts print a SPEC; it installs without a build backend or a package index."""
+    import base64
+    import hashlib
+    import zipfile
+
+    def digest(text: str) -> str:
+        raw = hashlib.sha256(text.encode()).digest()
+        return "sha256=" + base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    def build(package: str, version: str, scripts: dict[str, str]) -> Path:
+        dist = package.replace("-", "_")
+        info = f"{dist}-{version}.dist-info"
+        files = {
+            f"{dist}_module/__init__.py": TINY_CONNECTOR_MODULE,
+            f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n",
+            f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: ferry-tests\n"
+            "Root-Is-Purelib: true\nTag: py3-none-any\n",
+            f"{info}/entry_points.txt": "[console_scripts]\n"
+            + "".join(f"{name} = {dist}_module:{func}\n" for name, func in scripts.items()),
+        }
+        record = "".join(
+            f"{name},{digest(text)},{len(text.encode())}\n" for name, text in files.items()
+        )
+        files[f"{info}/RECORD"] = record + f"{info}/RECORD,,\n"
+        wheel = tmp_path_factory.mktemp("wheel") / f"{dist}-{version}-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as archive:
+            for name, text in files.items():
+                archive.writestr(name, text)
+        return wheel
+
+    return build

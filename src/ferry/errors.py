@@ -55,7 +55,9 @@ class ConnectorCrashed(FerryError):
 
     retryable = True
 
-    def __init__(self, message: str, *, exit_code: int | None = None, stderr_tail: str = "") -> None:
+    def __init__(
+        self, message: str, *, exit_code: int | None = None, stderr_tail: str = ""
+    ) -> None:
         if stderr_tail:
             message = f"{message}\n--- last stderr lines ---\n{stderr_tail}"
         super().__init__(message)

@@ -132,9 +132,7 @@ def emit_spec(connection_specification: JsonObject, **extra: Any) -> None:
 
 
 def emit_status(succeeded: bool, message: str | None = None) -> None:
-    status = AirbyteConnectionStatus(
-        status="SUCCEEDED" if succeeded else "FAILED", message=message
-    )
+    status = AirbyteConnectionStatus(status="SUCCEEDED" if succeeded else "FAILED", message=message)
     emit(AirbyteMessage(type=CONNECTION_STATUS, connectionStatus=status))
 
 
@@ -180,7 +178,9 @@ def load_catalog(path: Path | None) -> ConfiguredAirbyteCatalog:
     try:
         return convert(raw, ConfiguredAirbyteCatalog)
     except FerryError as e:
-        raise ConfigError(f"the catalog file {str(path)!r} is not a configured catalog: {e}") from None
+        raise ConfigError(
+            f"the catalog file {str(path)!r} is not a configured catalog: {e}"
+        ) from None
 
 
 def to_plain(value: Any) -> Any:
@@ -209,7 +209,9 @@ def run(prog: str, commands: Sequence[str], handler: Callable[[Args], int]) -> i
     except KeyboardInterrupt:
         return 130
     except Exception as e:
-        return _fail(f"{prog} failed: {type(e).__name__}: {e}", SYSTEM_ERROR, traceback.format_exc())
+        return _fail(
+            f"{prog} failed: {type(e).__name__}: {e}", SYSTEM_ERROR, traceback.format_exc()
+        )
 
 
 def _fail(message: str, failure_type: str, stack_trace: str | None = None) -> int:

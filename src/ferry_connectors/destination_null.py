@@ -219,7 +219,8 @@ def write(args: _io.Args) -> int:
 def handle(args: _io.Args) -> int:
     if args.command == "spec":
         _io.emit_spec(
-            CONNECTION_SPECIFICATION, supported_destination_sync_modes=[OVERWRITE, APPEND, APPEND_DEDUP]
+            CONNECTION_SPECIFICATION,
+            supported_destination_sync_modes=[OVERWRITE, APPEND, APPEND_DEDUP],
         )
         return 0
     if args.command == "check":

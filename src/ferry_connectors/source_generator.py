@@ -121,13 +121,66 @@ TEMPLATE_BUDGET = 16 * 1024 * 1024  # bytes of precomputed lines per template se
 CHUNK = 1 << 20  # bytes per write to stdout
 
 FIRST_NAMES = (
-    "Ada Alan Amara Ben Carla Chen Dara Elif Emil Farah Gus Hana Ines Ivan Jonas Kai Lena Luca "
-    "Maya Mina Nils Noor Omar Priya Rosa Sami Tara Uma Vera Yuki Zoe"
-).split()
+    "Ada",
+    "Alan",
+    "Amara",
+    "Ben",
+    "Carla",
+    "Chen",
+    "Dara",
+    "Elif",
+    "Emil",
+    "Farah",
+    "Gus",
+    "Hana",
+    "Ines",
+    "Ivan",
+    "Jonas",
+    "Kai",
+    "Lena",
+    "Luca",
+    "Maya",
+    "Mina",
+    "Nils",
+    "Noor",
+    "Omar",
+    "Priya",
+    "Rosa",
+    "Sami",
+    "Tara",
+    "Uma",
+    "Vera",
+    "Yuki",
+    "Zoe",
+)
 LAST_NAMES = (
-    "Abara Berg Costa Dubois Eriksen Fischer Garcia Haddad Ito Jansen Kowalski Lopez Moreau "
-    "Nakamura Okafor Petrov Quinn Rossi Silva Tanaka Usman Varga Weber Xu Yilmaz Zhang"
-).split()
+    "Abara",
+    "Berg",
+    "Costa",
+    "Dubois",
+    "Eriksen",
+    "Fischer",
+    "Garcia",
+    "Haddad",
+    "Ito",
+    "Jansen",
+    "Kowalski",
+    "Lopez",
+    "Moreau",
+    "Nakamura",
+    "Okafor",
+    "Petrov",
+    "Quinn",
+    "Rossi",
+    "Silva",
+    "Tanaka",
+    "Usman",
+    "Varga",
+    "Weber",
+    "Xu",
+    "Yilmaz",
+    "Zhang",
+)
 # 64 characters that need no JSON escaping and contain no '%' (the templates use %-formatting).
 ALPHABET = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
 TO_ALPHABET = bytes(ALPHABET[i % 64] for i in range(256))

@@ -32,7 +32,9 @@ def test_echo_confirms_that_state_and_all_before_it() -> None:
 
 def test_echo_with_stats_added_still_matches() -> None:
     ledger = StateLedger()
-    ledger.record_sent(decode_state_line(stream_state("a", 1, ',"sourceStats":{"recordCount":5}')), 5)
+    ledger.record_sent(
+        decode_state_line(stream_state("a", 1, ',"sourceStats":{"recordCount":5}')), 5
+    )
     echoed = decode_state_line(stream_state("a", 1, ',"destinationStats":{"recordCount":5}'))
     assert [c.sequence for c in ledger.confirm(echoed)] == [1]
 

@@ -70,7 +70,9 @@ def test_records_and_states_are_forwarded_as_the_original_bytes() -> None:
 
 def test_log_trace_and_text_lines_are_not_forwarded() -> None:
     route, stats, _, seen = router("a")
-    data = block(record("a", 1), log("hello"), b"plain text from the connector", record("a", 2), b"")
+    data = block(
+        record("a", 1), log("hello"), b"plain text from the connector", record("a", 2), b""
+    )
     assert route.route(data) == block(record("a", 1), record("a", 2))
     assert [m.log.message for m in seen.messages if m.log] == ["hello"]
     assert seen.texts == ["plain text from the connector"]

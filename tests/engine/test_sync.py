@@ -64,7 +64,10 @@ def generator_to_duckdb(tmp_path: Path, count: int, **source: Any) -> Path:
             "connector": "source-generator",
             "config": {"count": count, "streams": 2, "state_every": 1000, **source},
         },
-        destination={"connector": "destination-duckdb", "config": {"path": str(tmp_path / "g.duckdb")}},
+        destination={
+            "connector": "destination-duckdb",
+            "config": {"path": str(tmp_path / "g.duckdb")},
+        },
     )
 
 
@@ -93,8 +96,13 @@ def test_full_refresh_overwrite_replaces(tmp_path: Path) -> None:
     connection = write_connection(
         tmp_path,
         source={"connector": "source-generator", "config": {"count": 300}},
-        destination={"connector": "destination-duckdb", "config": {"path": str(tmp_path / "o.duckdb")}},
-        streams=[{"name": "stream_0", "sync_mode": "full_refresh", "destination_sync_mode": "overwrite"}],
+        destination={
+            "connector": "destination-duckdb",
+            "config": {"path": str(tmp_path / "o.duckdb")},
+        },
+        streams=[
+            {"name": "stream_0", "sync_mode": "full_refresh", "destination_sync_mode": "overwrite"}
+        ],
     )
     for _ in range(2):
         code, _, stderr = sync_json(connection)
@@ -102,7 +110,9 @@ def test_full_refresh_overwrite_replaces(tmp_path: Path) -> None:
     assert duck_count(tmp_path / "o.duckdb", "stream_0") == 300
 
 
-def scripted_to_null(tmp_path: Path, source: dict[str, Any], destination: dict[str, Any] | None = None) -> Path:
+def scripted_to_null(
+    tmp_path: Path, source: dict[str, Any], destination: dict[str, Any] | None = None
+) -> Path:
     return write_connection(
         tmp_path,
         source={"connector": SCRIPTED, "config": {"count": 100, "state_every": 10, **source}},
@@ -157,10 +167,10 @@ def test_config_error_trace_is_not_retried(tmp_path: Path) -> None:
 
 def test_malformed_lines_are_log_output(tmp_path: Path) -> None:
     connection = scripted_to_null(tmp_path, {"garbage": True})
-    code, summary, stderr = sync_json(connection)
+    code, summary, stderr = sync_json(connection, "-v")
     assert code == 0, stderr
     assert summary["records"] == 100
-    assert "this line is not JSON" in stderr
+    assert "source | this line is not JSON" in stderr
 
 
 def test_record_for_a_stream_not_in_the_catalog_fails_clearly(tmp_path: Path) -> None:
@@ -196,7 +206,10 @@ def test_sigkill_mid_sync_then_rerun_gives_exact_counts(tmp_path: Path) -> None:
 def test_sigint_stops_both_and_keeps_commits(tmp_path: Path) -> None:
     connection = write_connection(
         tmp_path,
-        source={"connector": "source-generator", "config": {"count": 50_000_000, "state_every": 10000}},
+        source={
+            "connector": "source-generator",
+            "config": {"count": 50_000_000, "state_every": 10000},
+        },
         destination={"connector": "destination-null", "config": {}},
     )
     process = subprocess.Popen(
@@ -216,3 +229,36 @@ def test_sigint_stops_both_and_keeps_commits(tmp_path: Path) -> None:
     assert summary["states_committed"] >= 1
     assert committed_cursor()
     assert 0 < summary["records"] < 50_000_000
+
+
+def faker_counts(path: Path) -> dict[str, tuple[int, int]]:
+    with duckdb.connect(str(path), read_only=True) as db:
+        return {
+            table: db.sql(f"select count(*), count(distinct id) from {table}").fetchone()  # type: ignore[misc]
+            for table in ("users", "products", "purchases")
+        }
+
+
+@pytest.mark.slow
+def test_faker_full_and_incremental_sync_with_dedup(tmp_path: Path, source_faker: str) -> None:
+    database = tmp_path / "faker.duckdb"
+    connection = write_connection(
+        tmp_path,
+        source={"connector": source_faker, "config": {"count": 1000, "seed": 1}},
+        destination={"connector": "destination-duckdb", "config": {"path": str(database)}},
+    )
+    code, summary, stderr = sync_json(connection)
+    assert code == 0, stderr
+    by_stream = {s["stream"]: s["records"] for s in summary["streams"]}
+    assert by_stream["users"] == 1000
+    assert by_stream["products"] == 100  # faker's fixed product list
+    first = faker_counts(database)
+    assert first["users"] == (1000, 1000)
+    assert first["purchases"][0] == first["purchases"][1] == by_stream["purchases"]
+    assert summary["warnings"] == []  # faker's sourceStats agree with ferry's counts
+    assert len(committed_cursor()) == 3
+    # Unchanged data: nothing new is read, and append_dedup leaves no duplicates.
+    code, summary, stderr = sync_json(connection)
+    assert code == 0, stderr
+    assert summary["streams"] and all(s["records"] == 0 for s in summary["streams"][:1])
+    assert faker_counts(database) == first

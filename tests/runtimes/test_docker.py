@@ -30,6 +30,7 @@ from ferry.runtimes import get_runtime
 from ferry.runtimes._docker_attach import Demuxer
 from ferry.runtimes.base import (
     OWNER_ID,
+    ByteWriter,
     ConnectorInvocation,
     ConnectorOptions,
     ConnectorRef,
@@ -294,6 +295,32 @@ def test_stdin_streams_through_a_container_with_exact_bytes(tiny_images: Any) ->
 
 @pytest.mark.docker
 @pytest.mark.usefixtures("docker_engine")
+@pytest.mark.timeout(120)
+def test_writing_to_a_connector_that_exited_is_a_broken_pipe(tiny_images: Any) -> None:
+    async def scenario() -> tuple[int, list[str]]:
+        runtime = DockerRuntime()
+        try:
+            ref = tiny_ref(tiny_images.root, "head -c 10 >/dev/null; echo bye >&2; exit 3")
+            process = await runtime.start(invocation(ref, "write"), lambda _: None)
+            assert process.stdin is not None
+
+            async def flood(stdin: ByteWriter) -> None:
+                while True:  # the engine would swallow a few MB, then block forever
+                    await stdin.write(b"x" * 65536)
+
+            with pytest.raises(BrokenPipeError):
+                await flood(process.stdin)
+            await process.stdin.close()  # never raises
+            assert await read_all(process) == b""
+            return await process.wait(), process.stderr_tail()
+        finally:
+            await runtime.close()
+
+    assert asyncio.run(scenario()) == (3, ["bye"])
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("docker_engine")
 def test_files_are_uploaded_not_mounted(tiny_images: Any) -> None:
     config = json.dumps({"password": SECRET}).encode()
     state = b'{"cursor": 1}'
@@ -400,6 +427,7 @@ def test_labels_options_and_removal_after_exit(tiny_images: Any, tmp_path: Path)
     assert host["NanoCpus"] == 500_000_000
     assert host["NetworkMode"] == "none"
     assert host["AutoRemove"] is True
+    assert host["Init"] is True
     assert "GREETING=hi there" in details["Config"]["Env"]
     assert details["Name"].startswith("/ferry-test-docker-source-write-")
     assert (volume / "greeting.txt").read_text() == "hi there\n"
@@ -409,11 +437,13 @@ def test_labels_options_and_removal_after_exit(tiny_images: Any, tmp_path: Path)
 @pytest.mark.docker
 @pytest.mark.usefixtures("docker_engine")
 @pytest.mark.parametrize(
-    "script",
-    ['yes "$(printf "%0199d" 0)"', 'trap "" TERM; yes "$(printf "%0199d" 0)"'],
+    ("script", "expected_code"),
+    [('yes "$(printf "%0199d" 0)"', 143), ('trap "" TERM; yes "$(printf "%0199d" 0)"', 137)],
     ids=["stops-on-term", "ignores-term"],
 )
-def test_terminate_mid_stream_leaves_no_container(tiny_images: Any, script: str) -> None:
+def test_terminate_mid_stream_leaves_no_container(
+    tiny_images: Any, script: str, expected_code: int
+) -> None:
     run_id = uuid.uuid4().hex
 
     async def scenario() -> int:
@@ -433,7 +463,7 @@ def test_terminate_mid_stream_leaves_no_container(tiny_images: Any, script: str)
             await runtime.close()
 
     code = asyncio.run(scenario())
-    assert code in (137, 143)
+    assert code == expected_code  # 143: SIGTERM reached the connector; 137: SIGKILL after grace
     assert containers_of(run_id) == []
 
 
@@ -679,7 +709,7 @@ def test_destination_null_echoes_states(built_image: Callable[[str], str]) -> No
         }
     ).encode()
     record = b'{"type":"RECORD","record":{"stream":"s","data":{"i":%d},"emitted_at":0}}\n'
-    state = b'{"type":"STATE","state":{"type":"GLOBAL","global":{"shared_state":{"n":%d}}}}\n'
+    state = b'{"type":"STATE","state":{"type":"GLOBAL","global":{"shared_state":{"n":%d},"stream_states":[]}}}\n'
     payload = b"".join(record % i + (state % i if i % 1000 == 999 else b"") for i in range(10_000))
     ref = ConnectorRef("docker", built_image("destination-null"))
 

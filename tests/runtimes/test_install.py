@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import subprocess
-import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,8 @@ from ferry.runtimes.install import (
 )
 from ferry.runtimes.resolve import resolve_reference
 
+MakeWheel = Callable[[str, str, dict[str, str]], Path]
+
 TINY_MODULE = """
 import json
 
@@ -30,34 +30,6 @@ def main():
     spec = {"connectionSpecification": {"type": "object"}}
     print(json.dumps({"type": "SPEC", "spec": spec}))
 """
-
-
-def build_wheel(directory: Path, package: str, version: str, scripts: dict[str, str]) -> Path:
-    """A minimal pure-Python wheel (no build backend, no index needed to install it)."""
-    dist = package.replace("-", "_")
-    files = {
-        f"{dist}_module/__init__.py": TINY_MODULE,
-        f"{dist}-{version}.dist-info/METADATA": (
-            f"Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n"
-        ),
-        f"{dist}-{version}.dist-info/WHEEL": (
-            "Wheel-Version: 1.0\nGenerator: ferry-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-        ),
-        f"{dist}-{version}.dist-info/entry_points.txt": "[console_scripts]\n"
-        + "".join(f"{name} = {dist}_module:{function}\n" for name, function in scripts.items()),
-    }
-    record = "".join(f"{name},{_hash(text)},{len(text.encode())}\n" for name, text in files.items())
-    files[f"{dist}-{version}.dist-info/RECORD"] = record + f"{dist}-{version}.dist-info/RECORD,,\n"
-    wheel = directory / f"{dist}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as archive:
-        for name, text in files.items():
-            archive.writestr(name, text)
-    return wheel
-
-
-def _hash(text: str) -> str:
-    digest = hashlib.sha256(text.encode()).digest()
-    return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 def leftovers(ferry_home: Path) -> list[str]:
@@ -85,7 +57,7 @@ def test_nonsense_is_refused_before_pip_runs(text: str) -> None:
 
 
 def test_a_path_must_be_a_project_or_a_wheel(tmp_path: Path) -> None:
-    with pytest.raises(InstallError, match="without pyproject.toml or setup.py"):
+    with pytest.raises(InstallError, match=r"without pyproject\.toml or setup\.py"):
         parse_install_target(str(tmp_path))
     (tmp_path / "notes.txt").write_text("hi")
     with pytest.raises(InstallError, match="neither a project directory nor a wheel"):
@@ -94,8 +66,8 @@ def test_a_path_must_be_a_project_or_a_wheel(tmp_path: Path) -> None:
         parse_install_target(str(tmp_path / "missing.whl"))
 
 
-def test_install_a_local_wheel_and_run_it(ferry_home: Path, tmp_path: Path) -> None:
-    wheel = build_wheel(tmp_path, "tiny-connector", "1.2.3", {"source-tiny": "main"})
+def test_install_a_local_wheel_and_run_it(ferry_home: Path, make_wheel: MakeWheel) -> None:
+    wheel = make_wheel("tiny-connector", "1.2.3", {"source-tiny": "main"})
     installed = install_connector(str(wheel))
     assert (installed.name, installed.package, installed.version) == (
         "source-tiny",
@@ -114,25 +86,21 @@ def test_install_a_local_wheel_and_run_it(ferry_home: Path, tmp_path: Path) -> N
     assert list_installed() == [installed]
 
 
-def test_reinstalling_replaces_the_previous_install(ferry_home: Path, tmp_path: Path) -> None:
-    (tmp_path / "v1").mkdir()
-    (tmp_path / "v2").mkdir()
-    install_connector(
-        str(build_wheel(tmp_path / "v1", "tiny-connector", "1.0", {"source-tiny": "main"}))
-    )
-    installed = install_connector(
-        str(build_wheel(tmp_path / "v2", "tiny-connector", "2.0", {"source-tiny": "main"}))
-    )
+def test_reinstalling_replaces_the_previous_install(
+    ferry_home: Path, make_wheel: MakeWheel
+) -> None:
+    install_connector(str(make_wheel("tiny-connector", "1.0", {"source-tiny": "main"})))
+    installed = install_connector(str(make_wheel("tiny-connector", "2.0", {"source-tiny": "main"})))
     assert installed.version == "2.0"
     assert load_manifest(ferry_home / "connectors" / "source-tiny") == installed
     assert leftovers(ferry_home) == ["source-tiny"]
 
 
 def test_the_name_option_picks_the_script_and_the_install_name(
-    ferry_home: Path, tmp_path: Path
+    ferry_home: Path, make_wheel: MakeWheel
 ) -> None:
-    wheel = build_wheel(
-        tmp_path, "two-tools", "0.1", {"source-one": "main", "source-two": "main", "helper": "main"}
+    wheel = make_wheel(
+        "two-tools", "0.1", {"source-one": "main", "source-two": "main", "helper": "main"}
     )
     with pytest.raises(InstallError, match="source-one, source-two"):
         install_connector(str(wheel))
@@ -142,9 +110,9 @@ def test_the_name_option_picks_the_script_and_the_install_name(
 
 
 def test_a_package_without_a_connector_script_leaves_nothing(
-    ferry_home: Path, tmp_path: Path
+    ferry_home: Path, make_wheel: MakeWheel
 ) -> None:
-    wheel = build_wheel(tmp_path, "not-a-connector", "1.0", {"helper": "main"})
+    wheel = make_wheel("not-a-connector", "1.0", {"helper": "main"})
     with pytest.raises(InstallError, match=r"does not provide one source-\*/destination-\* script"):
         install_connector(str(wheel))
     assert leftovers(ferry_home) == []

@@ -228,3 +228,23 @@ def test_connection_state_messages_round_trip_through_apply() -> None:
     shared = apply_state(EMPTY, global_({"lsn": 1}, {"a": 1}))
     assert apply_states(EMPTY, shared.to_messages()) == shared
     assert isinstance(shared, ConnectionState)
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [stream("a", {"c": 1}), stream("b", {"c": 2}, "ns"), stream("n", None)],
+        [global_({"lsn": 5}, {"a": {"c": 1}, "b": {}})],
+    ],
+    ids=["stream", "global"],
+)
+def test_the_state_file_is_valid_for_the_official_models(
+    messages: list[AirbyteStateMessage],
+) -> None:
+    from airbyte_protocol.models import AirbyteStateMessage as Official
+
+    file = apply_states(EMPTY, messages).state_file()
+    assert file is not None
+    parsed = [Official.model_validate(item) for item in orjson.loads(file)]
+    assert {m.type.value for m in parsed if m.type is not None} == {messages[0].type}
+    assert len(parsed) == (len(messages) if messages[0].type == "STREAM" else 1)

@@ -16,21 +16,24 @@ from rich.table import Table
 from ferry.cli.common import Subparsers
 from ferry.cli.progress import Progress, human_bytes, stats_table
 from ferry.engine.connection import load_connection
-from ferry.engine.secrets import mask
-from ferry.engine.runner import SyncOptions, SyncResult, SyncRunner
-from ferry.errors import ConfigError
 from ferry.engine.ledger import state_streams
+from ferry.engine.runner import SyncOptions, SyncResult, SyncRunner
+from ferry.engine.secrets import mask
+from ferry.errors import ConfigError
 from ferry.protocol import to_builtins
 from ferry.protocol.messages import StreamDescriptor
 from ferry.runtimes.base import RUNTIME_NAMES
 from ferry.store import RunRecord, open_store
+
 
 def register(subparsers: Subparsers) -> None:
     sync = subparsers.add_parser("sync", help="stream a source into a destination")
     sync.add_argument("connection", type=Path, help="connection file (YAML)")
     sync.add_argument("--runtime", choices=RUNTIME_NAMES, help="runtime for unprefixed connectors")
     sync.add_argument("--full-refresh", action="store_true", help="ignore saved state, re-read all")
-    sync.add_argument("--retries", type=_non_negative, default=2, help="retries of transient failures")
+    sync.add_argument(
+        "--retries", type=_non_negative, default=2, help="retries of transient failures"
+    )
     sync.add_argument("--relay", action="store_true", help="run containers through relay sidecars")
     sync.add_argument("--json", action="store_true", help="print the summary as JSON")
     sync.add_argument("--no-progress", action="store_true", help="no progress display")
@@ -95,7 +98,9 @@ async def _run_with_signals(runner: SyncRunner, progress: Progress) -> SyncResul
 
 def _print_summary(result: SyncResult) -> None:
     console = Console(stderr=False, highlight=False)
-    title = f"{result.connection}: {result.status} (run {result.run_id}, attempts {result.attempts})"
+    title = (
+        f"{result.connection}: {result.status} (run {result.run_id}, attempts {result.attempts})"
+    )
     console.print(stats_table(result.stats, title))
     seconds = result.stats.elapsed
     rate = human_bytes(result.stats.bytes / max(seconds, 1e-9))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-from jsonschema.exceptions import ValidationError, best_match
+from jsonschema.exceptions import ValidationError
 
 from ferry.engine.secrets import register_secrets
 from ferry.errors import (
@@ -144,20 +144,33 @@ def validate_config(
         validator_class(schema).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]
     )
     if errors:
-        problems = "\n".join(f"  {_describe(error, where)}" for error in errors)
+        problems = "\n".join(f"  {line}" for error in errors for line in _explain(error, where))
         raise ConfigError(f"{where} does not match the connector's spec:\n{problems}")
 
 
-def _describe(error: ValidationError, where: str) -> str:
-    # For oneOf/anyOf the most relevant branch error says more than "not valid under any".
-    specific = best_match(error.context) if error.context else error
-    path = where + "".join(
-        f"[{part}]" if isinstance(part, int) else f".{part}" for part in specific.absolute_path
+def _explain(error: ValidationError, where: str) -> list[str]:
+    """`path: rule` lines; for oneOf/anyOf, the errors of the branch the config came closest to
+    (the one whose errors lie deepest: the user clearly chose it), not "valid under none"."""
+    if not error.context:
+        return [f"{_path(error, where)}: {_shorten(error.message)}"]
+    branches: dict[Any, list[ValidationError]] = {}
+    for sub in error.context:
+        branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+    closest = max(
+        branches.values(),
+        key=lambda subs: (max(len(sub.absolute_path) for sub in subs), -len(subs)),
     )
-    rule = specific.message
-    if len(rule) > _MAX_RULE_LENGTH:
-        rule = rule[:_MAX_RULE_LENGTH] + "…"
-    return f"{path}: {rule}"
+    return [line for sub in closest for line in _explain(sub, where)]
+
+
+def _path(error: ValidationError, where: str) -> str:
+    return where + "".join(
+        f"[{part}]" if isinstance(part, int) else f".{part}" for part in error.absolute_path
+    )
+
+
+def _shorten(rule: str) -> str:
+    return rule if len(rule) <= _MAX_RULE_LENGTH else rule[:_MAX_RULE_LENGTH] + "…"
 
 
 def connector_name(ref: ConnectorRef) -> str:
@@ -247,7 +260,8 @@ class CommandOutput:
         if error is None:
             self.log.debug("trace %s", encode(message.trace).decode())
             return
-        self.log.error("%s", error.message)
+        # INFO: the error reaches the user anyway, as the command's error or its result.
+        self.log.info("%s", error.message)
         if error.internal_message:
             self.log.debug("%s", error.internal_message)
         if error.stack_trace:

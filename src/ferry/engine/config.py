@@ -72,6 +72,12 @@ def parse_config(text: str, origin: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         kind = "empty" if value is None else f"a {type(value).__name__}"
         raise ConfigError(f"{origin} must hold an object (a mapping of fields), but it is {kind}")
+    try:
+        json.dumps(value)  # connectors get JSON: YAML's binary, sets, ... cannot be passed on
+    except (TypeError, ValueError) as error:
+        raise ConfigError(
+            f"{origin} holds a value that cannot be written as JSON: {error}"
+        ) from None
     return value
 
 

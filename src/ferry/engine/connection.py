@@ -95,7 +95,9 @@ def load_connection(path: Path) -> Connection:
     return parse_connection(data, origin=str(path), path=path)
 
 
-def parse_connection(data: Any, *, origin: str = "connection", path: Path | None = None) -> Connection:
+def parse_connection(
+    data: Any, *, origin: str = "connection", path: Path | None = None
+) -> Connection:
     if not isinstance(data, dict):
         raise ConfigError(f"{origin}: expected a mapping with name, source and destination")
     try:

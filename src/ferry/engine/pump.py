@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator, Callable
 from itertools import compress
 from operator import attrgetter
 
-from ferry.errors import DecodeError, ProtocolViolation
 from ferry.engine.ledger import StateLedger, decode_state_line, state_streams
 from ferry.engine.stats import StreamStats, SyncStats
+from ferry.errors import DecodeError, ProtocolViolation
 from ferry.protocol import decode_envelope, decode_envelopes, decode_message
 from ferry.protocol.messages import (
     RECORD,
@@ -156,7 +156,9 @@ class SourceRouter:
         self.stats.records_since_state += len(envelopes)
         return True
 
-    def _count(self, lines: list[bytes], records: list[RoutingRecord | None], a: int, b: int) -> None:
+    def _count(
+        self, lines: list[bytes], records: list[RoutingRecord | None], a: int, b: int
+    ) -> None:
         if a == b:
             return
         segment = records[a:b]
@@ -225,7 +227,8 @@ class SourceRouter:
 
 def _describe(state: AirbyteStateMessage) -> str:
     names = [d.name for d in state_streams(state)]
-    return f"{state.type} {', '.join(names)}" if names else state.type
+    kind = state.type or "LEGACY"
+    return f"{kind} {', '.join(names)}" if names else kind
 
 
 async def pump(source: ByteReader, destination: ByteWriter, router: SourceRouter) -> None:

@@ -72,7 +72,9 @@ class SyncResult:
         }
 
 
-def resolve_endpoint(endpoint: Endpoint, connection: Connection, options: SyncOptions) -> ConnectorRef:
+def resolve_endpoint(
+    endpoint: Endpoint, connection: Connection, options: SyncOptions
+) -> ConnectorRef:
     connector_options = endpoint.options
     if options.relay:
         connector_options = replace(connector_options, relay=True)
@@ -142,7 +144,9 @@ class SyncRunner:
             plan = await self.plan()
             return await self._run_attempts(plan)
         finally:
-            await asyncio.gather(*(r.close() for r in self.runtimes.values()), return_exceptions=True)
+            await asyncio.gather(
+                *(r.close() for r in self.runtimes.values()), return_exceptions=True
+            )
 
     async def _run_attempts(self, plan: AttemptPlan) -> SyncResult:
         name = self.connection.name
@@ -165,7 +169,9 @@ class SyncRunner:
             delay = RETRY_BACKOFF_SECONDS[min(attempt_number, len(RETRY_BACKOFF_SECONDS)) - 1]
             logger.warning(
                 "attempt %d failed (%s); retrying from the last committed state in %.0fs",
-                attempt_number, error, delay,
+                attempt_number,
+                error,
+                delay,
             )
             await asyncio.sleep(delay)
         status = _status(outcome, self._stopping)

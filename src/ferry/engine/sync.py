@@ -42,6 +42,7 @@ from ferry.runtimes.base import (
     Role,
     RunLabels,
     Runtime,
+    Verb,
 )
 
 logger = logging.getLogger("ferry.sync")
@@ -115,11 +116,14 @@ class Attempt:
         self._errors: dict[Role, FerryError] = {}
         self._stop = asyncio.Event()
         self._destination: ConnectorProcess | None = None
+        self._forced_stop: asyncio.Future[None] | None = None
 
     def request_stop(self) -> None:
         """First call: stop the source and let the destination drain; second: stop both."""
         if self._stop.is_set() and self._destination is not None:
-            asyncio.ensure_future(self._destination.terminate(TERMINATE_GRACE))
+            self._forced_stop = asyncio.ensure_future(
+                self._destination.terminate(TERMINATE_GRACE)
+            )
         self._stop.set()
 
     async def run(self) -> AttemptOutcome:
@@ -148,7 +152,7 @@ class Attempt:
     async def _start(
         self, ref: ConnectorRef, role: Role, files: dict[str, bytes]
     ) -> ConnectorProcess:
-        verb = "read" if role == "source" else "write"
+        verb: Verb = "read" if role == "source" else "write"
         labels = RunLabels(self.plan.labels.run_id, self.plan.labels.connection, role)
         invocation = ConnectorInvocation(ref, verb, files, labels)
         log = connector_logger(role)
@@ -166,9 +170,12 @@ class Attempt:
                 # A stop request, or the destination closed its output before the source ended.
                 await source.terminate(TERMINATE_GRACE)
                 if not self._stop.is_set():
-                    self._fail("destination", ProtocolViolation(
-                        "the destination stopped reading before the source finished"
-                    ))
+                    self._fail(
+                        "destination",
+                        ProtocolViolation(
+                            "the destination stopped reading before the source finished"
+                        ),
+                    )
             await pumping
             await echoing
         finally:
@@ -216,7 +223,11 @@ class Attempt:
             return []
         reported = echoed.destinationStats.recordCount if echoed.destinationStats else None
         last = confirmed[-1]
-        if reported is not None and last.state.type == STATE_STREAM and int(reported) != last.covers_records:
+        if (
+            reported is not None
+            and last.state.type == STATE_STREAM
+            and int(reported) != last.covers_records
+        ):
             self.stats.mismatches.append(
                 f"destination said {int(reported)} records for state #{last.sequence},"
                 f" ferry sent {last.covers_records}"
@@ -248,17 +259,24 @@ class Attempt:
             connector_logger(role).error("%s", error.message)
             if error.internal_message:
                 connector_logger(role).debug("%s", error.internal_message)
-            self._fail(role, ConnectorFailed(
-                f"{role} reported {error.failure_type or 'an error'}: {error.message}",
-                failure_type=error.failure_type,
-            ))
+            self._fail(
+                role,
+                ConnectorFailed(
+                    f"{role} reported {error.failure_type or 'an error'}: {error.message}",
+                    failure_type=error.failure_type,
+                ),
+            )
             return
         if trace is not None and trace.stream_status is not None:
             descriptor = trace.stream_status.stream_descriptor
-            self.stats.stream(descriptor.name, descriptor.namespace).status = trace.stream_status.status
+            self.stats.stream(
+                descriptor.name, descriptor.namespace
+            ).status = trace.stream_status.status
         elif trace is not None and trace.estimate is not None:
             estimate = trace.estimate
-            self.stats.stream(estimate.name, estimate.namespace).estimate_rows = estimate.row_estimate
+            self.stats.stream(
+                estimate.name, estimate.namespace
+            ).estimate_rows = estimate.row_estimate
         log_message(role, message)
 
     def _fail(self, role: Role, error: FerryError) -> None:
@@ -267,11 +285,14 @@ class Attempt:
     def _check_exit(self, role: Role, code: int, process: ConnectorProcess) -> None:
         if code == 0 or role in self._errors or (self._stop.is_set() and role == "source"):
             return
-        self._fail(role, ConnectorCrashed(
-            f"the {role} exited with code {code}",
-            exit_code=code,
-            stderr_tail="\n".join(process.stderr_tail()),
-        ))
+        self._fail(
+            role,
+            ConnectorCrashed(
+                f"the {role} exited with code {code}",
+                exit_code=code,
+                stderr_tail="\n".join(process.stderr_tail()),
+            ),
+        )
 
     def _outcome(self) -> AttemptOutcome:
         outcome = AttemptOutcome(self.stats, cancelled=self._stop.is_set())

@@ -34,6 +34,8 @@ import asyncio
 import contextlib
 import io
 import math
+import os
+import posixpath
 import re
 import shlex
 import tarfile
@@ -42,6 +44,10 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
 
 from ferry.errors import (
     ConfigError,
@@ -53,6 +59,8 @@ from ferry.errors import (
 from ferry.runtimes._docker_attach import OutputStream, StderrLines
 from ferry.runtimes._docker_engine import Endpoint, StdinStream, endpoint_of
 from ferry.runtimes.base import (
+    ByteReader,
+    ByteWriter,
     ConnectorInvocation,
     ConnectorOptions,
     LogSink,
@@ -128,6 +136,9 @@ def container_spec(
     host_config: dict[str, Any] = {
         "auto_remove": True,
         "log_config": {"type": "none", "config": {}},
+        # The engine's tiny init as PID 1: it forwards `docker stop`'s SIGTERM to the connector
+        # (a PID 1 without a handler ignores it) and reaps zombies.
+        "init": True,
     }
     if options.memory:
         host_config["mem_limit"] = parse_memory(options.memory)
@@ -150,15 +161,11 @@ def container_spec(
 
 
 def _binds(volumes: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    import posixpath
-
     binds: dict[str, dict[str, str]] = {}
     for host, container in volumes.items():
         if not posixpath.isabs(container):
             raise ConfigError(f"volume target {container!r} must be an absolute container path")
         # Relative host paths are ferry's working directory (the engine needs absolute ones).
-        import os.path
-
         binds[os.path.abspath(os.path.expanduser(host))] = {"bind": container, "mode": "rw"}
     return binds
 
@@ -262,8 +269,9 @@ class DockerProcess:
     ) -> None:
         self.container_id = container_id
         self.name = name
-        self.stdout = stdout
-        self.stdin = stdin
+        self.stdout: ByteReader = stdout
+        self.stdin: ByteWriter | None = stdin
+        self._stdout = stdout
         self._runtime = runtime
         self._attach_finished = attach_finished
         self._closers = closers
@@ -285,6 +293,9 @@ class DockerProcess:
 
     async def terminate(self, grace: float = 10.0) -> None:
         """`docker stop -t grace` (TERM, then KILL), then make sure the container is gone."""
+        # Nobody reads stdout any more: keep draining (and dropping) it, or the engine blocks
+        # writing to the paused attach stream and cannot stop the container.
+        self._stdout.discard()
         try:
             if not self._exit.done():
                 await self._runtime.stop(self.container_id, grace)
@@ -293,7 +304,6 @@ class DockerProcess:
                 except (TimeoutError, FerryError):
                     await self._runtime.remove(self.container_id)
         finally:
-            self.stdout.discard()
             if self.stdin is not None:
                 await self.stdin.close()
             self._release()
@@ -353,18 +363,23 @@ class DockerRuntime:
         entrypoint = resolve_entrypoint(image, config, ref.options)
         paths = {name: f"{FILES_DIR}/{name}.json" for name in invocation.files}
         spec = container_spec(invocation, entrypoint, paths)
-        created = await self._call(
-            f"create a container from {image}",
-            api.create_container,
-            spec.image,
-            command=spec.command,
-            entrypoint=spec.entrypoint,
-            environment=spec.environment or None,
-            labels=spec.labels,
-            name=spec.name,
-            stdin_open=spec.stdin,
-            host_config=api.create_host_config(**spec.host_config),
-        )
+        try:
+            created = await self._call(
+                f"create a container from {image}",
+                api.create_container,
+                spec.image,
+                command=spec.command,
+                entrypoint=spec.entrypoint,
+                environment=spec.environment or None,
+                labels=spec.labels,
+                name=spec.name,
+                stdin_open=spec.stdin,
+                host_config=api.create_host_config(**spec.host_config),
+            )
+        except BaseException:
+            # Cancelled mid-call, the container may exist without ferry knowing its id.
+            await asyncio.shield(self.remove(spec.name))
+            raise
         container_id = str(created["Id"])
         closers: list[Callable[[], None]] = []
         try:
@@ -379,6 +394,10 @@ class DockerRuntime:
                 closers.append(stdin.abort)
             exit_task = await endpoint.start_wait(container_id, "removed")
             closers.append(lambda: _cancel(exit_task))
+            if stdin is not None:
+                # The engine keeps a dead container's stdin connection open (writes would just
+                # block): once the container is gone, drop it so writes fail like a broken pipe.
+                exit_task.add_done_callback(_abort_stdin(stdin))
             await self._call(f"start the container of {image}", api.start, container_id)
         except BaseException:
             for close in closers:
@@ -424,8 +443,6 @@ class DockerRuntime:
         return config
 
     async def _inspect_image(self, client: Any, image: str) -> Mapping[str, Any] | None:
-        import docker.errors
-
         try:
             info: Mapping[str, Any] = await asyncio.to_thread(client.api.inspect_image, image)
         except docker.errors.ImageNotFound:
@@ -481,8 +498,6 @@ class DockerRuntime:
         return ids if ids is not None else (0, 0)
 
     async def _read_text(self, api: Any, container_id: str, path: str) -> str:
-        import docker.errors
-
         def read() -> str:
             try:
                 chunks, _ = api.get_archive(container_id, path)
@@ -499,8 +514,6 @@ class DockerRuntime:
         return await self._call(f"read {path} of the image", read)
 
     async def stop(self, container_id: str, grace: float) -> None:
-        import docker.errors
-
         client, _ = await self._connect()
         with contextlib.suppress(docker.errors.NotFound):
             await self._call(
@@ -509,8 +522,6 @@ class DockerRuntime:
 
     async def remove(self, container_id: str) -> None:
         """Force-remove a container; nothing if it is gone (or already being removed)."""
-        import docker.errors
-
         client, _ = await self._connect()
         try:
             await asyncio.to_thread(client.api.remove_container, container_id, force=True)
@@ -530,13 +541,18 @@ def _cancel(task: asyncio.Task[int]) -> None:
     task.cancel()
 
 
+def _abort_stdin(stdin: StdinStream) -> Callable[[asyncio.Task[int]], None]:
+    def abort(_: asyncio.Task[int]) -> None:
+        stdin.abort()
+
+    return abort
+
+
 class PullFailed(Exception):
     """A pull stream reported an error."""
 
 
 def _explain(error: BaseException) -> str:
-    import docker.errors
-
     if isinstance(error, docker.errors.APIError):
         return str(error.explanation or error)
     return str(error)
@@ -544,9 +560,6 @@ def _explain(error: BaseException) -> str:
 
 def engine_error(action: str, error: BaseException) -> FerryError:
     """A FerryError a user can act on for an SDK failure while doing `action`."""
-    import docker.errors
-    import requests.exceptions
-
     if isinstance(error, docker.errors.APIError):
         status = error.status_code or 0
         detail = _explain(error)
@@ -563,7 +576,6 @@ def connect() -> Any:
     import os
 
     import docker
-    import docker.errors
 
     host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     try:

@@ -1,0 +1,101 @@
+"""The wrapper layer: run a connector inside a container with its stdio relayed to ferry.
+
+- `script`: the in-container POSIX sh wrapper (`wrapper_command`), one template for every runtime;
+- `sidecars`: the relay and heartbeat sidecar commands (`sidecar_commands`);
+- `relay`: the relay listener, one TCP port per ferry process, a token per connector
+  (`shared_listener`, `RelayListener.register`), which also serves the heartbeat endpoint;
+- `layout`: the files of the shared directory and the no-`$(`/`$$` rule for generated commands.
+
+A runtime (Docker relay mode, Podman, Kubernetes) does, per connector run:
+
+    listener = await shared_listener()
+    reg = listener.register(name, reads_stdin=inv.reads_stdin, log=log)
+    main = wrapper_command(protocol_args(...), image=image, reads_stdin=..., entrypoint=...)
+    sidecars = sidecar_commands(token=reg.token, endpoint=listener.endpoint(HOST),
+                                reads_stdin=...)
+    # start containers sharing IO_DIR; expose reg.stdout / reg.stdin as the ConnectorProcess;
+    # wait(): await reg.wait_stderr(); code = await reg.require_exit(...) (or the container's
+    # status); finally listener.unregister(reg.token)
+"""
+
+from ferry.wrapper.layout import (
+    EXIT_FILE,
+    IO_DIR,
+    NO_ENTRYPOINT_EXIT_CODE,
+    STDERR,
+    STDIN,
+    STDOUT,
+    TERMINATE_FILE,
+    TERMINATED_EXIT_CODE,
+    check_portable,
+    io_path,
+    parse_exit_code,
+    read_exit_file,
+    unsafe_for_kubernetes,
+)
+from ferry.wrapper.relay import (
+    DOCKER_BRIDGE_HOST,
+    HANDSHAKE_MAGIC,
+    LOOPBACK_HOST,
+    PODMAN_HOST,
+    KeepAlive,
+    RelayListener,
+    RelayReader,
+    RelayRegistration,
+    RelayWriter,
+    handshake_line,
+    shared_listener,
+)
+from ferry.wrapper.script import (
+    WrapperCommand,
+    encode_entrypoint,
+    entrypoint_from_argv,
+    wrapper_command,
+    wrapper_script,
+)
+from ferry.wrapper.sidecars import (
+    SIDECAR_IMAGE,
+    HeartbeatSettings,
+    RelayEndpoint,
+    heartbeat_sidecar_command,
+    relay_sidecar_command,
+    sidecar_commands,
+)
+
+__all__ = [
+    "DOCKER_BRIDGE_HOST",
+    "EXIT_FILE",
+    "HANDSHAKE_MAGIC",
+    "IO_DIR",
+    "LOOPBACK_HOST",
+    "NO_ENTRYPOINT_EXIT_CODE",
+    "PODMAN_HOST",
+    "SIDECAR_IMAGE",
+    "STDERR",
+    "STDIN",
+    "STDOUT",
+    "TERMINATED_EXIT_CODE",
+    "TERMINATE_FILE",
+    "HeartbeatSettings",
+    "KeepAlive",
+    "RelayEndpoint",
+    "RelayListener",
+    "RelayReader",
+    "RelayRegistration",
+    "RelayWriter",
+    "WrapperCommand",
+    "check_portable",
+    "encode_entrypoint",
+    "entrypoint_from_argv",
+    "handshake_line",
+    "heartbeat_sidecar_command",
+    "io_path",
+    "parse_exit_code",
+    "read_exit_file",
+    "relay_sidecar_command",
+    "shared_listener",
+    "sidecar_commands",
+    "unsafe_for_kubernetes",
+    "wrapper_command",
+    "wrapper_script",
+]

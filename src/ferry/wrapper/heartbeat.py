@@ -13,6 +13,7 @@ stops a connector that is still running. Each response closes the connection.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 MAX_HEADER_BYTES = 8192
@@ -28,8 +29,7 @@ class HeartbeatTarget(Protocol):
         ...
 
 
-class TargetLookup(Protocol):
-    def __call__(self, token: str) -> HeartbeatTarget | None: ...
+TargetLookup = Callable[[str], HeartbeatTarget | None]
 
 
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 410: "Gone"}

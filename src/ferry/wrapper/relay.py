@@ -324,24 +324,24 @@ class RelayRegistration:
         """The exit code the heartbeat sidecar reported, if any."""
         return self._exit_code
 
-    async def wait_exit(self, timeout: float | None) -> int | None:
-        """The reported exit code, waiting up to `timeout` seconds; None if none arrived."""
+    async def wait_exit(self, within: float | None) -> int | None:
+        """The reported exit code, waiting up to `within` seconds; None if none arrived."""
         if self._exit_code is None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._exit_reported.wait(), timeout)
+                await asyncio.wait_for(self._exit_reported.wait(), within)
         return self._exit_code
 
-    async def require_exit(self, timeout: float) -> int:
-        """The reported exit code; ConnectorCrashed if none arrives within `timeout` seconds.
+    async def require_exit(self, within: float) -> int:
+        """The reported exit code; ConnectorCrashed if none arrives within `within` seconds.
 
         Call it once the channels have closed: output that ended without an exit code means the
         wrapper or its container was killed, so the run must count as failed.
         """
-        code = await self.wait_exit(timeout)
+        code = await self.wait_exit(within)
         if code is None:
             raise ConnectorCrashed(
                 f"{self.name}: its output ended but ferry never learned its exit code within "
-                f"{timeout:g}s (the connector's container or the wrapper was killed)"
+                f"{within:g}s (the connector's container or the wrapper was killed)"
             )
         return code
 
@@ -399,9 +399,11 @@ class RelayRegistration:
         """Attach a sidecar's connection; a reason string if it must be refused."""
         if self.closed:
             return "the token has expired"
-        target: _Channel | None = {STDOUT: self.stdout, STDERR: self._stderr, STDIN: self.stdin}.get(
-            channel
-        )
+        target: _Channel | None = {
+            STDOUT: self.stdout,
+            STDERR: self._stderr,
+            STDIN: self.stdin,
+        }.get(channel)
         if target is None:
             return f"{self.name} does not read stdin"
         if target.connected:
@@ -489,7 +491,10 @@ class RelayListener:
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(
-                self.bind_host, self._requested_port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+                self.bind_host,
+                self._requested_port,
+                type=socket.SOCK_STREAM,
+                flags=socket.AI_PASSIVE,
             )
             family, kind, proto, _, address = infos[0]
             sock = socket.socket(family, kind, proto)
@@ -582,7 +587,8 @@ class RelayListener:
     # -- connections --------------------------------------------------------------------------
 
     async def _accept_loop(self) -> None:
-        assert self._sock is not None and self._loop is not None
+        assert self._sock is not None
+        assert self._loop is not None
         loop, listening = self._loop, self._sock
         while True:
             try:
@@ -654,7 +660,7 @@ class RelayListener:
             if not chunk:
                 break
             headers += chunk
-        status, body = handle_request(line, self._registrations.get)
+        status, body = handle_request(line, self.registration)
         if status >= 400 and status != 410:
             logger.warning("relay: HTTP %d for %r: %s", status, _redact_line(line), body)
         await self._loop.sock_sendall(conn, response_bytes(status, body))
@@ -717,8 +723,12 @@ async def shared_listener() -> RelayListener:
     if listener is None or listener.closed:
         raw_port = os.environ.get(ENV_PORT, "0") or "0"
         if not raw_port.isdigit() or int(raw_port) > 65535:
-            raise ConfigError(f"{ENV_PORT} must be a port number (0 for any free port): {raw_port!r}")
-        listener = RelayListener(bind_host=os.environ.get(ENV_BIND) or DEFAULT_BIND, port=int(raw_port))
+            raise ConfigError(
+                f"{ENV_PORT} must be a port number (0 for any free port): {raw_port!r}"
+            )
+        listener = RelayListener(
+            bind_host=os.environ.get(ENV_BIND) or DEFAULT_BIND, port=int(raw_port)
+        )
         _shared[loop] = listener
     await listener.start()
     return listener

@@ -15,8 +15,9 @@ What the script does (see wrapper.sh for the details):
   and evals `<entrypoint> "$@"` in a background subshell;
 - waits for it, writes its exit code to `exit` in that directory and exits with it;
 - watches the termination marker `terminate` (the heartbeat sidecar writes it when ferry is gone);
-  then TERMs the connector's process tree, KILLs it after FERRY_GRACE seconds, logs why and
-  exits non-zero (143 when the connector itself exited 0). It traps SIGTERM/SIGINT/SIGHUP, which
+  then TERMs the processes the connector runs, waits up to the grace period for all of them to be
+  gone (not just the direct child), KILLs what is left, logs why and exits non-zero (143 when the
+  connector itself exited 0). It traps SIGTERM/SIGINT/SIGHUP, which
   it turns into the same marker, so it also works as a container's PID 1.
 
 No `$(` and no `$$` appear in the script, its arguments or the environment values ferry sets:
@@ -26,6 +27,7 @@ Kubernetes rewrites both in command, args and env, Podman 4.3 does not.
 from __future__ import annotations
 
 import functools
+import math
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +46,7 @@ ENV_IO_DIR = "FERRY_IO_DIR"
 ENV_STDIN = "FERRY_STDIN"
 ENV_GRACE = "FERRY_GRACE"
 ENV_POLL = "FERRY_POLL"
+ENV_GRACE_TICKS = "FERRY_GRACE_TICKS"
 
 
 def load_script(name: str) -> str:
@@ -53,7 +56,9 @@ def load_script(name: str) -> str:
     no here-documents or multi-line strings, so removing such lines never changes their meaning.
     """
     text = resources.files("ferry.wrapper").joinpath(name).read_text(encoding="utf-8")
-    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    lines = [
+        line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
     script = "\n".join(lines) + "\n"
     if unsafe_for_kubernetes(script):  # pragma: no cover - guarded by the tests
         raise RuntimeError(f"{name} contains '$(' or '$$'")
@@ -108,7 +113,8 @@ def wrapper_command(
     `protocol_args` are the connector's arguments (`protocol_args(verb, paths)` of the runtime
     base); `entrypoint` overrides the image's AIRBYTE_ENTRYPOINT (a shell command line, e.g. from
     `entrypoint_from_argv`); `grace` is the time between TERM and KILL when ferry is gone; `poll`
-    how often the wrapper looks at the termination marker. The runtime merges `env` into the
+    how often the wrapper looks at the termination marker (and, while stopping, at the
+    connector's processes). The runtime merges `env` into the
     container's environment (ferry's values must win over the user's). Raises ValueError if an
     argument or value holds `$(` or `$$`, which Kubernetes and Podman would treat differently.
     """
@@ -120,6 +126,7 @@ def wrapper_command(
         ENV_IO_DIR: io_dir,
         ENV_STDIN: "1" if reads_stdin else "0",
         ENV_GRACE: _number(grace),
+        ENV_GRACE_TICKS: str(math.ceil(grace / poll)),
         ENV_POLL: _number(poll),
     }
     if entrypoint is not None and entrypoint.strip():

@@ -3,9 +3,11 @@
 #
 # Invoked as: sh -c "<this text>" ferry-relay CHANNEL DIR HOST PORT TOKEN BUFFER RETRIES
 # CHANNEL is stdout or stderr (FIFO -> TCP) or stdin (TCP -> FIFO). The outer socat connects to
-# HOST:PORT (keepalive on) and, with nofork, becomes a shell whose stdin and stdout are that
-# socket: it sends the handshake line "FERRY-RELAY/1 TOKEN CHANNEL", opens the FIFO (waiting for
-# the wrapper's side) and execs the pump, socat -u with BUFFER-byte reads, so one process stays.
+# HOST:PORT (keepalive on) and, with EXEC and nofork, execs (same pid, no fork) a shell whose stdin
+# and stdout are that socket: it sends the handshake line "FERRY-RELAY/1 TOKEN CHANNEL", opens the
+# FIFO (waiting for the wrapper's side) and execs the pump, socat -u with BUFFER-byte reads: one
+# process from connect to EOF, so killing its pid stops the relay. The EXEC address is escaped for
+# socat's parser (tested with socat 1.7.4): the shell it runs gets  eval "$FERRY_RELAY_PUMP".
 # A watcher releases and stops the pump once the wrapper has written DIR/exit (or DIR/terminate
 # exists): nobody will open the FIFO any more, and the stdin channel has nobody left to feed.
 #
@@ -52,7 +54,7 @@ FERRY_RELAY_BUF=$ferry_buf
 FERRY_RELAY_PUMP='printf "%s\n" "$FERRY_RELAY_HELLO" || exit 1; '$FERRY_RELAY_PUMP
 export FERRY_RELAY_HELLO FERRY_RELAY_FIFO FERRY_RELAY_BUF FERRY_RELAY_PUMP
 
-socat "TCP:$ferry_host:$ferry_port,keepalive,keepidle=10,keepintvl=5,keepcnt=3,nodelay,connect-timeout=10,retry=$ferry_retry,interval=1" 'SYSTEM:eval \"$FERRY_RELAY_PUMP\",nofork' &
+socat "TCP:$ferry_host:$ferry_port,keepalive,keepidle=10,keepintvl=5,keepcnt=3,nodelay,connect-timeout=10,retry=$ferry_retry,interval=1" 'EXEC:sh -c \"eval \\\"$FERRY_RELAY_PUMP\\\"\",nofork' &
 ferry_pump=$!
 
 (

@@ -10,8 +10,10 @@
 #   FERRY_IMAGE                 the image name, for the error message when no entrypoint is known
 #   FERRY_IO_DIR                the shared directory (default /ferry/io)
 #   FERRY_STDIN                 1 when the connector reads stdin (else stdin is /dev/null)
-#   FERRY_GRACE                 seconds between TERM and KILL on termination (default 10)
-#   FERRY_POLL                  seconds between looks at the termination marker (default 1)
+#   FERRY_POLL                  seconds between looks at the termination marker and, once it is
+#                               there, at the connector's processes (default 1)
+#   FERRY_GRACE_TICKS           polls between TERM and KILL on termination (default 10)
+#   FERRY_GRACE                 the same in seconds, for the log line (default 10)
 # Files in the shared directory: stdin, stdout, stderr (FIFOs), exit (the exit code, written last,
 # atomically when mv exists) and terminate (the marker: its first line says why).
 #
@@ -25,6 +27,7 @@ ferry_mark=$ferry_dir/terminate
 ferry_exit=$ferry_dir/exit
 ferry_grace=${FERRY_GRACE:-10}
 ferry_poll=${FERRY_POLL:-1}
+ferry_grace_ticks=${FERRY_GRACE_TICKS:-10}
 ferry_child=
 ferry_watcher=
 
@@ -101,19 +104,33 @@ ferry_tree() {
   printf '%s\n' "$ferry_found"
 }
 
-# Send signal $1 to the connector and every process it started.
-ferry_signal_tree() {
-  [ -n "$ferry_child" ] || return 0
-  for ferry_target in `ferry_tree "$ferry_child"`; do
-    kill "-$1" "$ferry_target" 2>/dev/null
+# Succeed if any of the pids given is still running (a zombie counts as gone).
+ferry_alive() {
+  for ferry_pid; do
+    if [ -d /proc/self ]; then
+      ferry_state=
+      while read -r ferry_key ferry_value; do
+        case $ferry_key in
+          State:)
+            ferry_state=$ferry_value
+            break
+            ;;
+        esac
+      done 2>/dev/null <"/proc/$ferry_pid/status"
+      case $ferry_state in
+        '' | Z* | X*) ;;
+        *) return 0 ;;
+      esac
+    elif kill -0 "$ferry_pid" 2>/dev/null; then
+      return 0
+    fi
   done
-  return 0
+  return 1
 }
 
-# Record why the connector must stop (unless the marker already says so) and TERM it now.
+# Record why the connector must stop, unless the marker already says why; the watcher acts on it.
 ferry_request_stop() {
   [ -e "$ferry_mark" ] || printf '%s\n' "$1" >"$ferry_mark" 2>/dev/null
-  ferry_signal_tree TERM
 }
 
 ferry_write_exit() {
@@ -171,8 +188,10 @@ ferry_fifo "$ferry_dir/stderr" || { ferry_write_exit 143; exit 143; }
 ) <"$ferry_in" >"$ferry_dir/stdout" 2>"$ferry_dir/stderr" &
 ferry_child=$!
 
-# The termination watcher: once the marker exists, TERM the connector's process tree, then KILL
-# it after the grace period. The main shell kills the watcher when the connector is gone.
+# The termination watcher: once the marker exists, TERM the processes the connector runs (the
+# subshell itself only while it has none, e.g. when still opening the FIFOs), wait up to the grace
+# period for all of them to be gone (a subshell exits before its orphans finish shutting down),
+# then KILL what is left. When the connector ends on its own, the main shell kills the watcher.
 (
   trap - TERM INT HUP
   while [ ! -e "$ferry_mark" ]; do
@@ -181,10 +200,24 @@ ferry_child=$!
   ferry_why=
   read -r ferry_why <"$ferry_mark" 2>/dev/null
   ferry_log "termination requested (${ferry_why:-no reason given}): sending TERM to the connector"
-  ferry_signal_tree TERM
-  sleep "$ferry_grace" 2>/dev/null
-  ferry_log "the connector is still running ${ferry_grace}s after TERM: sending KILL"
-  ferry_signal_tree KILL
+  ferry_targets=`ferry_tree "$ferry_child"`
+  set -- $ferry_targets
+  [ "$#" -gt 1 ] && shift
+  for ferry_pid; do
+    kill -TERM "$ferry_pid" 2>/dev/null
+  done
+  ferry_waited=
+  while ferry_alive "$ferry_child" "$@"; do
+    if [ "${#ferry_waited}" -ge "$ferry_grace_ticks" ]; then
+      ferry_log "the connector is still running ${ferry_grace}s after TERM: sending KILL"
+      for ferry_pid in `ferry_tree "$ferry_child"` "$@"; do
+        kill -KILL "$ferry_pid" 2>/dev/null
+      done
+      break
+    fi
+    sleep "$ferry_poll" 2>/dev/null
+    ferry_waited=${ferry_waited}x
+  done
 ) </dev/null >/dev/null &
 ferry_watcher=$!
 
@@ -194,7 +227,15 @@ while :; do
   ferry_rc=$?
   kill -0 "$ferry_child" 2>/dev/null || break
 done
-kill "$ferry_watcher" 2>/dev/null
+if [ -e "$ferry_mark" ]; then
+  # Stopping: let the watcher see every process of the connector gone (or KILL it).
+  while :; do
+    wait "$ferry_watcher"
+    kill -0 "$ferry_watcher" 2>/dev/null || break
+  done
+else
+  kill "$ferry_watcher" 2>/dev/null
+fi
 
 if [ -z "$ferry_entry" ]; then
   ferry_log "$ferry_missing"

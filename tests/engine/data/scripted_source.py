@@ -56,15 +56,36 @@ def main():
             if marker:
                 open(marker, "w").close()
             if config.get("trace_error"):
-                emit({"type": "TRACE", "trace": {"type": "ERROR", "emitted_at": 0, "error": {
-                    "message": "the API said no", "failure_type": config["trace_error"]}}})
+                emit(
+                    {
+                        "type": "TRACE",
+                        "trace": {
+                            "type": "ERROR",
+                            "emitted_at": 0,
+                            "error": {
+                                "message": "the API said no",
+                                "failure_type": config["trace_error"],
+                            },
+                        },
+                    }
+                )
             sys.stdout.flush()
             return 1
         emit({"type": "RECORD", "record": {"stream": "items", "data": {"id": i}, "emitted_at": 0}})
         emitted += 1
         if i % config.get("state_every", 10) == 0 or i == config["count"]:
-            emit({"type": "STATE", "state": {"type": "STREAM", "stream": {
-                "stream_descriptor": {"name": "items"}, "stream_state": {"cursor": i}}}})
+            emit(
+                {
+                    "type": "STATE",
+                    "state": {
+                        "type": "STREAM",
+                        "stream": {
+                            "stream_descriptor": {"name": "items"},
+                            "stream_state": {"cursor": i},
+                        },
+                    },
+                }
+            )
     return 0
 
 
