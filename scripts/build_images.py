@@ -12,10 +12,13 @@ compiled with the final paths). The rootfs goes through `tar | docker import --c
 
 Images are tagged ferry-test/<name>:dev and labelled `ferry.build-hash=<hash of the inputs>`
 (the image definition, the pip spec or the repo's sources, host binaries, this script); an image
-whose engine already holds that hash is skipped ("cached"). Downloaded wheels and the base rootfs
-are cached under ~/.cache/ferry-images/ (FERRY_IMAGES_CACHE), so rebuilding one changed image
-costs seconds, not a fresh download. Standard library only; runs as root (the busybox base needs
-root-owned files) with any python3.
+whose engine already holds that hash is skipped ("cached"). Wheels, the base rootfs and the
+installed venvs are cached under ~/.cache/ferry-images/ (FERRY_IMAGES_CACHE), so rebuilding a
+changed image costs seconds (ferry's own sources: only ferry is reinstalled), not a download.
+Rootfs flavours build in parallel (--jobs); images sharing one are imported from it in parallel.
+With --engine both, podman gets Docker's images by `docker save | podman load` (same IDs).
+
+Standard library only, any python3; needs the engines (scripts/engines.sh) and root for them.
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ class BuildError(Exception):
 @dataclasses.dataclass(frozen=True)
 class Image:
     name: str
-    rootfs: str  # key of ROOTFS: images with the same rootfs share one tarball
+    rootfs: str  # rootfs flavour (see populate): images with the same one share its files
     entrypoint: tuple[str, ...] | None = None
     airbyte_entrypoint: str | None = None
     env: tuple[tuple[str, str], ...] = ()
@@ -580,14 +583,8 @@ def venv_libs(root: Path, base: Path) -> int:
 
 
 # ------------------------------------------------------------------------------------------------
-# Rootfs flavours: each returns (base dir, overlay dir) for the tarball
+# Rootfs flavours (faker, ferry, sidecar, hello, busybox): a cached base + their own files
 # ------------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Rootfs:
-    base: str  # 'busybox' or 'python'
-    inputs: tuple[str, ...]  # what the hash covers besides the script and base
 
 
 def rootfs_inputs(name: str) -> tuple[str, str]:
@@ -825,7 +822,7 @@ def build(
     }
     status: dict[str, str] = {}
     todo: dict[str, list[str]] = {}
-    have: dict[str, dict[str, str]] = {}
+    have: dict[str, dict[str, tuple[str, str]]] = {}
     for engine in engines:
         have[engine] = image_hashes(engine, [img.ref for img in imgs])
         todo[engine] = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -147,7 +148,7 @@ def test_read_emits_count_records_per_stream_that_match_the_schema(write_json: W
 def test_records_interleave_across_streams(write_json: WriteJson) -> None:
     result = read(write_json, {"count": 30000, "streams": 2, "state_every": 100000})
     order = [r["stream"] for r in result.records]
-    switches = sum(1 for a, b in zip(order, order[1:], strict=False) if a != b)
+    switches = sum(1 for a, b in itertools.pairwise(order) if a != b)
     assert switches >= 3  # round-robin, not one stream after the other
 
 

@@ -52,7 +52,7 @@ def committed_cursor(connection_name: str = "test-connection") -> Any:
 
 def duck_count(path: Path, table: str) -> int:
     with duckdb.connect(str(path), read_only=True) as db:
-        row = db.sql(f"select count(*), count(distinct id) from {table}").fetchone()
+        row = db.execute(f"select count(*), count(distinct id) from {table}").fetchone()
     assert row is not None
     return int(row[0])
 
@@ -234,7 +234,7 @@ def test_sigint_stops_both_and_keeps_commits(tmp_path: Path) -> None:
 def faker_counts(path: Path) -> dict[str, tuple[int, int]]:
     with duckdb.connect(str(path), read_only=True) as db:
         return {
-            table: db.sql(f"select count(*), count(distinct id) from {table}").fetchone()  # type: ignore[misc]
+            table: db.execute(f"select count(*), count(distinct id) from {table}").fetchone()  # type: ignore[misc]
             for table in ("users", "products", "purchases")
         }
 
@@ -244,7 +244,7 @@ def test_faker_full_and_incremental_sync_with_dedup(tmp_path: Path, source_faker
     database = tmp_path / "faker.duckdb"
     connection = write_connection(
         tmp_path,
-        source={"connector": source_faker, "config": {"count": 1000, "seed": 1}},
+        source={"connector": source_faker, "config": {"count": 1000, "seed": 1, "always_updated": False}},
         destination={"connector": "destination-duckdb", "config": {"path": str(database)}},
     )
     code, summary, stderr = sync_json(connection)

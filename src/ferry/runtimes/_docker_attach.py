@@ -25,6 +25,7 @@ HEADER_SIZE = _HEADER.size  # 8
 
 # Stdout bytes buffered before the socket is paused; reading resumes below half of it.
 OUTPUT_HIGH_WATER = 4 << 20
+READ_SIZE = 1 << 20
 MAX_RESPONSE_HEAD = 64 << 10
 # A stderr "line" longer than this is logged in pieces rather than held forever.
 MAX_STDERR_LINE = 64 << 10
@@ -49,8 +50,11 @@ class Demuxer:
         """True when the stream stopped inside a frame (a truncated stream)."""
         return self._remaining > 0 or bool(self._partial_header)
 
-    def feed(self, data: bytes) -> tuple[list[memoryview], list[memoryview]]:
-        """The stdout and the stderr payload pieces of `data`, in order."""
+    def feed(self, data: bytes | memoryview) -> tuple[list[memoryview], list[memoryview]]:
+        """The stdout and the stderr payload pieces of `data`, in order.
+
+        The pieces are views into `data`: copy them before `data` is reused.
+        """
         out: list[memoryview] = []
         err: list[memoryview] = []
         view = memoryview(data)
@@ -58,7 +62,7 @@ class Demuxer:
         pos = 0
         if self._partial_header:
             need = HEADER_SIZE - len(self._partial_header)
-            self._partial_header += data[:need]
+            self._partial_header += bytes(data[:need])
             pos = min(need, end)
             if len(self._partial_header) < HEADER_SIZE:
                 return out, err
@@ -70,7 +74,7 @@ class Demuxer:
         while pos < end:
             if remaining == 0:
                 if end - pos < HEADER_SIZE:
-                    self._partial_header = data[pos:end]
+                    self._partial_header = bytes(data[pos:end])
                     break
                 stream, remaining = unpack_from(data, pos)
                 pos += HEADER_SIZE
@@ -233,12 +237,13 @@ def engine_message(body: bytes) -> str:
     return text
 
 
-class AttachProtocol(asyncio.Protocol):
+class AttachProtocol(asyncio.BufferedProtocol):
     """One hijacked `/containers/{id}/attach` connection carrying stdout and stderr.
 
     Sends the upgrade request on connect; `upgraded` resolves once the engine switched the
     connection to the raw stream, `finished` once the stream ended (the container's stdout and
-    stderr are closed and everything was routed).
+    stderr are closed and everything was routed). The socket is read straight into one
+    reused buffer (no allocation per read); stdout pieces are copied out once, joined.
     """
 
     def __init__(self, request: bytes, stdout: OutputStream, stderr: StderrLines) -> None:
@@ -252,6 +257,7 @@ class AttachProtocol(asyncio.Protocol):
         self._demux = Demuxer()
         self._head: bytes | None = b""
         self._transport: asyncio.Transport | None = None
+        self._buffer = memoryview(bytearray(READ_SIZE))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -263,9 +269,15 @@ class AttachProtocol(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._received(self._buffer[:nbytes])
+
+    def _received(self, data: bytes | memoryview) -> None:
         if self._head is not None:
-            head = self._head + data
+            head = self._head + bytes(data)
             end = head.find(b"\r\n\r\n")
             if end < 0:
                 self._head = head
