@@ -243,9 +243,7 @@ class StreamTable:
     schema: str
     table: str
     columns: list[Column]
-    lines: list[bytes] = field(default_factory=list)
-    buffered: int = 0
-    longest: int = 0
+    lines: list[bytes] = field(default_factory=list)  # buffered record lines
     records_since_state: int = 0
     records_total: int = 0
     cleared: bool = False  # overwrite: old rows already deleted in this sync
@@ -398,9 +396,8 @@ class Writer:
         self.default_schema: str = config.get("schema", "main")
         self.tables: dict[tuple[str | None, str], StreamTable] = {}
         self.by_name: dict[str, list[StreamTable]] = {}
-        self.buffered = 0
         self.records_since_state = 0
-        self.received = 0  # records and states read
+        self.received = False  # any record or state read
         self.ignored = 0
         self.batch_file = workdir / "batch.ndjson"
         for configured in catalog.streams:
@@ -505,8 +502,7 @@ class Writer:
     def run(self, lines: Iterator[bytes]) -> None:
         self.con.execute("BEGIN")
         try:
-            for line in lines:
-                self._line(line)
+            self._consume(lines)
             if self.received:
                 self._flush()
                 self.finish_overwrites()
@@ -522,32 +518,38 @@ class Writer:
         with contextlib.suppress(duckdb.Error):
             self.con.execute("ROLLBACK")
 
-    def _line(self, line: bytes) -> None:
-        try:
-            envelope = decode_envelope(line)
-        except DecodeError:
-            if not line.isspace():
-                self.ignored += 1
-            return
-        if envelope.type == RECORD and envelope.record is not None:
-            table = self._table_for(envelope.record.stream, envelope.record.namespace)
-            if not line.endswith(b"\n"):
-                line += b"\n"
-            table.lines.append(line)
-            table.buffered += len(line)
-            table.longest = max(table.longest, len(line))
-            table.records_since_state += 1
-            table.records_total += 1
-            self.records_since_state += 1
-            self.buffered += len(line)
-            self.received += 1
-            if self.buffered >= FLUSH_BYTES:
-                self._flush()
-        elif envelope.type == STATE:
-            self.received += 1
-            self._commit()
-            self._echo(line)
-            self.con.execute("BEGIN")
+    def _consume(self, lines: Iterator[bytes]) -> None:
+        """The hot loop: route each record line to its table's buffer, commit at each state.
+
+        Only the envelope is decoded (msgspec, ~0.5 µs); counts and sizes are settled per batch.
+        """
+        tables = self.tables
+        buffered = 0
+        for line in lines:
+            try:
+                envelope = decode_envelope(line)
+            except DecodeError:
+                if not line.isspace():
+                    self.ignored += 1
+                continue
+            kind = envelope.type
+            record = envelope.record
+            if kind == RECORD and record is not None:
+                table = tables.get((record.namespace, record.stream)) or self._table_for(
+                    record.stream, record.namespace
+                )
+                table.lines.append(line)
+                buffered += len(line)
+                if buffered >= FLUSH_BYTES:
+                    self._flush()
+                    buffered = 0
+                self.received = True
+            elif kind == STATE:
+                self.received = True
+                self._commit()
+                buffered = 0
+                self._echo(line)
+                self.con.execute("BEGIN")
 
     def _table_for(self, name: str, namespace: str | None) -> StreamTable:
         table = self.tables.get((namespace, name))
@@ -572,9 +574,16 @@ class Writer:
         for table in self.tables.values():
             if table.lines:
                 self._write(table)
-        self.buffered = 0
 
     def _write(self, table: StreamTable) -> None:
+        lines = table.lines
+        if not lines[-1].endswith(b"\n"):  # only the input's last line can lack it
+            lines[-1] += b"\n"
+        count = len(lines)
+        table.records_since_state += count
+        table.records_total += count
+        self.records_since_state += count
+        longest = max(map(len, lines))
         if table.mode == OVERWRITE and not table.cleared:
             self._clear(table)
         elif not table.cleared:
@@ -591,7 +600,7 @@ class Writer:
                 batch.write(b"".join([b"%d\x01%s" % item for item in enumerate(table.lines)]))
             else:
                 batch.write(b"".join(table.lines))
-        size = max(DEFAULT_MAX_LINE, table.longest + 1024)
+        size = max(DEFAULT_MAX_LINE, longest + 1024)
         columns = "{'o': 'BIGINT', 'l': 'VARCHAR'}" if dedup else "{'l': 'VARCHAR'}"
         source = (
             f"read_csv({literal(str(self.batch_file))}, columns = {columns}, header = false,"
@@ -604,9 +613,7 @@ class Writer:
             self.con.execute(
                 f"INSERT INTO {table.qualified} BY NAME {table.select_sql(source, False)}"
             )
-        table.lines.clear()
-        table.buffered = 0
-        table.longest = 0
+        table.lines = []
 
     def _merge(self, table: StreamTable, source: str) -> None:
         """append_dedup: keep, per key, the latest cursor (ties: the latest arrival)."""

@@ -194,6 +194,21 @@ def test_stderr_goes_to_the_log_line_by_line_and_the_tail_keeps_the_last_lines()
     assert tail == lines[-20:]
 
 
+def test_an_endless_stderr_line_is_logged_in_pieces_not_held_forever() -> None:
+    script = "head -c 300000 /dev/zero | tr '\\0' x >&2; echo ' end' >&2"
+
+    async def run() -> list[str]:
+        process, lines = await start(sh(script))
+        await read_all(process)
+        await process.wait()
+        return lines
+
+    lines = asyncio.run(run())
+    assert len(lines) > 1
+    assert max(len(line) for line in lines) < 300000
+    assert "".join(lines) == "x" * 300000 + " end"
+
+
 def test_output_after_exit_is_complete_even_when_a_grandchild_holds_the_pipe() -> None:
     # The connector leaves a background process holding stdout and stderr open. ferry must still
     # see the end of the output once the connector itself has exited (no hang).

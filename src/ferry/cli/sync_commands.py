@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
-from ferry.cli.common import Subparsers
+from ferry.cli.common import Subparsers, print_table
 from ferry.cli.progress import Progress, human_bytes, stats_table
 from ferry.engine.connection import load_connection
 from ferry.engine.ledger import state_streams
@@ -172,19 +171,18 @@ def _runs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([run_as_dict(run) for run in runs], indent=2))
         return 0
-    table = Table(title=f"runs of {connection.name}")
-    for column in ("run", "status", "started", "duration", "records", "bytes", "attempts", "error"):
-        table.add_column(column)
-    for run in runs:
-        table.add_row(
+    rows = [
+        [
             str(run.id),
             run.status,
-            run.started_at.isoformat(sep=" ", timespec="seconds"),
+            run.started_at.strftime("%Y-%m-%d %H:%M:%S"),
             f"{run.duration:.1f}s" if run.duration is not None else "",
             f"{run.records:,}",
             human_bytes(run.bytes),
             str(run.attempt_count),
-            (run.error or "")[:80],
-        )
-    Console().print(table)
+            (run.error or "").splitlines()[0][:80] if run.error else "",
+        ]
+        for run in runs
+    ]
+    print_table(rows, ["run", "status", "started", "duration", "records", "bytes", "attempts", "error"])
     return 0

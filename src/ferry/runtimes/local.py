@@ -37,6 +37,7 @@ from ferry.runtimes.base import (
 
 PIPE_SIZE = 1 << 20  # Linux's default /proc/sys/fs/pipe-max-size
 STDERR_CHUNK = 64 * 1024
+STDERR_MAX_LINE = 64 * 1024  # longer stderr "lines" are logged in pieces
 _F_SETPIPE_SZ = 1031
 _PR_SET_PDEATHSIG = 1
 
@@ -213,6 +214,9 @@ class LocalProcess:
         partial = b""
         while chunk := await self._stderr.read(STDERR_CHUNK):
             *lines, partial = (partial + chunk).split(b"\n")
+            if len(partial) > STDERR_MAX_LINE:  # a progress bar that never ends its line
+                lines.append(partial)
+                partial = b""
             for line in lines:
                 self._emit(line, log)
         if partial:
