@@ -398,19 +398,28 @@ def base_rootfs(kind: str) -> Path:
         return dest
 
 
-def discard(path: Path) -> None:
-    """Delete a build dir in the background (unlinking ~20k files is slow on this disk)."""
+def discard(*paths: Path) -> None:
+    """Delete directories in the background (unlinking ~20k files is slow on this disk): moved
+    into CACHE/trash at once, removed by a detached `rm -rf`."""
     trash = CACHE / "trash"
     trash.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(OSError):
-        path.rename(trash / path.name)
-    subprocess.Popen(
-        ["rm", "-rf", str(trash)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    moved = []
+    for path in paths:
+        target = Path(tempfile.mkdtemp(prefix=f"{path.name}-", dir=trash))
+        try:
+            path.rename(target / path.name)
+        except OSError:
+            target.rmdir()
+            continue
+        moved.append(str(target))
+    if moved:
+        subprocess.Popen(
+            ["rm", "-rf", *moved],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def manifest(root: Path) -> set[str]:
@@ -469,7 +478,7 @@ def wheelhouse(
 ) -> Path:
     """A directory of wheels for `requirements` (downloaded/built once, then offline); `key_parts`
     identify it (the requirements may name a scratch path)."""
-    key = digest(PY_VERSION, *key_parts)[:16]
+    key = f"{key_parts[0]}-{digest(PY_VERSION, *key_parts)[:16]}"
     wh = CACHE / "wheels" / key
     with file_lock(CACHE / "locks" / f"wheels-{key}.lock"):
         if (wh / ".complete").exists():
@@ -481,8 +490,17 @@ def wheelhouse(
             for f in wh.glob(f"{drop}-*.whl"):
                 f.unlink()
         (wh / ".complete").write_text(json.dumps(list(requirements)))
+        prune_siblings(wh)
         log(f"wheelhouse {key} filled in {time.monotonic() - t:.1f}s: {' '.join(requirements)}")
         return wh
+
+
+def prune_siblings(path: Path) -> None:
+    """Drop older cache entries of the same kind (`<kind>-<key>`): one per kind is kept."""
+    kind = path.name.split("-", 1)[0]
+    for old in path.parent.glob(f"{kind}-*"):
+        if old != path and old.is_dir():
+            discard(old)
 
 
 def cached_venv(
@@ -492,6 +510,7 @@ def cached_venv(
     the wheelhouse, cached; `uninstall` removes a package afterwards (keeping its dependencies)."""
     recipe = [inspect.getsource(f) for f in (cached_venv, finish_venv, relocate, prune_venv, pip)]
     key = digest(*recipe, PY_VERSION, host_fingerprint([HOST_PYTHON]), *key_parts)[:16]
+    key = f"{key_parts[0]}-{key}"
     dest = CACHE / "venvs" / key
     with file_lock(CACHE / "locks" / f"venv-{key}.lock"):
         if (dest / "bin" / "python").is_symlink():
@@ -513,6 +532,7 @@ def cached_venv(
             venv.rename(dest)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        prune_siblings(dest)
         log(f"venv {key} ({' '.join(requirements)}) built in {time.monotonic() - t:.1f}s")
         return dest
 
@@ -612,13 +632,13 @@ def populate(name: str, root: Path, base: Path) -> None:
     elif name == "ferry":
         # ferry's dependencies (and setuptools, its build backend) come from a venv cached per
         # pyproject.toml; only ferry itself is installed fresh, without build isolation.
-        t = time.monotonic()
         pyproject_hash = sha256_file(REPO / "pyproject.toml")
         src = ferry_source_copy(root.parent / "src-copy")
         wh = wheelhouse(["ferry", pyproject_hash], ["setuptools>=68", str(src)], drop="ferry")
         deps = cached_venv(["ferry", pyproject_hash], ["setuptools>=68", str(src)], wh,
                            uninstall="ferry")  # fmt: skip
         venv = venv_into(root, deps)
+        t = time.monotonic()
         pip(str(venv / "bin" / "python"), "install", "--no-index", "--find-links", str(wh),
             "--no-deps", "--no-build-isolation", "--no-compile", str(src), net=False)  # fmt: skip
         finish_venv(root)

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import jsonschema
-import msgspec
 
 from ferry.errors import ConfigError, FerryError
 from ferry.protocol import convert, encode
@@ -181,10 +180,6 @@ def load_catalog(path: Path | None) -> ConfiguredAirbyteCatalog:
         raise ConfigError(
             f"the catalog file {str(path)!r} is not a configured catalog: {e}"
         ) from None
-
-
-def to_plain(value: Any) -> Any:
-    return msgspec.to_builtins(value)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -158,3 +158,8 @@ def test_connectors_install_failure_exits_2_with_pips_reason(
     assert result.code == 2
     assert f"ferry: error: pip install {broken} failed (exit code 1):" in result.err
     assert [p.name for p in (ferry_home / "connectors").iterdir()] == []
+
+
+def test_a_local_prefix_wins_over_the_runtime_option(ferry: Ferry, protocol_sh: str) -> None:
+    result = ferry("spec", f"local:{protocol_sh}", "--runtime", "docker", "--json")
+    assert result.code == 0, result.err

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -163,16 +163,14 @@ def test_check_fails_when_another_process_holds_the_database(
     path = tmp_path / "held.duckdb"
     holder = subprocess.Popen(
         [
-            "python3" if not os.environ.get("VIRTUAL_ENV") else "python",
+            sys.executable,
             "-c",
-            "import duckdb,sys; c=duckdb.connect(sys.argv[1]); print('ok', flush=True);"
+            "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('ok', flush=True);"
             " sys.stdin.read()",
             str(path),
         ],
-        executable=None,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        env={**os.environ, "PATH": f"{Path(DUCK[0]).parent}:{os.environ['PATH']}"},
     )
     try:
         assert holder.stdout is not None
@@ -650,3 +648,29 @@ def test_bad_config_and_catalog(duck: Duck, write_json: WriteJson) -> None:
     result = run([*DUCK, "write", "--config", str(duck.config), "--catalog", str(broken)])
     assert result.returncode == 1
     assert result.errors[0]["failure_type"] == "config_error"
+
+
+def test_append_with_a_minimum_generation_drops_older_generations(duck: Duck) -> None:
+    def catalog(generation: int, minimum: int) -> dict[str, Any]:
+        return configured_catalog(
+            [USERS], "append", generation_id=generation, minimum_generation_id=minimum
+        )
+
+    duck.write(catalog(1, 0), user(1))
+    duck.write(catalog(2, 0), user(2))  # a plain append keeps generation 1
+    assert duck.query("SELECT id FROM users ORDER BY id") == [(1,), (2,)]
+    duck.write(catalog(3, 3), user(3))  # a refresh: only generation 3 remains
+    assert duck.query("SELECT id, _ferry_generation_id FROM users") == [(3, 3)]
+
+
+@pytest.mark.parametrize("mode", ["append", "append_dedup"])
+def test_crlf_line_endings(duck: Duck, mode: str) -> None:
+    data = (user(1) + user(2) + state("users", 1) + user(3)).replace(b"\n", b"\r\n")
+    result = duck.write(configured_catalog([USERS], mode), data)
+    assert result.returncode == 0, result.stderr
+    assert len(result.states) == 1
+    assert duck.query("SELECT id, name FROM users ORDER BY id") == [
+        (1, "user 1"),
+        (2, "user 2"),
+        (3, "user 3"),
+    ]

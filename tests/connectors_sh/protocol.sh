@@ -71,6 +71,7 @@ discover() {
     printf '{"type":"STATE","state":{"type":"STREAM","stream":{"stream_descriptor":{"name":"users"},"stream_state":{"id":1}}}}\n'
     printf '{"type":"SPEC","spec":{"connectionSpecification":{}}}\n'
     printf '{"type":"CONNECTION_STATUS","connectionStatus":{"status":"SUCCEEDED"}}\n'
+    printf '{"type":"CATALOG"}\n'
     printf '{"type":"CATALOG","catalog":{"streams":[{"name":"users","json_schema":{"type":"object"},"supported_sync_modes":["full_refresh","incremental"],"source_defined_cursor":true,"default_cursor_field":["updated_at"],"source_defined_primary_key":[["id"]]},{"name":"events","namespace":"app","json_schema":{"type":"object"},"supported_sync_modes":["full_refresh"]}]}}\n'
     printf '{"type":"TRACE","trace":{"type":"STREAM_STATUS","emitted_at":2.0,"stream_status":{"stream_descriptor":{"name":"users"},"status":"COMPLETE"}}}\n'
 }

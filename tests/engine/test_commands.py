@@ -119,6 +119,7 @@ def test_discover_handles_every_message_type(
     assert any("STREAM_STATUS" in text and "COMPLETE" in text for text in messages)
     assert any("ANALYTICS" in text for text in messages)
     assert "asked to update its config; ferry does not persist connector configs" in messages
+    assert (logging.WARNING, "printed a CATALOG message without its content") in log
     assert {"ignored a RECORD message", "ignored a STATE message"} <= set(messages)
     assert "rotated" not in " ".join(messages), "a CONTROL config is never logged"
 

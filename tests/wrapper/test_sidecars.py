@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from wrapperkit import HANG_GUARD, Shell, write_script
+from wrapperkit import HANG_GUARD, Shell, until, write_script
 
 from ferry.wrapper import (
     SIDECAR_IMAGE,
@@ -67,6 +67,7 @@ class Pod:
     procs: dict[str, Proc] = field(default_factory=dict)
 
     async def start(self) -> RelayRegistration:
+        """Start the sidecars, then the wrapper (a pod starts them in any order)."""
         self.reg = self.listener.register(
             "test-connector", reads_stdin=self.reads_stdin, log=self.lines.append
         )
@@ -259,8 +260,9 @@ def test_relays_waiting_for_their_fifo_are_released(busybox_shell: Shell, io_dir
         )
         with cleanup(pod):
             reg = await pod.start()
-            while not (reg.stdout.connected and (io_dir / "stdin").exists()):
-                await asyncio.sleep(0.01)
+            await until(
+                lambda: reg.stdout.connected and (io_dir / "stdin").exists(), "stdout relay"
+            )
             (io_dir / "terminate").write_text("test: giving up\n")
             assert await read_all(reg) == b""
             await reg.wait_stderr()
@@ -409,9 +411,10 @@ def test_relay_sidecar_in_the_sidecar_image(
         relay = relay_sidecar_command(
             "stdout", token=reg.token, endpoint=RelayEndpoint("127.0.0.1", listener.port)
         )
+        # The command is the whole argv (a pod's `command`): it replaces the image's entrypoint.
         container = await asyncio.create_subprocess_exec(
             docker, "run", "--rm", "--name", name, "--network", "host",
-            "-v", f"{io_dir}:/ferry/io", SIDECAR_IMAGE, *relay,
+            "-v", f"{io_dir}:/ferry/io", "--entrypoint", relay[0], SIDECAR_IMAGE, *relay[1:],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         main = wrapper_command(
@@ -425,6 +428,7 @@ def test_relay_sidecar_in_the_sidecar_image(
         wrapper = await asyncio.create_subprocess_exec(
             *main.argv,
             env={"PATH": busybox_shell.path, **main.env},
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
@@ -437,9 +441,12 @@ def test_relay_sidecar_in_the_sidecar_image(
             assert container.returncode == 0, err.decode()
             await stderr_reader
         finally:
-            subprocess.run([docker, "rm", "-f", name], capture_output=True)
+            remove = await asyncio.create_subprocess_exec(
+                docker, "rm", "-f", name, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            await remove.wait()
             if wrapper.returncode is None:
-                wrapper.kill()
+                os.killpg(wrapper.pid, 9)
 
     in_pod(test)
 

@@ -8,13 +8,14 @@ asserts on elapsed time.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +62,16 @@ def wait_for(predicate: object, what: str, guard: float = HANG_GUARD) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up waiting for {what}")
         time.sleep(0.01)
+
+
+async def until(predicate: object, what: str, guard: float = HANG_GUARD) -> None:
+    """The asyncio twin of `wait_for`."""
+    assert callable(predicate)
+    deadline = time.monotonic() + guard
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        await asyncio.sleep(0.01)
 
 
 def release_fifo(path: Path) -> None:
@@ -210,17 +221,3 @@ def write_script(path: Path, text: str) -> Path:
     path.write_text(text)
     path.chmod(0o755)
     return path
-
-
-@contextlib.contextmanager
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Collect started processes; kill whatever is still running at the end of the test."""
-    started: list[subprocess.Popen[bytes]] = []
-    try:
-        yield started
-    finally:
-        for proc in started:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, 9)
-                proc.wait()

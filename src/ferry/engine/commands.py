@@ -58,6 +58,8 @@ _LOG_LEVELS = {
     "DEBUG": logging.DEBUG,
     "TRACE": logging.DEBUG,
 }
+# Where each result message keeps its content.
+_PAYLOAD = {SPEC: "spec", CONNECTION_STATUS: "connectionStatus", CATALOG: "catalog"}
 # Failure types the connector reports about its input or a passing condition; anything else
 # (system_error, none given) means it broke.
 _REPORTED_FAILURES = ("config_error", "transient_error")
@@ -240,7 +242,9 @@ class CommandOutput:
 
     def message(self, message: AirbyteMessage) -> None:
         if message.type == self.expected:
-            if self.result is None:
+            if getattr(message, _PAYLOAD[self.expected]) is None:
+                self.log.warning("printed a %s message without its content", message.type)
+            elif self.result is None:
                 self.result = message
         elif message.type == LOG and message.log is not None:
             level = _LOG_LEVELS.get(message.log.level.upper(), logging.INFO)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 import math
 import os
 import posixpath
@@ -75,6 +76,7 @@ PULL_POLICIES = ("never", "if-not-present", "always")
 REMOVE_TIMEOUT = 30.0
 
 T = TypeVar("T")
+logger = logging.getLogger("ferry.runtimes.docker")
 
 _BINARY_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*$", re.IGNORECASE)
@@ -298,15 +300,21 @@ class DockerProcess:
         self._stdout.discard()
         try:
             if not self._exit.done():
-                await self._runtime.stop(self.container_id, grace)
                 try:
+                    await self._runtime.stop(self.container_id, grace)
                     await asyncio.wait_for(asyncio.shield(self._exit), REMOVE_TIMEOUT)
                 except (TimeoutError, FerryError):
-                    await self._runtime.remove(self.container_id)
+                    await self._force_remove()
         finally:
             if self.stdin is not None:
                 await self.stdin.close()
             self._release()
+
+    async def _force_remove(self) -> None:
+        try:
+            await self._runtime.remove(self.container_id)
+        except FerryError as e:  # terminate() runs during error handling: never mask that error
+            logger.warning("could not remove container %s: %s", self.name, e)
 
     def stderr_tail(self) -> list[str]:
         return self._tail.lines()
@@ -584,7 +592,7 @@ def connect() -> Any:
         raise RuntimeUnavailable(
             f"cannot reach the Docker engine at {host}: {_root_cause(e)}. "
             "Is Docker installed and dockerd running (`docker info` should answer; start it with "
-            "`sudo systemctl start docker` or `sudo dockerd &`, or run scripts/engines.sh)? "
+            "`sudo systemctl start docker` or `sudo dockerd &`)? "
             "For a remote engine, check DOCKER_HOST (and DOCKER_TLS_VERIFY/DOCKER_CERT_PATH)."
         ) from None
     return client

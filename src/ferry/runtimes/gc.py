@@ -6,13 +6,16 @@ boot, from /proc/<pid>/stat), so a pid reused by another process is not mistaken
 A resource is garbage when its owner ran on this host and that process is gone; resources from
 other hosts are left alone unless they have finished (their owner may be alive over there).
 
-Collectors are plain functions `(dry_run) -> lines`, one per engine, listed in COLLECTORS; a
-collector whose engine is unreachable raises RuntimeUnavailable and is reported as skipped.
-Podman and Kubernetes collectors register themselves with `register_collector`.
+Collectors are plain functions `(dry_run) -> lines`, one per engine, listed in COLLECTORS (as
+"module:function" for lazy import); a collector whose engine is unreachable raises
+RuntimeUnavailable and is reported as skipped. To add one (Kubernetes, ...), add its entry to
+COLLECTORS, and label everything with `RunLabels.as_labels()` plus `owner_labels()` so that
+`orphan_reason` can judge it.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -151,12 +154,31 @@ def collect_docker(dry_run: bool) -> list[str]:
         client.close()
 
 
-COLLECTORS: dict[str, Collector] = {"docker": collect_docker}
+# engine -> collector, or "module:function" imported only when gc runs (so `ferry gc` loads the
+# clients of each engine lazily, and a collector module still being written is simply absent).
+COLLECTORS: dict[str, Collector | str] = {
+    "docker": collect_docker,
+    "podman": "ferry.runtimes.pod_gc:collect_podman",
+}
 
 
-def register_collector(engine: str, collector: Collector) -> None:
-    """Add (or replace) the collector of an engine."""
+def register_collector(engine: str, collector: Collector | str) -> None:
+    """Add (or replace) the collector of an engine: a function or "module:function"."""
     COLLECTORS[engine] = collector
+
+
+def _resolve(collector: Collector | str) -> Collector | None:
+    if not isinstance(collector, str):
+        return collector
+    module_name, _, function = collector.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name == module_name:
+            return None
+        raise
+    found: Collector = getattr(module, function)
+    return found
 
 
 def collect_garbage(dry_run: bool) -> list[str]:
@@ -165,9 +187,13 @@ def collect_garbage(dry_run: bool) -> list[str]:
     An engine that is not available is skipped with a line saying so, never a failure.
     """
     lines: list[str] = []
-    for engine, collector in COLLECTORS.items():
+    for engine, entry in COLLECTORS.items():
+        collector = _resolve(entry)
+        if collector is None:
+            continue
         try:
             lines += collector(dry_run)
         except RuntimeUnavailable as e:
-            lines.append(f"{engine}: skipped, not available ({e.message.splitlines()[0]})")
+            reason = e.message.split(". ", 1)[0]
+            lines.append(f"{engine}: skipped, not available ({reason})")
     return lines
