@@ -18,8 +18,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ferry.errors import ConnectorCrashed, FerryError
-from ferry.runtimes.base import LogSink, StderrTail
-from ferry.wrapper import RelayListener, RelayReader, RelayRegistration, RelayWriter
+from ferry.runtimes.base import ByteReader, ByteWriter, LogSink, StderrTail
+from ferry.wrapper import RelayListener, RelayRegistration
 
 logger = logging.getLogger("ferry.runtimes.pod")
 
@@ -75,8 +75,8 @@ class PodProcess:
         exit_timeout: float = EXIT_TIMEOUT,
     ) -> None:
         self.backend = backend
-        self.stdout: RelayReader = registration.stdout
-        self.stdin: RelayWriter | None = registration.stdin
+        self.stdout: ByteReader = registration.stdout
+        self.stdin: ByteWriter | None = registration.stdin
         self._listener = listener
         self._registration = registration
         self._tail = tail

@@ -91,7 +91,15 @@ _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtpe]?)(i?)(b?)\s*$", re.IGNORECASE)
-_BINARY = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50, "e": 1 << 60}
+_BINARY = {
+    "": 1,
+    "k": 1 << 10,
+    "m": 1 << 20,
+    "g": 1 << 30,
+    "t": 1 << 40,
+    "p": 1 << 50,
+    "e": 1 << 60,
+}
 
 
 # --- quantities ---------------------------------------------------------------------------------
@@ -305,7 +313,9 @@ class KubernetesSettings:
     )
 
     @classmethod
-    def parse(cls, block: Mapping[str, Any] | None, where: str = "kubernetes") -> KubernetesSettings:
+    def parse(
+        cls, block: Mapping[str, Any] | None, where: str = "kubernetes"
+    ) -> KubernetesSettings:
         """Validate a connector's `kubernetes:` block; every problem is a ConfigError."""
         if not block:
             return cls()
@@ -348,9 +358,7 @@ class KubernetesSettings:
                     if not _LABEL_VALUE.match(v):
                         raise ConfigError(f"{at}.{k}: {v!r} is not a valid label value")
                 kw[key] = labels
-            elif key == "annotations":
-                kw[key] = _string_map(value, at, keys=_LABEL_NAME)
-            elif key == "node_selector":
+            elif key in ("annotations", "node_selector"):
                 kw[key] = _string_map(value, at, keys=_LABEL_NAME)
             elif key == "tolerations":
                 if not isinstance(value, list):

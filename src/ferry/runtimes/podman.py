@@ -72,7 +72,7 @@ class Completed:
 
 
 async def podman(
-    *args: str, input: bytes | None = None, timeout: float | None = COMMAND_TIMEOUT
+    *args: str, input: bytes | None = None, limit: float | None = COMMAND_TIMEOUT
 ) -> Completed:
     """Run `podman ARGS`; RuntimeUnavailable if podman is missing or does not answer in time."""
     executable = shutil.which("podman")
@@ -91,13 +91,13 @@ async def podman(
     except OSError as e:
         raise RuntimeUnavailable(f"cannot run podman: {e}") from None
     try:
-        out, err = await asyncio.wait_for(process.communicate(input), timeout)
+        out, err = await asyncio.wait_for(process.communicate(input), limit)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         await process.wait()
         raise RuntimeUnavailable(
-            f"`podman {' '.join(args[:3])}` did not finish within {timeout:g}s"
+            f"`podman {' '.join(args[:3])}` did not finish within {limit:g}s"
         ) from None
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
@@ -138,9 +138,7 @@ def derive_entrypoint(config: Mapping[str, Any]) -> str | None:
 class PodmanPod:
     """One played pod (a PodBackend)."""
 
-    def __init__(
-        self, manifests: PodManifests, *, deadline: int | None, has_secret: bool
-    ) -> None:
+    def __init__(self, manifests: PodManifests, *, deadline: int | None, has_secret: bool) -> None:
         self.manifests = manifests
         self.name = manifests.name
         self.description = f"podman pod {manifests.name}"
@@ -170,7 +168,7 @@ class PodmanPod:
                 await asyncio.gather(waiting, return_exceptions=True)
 
     async def _wait(self) -> int:
-        result = await podman("wait", self.container, timeout=None)
+        result = await podman("wait", self.container, limit=None)
         if result.code != 0:
             raise ConnectorCrashed(
                 f"{self.description}: cannot wait for the connector container (it was removed "
@@ -289,9 +287,7 @@ class PodmanRuntime:
             listener.unregister(registration.token)
             raise
         has_secret = bool(manifests.secret["data"])
-        pod = PodmanPod(
-            manifests, deadline=settings.active_deadline_seconds, has_secret=has_secret
-        )
+        pod = PodmanPod(manifests, deadline=settings.active_deadline_seconds, has_secret=has_secret)
         try:
             await self._play(manifests, has_secret)
         except BaseException:
@@ -317,7 +313,9 @@ class PodmanRuntime:
                     f"podman could not create the secret {manifests.secret_name}: "
                     f"{clean_stderr(created.stderr)}"
                 )
-        played = await podman("kube", "play", "--quiet", "-", input=json.dumps(manifests.pod).encode())
+        played = await podman(
+            "kube", "play", "--quiet", "-", input=json.dumps(manifests.pod).encode()
+        )
         if played.code != 0:
             raise RuntimeUnavailable(
                 f"podman kube play of pod {manifests.name} failed: {clean_stderr(played.stderr)}"
@@ -338,7 +336,7 @@ class PodmanRuntime:
                         "'never': build or load it (podman build / podman load), or set "
                         "`pull: if-not-present`"
                     )
-                pulled = await podman("pull", "--quiet", image, timeout=None)
+                pulled = await podman("pull", "--quiet", image, limit=None)
                 if pulled.code != 0:
                     raise ImageUnavailable(
                         f"image {image} could not be pulled by podman (pull policy '{policy}'): "
@@ -353,9 +351,7 @@ class PodmanRuntime:
             return cached
         result = await podman("image", "inspect", "--format", "{{json .Config}}", image)
         if result.code != 0:
-            raise ImageUnavailable(
-                f"cannot inspect image {image}: {clean_stderr(result.stderr)}"
-            )
+            raise ImageUnavailable(f"cannot inspect image {image}: {clean_stderr(result.stderr)}")
         try:
             config: Mapping[str, Any] = json.loads(result.stdout) or {}
         except json.JSONDecodeError:
