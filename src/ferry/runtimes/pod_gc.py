@@ -207,7 +207,6 @@ def collect_podman(
         if (spec.get("Labels") or {}).get(MANAGED_BY_LABEL) != MANAGED_BY:
             continue
         secret_names.add(name)
-        reason: str | None
         if name in doomed:
             reason = "its pod is being removed"
         elif name in pod_names:
@@ -396,7 +395,6 @@ def collect_kubernetes(
         live_owners = [uid for uid in owners if uid in pod_uids and uid not in doomed_uids]
         if live_owners or name in kept_names:
             continue
-        reason: str | None
         if owners:
             reason = "its pod is gone or being deleted"
         else:

@@ -1,0 +1,432 @@
+"""PodmanRuntime against real podman pods (`podman kube play` of the Kubernetes manifests).
+
+Every test here plays real pods: init container, wrapper, relay and heartbeat sidecars, Secret
+volume and host volumes. Syncs go through the CLI (`python -m ferry sync --json`), so the engine,
+the relay listener and the runtime work together as in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+import yaml
+
+from ferry.engine import commands
+from ferry.errors import ConfigError, ConnectorCrashed, ImageUnavailable
+from ferry.runtimes.base import (
+    ConnectorInvocation,
+    ConnectorOptions,
+    ConnectorRef,
+    RunLabels,
+)
+from ferry.runtimes.gc import HOST_LABEL, OWNER_LABEL, PID_LABEL, this_host
+from ferry.runtimes.manifests import build_manifests, for_podman, podman_secret
+from ferry.runtimes.pod_gc import collect_podman
+from ferry.runtimes.podman import PodmanRuntime
+from ferry.wrapper import LOOPBACK_HOST, HeartbeatSettings, RelayEndpoint
+from ferry.wrapper.script import DEFAULT_GRACE
+
+pytestmark = pytest.mark.podman
+
+BUILD_HINT = "python3 scripts/build_images.py --engine podman"
+FAKER = "ferry-test/source-faker:dev"
+DUCKDB = "ferry-test/destination-duckdb:dev"
+GENERATOR = "ferry-test/source-generator:dev"
+NULL = "ferry-test/destination-null:dev"
+NO_ENTRYPOINT = "ferry-test/no-entrypoint:dev"
+SIDECAR = "ferry-test/sidecar:dev"
+
+
+def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["podman", *args], capture_output=True, text=True, timeout=300, check=check
+    )
+
+
+@pytest.fixture
+def podman_images(podman_engine: None) -> None:
+    missing = [
+        image
+        for image in (FAKER, DUCKDB, GENERATOR, NULL, NO_ENTRYPOINT, SIDECAR)
+        if podman("image", "exists", image, check=False).returncode != 0
+    ]
+    if missing:
+        pytest.fail(
+            f"podman lacks test images {', '.join(missing)}: build them with `{BUILD_HINT}`"
+        )
+
+
+def pods_of(connection: str) -> list[dict[str, Any]]:
+    out = podman(
+        "pod", "ps", "--filter", f"label=ferry.connection={connection}", "--format", "json"
+    ).stdout
+    return list(json.loads(out or "[]"))
+
+
+def leftovers(connection: str) -> dict[str, list[str]]:
+    """Pods, secrets and volumes ferry made for `connection` that still exist."""
+    pods = [p["Name"] for p in pods_of(connection)]
+    secret_ids = podman("secret", "ls", "--noheading", "--format", "{{.ID}}").stdout.split()
+    secrets = []
+    if secret_ids:
+        for secret in json.loads(podman("secret", "inspect", *secret_ids).stdout or "[]"):
+            if (secret["Spec"].get("Labels") or {}).get("ferry.connection") == connection:
+                secrets.append(secret["Spec"]["Name"])
+    prefix = f"ferry-{connection}-"
+    volumes = [
+        v["Name"]
+        for v in json.loads(podman("volume", "ls", "--format", "json").stdout or "[]")
+        if v["Name"].startswith(prefix)
+    ]
+    return {"pods": pods, "secrets": secrets, "volumes": volumes}
+
+
+NOTHING: dict[str, list[str]] = {"pods": [], "secrets": [], "volumes": []}
+
+
+@pytest.fixture
+def connection_name() -> Iterator[str]:
+    name = f"pm-{uuid.uuid4().hex[:8]}"
+    yield name
+    for pod in pods_of(name):  # a failed test must not leave pods behind
+        podman("pod", "rm", "-f", pod["Name"], check=False)
+        podman("secret", "rm", pod["Name"], check=False)
+        podman("volume", "rm", "-f", pod["Name"], check=False)
+
+
+def write_connection(tmp_path: Path, name: str, **fields: Any) -> Path:
+    path = tmp_path / "connection.yaml"
+    path.write_text(yaml.safe_dump({"name": name, **fields}))
+    return path
+
+
+def ferry_sync(connection: Path) -> tuple[int, dict[str, Any], str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "ferry", "sync", str(connection), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=540,
+        check=False,
+    )
+    summary = json.loads(result.stdout) if result.stdout.strip() else {}
+    return result.returncode, summary, result.stderr
+
+
+def stream_records(summary: dict[str, Any]) -> dict[str, int]:
+    return {s["stream"]: s["records"] for s in summary["streams"]}
+
+
+# --- syncs ---------------------------------------------------------------------------------------
+
+
+def test_faker_to_duckdb_both_in_pods(
+    podman_images: None, connection_name: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    connection = write_connection(
+        tmp_path,
+        connection_name,
+        runtime="podman",
+        source={"connector": FAKER, "config": {"count": 300, "seed": 1}},
+        destination={
+            "connector": DUCKDB,
+            "config": {"path": "/local/faker.duckdb"},
+            "volumes": {str(out): "/local"},
+        },
+    )
+    code, summary, stderr = ferry_sync(connection)
+    assert code == 0, stderr
+    assert summary["status"] == "succeeded"
+    records = stream_records(summary)
+    assert records["users"] == 300
+    assert set(records) == {"users", "products", "purchases"}
+    with duckdb.connect(str(out / "faker.duckdb"), read_only=True) as db:
+        counts = {
+            table: db.execute(f"select count(*) from {table}").fetchone()[0]  # type: ignore[index]
+            for table in records
+        }
+    assert counts == records  # exactly what ferry counted reached the destination
+    assert summary["states_committed"] == sum(s["states_sent"] for s in summary["streams"])
+    assert leftovers(connection_name) == NOTHING
+
+
+def test_local_source_into_destination_pod(
+    podman_images: None, connection_name: str, tmp_path: Path
+) -> None:
+    """The destination alone runs as a pod: its stdin arrives over the stdin relay."""
+    connection = write_connection(
+        tmp_path,
+        connection_name,
+        source={
+            "connector": "source-generator",
+            "config": {"count": 20000, "streams": 2, "state_every": 5000},
+        },
+        destination={"connector": f"podman:{NULL}", "config": {}},
+    )
+    code, summary, stderr = ferry_sync(connection)
+    assert code == 0, stderr
+    assert stream_records(summary) == {"stream_0": 20000, "stream_1": 20000}
+    assert summary["states_committed"] == 8
+    assert leftovers(connection_name) == NOTHING
+
+
+def test_ferry_killed_mid_sync_pods_exit_within_heartbeat_budget(
+    podman_images: None, connection_name: str, tmp_path: Path
+) -> None:
+    connection = write_connection(
+        tmp_path,
+        connection_name,
+        runtime="podman",
+        source={"connector": GENERATOR, "config": {"count": 10**9, "state_every": 10000}},
+        destination={"connector": NULL, "config": {}},
+    )
+    ferry = subprocess.Popen(
+        [sys.executable, "-m", "ferry", "sync", str(connection), "--json"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 400
+        while True:  # wait until both sync pods have their connector running
+            assert ferry.poll() is None, "ferry ended before it was killed"
+            assert time.monotonic() < deadline, "the sync pods never started"
+            running = [
+                pod
+                for pod in pods_of(connection_name)
+                if pod["Labels"].get("ferry.role") in ("source", "destination")
+                and any(
+                    c["Names"].endswith("-connector") and c["Status"] == "running"
+                    for c in pod["Containers"]
+                )
+            ]
+            if len(running) == 2:
+                break
+            time.sleep(1)
+        time.sleep(2)  # let data flow
+        ferry.send_signal(signal.SIGKILL)
+        ferry.wait()
+        killed = time.monotonic()
+        budget = HeartbeatSettings().give_up_within() + DEFAULT_GRACE + 10
+        while True:
+            pods = pods_of(connection_name)
+            alive = [
+                f"{c['Names']} ({c['Status']})"
+                for pod in pods
+                for c in pod["Containers"]
+                if not c["Names"].endswith("-infra") and c["Status"] == "running"
+            ]
+            if not alive:
+                break
+            assert time.monotonic() - killed < budget, (
+                f"containers still running {budget:.0f}s after ferry was killed: {alive}"
+            )
+            time.sleep(1)
+    finally:
+        if ferry.poll() is None:
+            ferry.kill()
+            ferry.wait()
+    # ferry gc sees the orphans (the owner pid is dead) and removes pods, secrets and volumes.
+    planned = [line for line in collect_podman(dry_run=True) if connection_name in line]
+    assert planned
+    assert all("would remove" in line for line in planned)
+    assert any(f"owner process {ferry.pid} is gone" in line for line in planned)
+    collect_podman(dry_run=False)
+    assert leftovers(connection_name) == NOTHING
+
+
+# --- the runtime directly ------------------------------------------------------------------------
+
+
+def invocation(
+    image: str, verb: Any = "spec", files: dict[str, bytes] | None = None, **options: Any
+) -> ConnectorInvocation:
+    labels = RunLabels(run_id=uuid.uuid4().hex[:8], connection=options.pop("connection"))
+    ref = ConnectorRef("podman", image, options=ConnectorOptions(**options))
+    return ConnectorInvocation(ref, verb, files or {}, labels)
+
+
+def test_image_without_airbyte_entrypoint_reports_the_wrappers_127(
+    podman_images: None, connection_name: str
+) -> None:
+    async def run() -> None:
+        runtime = PodmanRuntime()
+        ref = ConnectorRef("podman", NO_ENTRYPOINT)
+        with pytest.raises(ConnectorCrashed) as caught:
+            await commands.fetch_spec(ref, runtime)
+        message = str(caught.value)
+        assert "exited with code 127" in message
+        assert f"AIRBYTE_ENTRYPOINT is not set in image {NO_ENTRYPOINT}" in message
+        assert "entrypoint: auto" in message  # what to do about it
+        # entrypoint: auto derives it from the image's ENTRYPOINT (podman can read the image).
+        auto = ConnectorRef("podman", NO_ENTRYPOINT, options=ConnectorOptions(entrypoint="auto"))
+        spec = await commands.fetch_spec(auto, runtime)
+        assert spec.connectionSpecification["title"] == "Faker Source Spec"
+        await runtime.close()
+
+    asyncio.run(run())
+
+
+def test_terminate_mid_stream_removes_pod_secret_and_volumes(
+    podman_images: None, connection_name: str
+) -> None:
+    async def run() -> None:
+        runtime = PodmanRuntime()
+        inv = invocation(
+            GENERATOR,
+            "read",
+            {"config": json.dumps({"count": 10**9}).encode(), "catalog": catalog()},
+            connection=connection_name,
+        )
+        process = await runtime.start(inv, lambda line: None)
+        first = await process.stdout.read(1 << 16)
+        assert b'"RECORD"' in first
+        assert len(pods_of(connection_name)) == 1
+        await process.terminate(grace=2)
+        await process.terminate(grace=2)  # idempotent
+
+    asyncio.run(run())
+    assert leftovers(connection_name) == NOTHING
+
+
+def catalog() -> bytes:
+    stream = {
+        "stream": {
+            "name": "stream_0",
+            "json_schema": {},
+            "supported_sync_modes": ["full_refresh"],
+        },
+        "sync_mode": "full_refresh",
+        "destination_sync_mode": "append",
+    }
+    return json.dumps({"streams": [stream]}).encode()
+
+
+def test_active_deadline_is_enforced(podman_images: None, connection_name: str) -> None:
+    """Podman ignores activeDeadlineSeconds; the runtime stops the pod and says why."""
+
+    async def run() -> None:
+        runtime = PodmanRuntime()
+        inv = invocation(
+            GENERATOR,
+            "read",
+            {"config": json.dumps({"count": 10**9}).encode(), "catalog": catalog()},
+            connection=connection_name,
+            kubernetes={"active_deadline_seconds": 2},
+        )
+        process = await runtime.start(inv, lambda line: None)
+        with pytest.raises(ConnectorCrashed, match="DeadlineExceeded"):
+            await process.wait()  # nobody reads stdout: the source blocks until the deadline
+        await process.terminate()
+
+    asyncio.run(run())
+    assert leftovers(connection_name) == NOTHING
+
+
+def test_missing_image_with_pull_never(podman_images: None, connection_name: str) -> None:
+    async def run() -> None:
+        runtime = PodmanRuntime()
+        inv = invocation("ferry-test/does-not-exist:dev", connection=connection_name, pull="never")
+        with pytest.raises(ImageUnavailable, match="pull policy is 'never'"):
+            await runtime.start(inv, lambda line: None)
+
+    asyncio.run(run())
+    assert leftovers(connection_name) == NOTHING
+
+
+def test_invalid_kubernetes_block_is_a_config_error(podman_images: None) -> None:
+    async def run() -> None:
+        inv = invocation(NULL, connection="x", kubernetes={"namspace": "typo"})
+        with pytest.raises(ConfigError, match="unknown key"):
+            await PodmanRuntime().start(inv, lambda line: None)
+
+    asyncio.run(run())
+
+
+def test_gc_removes_pod_secret_and_volume_of_a_dead_owner(
+    podman_images: None, connection_name: str
+) -> None:
+    """A pod whose owner process is gone is garbage; a live owner's pod is kept."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+
+    def play(owner_pid: int) -> str:
+        inv = invocation(
+            SIDECAR,
+            "read",
+            {"config": b"{}", "catalog": b"{}"},
+            connection=connection_name,
+            entrypoint="sleep 600",
+        )
+        owner = f"{this_host()}-{owner_pid}-deadbeef"
+        manifests = for_podman(
+            build_manifests(
+                inv,
+                token="gc-test-token",
+                endpoint=RelayEndpoint(LOOPBACK_HOST, 9),  # nobody listens: the pod just idles
+                extra_labels={
+                    OWNER_LABEL: owner,
+                    HOST_LABEL: this_host(),
+                    PID_LABEL: str(owner_pid),
+                },
+            )
+        )
+        subprocess.run(
+            [
+                "podman",
+                "secret",
+                "create",
+                "--label",
+                f"ferry.connection={connection_name}",
+                "--label",
+                "app.kubernetes.io/managed-by=ferry",
+                "--label",
+                f"{OWNER_LABEL}={owner}",
+                "--label",
+                f"{PID_LABEL}={owner_pid}",
+                manifests.secret_name,
+                "-",
+            ],
+            input=json.dumps(podman_secret(manifests)),
+            text=True,
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            ["podman", "kube", "play", "-"],
+            input=json.dumps(manifests.pod),
+            text=True,
+            check=True,
+            capture_output=True,
+        )
+        return manifests.name
+
+    orphan = play(dead.pid)
+    kept = play(os.getpid())
+    found = leftovers(connection_name)
+    assert sorted(found["pods"]) == sorted([orphan, kept])
+    assert orphan in found["volumes"]  # podman's copy of the Secret's files
+
+    planned = [line for line in collect_podman(dry_run=True) if connection_name in line]
+    assert any(orphan in line and f"owner process {dead.pid} is gone" in line for line in planned)
+    assert not any(kept in line for line in planned)
+    assert leftovers(connection_name) == found  # a dry run removes nothing
+
+    removed = [line for line in collect_podman(dry_run=False) if connection_name in line]
+    assert any(line.startswith(f"podman: removed pod {orphan}") for line in removed)
+    after = leftovers(connection_name)
+    assert after["pods"] == [kept]
+    assert orphan not in after["secrets"]
+    assert orphan not in after["volumes"]
