@@ -244,7 +244,10 @@ def test_faker_full_and_incremental_sync_with_dedup(tmp_path: Path, source_faker
     database = tmp_path / "faker.duckdb"
     connection = write_connection(
         tmp_path,
-        source={"connector": source_faker, "config": {"count": 1000, "seed": 1, "always_updated": False}},
+        source={
+            "connector": source_faker,
+            "config": {"count": 1000, "seed": 1, "always_updated": False},
+        },
         destination={"connector": "destination-duckdb", "config": {"path": str(database)}},
     )
     code, summary, stderr = sync_json(connection)
@@ -260,5 +263,5 @@ def test_faker_full_and_incremental_sync_with_dedup(tmp_path: Path, source_faker
     # Unchanged data: nothing new is read, and append_dedup leaves no duplicates.
     code, summary, stderr = sync_json(connection)
     assert code == 0, stderr
-    assert summary["streams"] and all(s["records"] == 0 for s in summary["streams"][:1])
+    assert summary["records"] == 0
     assert faker_counts(database) == first

@@ -183,9 +183,13 @@ def test_local_source_into_destination_pod(
     assert leftovers(connection_name) == NOTHING
 
 
-def test_ferry_killed_mid_sync_pods_exit_within_heartbeat_budget(
-    podman_images: None, connection_name: str, tmp_path: Path
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "frozen"])
+def test_ferry_gone_mid_sync_pods_exit_within_heartbeat_budget(
+    podman_images: None, connection_name: str, tmp_path: Path, how: signal.Signals
 ) -> None:
+    """SIGKILL closes ferry's sockets (the relays break at once); SIGSTOP keeps them open, so
+    only the heartbeat notices that ferry is gone. Either way every container exits within the
+    heartbeat budget plus the wrapper's grace period (+10 s)."""
     connection = write_connection(
         tmp_path,
         connection_name,
@@ -216,8 +220,9 @@ def test_ferry_killed_mid_sync_pods_exit_within_heartbeat_budget(
                 break
             time.sleep(1)
         time.sleep(2)  # let data flow
-        ferry.send_signal(signal.SIGKILL)
-        ferry.wait()
+        ferry.send_signal(how)
+        if how == signal.SIGKILL:
+            ferry.wait()
         killed = time.monotonic()
         budget = HeartbeatSettings().give_up_within() + DEFAULT_GRACE + 10
         while True:
@@ -229,6 +234,7 @@ def test_ferry_killed_mid_sync_pods_exit_within_heartbeat_budget(
                 if not c["Names"].endswith("-infra") and c["Status"] == "running"
             ]
             if not alive:
+                print(f"every container exited {time.monotonic() - killed:.1f}s after {how.name}")
                 break
             assert time.monotonic() - killed < budget, (
                 f"containers still running {budget:.0f}s after ferry was killed: {alive}"
@@ -237,7 +243,7 @@ def test_ferry_killed_mid_sync_pods_exit_within_heartbeat_budget(
     finally:
         if ferry.poll() is None:
             ferry.kill()
-            ferry.wait()
+        ferry.wait()
     # ferry gc sees the orphans (the owner pid is dead) and removes pods, secrets and volumes.
     planned = [line for line in collect_podman(dry_run=True) if connection_name in line]
     assert planned

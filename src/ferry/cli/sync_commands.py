@@ -15,7 +15,6 @@ from rich.console import Console
 from ferry.cli.common import Subparsers, print_table
 from ferry.cli.progress import Progress, human_bytes, stats_table
 from ferry.engine.connection import load_connection
-from ferry.engine.ledger import state_streams
 from ferry.engine.runner import SyncOptions, SyncResult, SyncRunner
 from ferry.engine.secrets import mask
 from ferry.errors import ConfigError
@@ -23,6 +22,7 @@ from ferry.protocol import to_builtins
 from ferry.protocol.messages import StreamDescriptor
 from ferry.runtimes.base import RUNTIME_NAMES
 from ferry.store import RunRecord, open_store
+from ferry.store.state import streams_touched
 
 
 def register(subparsers: Subparsers) -> None:
@@ -123,7 +123,7 @@ def _state(args: argparse.Namespace) -> int:
             return 0
         messages = store.load_state(connection.name).to_messages()
     if descriptor is not None:
-        messages = [m for m in messages if descriptor in state_streams(m)]
+        messages = [m for m in messages if descriptor in streams_touched(m)]
     print(json.dumps(to_builtins(messages), indent=2, sort_keys=True))
     return 0
 
@@ -184,5 +184,7 @@ def _runs(args: argparse.Namespace) -> int:
         ]
         for run in runs
     ]
-    print_table(rows, ["run", "status", "started", "duration", "records", "bytes", "attempts", "error"])
+    print_table(
+        rows, ["run", "status", "started", "duration", "records", "bytes", "attempts", "error"]
+    )
     return 0

@@ -14,12 +14,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from ferry.errors import ProtocolViolation
-from ferry.protocol.messages import (
-    STATE_GLOBAL,
-    STATE_STREAM,
-    AirbyteStateMessage,
-    StreamDescriptor,
-)
+from ferry.protocol.messages import AirbyteStateMessage
 
 _STATE_DECODER = msgspec.json.Decoder(AirbyteStateMessage)
 
@@ -43,15 +38,6 @@ def state_identity(state: AirbyteStateMessage) -> bytes:
     """Content of a state that survives re-serialisation: no stats, keys sorted."""
     kept = msgspec.structs.replace(state, sourceStats=None, destinationStats=None)
     return msgspec.json.encode(msgspec.to_builtins(kept), order="sorted")
-
-
-def state_streams(state: AirbyteStateMessage) -> list[StreamDescriptor]:
-    """The streams a state speaks for (none for a LEGACY state)."""
-    if state.type == STATE_STREAM and state.stream is not None:
-        return [state.stream.stream_descriptor]
-    if state.type == STATE_GLOBAL and state.global_ is not None:
-        return [s.stream_descriptor for s in state.global_.stream_states]
-    return []
 
 
 @dataclass

@@ -121,9 +121,7 @@ class Attempt:
     def request_stop(self) -> None:
         """First call: stop the source and let the destination drain; second: stop both."""
         if self._stop.is_set() and self._destination is not None:
-            self._forced_stop = asyncio.ensure_future(
-                self._destination.terminate(TERMINATE_GRACE)
-            )
+            self._forced_stop = asyncio.ensure_future(self._destination.terminate(TERMINATE_GRACE))
         self._stop.set()
 
     async def run(self) -> AttemptOutcome:

@@ -217,8 +217,13 @@ class AirbyteMessage(_Struct):
     destination_catalog: JsonObject | None = None
 
 
-class RoutingRecord(_FrozenStruct, frozen=True):
-    """Hashable: the pump counts records per (stream, namespace) with a Counter."""
+class RoutingRecord(_FrozenStruct, frozen=True, gc=False):
+    """Hashable: the pump counts records per (stream, namespace) with a Counter.
+
+    gc=False: it only holds strings, so it cannot be part of a reference cycle, and one is
+    built per record line; untracked, they cost the garbage collector nothing (-7% of the
+    envelope decode).
+    """
 
     stream: str
     namespace: str | None = None
