@@ -193,7 +193,7 @@ def collect_podman(
         if dry_run:
             lines.append(f"podman: would remove {what}")
             continue
-        problem = _podman_remove("pod", "rm", "-f", name)
+        problem = _podman_remove("pod", "rm", "-f", "-t", "0", name)
         lines.append(
             f"podman: could not remove {what}: {problem}" if problem else f"podman: removed {what}"
         )

@@ -208,16 +208,18 @@ class PodmanPod:
 async def remove_pod_resources(name: str, *, secret: bool = True) -> list[str]:
     """Remove a pod, its secret and the secret's volume (all named `name`); the problems."""
     problems: list[str] = []
-    result = await podman("pod", "rm", "-f", name)
+    # -t 0: whatever still runs is killed at once (`terminate` stopped the pod gracefully before;
+    # after the connector exited only the pause container and finishing sidecars are left).
+    result = await podman("pod", "rm", "-f", "-t", "0", name)
     if result.code != 0 and "no pod with name" not in result.stderr:
         problems.append(f"pod rm: {clean_stderr(result.stderr)}")
     if secret:
-        result = await podman("secret", "rm", name)
-        if result.code != 0 and "no such secret" not in result.stderr:
-            problems.append(f"secret rm: {clean_stderr(result.stderr)}")
-        result = await podman("volume", "rm", "-f", name)
-        if result.code != 0 and "no such volume" not in result.stderr:
-            problems.append(f"volume rm: {clean_stderr(result.stderr)}")
+        removed = await asyncio.gather(
+            podman("secret", "rm", name), podman("volume", "rm", "-f", name)
+        )
+        for what, result in zip(("secret", "volume"), removed, strict=True):
+            if result.code != 0 and f"no such {what}" not in result.stderr:
+                problems.append(f"{what} rm: {clean_stderr(result.stderr)}")
     for problem in problems:
         logger.warning("podman pod %s: %s", name, problem)
     return problems
