@@ -265,3 +265,45 @@ def test_faker_full_and_incremental_sync_with_dedup(tmp_path: Path, source_faker
     assert code == 0, stderr
     assert summary["records"] == 0
     assert faker_counts(database) == first
+
+
+def test_state_show_and_reset_one_stream(tmp_path: Path) -> None:
+    connection = write_connection(
+        tmp_path,
+        source={"connector": "source-generator", "config": {"count": 50, "streams": 2}},
+        destination={"connector": "destination-null", "config": {}},
+    )
+    code, _, stderr = sync_json(connection)
+    assert code == 0, stderr
+    shown = json.loads(ferry("state", "show", str(connection), "--stream", "stream_1").stdout)
+    assert [m["stream"]["stream_descriptor"]["name"] for m in shown] == ["stream_1"]
+    assert ferry("state", "reset", str(connection), "--stream", "stream_1").returncode == 0
+    assert committed_cursor() == [{"cursor": 50}]  # only stream_0 is left
+    code, summary, stderr = sync_json(connection)
+    assert code == 0, stderr
+    assert {s["stream"]: s["records"] for s in summary["streams"]} == {
+        "stream_0": 0,
+        "stream_1": 50,
+    }
+    assert ferry("state", "reset", str(connection)).returncode == 0
+    assert committed_cursor() == []
+
+
+def test_connection_file_errors_exit_2_and_name_the_problem(tmp_path: Path) -> None:
+    connection = write_connection(
+        tmp_path,
+        source={"conector": "source-generator"},
+        destination={"connector": "destination-null"},
+    )
+    result = ferry("sync", str(connection))
+    assert result.returncode == 2
+    assert "unknown key `conector` in source" in result.stderr
+    connection = write_connection(
+        tmp_path,
+        source={"connector": "source-generator", "config": {"count": 5}},
+        destination={"connector": "destination-null"},
+        streams=[{"name": "nope"}],
+    )
+    result = ferry("sync", str(connection))
+    assert result.returncode == 2
+    assert "stream 'nope' is not in the catalog (streams: 'stream_0')" in result.stderr
