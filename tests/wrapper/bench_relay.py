@@ -24,15 +24,28 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from wrapperkit import make_busybox_path  # noqa: E402
+from wrapperkit import make_busybox_path
 
-from ferry.wrapper import RelayListener, relay_sidecar_command  # noqa: E402
+from ferry.wrapper import RelayListener, relay_sidecar_command
 
 
 def reap(pid: int, out: dict[str, float]) -> None:
     _, status, usage = os.wait4(pid, 0)
     out["cpu"] = usage.ru_utime + usage.ru_stime
     out["status"] = os.waitstatus_to_exitcode(status)
+
+
+def spawn(
+    argv: list[str], bin_dir: str, fifo: Path, mib: int
+) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+    """The sidecar (reaped with wait4 for its CPU time) and the producer writing the FIFO."""
+    sidecar = subprocess.Popen(argv, env={"PATH": bin_dir}, stderr=subprocess.DEVNULL)
+    dd = shutil.which("dd", path="/usr/bin:/bin")
+    assert dd is not None
+    producer = subprocess.Popen(
+        [dd, "if=/dev/zero", f"of={fifo}", "bs=1M", f"count={mib}", "status=none"]
+    )
+    return sidecar, producer
 
 
 async def one_run(mib: int, chunk: int, bin_dir: str, work: Path) -> tuple[float, float, float]:
@@ -49,12 +62,7 @@ async def one_run(mib: int, chunk: int, bin_dir: str, work: Path) -> tuple[float
             io_dir=str(io_dir),
             shell=("/bin/busybox", "sh"),
         )
-        sidecar = subprocess.Popen(argv, env={"PATH": bin_dir}, stderr=subprocess.DEVNULL)
-        dd = shutil.which("dd", path="/usr/bin:/bin")
-        assert dd is not None
-        producer = subprocess.Popen(
-            [dd, "if=/dev/zero", f"of={fifo}", "bs=1M", f"count={mib}", "status=none"]
-        )
+        sidecar, producer = spawn(argv, bin_dir, fifo, mib)
         side: dict[str, float] = {}
         reaper = threading.Thread(target=reap, args=(sidecar.pid, side))
         reaper.start()

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from wrapperkit import HANG_GUARD, Shell, until, write_script
+from wrapperkit import HANG_GUARD, FifoReader, Shell, until, wait_for, write_script
 
+from ferry.errors import ConnectorCrashed
 from ferry.wrapper import (
     SIDECAR_IMAGE,
     HeartbeatSettings,
@@ -245,6 +246,39 @@ def test_stdin_relay_ends_when_the_connector_ignores_stdin(
     in_pod(test)
 
 
+def test_connector_exiting_while_ferry_writes_stdin(busybox_shell: Shell, io_dir: Path) -> None:
+    """ferry's writes fail with ConnectorCrashed (never hang); the exit code still arrives."""
+
+    async def test(listener: RelayListener) -> None:
+        pod = Pod(
+            listener,
+            io_dir,
+            busybox_shell,
+            busybox_shell,
+            entrypoint='read -r line; echo "got $line"; exit 3; : ',
+            reads_stdin=True,
+        )
+        with cleanup(pod):
+            reg = await pod.start()
+            stdin = reg.stdin
+            assert stdin is not None
+
+            async def flood() -> None:
+                await stdin.write(b"first line\n")
+                for _ in range(1024):
+                    await stdin.write(b"x" * (256 << 10))
+
+            with pytest.raises(ConnectorCrashed, match="stopped reading its input"):
+                await flood()
+            await stdin.close()
+            assert await read_all(reg) == b"got first line\n"
+            assert await reg.require_exit(HANG_GUARD) == 3
+            codes = await pod.finish()
+            assert codes == {**dict.fromkeys(codes, 0), "main": 3}, pod.logs()
+
+    in_pod(test)
+
+
 def test_relays_waiting_for_their_fifo_are_released(busybox_shell: Shell, io_dir: Path) -> None:
     """No stdin relay ever comes, so the connector never opens its FIFOs; the marker ends it all."""
 
@@ -367,7 +401,7 @@ def test_unregister_stops_a_running_connector(
 
 
 def test_large_output(busybox_shell: Shell, io_dir: Path) -> None:
-    size = 256 << 20
+    size = 128 << 20
 
     async def test(listener: RelayListener) -> None:
         pod = Pod(
@@ -375,7 +409,7 @@ def test_large_output(busybox_shell: Shell, io_dir: Path) -> None:
             io_dir,
             busybox_shell,
             busybox_shell,
-            entrypoint=f"head -c {size} /dev/zero; : ",
+            entrypoint=f"dd if=/dev/zero bs=1048576 count={size >> 20} 2>/dev/null; : ",
         )
         with cleanup(pod):
             reg = await pod.start()
@@ -484,3 +518,46 @@ def test_sidecar_commands_shape() -> None:
         RelayEndpoint("::1", 1)
     with pytest.raises(ValueError, match="unknown relay channel"):
         relay_sidecar_command("stdexit", token="t", endpoint=endpoint)
+
+
+def test_wrapper_as_a_containers_main_process(
+    docker_engine: None, io_dir: Path, tmp_path: Path
+) -> None:
+    """`docker stop` sends SIGTERM to PID 1 (the wrapper): it must stop the connector itself.
+
+    Without its trap a shell as PID 1 ignores SIGTERM and Docker would KILL it after the
+    timeout (exit 137); 143 and the connector's own TERM handler running prove the trap works.
+    """
+    docker = shutil.which("docker")
+    assert docker is not None
+    if subprocess.run([docker, "image", "inspect", SIDECAR_IMAGE], capture_output=True).returncode:
+        pytest.fail(f"{SIDECAR_IMAGE} is missing: run scripts/build_images.py")
+    io_dir.chmod(0o777)
+    connector = write_script(tmp_path / "c.sh", LOOPS)
+    name = f"ferry-test-wrapper-{os.getpid()}-{time.monotonic_ns()}"
+    main = wrapper_command(["read"], image=SIDECAR_IMAGE, reads_stdin=False, entrypoint="sh /c.sh")
+    env = [arg for key, value in main.env.items() for arg in ("-e", f"{key}={value}")]
+    started = subprocess.run(
+        [docker, "run", "-d", "--name", name, "-v", f"{io_dir}:/ferry/io",
+         "-v", f"{connector}:/c.sh:ro", *env, "--entrypoint", main.argv[0], SIDECAR_IMAGE,
+         *main.argv[1:]],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    try:
+        assert started.returncode == 0, started.stderr
+        stdout, stderr = FifoReader(io_dir / "stdout"), FifoReader(io_dir / "stderr")
+        wait_for(lambda: "ready" in stdout.text(), "the connector to start")
+        subprocess.run([docker, "stop", "-t", "30", name], capture_output=True, check=True)
+        code = subprocess.run(
+            [docker, "wait", name], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        assert code == "143"
+        stdout.join(HANG_GUARD)
+        stderr.join(HANG_GUARD)
+        assert "stopping" in stderr.text().splitlines()  # the connector's TERM handler ran
+        assert (io_dir / "terminate").read_text() == "the wrapper received SIGTERM\n"
+        assert (io_dir / "exit").read_text() == "143\n"
+        logs = subprocess.run([docker, "logs", name], capture_output=True, text=True).stderr
+        assert "stopped the connector (the wrapper received SIGTERM)" in logs
+    finally:
+        subprocess.run([docker, "rm", "-f", name], capture_output=True)

@@ -75,6 +75,7 @@ from ferry.errors import (
 )
 from ferry.runtimes._docker_attach import OutputStream, StderrLines
 from ferry.runtimes._docker_engine import Endpoint, StdinStream, endpoint_of
+from ferry.runtimes._pod_process import PodProcess
 from ferry.runtimes.base import (
     ByteReader,
     ByteWriter,
@@ -376,7 +377,13 @@ class DockerRuntime:
         except Exception as e:
             raise engine_error(action, e) from None
 
-    async def start(self, invocation: ConnectorInvocation, log: LogSink) -> DockerProcess:
+    async def start(
+        self, invocation: ConnectorInvocation, log: LogSink
+    ) -> DockerProcess | PodProcess:
+        if invocation.connector.options.relay:  # relay mode: wrapper + sidecars (docker_relay)
+            from ferry.runtimes.docker_relay import start_relayed
+
+            return await start_relayed(self, invocation, log)
         client, endpoint = await self._connect()
         api = client.api
         ref = invocation.connector

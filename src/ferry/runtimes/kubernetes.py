@@ -26,7 +26,7 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,11 @@ from ferry.runtimes.manifests import (
     PodManifests,
     build_manifests,
     secret_owner_patch,
+)
+from ferry.runtimes.registry import (
+    derive_entrypoint,
+    docker_configs_from_pull_secrets,
+    fetch_image_config,
 )
 from ferry.wrapper import SIDECAR_IMAGE, shared_listener
 
@@ -245,26 +250,55 @@ def relay_host(settings: KubernetesSettings, environ: Mapping[str, str] | None =
     return host
 
 
-def api_error(action: str, error: BaseException) -> FerryError:
-    """A FerryError a user can act on for a failed API call."""
+def status_of(error: BaseException) -> tuple[int, str] | None:
+    """HTTP status code and the API's message of a failed call; None if no response came.
+
+    lightkube raises ApiError only when the response's Content-Type is exactly
+    application/json; with a charset or through some proxies it is a bare HTTPStatusError.
+    """
     import httpx2
     from lightkube import ApiError
 
     if isinstance(error, ApiError):
         status = error.status
-        code = status.code or 0
         detail = f"{status.reason or ''}: {status.message or error}".strip(": ")
+        return int(status.code or error.response.status_code), detail
+    if isinstance(error, httpx2.HTTPStatusError):
+        response = error.response
+        detail = response.reason_phrase or ""
+        try:
+            body = response.json()
+        except Exception:
+            body = None
+        if isinstance(body, dict) and body.get("message"):
+            detail = f"{body.get('reason') or detail}: {body['message']}"
+        return response.status_code, detail
+    return None
+
+
+def api_error(action: str, error: BaseException) -> FerryError:
+    """A FerryError a user can act on for a failed API call."""
+    import httpx2
+
+    found = status_of(error)
+    if found is not None:
+        code, detail = found
         if code in (401, 403):
             return RuntimeUnavailable(
                 f"Kubernetes refused to {action} ({code} {detail}); check the service account's "
                 "RBAC (deploy/rbac.yaml lists what ferry needs) or your kubeconfig's credentials"
             )
-        if code == 422 or code == 400:
+        if code in (400, 422):
             return ConfigError(f"Kubernetes rejected ferry's request to {action}: {detail}")
         return RuntimeUnavailable(f"Kubernetes could not {action} ({code} {detail})")
     if isinstance(error, httpx2.HTTPError | OSError):
         return RuntimeUnavailable(f"cannot reach the Kubernetes API to {action}: {error}")
     return RuntimeUnavailable(f"Kubernetes could not {action}: {error}")
+
+
+def is_not_found(error: BaseException) -> bool:
+    found = status_of(error)
+    return found is not None and found[0] == 404
 
 
 def load_config() -> Any:
@@ -377,7 +411,6 @@ class KubernetesPod:
         await self._delete_pod(math.ceil(grace))
 
     async def _delete_pod(self, grace: int | None) -> None:
-        from lightkube import ApiError
         from lightkube.resources.core_v1 import Pod
         from lightkube.types import CascadeType
 
@@ -389,14 +422,11 @@ class KubernetesPod:
                 grace_period=grace,
                 cascade=CascadeType.BACKGROUND,
             )
-        except ApiError as e:
-            if e.status.code != 404:
-                logger.warning("%s: %s", self.description, api_error("delete the pod", e))
         except Exception as e:
-            logger.warning("%s: %s", self.description, api_error("delete the pod", e))
+            if not is_not_found(e):
+                logger.warning("%s: %s", self.description, api_error("delete the pod", e))
 
     async def remove(self) -> None:
-        from lightkube import ApiError
         from lightkube.resources.core_v1 import Secret
 
         async with self._remove_lock:
@@ -408,13 +438,11 @@ class KubernetesPod:
             if self.manifests.secret.get("data"):
                 try:  # normally garbage-collected with the pod; harmless if already gone
                     await self.client.delete(Secret, self.name, namespace=self.namespace)
-                except ApiError as e:
-                    if e.status.code != 404:
+                except Exception as e:
+                    if not is_not_found(e):
                         logger.warning(
                             "%s: %s", self.description, api_error("delete the Secret", e)
                         )
-                except Exception as e:
-                    logger.warning("%s: %s", self.description, api_error("delete the Secret", e))
 
 
 class KubernetesRuntime:
@@ -427,6 +455,7 @@ class KubernetesRuntime:
         self.sidecar_image = sidecar_image or os.environ.get(ENV_SIDECAR_IMAGE) or SIDECAR_IMAGE
         self._client: Any = None
         self._lock = asyncio.Lock()
+        self._entrypoints: dict[str, str | None] = {}
 
     async def _connect(self) -> Any:
         async with self._lock:
@@ -450,14 +479,14 @@ class KubernetesRuntime:
         ref = invocation.connector
         role = invocation.labels.role
         settings = KubernetesSettings.parse(ref.options.kubernetes, f"{role}.kubernetes")
-        if ref.options.entrypoint and ref.options.entrypoint.strip() == "auto":
-            logger.warning(
-                "%s: entrypoint: auto needs the image's metadata, which Kubernetes does not "
-                "expose; the image's AIRBYTE_ENTRYPOINT is used",
-                ref.target,
-            )
         host = relay_host(settings)
         client = await self._connect()
+        namespace = settings.namespace or self.default_namespace
+        entrypoint = None
+        if ref.options.entrypoint and ref.options.entrypoint.strip() == "auto":
+            entrypoint = await self._auto_entrypoint(
+                client, ref.target, namespace, settings.image_pull_secrets
+            )
         listener = await shared_listener()
         tail = StderrTail()
         registration = listener.register(
@@ -472,7 +501,8 @@ class KubernetesRuntime:
                 token=registration.token,
                 endpoint=listener.endpoint(host),
                 settings=settings,
-                namespace=self.default_namespace,
+                namespace=namespace,
+                entrypoint=entrypoint,
                 extra_labels=owner_labels(),
                 sidecar_image=self.sidecar_image,
             )
@@ -488,6 +518,47 @@ class KubernetesRuntime:
                 await asyncio.shield(pod.remove())
             raise
         return PodProcess(pod, listener, registration, tail)
+
+    async def _auto_entrypoint(
+        self, client: Any, image: str, namespace: str, pull_secrets: Sequence[str]
+    ) -> str | None:
+        """`entrypoint: auto`: Entrypoint+Cmd from the image's registry, when the image has no
+        AIRBYTE_ENTRYPOINT; credentials from the pod's imagePullSecrets, then the local docker
+        config. On failure ferry goes on without an override (the wrapper then needs
+        AIRBYTE_ENTRYPOINT and says so)."""
+        if image in self._entrypoints:
+            return self._entrypoints[image]
+        from lightkube.resources.core_v1 import Secret
+
+        secrets = []
+        for name in pull_secrets:
+            try:
+                secrets.append((await client.get(Secret, name, namespace=namespace)).to_dict())
+            except Exception as e:
+                logger.warning(
+                    "image pull secret %s: %s", name, api_error(f"read Secret {name}", e)
+                )
+        documents = docker_configs_from_pull_secrets(secrets)
+        try:
+            config = await fetch_image_config(image, docker_configs=documents)
+        except FerryError as e:
+            logger.warning(
+                "%s: entrypoint: auto could not read the image's config from its registry (%s); "
+                "relying on the image's AIRBYTE_ENTRYPOINT",
+                image,
+                e,
+            )
+            return None
+        entrypoint = derive_entrypoint(config)
+        if entrypoint is not None:
+            logger.info(
+                "%s has no AIRBYTE_ENTRYPOINT; entrypoint: auto runs its ENTRYPOINT+CMD from the "
+                "registry: %s",
+                image,
+                entrypoint,
+            )
+        self._entrypoints[image] = entrypoint
+        return entrypoint
 
     async def close(self) -> None:
         client, self._client = self._client, None

@@ -801,6 +801,18 @@ def _deep_copy(value: Any) -> Any:
 
 # --- dry run ------------------------------------------------------------------------------------
 
+
+class _Dumper(yaml.SafeDumper):
+    """YAML with multi-line strings (the wrapper and sidecar scripts) as literal blocks."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
 DRY_RUN_TOKEN = "dry-run-token"
 DRY_RUN_ENDPOINT = RelayEndpoint("relay-host.invalid", 65535)
 
@@ -850,5 +862,5 @@ def render_dry_run(
             manifests = for_podman(manifests, host_network=settings.host_network is not False)
         manifests = redacted(manifests)
         for document in (manifests.secret, manifests.pod):
-            documents.append(yaml.safe_dump(document, sort_keys=False, width=100))
+            documents.append(yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=100))
     return "---\n".join(documents)

@@ -325,11 +325,11 @@ def collect_kubernetes(
 
     `namespace`: default the kubeconfig context's (in a pod: the service account's).
     """
-    from lightkube import ApiError, Client
+    from lightkube import Client
     from lightkube.resources.core_v1 import Pod, Secret
     from lightkube.types import CascadeType
 
-    from ferry.runtimes.kubernetes import api_error, load_config
+    from ferry.runtimes.kubernetes import api_error, is_not_found, load_config
 
     limits = ttls(ttl)
     clock = time.time() if now is None else now
@@ -376,13 +376,10 @@ def collect_kubernetes(
             continue
         try:
             client.delete(Pod, name, namespace=ns, grace_period=0, cascade=CascadeType.BACKGROUND)
-        except ApiError as e:
-            if e.status.code != 404:
+        except Exception as e:
+            if not is_not_found(e):
                 lines.append(f"kubernetes: could not delete {what}: {api_error('delete it', e)}")
                 continue
-        except Exception as e:
-            lines.append(f"kubernetes: could not delete {what}: {api_error('delete it', e)}")
-            continue
         lines.append(f"kubernetes: deleted {what}")
 
     for secret in secrets:
@@ -412,13 +409,10 @@ def collect_kubernetes(
             continue
         try:
             client.delete(Secret, name, namespace=ns)
-        except ApiError as e:
-            if e.status.code != 404:
+        except Exception as e:
+            if not is_not_found(e):
                 lines.append(f"kubernetes: could not delete {what}: {api_error('delete it', e)}")
                 continue
-        except Exception as e:
-            lines.append(f"kubernetes: could not delete {what}: {api_error('delete it', e)}")
-            continue
         lines.append(f"kubernetes: deleted {what}")
     with_close = getattr(client, "close", None)
     if callable(with_close):

@@ -49,11 +49,11 @@ from ferry.runtimes.manifests import (
     for_podman,
     podman_secret,
 )
+from ferry.runtimes.registry import derive_entrypoint
 from ferry.wrapper import (
     LOOPBACK_HOST,
     PODMAN_HOST,
     SIDECAR_IMAGE,
-    entrypoint_from_argv,
     shared_listener,
 )
 
@@ -121,18 +121,6 @@ def clean_stderr(text: str) -> str:
         and "from database: no container with ID" not in line
     ]
     return "\n".join(lines).strip()
-
-
-def derive_entrypoint(config: Mapping[str, Any]) -> str | None:
-    """The entrypoint override for `entrypoint: auto`: None when AIRBYTE_ENTRYPOINT is set or the
-    image has neither ENTRYPOINT nor CMD, else `ENTRYPOINT + CMD` as a shell command line."""
-    for item in config.get("Env") or []:
-        name, _, value = str(item).partition("=")
-        if name == "AIRBYTE_ENTRYPOINT" and value.strip():
-            return None
-    argv = [str(a) for a in (config.get("Entrypoint") or [])]
-    argv += [str(a) for a in (config.get("Cmd") or [])]
-    return entrypoint_from_argv(argv) if argv else None
 
 
 class PodmanPod:

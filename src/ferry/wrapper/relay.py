@@ -200,6 +200,8 @@ class RelayReader(_Channel):
 
     async def read(self, n: int) -> bytes:
         """Up to n bytes (at most 1 MiB per call); b"" only at a clean end of stream."""
+        if n <= 0:
+            raise ValueError("read() needs n > 0")
         sock = self._sock
         if sock is None or self._error is not None:
             sock = await self._ready()

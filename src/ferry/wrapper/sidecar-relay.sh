@@ -78,6 +78,12 @@ while :; do
 done
 kill "$ferry_watcher" 2>/dev/null
 if [ "$ferry_rc" != 0 ]; then
+  # A pump failing on a closed FIFO (EPIPE) ends just before the wrapper writes its exit code.
+  ferry_tries=
+  while [ ! -e "$ferry_dir/exit" ] && [ "${#ferry_tries}" -lt 20 ]; do
+    sleep 0.1 2>/dev/null
+    ferry_tries=${ferry_tries}x
+  done
   if [ -e "$ferry_dir/exit" ]; then
     ferry_rc=0
   else
