@@ -1,8 +1,9 @@
 """Run the ferry CLI in this process and report this process's own resource usage.
 
 `python benchmarks/ferry_rusage.py OUT.json ferry-args...` behaves like `ferry ferry-args...` and
-then writes {"user": s, "sys": s, "maxrss_kb": n, "wall": s, "exit": code} to OUT.json. Only ferry's
-process is measured (RUSAGE_SELF): the connectors it starts are not included.
+then writes {"user": s, "sys": s, "maxrss_kb": n, "minor_faults": n, "wall": s, "exit": code, ...}
+to OUT.json. Only ferry's process is measured (RUSAGE_SELF): the connectors it starts are not
+included.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ def main() -> int:
                 "user": usage.ru_utime,
                 "sys": usage.ru_stime,
                 "maxrss_kb": usage.ru_maxrss,
+                "minor_faults": usage.ru_minflt,
+                "voluntary_switches": usage.ru_nvcsw,
+                "involuntary_switches": usage.ru_nivcsw,
                 "wall": wall,
                 "exit": code,
             },

@@ -244,6 +244,36 @@ def test_image_without_airbyte_entrypoint_is_127_then_auto_derives_it(
     )
 
 
+@pytest.mark.docker
+@pytest.mark.usefixtures("docker_engine")
+def test_explicit_entrypoint_and_a_non_root_image_user(
+    relay_images: dict[str, str], tiny_images: Any
+) -> None:
+    """`entrypoint: <command>` is the wrapper's override; a connector running as another user
+    (uid 1234) reads its uploaded config and writes the exit file in the shared directory."""
+    script = 'cat "$3"; echo " uid=`id -u`"'
+    lines: list[str] = []
+
+    async def scenario() -> tuple[bytes, int, bytes, int]:
+        runtime = DockerRuntime()
+        try:
+            explicit = relay_ref(relay_images["hello"], entrypoint="/bin/echo explicit")
+            process = await runtime.start(invocation(explicit), lambda _: None)
+            out, code = await read_all(process.stdout), await process.wait()
+            ref = relay_ref(tiny_images.app_user, entrypoint="/connector.sh", env={"TINY": script})
+            inv = invocation(ref, "check", {"config": b'{"k": 1}'})
+            process = await runtime.start(inv, lines.append)
+            app_out = await read_all(process.stdout)
+            return out, code, app_out, await process.wait()
+        finally:
+            await runtime.close()
+
+    out, code, app_out, app_code = asyncio.run(scenario())
+    assert (out, code) == (b"explicit spec\n", 0)
+    assert (app_out, app_code) == (b'{"k": 1} uid=1234\n', 0), lines
+    assert not [line for line in lines if "cannot write" in line]
+
+
 # --- the relay port -------------------------------------------------------------------------
 
 

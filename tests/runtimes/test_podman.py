@@ -101,7 +101,7 @@ def connection_name() -> Iterator[str]:
     name = f"pm-{uuid.uuid4().hex[:8]}"
     yield name
     for pod in pods_of(name):  # a failed test must not leave pods behind
-        podman("pod", "rm", "-f", pod["Name"], check=False)
+        podman("pod", "rm", "-f", "-t", "0", pod["Name"], check=False)
         podman("secret", "rm", pod["Name"], check=False)
         podman("volume", "rm", "-f", pod["Name"], check=False)
 
@@ -126,6 +126,17 @@ def ferry_sync(connection: Path) -> tuple[int, dict[str, Any], str]:
 
 def stream_records(summary: dict[str, Any]) -> dict[str, int]:
     return {s["stream"]: s["records"] for s in summary["streams"]}
+
+
+# The heartbeat sidecar's budget once ferry is gone: it gives up on ferry within
+# `give_up_within()`, then (the wrapper has stopped the connector) tries to report the exit code
+# 3 times, each bounded by the probe timeout plus a 1 s pause (sidecar-heartbeat.sh), and exits.
+EXIT_REPORT_TRIES = 3
+
+
+def heartbeat_budget() -> float:
+    settings = HeartbeatSettings()
+    return settings.give_up_within() + EXIT_REPORT_TRIES * (settings.probe_timeout + 1)
 
 
 # --- syncs ---------------------------------------------------------------------------------------
@@ -189,7 +200,7 @@ def test_ferry_gone_mid_sync_pods_exit_within_heartbeat_budget(
 ) -> None:
     """SIGKILL closes ferry's sockets (the relays break at once); SIGSTOP keeps them open, so
     only the heartbeat notices that ferry is gone. Either way every container exits within the
-    heartbeat budget plus the wrapper's grace period (+10 s)."""
+    heartbeat budget plus the wrapper's grace period, + 10 s."""
     connection = write_connection(
         tmp_path,
         connection_name,
@@ -224,7 +235,7 @@ def test_ferry_gone_mid_sync_pods_exit_within_heartbeat_budget(
         if how == signal.SIGKILL:
             ferry.wait()
         killed = time.monotonic()
-        budget = HeartbeatSettings().give_up_within() + DEFAULT_GRACE + 10
+        budget = heartbeat_budget() + DEFAULT_GRACE + 10
         while True:
             pods = pods_of(connection_name)
             alive = [

@@ -8,7 +8,7 @@ heartbeat sidecar stops the connector when ferry is gone. Per connector run, all
 plain containers (`RunLabels.as_labels()` + `gc.owner_labels()` + `ferry.part`), all AutoRemove,
 the engine's init as PID 1 and the `none` log driver:
 
-    <name>-sandbox       the sidecar image running `sandbox_script`: it owns the network
+    <name>-sandbox       the sidecar image running SANDBOX_SCRIPT: it owns the network
                          namespace and the shared directory (an anonymous volume at IO_DIR),
                          like a pod's infra ("pause") container
     <name>-connector     the connector image running `wrapper_command(...)`, protocol arguments,
@@ -25,10 +25,13 @@ container down as soon as it exits, even while other containers still live in it
 (measured: "Network is unreachable" a moment after the owner exited). The connector exits while
 its relays still carry its last bytes to ferry and the heartbeat still reports its exit code, so
 the namespace must belong to a container that outlives it: exactly why pods have one. The
-sandbox exits on its own once the connector is done (`exit`, or the `terminate` marker, in the
-shared directory) and no relay connection to ferry's port is left in the namespace (read from
-/proc/net/tcp: established, connecting or still sending), or `SANDBOX_LINGER` seconds after the
-marker at most; so when ferry is killed, everything exits within the heartbeat budget + grace.
+sandbox exits on its own once the wrapper wrote `exit` in the shared directory and no relay
+connection to ferry's port is left in the namespace (read from /proc/net/tcp: established,
+connecting or still sending); when the termination marker exists too (ferry is gone or stopped
+the run: nobody needs the bytes) after SANDBOX_AFTER_STOP seconds at most, and SANDBOX_LINGER
+seconds after a marker without any `exit`. So when ferry is killed or frozen, every container
+exits within the heartbeat budget + the wrapper's grace (measured: 4-5 s after SIGKILL, ~30 s
+after SIGSTOP, where only the heartbeat can tell). Normally ferry removes them all itself.
 
 The FIFOs exist before any container starts: the sandbox is created, then the shared directory
 (mode 0777, so a connector running as another user can write `exit`) and its FIFOs (0666) are
@@ -52,24 +55,41 @@ its CMD), says so in the log, and passes it as the wrapper's override. Without e
 wrapper exits 127 with `AIRBYTE_ENTRYPOINT is not set in image <image>: ...`, which reaches the
 user through the stderr relay as the error's last stderr lines.
 
-The ConnectorProcess is the pods' `PodProcess` on a `DockerPod` backend: stdout/stdin are the
-relay registration's channels; `wait()` returns the connector container's exit status (from the
-engine's wait, registered before start) once stderr is drained, and fails with ConnectorCrashed
-when the channels end without an exit code; a relay sidecar that exits before its channel
-connected fails the run at once with its own last words; `terminate()` withdraws the token
-(the heartbeat then stops the connector), `docker stop`s the connector and removes every
-container (the anonymous volume goes with them).
+The ConnectorProcess (`DockerRelayProcess`) is the pods' `PodProcess` on a `DockerPod` backend:
+stdout/stdin are the relay registration's channels; `wait()` returns the connector container's
+exit status (from the engine's wait, registered before start) once stderr is drained, and fails
+with ConnectorCrashed when the channels end without an exit code; a relay sidecar that exits
+before its channel connected fails the run at once with its own last words; `terminate()`
+withdraws the token (the heartbeat then stops the connector), `docker stop`s the connector and
+removes every container (the anonymous volume goes with them). Like a plain DockerProcess, once
+terminated its stdout ends, stdin writes are a broken pipe and `wait()` gives the exit status, so
+a cancelled sync ends as cancelled (130), not crashed.
 
-Measured on this 2-core VM (dockerd 20.10, load from parallel jobs), source-generator ->
-destination-null, 2M records of ~100 bytes (~213 MB of JSON lines) per run, 3 interleaved reps
-per path, wall time of `ferry sync` (start-up included, ~2-4 s of it in containers):
+Measured on this 2-core VM (dockerd 20.10, cgroup v1, load average 5-6 from other jobs), the
+same sync three ways in one run, interleaved (local, docker, relay, local, ...), 5 reps:
+source-generator -> destination-null, 2 streams x 1M records of ~200 bytes (400 MB of JSON
+lines), a STATE every 10 000 records per stream. "sync" is the sync's own elapsed time (the
+read/write containers' start included), "wall" the whole `ferry sync` (spec, discover too);
+CPU seconds from RUSAGE_SELF (ferry), /proc (dockerd + containerd) and each container's
+cpuacct cgroup (sampled every 0.1 s); medians:
 
-    path                                 median wall   MB/s (median)   records/s
-    local (both processes)                  see RESULTS below
-    plain docker (attach streams)
-    docker relay (sidecars + TCP)
+    path            wall    sync   MB/s   M rec/s   ferry CPU   dockerd+containerd CPU
+    local           3.0 s   2.4 s   169     0.85      1.7 s        0.0 s
+    plain docker    6.9 s   5.0 s    80     0.40      2.3 s        1.1 s  (the attach copies)
+    docker relay    6.8 s   4.1 s    96     0.48      1.9 s        1.0 s  (26 container lives)
 
-RESULTS
+    relay-mode containers, CPU seconds per sync (400 MB through each data relay):
+    source:       relay-stdout 0.18   relay-stderr 0.04   heartbeat 0.03   sandbox 0.03
+    destination:  relay-stdin  0.19   relay-stdout 0.04   relay-stderr 0.03   heartbeat 0.04
+                  sandbox 0.03        (connectors: source 0.57, destination 1.11)
+
+Spread between reps is large (relay sync 3.1-6.1 s, plain docker 4.3-5.9 s, local 1.5-2.9 s):
+the machine's other jobs set the pace. The relays are not the bottleneck: socat moves 400 MB
+in ~0.2 CPU-seconds (~2 GB/s per core), ferry spends less CPU on relay sockets than on
+demultiplexing attach streams, and no byte goes through dockerd. What relay mode costs is
+start-up: five or six containers per connector run instead of one. A `spec` of the hello image,
+start to everything removed, medians of 7: plain 0.33 s, relay 0.82 s; a sync pays it five times
+(spec x2, discover, read, write), which the faster data path made up for in the runs above.
 """
 
 from __future__ import annotations
@@ -92,6 +112,8 @@ from ferry.runtimes._docker_attach import OutputStream, StderrLines
 from ferry.runtimes._docker_engine import Endpoint
 from ferry.runtimes._pod_process import PodProcess, stderr_sink
 from ferry.runtimes.base import (
+    ByteReader,
+    ByteWriter,
     ConnectorInvocation,
     ConnectorOptions,
     LogSink,
@@ -116,6 +138,7 @@ from ferry.wrapper import (
     STDERR,
     STDIN,
     STDOUT,
+    TERMINATED_EXIT_CODE,
     RelayEndpoint,
     RelayListener,
     RelayRegistration,
@@ -526,10 +549,23 @@ class DockerPod:
             stderr_tail=lines,
         )
 
+    @property
+    def exit_code(self) -> int | None:
+        """The connector container's exit status, once the engine reported it."""
+        task = self._main_exit
+        if task is None or not task.done() or task.cancelled() or task.exception() is not None:
+            return None
+        return task.result()
+
     async def stop(self, grace: float) -> None:
+        """`docker stop -t grace` of the connector container (TERM to the wrapper, then KILL)."""
         container_id = self.ids.get(CONNECTOR)
-        if container_id is not None:
-            await self._runtime.stop(container_id, grace)
+        if container_id is None:
+            return
+        await self._runtime.stop(container_id, grace)
+        if self._main_exit is not None:  # learn its exit status before everything is removed
+            with contextlib.suppress(TimeoutError, FerryError):
+                await asyncio.wait_for(asyncio.shield(self._main_exit), REMOVE_TIMEOUT)
 
     async def remove(self) -> None:
         """Remove every container (the sandbox last, with its volume). Idempotent, never raises."""
@@ -572,13 +608,100 @@ class DockerPod:
         raise RuntimeUnavailable(f"container {target} was still there after {REMOVE_TIMEOUT:g}s")
 
 
+class _StdoutEndsWhenStopped:
+    """The stdout relay, read as plain Docker's stdout: it ends (b"") once ferry stopped the run,
+    rather than failing because the run's token was withdrawn."""
+
+    def __init__(self, process: DockerRelayProcess, inner: ByteReader) -> None:
+        self._process = process
+        self._inner = inner
+
+    async def read(self, n: int) -> bytes:
+        if self._process.stopping:
+            return b""
+        try:
+            return await self._inner.read(n)
+        except FerryError:
+            if self._process.stopping:
+                return b""
+            raise
+
+
+class _StdinClosedWhenStopped:
+    """The stdin relay; once ferry stopped the run, writes fail like a closed pipe."""
+
+    def __init__(self, process: DockerRelayProcess, inner: ByteWriter) -> None:
+        self._process = process
+        self._inner = inner
+
+    async def write(self, data: bytes) -> None:
+        if self._process.stopping:
+            raise BrokenPipeError("the connector's stdin is closed (the run was stopped)")
+        try:
+            await self._inner.write(data)
+        except FerryError:
+            if self._process.stopping:
+                raise BrokenPipeError(
+                    "the connector's stdin is closed (the run was stopped)"
+                ) from None
+            raise
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class DockerRelayProcess(PodProcess):
+    """`PodProcess` with the stop semantics of a plain `DockerProcess`.
+
+    After `terminate()`, stdout ends (b""), stdin writes raise BrokenPipeError and `wait()`
+    returns the connector container's exit status (143 if the engine never reported one), as
+    the engine expects when it stops a run (cancel: the run must end as cancelled, not crashed).
+    `PodProcess` alone fails those calls with "its relay registration was withdrawn".
+    """
+
+    def __init__(
+        self,
+        pod: DockerPod,
+        listener: RelayListener,
+        registration: RelayRegistration,
+        tail: StderrTail,
+    ) -> None:
+        super().__init__(pod, listener, registration, tail)
+        self.pod = pod
+        self.stopping = False
+        self._finished = False
+        self.stdout = _StdoutEndsWhenStopped(self, registration.stdout)
+        if registration.stdin is not None:
+            self.stdin = _StdinClosedWhenStopped(self, registration.stdin)
+
+    async def wait(self) -> int:
+        if not self.stopping:
+            try:
+                code = await super().wait()
+            except FerryError:
+                if not self.stopping:
+                    self._finished = True
+                    raise
+            else:
+                self._finished = True
+                return code
+        await super().terminate()  # released already: a no-op, else release now
+        status = self.pod.exit_code
+        return TERMINATED_EXIT_CODE if status is None else status
+
+    async def terminate(self, grace: float = 10.0) -> None:
+        if not self._finished:
+            self.stopping = True
+        await super().terminate(grace)
+
+
 async def start_relayed(
     runtime: DockerRuntime,
     invocation: ConnectorInvocation,
     log: LogSink,
     *,
     args: Sequence[str] | None = None,
-) -> PodProcess:
+) -> DockerRelayProcess:
     """Start `invocation` in relay mode on `runtime`'s engine.
 
     `args` replaces the connector's arguments (`[*ref.args, verb, --config, ...]`), e.g. to run
@@ -629,7 +752,7 @@ async def start_relayed(
         listener.unregister(registration.token)
         await asyncio.shield(pod.remove())
         raise
-    return PodProcess(pod, listener, registration, tail)
+    return DockerRelayProcess(pod, listener, registration, tail)
 
 
 async def _gather_all(calls: Sequence[Any]) -> None:

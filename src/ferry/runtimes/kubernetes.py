@@ -17,6 +17,10 @@ pod is watched until the connector container terminates; its exit code is the re
 fails fast and says why on ErrImagePull/ImagePullBackOff (any container), OOMKilled, eviction,
 DeadlineExceeded (activeDeadlineSeconds), a failed init container and a pod deleted under it.
 On finish and on cancel the pod is deleted (background propagation) and the Secret with it.
+
+`entrypoint: auto` for an image without AIRBYTE_ENTRYPOINT: Kubernetes does not expose image
+metadata, so the image's ENTRYPOINT+CMD are read from its registry (`registry.py`), with the
+credentials of the connector's imagePullSecrets, else the local docker config.
 """
 
 from __future__ import annotations
