@@ -142,7 +142,8 @@ def collect_docker(dry_run: bool) -> list[str]:
                 lines.append(f"docker: would remove {what}")
                 continue
             try:
-                client.api.remove_container(container["Id"], force=True)
+                # v=True: a relay sandbox owns an anonymous volume (the shared FIFO dir).
+                client.api.remove_container(container["Id"], force=True, v=True)
             except docker.errors.NotFound:
                 continue
             except docker.errors.APIError as e:
