@@ -97,7 +97,8 @@ def main() -> int:
         stdout=subprocess.PIPE,
         bufsize=BUFFER,
     )
-    assert source.stdout is not None and destination.stdin is not None
+    assert source.stdout is not None
+    assert destination.stdin is not None
     assert destination.stdout is not None
     ledger = Ledger(args.state_file)
     echoes = threading.Thread(target=read_echoes, args=(destination.stdout, ledger), daemon=True)

@@ -185,9 +185,7 @@ class Bench:
 
     def pipe(self, records: int) -> Sample:
         config = self._write(f"gen-{records}.json", self.generator_config(records))
-        script = (
-            '"$0" read --config "$1" --catalog "$2" | "$3" write --config "$4" --catalog "$2"'
-        )
+        script = '"$0" read --config "$1" --catalog "$2" | "$3" write --config "$4" --catalog "$2"'
         argv = [
             "sh",
             "-c",
@@ -359,6 +357,10 @@ def _ferry_summary_line(mode: Mode, pipe_wall: float, naive_wall: float, nbytes:
 # ---------------------------------------------------------------------------------------------
 
 
+def _ferry_runner(bench: Bench, records: int, kwargs: Json) -> Callable[[], Sample]:
+    return lambda: bench.ferry(records, **kwargs)
+
+
 def throughput(bench: Bench, runtimes: list[str], repeat: int) -> tuple[Json, int]:
     records = bench.records
     nbytes = _workload_bytes(bench, records)
@@ -367,7 +369,7 @@ def throughput(bench: Bench, runtimes: list[str], repeat: int) -> tuple[Json, in
         Mode("naive", "naive Python orchestrator", lambda: bench.naive(records)),
         Mode("ferry_local", "ferry, local", lambda: bench.ferry(records)),
     ]
-    containers = [
+    containers: list[tuple[str, str, str, Json]] = [
         ("docker", "ferry_docker", "ferry, docker", {"runtime": "docker"}),
         ("relay", "ferry_relay", "ferry, docker + relay", {"runtime": "docker", "relay": True}),
         ("podman", "ferry_podman", "ferry, podman pods", {"runtime": "podman"}),
@@ -375,11 +377,11 @@ def throughput(bench: Bench, runtimes: list[str], repeat: int) -> tuple[Json, in
     for key, name, label, kwargs in containers:
         if key not in runtimes:
             continue
-        mode = Mode(name, label, lambda kw=kwargs: bench.ferry(records, **kw))  # type: ignore[misc]
+        mode = Mode(name, label, _ferry_runner(bench, records, kwargs))
         mode.skipped = bench.container_engine(str(kwargs["runtime"]))
         if mode.skipped is None:
             try:  # one small warm-up sync proves the runtime works (and pulls nothing)
-                bench.ferry(2 * STREAMS, **kwargs)  # type: ignore[arg-type]
+                bench.ferry(2 * STREAMS, **kwargs)
             except BenchError as error:
                 mode.skipped = f"a small sync failed: {str(error)[:300]}"
         modes.append(mode)
@@ -421,9 +423,9 @@ def startup(bench: Bench, runtimes: list[str], repeat: int) -> Json:
     }
     if "docker" in runtimes and bench.container_engine("docker") is None:
         image = bench.args.docker_source
-        probes["docker_run_spec_s"] = lambda: run_command(
-            ["docker", "run", "--rm", image, "spec"]
-        )[0]
+        probes["docker_run_spec_s"] = lambda: run_command(["docker", "run", "--rm", image, "spec"])[
+            0
+        ]
         probes["ferry_spec_docker_s"] = lambda: run_command(
             [str(BIN / "ferry"), "spec", f"docker:{image}", "--json"], env=bench.env
         )[0]
@@ -462,6 +464,8 @@ def rss_flatness(bench: Bench, small: int, large: int) -> Json:
             "bytes": summary["bytes"],
             "wall_s": round(sample.wall, 2),
             "mb_per_s": round(summary["bytes"] / sample.wall / 1e6, 1),
+            "sync_seconds": summary.get("seconds"),
+            "sync_mb_per_s": round(summary["bytes"] / summary["seconds"] / 1e6, 1),
             "ferry_peak_rss_mb": round(sample.rss_mb or 0, 1),
             "ferry_cpu_s": round(sample.cpu or 0, 2),
         }
@@ -473,7 +477,7 @@ def correctness(bench: Bench, big_payload: int, tiny_records: int) -> Json:
     """A record with a huge payload and many 1-byte payloads: exact counts and bytes."""
     if not os.access(SIZED, os.X_OK):
         SIZED.chmod(0o755)
-    cases = {
+    cases: dict[str, dict[str, int]] = {
         "huge_payload": {"count": 3, "payload_bytes": big_payload},
         "one_byte_payload": {"count": tiny_records, "payload_bytes": 1},
     }
@@ -584,7 +588,14 @@ def faker(bench: Bench, faker_exe: str | None, count: int, repeat: int, venv: Pa
         if pyairbyte_note is None:
             try:
                 wall, result = run_command(
-                    [str(pyairbyte_python), "-c", PYAIRBYTE_SCRIPT, faker_exe, str(count), str(bench.work)],
+                    [
+                        str(pyairbyte_python),
+                        "-c",
+                        PYAIRBYTE_SCRIPT,
+                        faker_exe,
+                        str(count),
+                        str(bench.work),
+                    ],
                     env={"AIRBYTE_OFFLINE_MODE": "1"},
                 )
                 pyairbyte.append(wall)
@@ -629,28 +640,45 @@ def targets(table: Json, rss: Json | None) -> Json:
     peak = [local.get("ferry_peak_rss_mb", 0.0)]
     if rss:
         peak += [v["ferry_peak_rss_mb"] for v in rss.values()]
-    return {
-        "ferry_local_vs_pipe": {
-            "target": f">= {TARGETS['vs_pipe']}",
-            "value": local.get("vs_pipe"),
-            "met": (local.get("vs_pipe") or 0) >= TARGETS["vs_pipe"],
-        },
-        "ferry_local_vs_naive": {
-            "target": f">= {TARGETS['vs_naive']}",
-            "value": local.get("vs_naive"),
-            "met": (local.get("vs_naive") or 0) >= TARGETS["vs_naive"],
-        },
-        "ferry_local_mb_per_s": {
-            "target": f">= {TARGETS['mb_per_s']}",
-            "value": local.get("mb_per_s"),
-            "met": (local.get("mb_per_s") or 0) >= TARGETS["mb_per_s"],
-        },
-        "ferry_peak_rss_mb": {
-            "target": f"<= {TARGETS['rss_mb']}",
-            "value": max(peak),
-            "met": max(peak) <= TARGETS["rss_mb"],
-        },
+
+    def at_least(value: float | None, target: float, what: str) -> Json:
+        return {
+            "what": what,
+            "target": f">= {target}",
+            "value": value,
+            "met": (value or 0) >= target,
+        }
+
+    out = {
+        "ferry_local_vs_pipe": at_least(
+            local.get("vs_pipe"), TARGETS["vs_pipe"], "wall-clock ratio, start-up included"
+        ),
+        "ferry_local_vs_naive": at_least(
+            local.get("vs_naive"), TARGETS["vs_naive"], "wall-clock ratio, start-up included"
+        ),
+        "ferry_local_mb_per_s": at_least(
+            local.get("mb_per_s"), TARGETS["mb_per_s"], "whole command, start-up included"
+        ),
+        "ferry_local_data_phase_mb_per_s": at_least(
+            local.get("sync_mb_per_s"),
+            TARGETS["mb_per_s"],
+            "ferry's own sync time: connectors' read/write start to the last commit",
+        ),
     }
+    if rss:
+        largest = max(rss, key=int)
+        out["ferry_long_run_mb_per_s"] = at_least(
+            rss[largest]["mb_per_s"],
+            TARGETS["mb_per_s"],
+            f"whole command, {int(largest):,} records",
+        )
+    out["ferry_peak_rss_mb"] = {
+        "what": "ferry's process, every ferry run of this benchmark",
+        "target": f"<= {TARGETS['rss_mb']}",
+        "value": max(peak),
+        "met": max(peak) <= TARGETS["rss_mb"],
+    }
+    return out
 
 
 def markdown(report: Json) -> str:
@@ -664,20 +692,30 @@ def markdown(report: Json) -> str:
         f"{meta['load_before']} before / {meta['load_after']} after; {meta['date']}.",
         "Wall time of the whole command, start-up included.",
         "",
-        "| path | records/s | MB/s | vs pipe | vs naive | ferry CPU ms/MB | ferry peak RSS |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| path | records/s | MB/s | vs pipe | vs naive | data phase MB/s | ferry CPU ms/MB "
+        "| ferry peak RSS |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in report["throughput"].values():
         if "skipped" in row:
-            lines.append(f"| {row['label']} | skipped: {row['skipped']} | | | | | |")
+            lines.append(f"| {row['label']} | skipped: {row['skipped']} | | | | | | |")
             continue
+        phase = row.get("sync_mb_per_s")
         cpu = row.get("ferry_cpu_ms_per_mb")
         rss = row.get("ferry_peak_rss_mb")
         lines.append(
             f"| {row['label']} | {row['records_per_s']:,} | {row['mb_per_s']:.0f} | "
             f"{row['vs_pipe']:.2f} | {row['vs_naive']:.2f} | "
+            f"{'' if phase is None else f'{phase:.0f}'} | "
             f"{'' if cpu is None else f'{cpu:.2f}'} | {'' if rss is None else f'{rss:.0f} MB'} |"
         )
+    lines += [
+        "",
+        "MB/s: the source's bytes over the whole command's wall time (start-up included). Data "
+        "phase: over ferry's own sync time (from starting the connectors' read/write to the "
+        "last commit; without ferry's import, spec and discover). ferry CPU: ferry's process "
+        "only (user + sys, start-up included), per MB moved.",
+    ]
     start = report.get("startup", {})
     if start:
         lines += ["", "Fixed costs (median seconds):", ""]
@@ -686,7 +724,8 @@ def markdown(report: Json) -> str:
     if rss:
         lines += ["", "Peak RSS of ferry's process by sync size:", ""]
         lines += [
-            f"- {int(k):,} records: {v['ferry_peak_rss_mb']} MB ({v['mb_per_s']} MB/s)"
+            f"- {int(k):,} records: {v['ferry_peak_rss_mb']} MB ({v['mb_per_s']} MB/s whole "
+            f"command, {v['sync_mb_per_s']} MB/s data phase, ferry CPU {v['ferry_cpu_s']} s)"
             for k, v in rss.items()
         ]
     fk = report.get("faker")
@@ -704,7 +743,8 @@ def markdown(report: Json) -> str:
         ]
     lines += ["", "Targets:", ""]
     lines += [
-        f"- {k}: {v['value']} (target {v['target']}) — {'met' if v['met'] else 'NOT met'}"
+        f"- {k}: {v['value']} (target {v['target']}; {v['what']}) — "
+        f"{'met' if v['met'] else 'NOT met'}"
         for k, v in report["targets"].items()
     ]
     return "\n".join(lines) + "\n"
@@ -808,7 +848,10 @@ def main(argv: list[str] | None = None) -> int:
                 install_pyairbyte(args.pyairbyte_venv)
             progress("source-faker")
             report["faker"] = faker(
-                bench, find_faker(args.faker), args.faker_count, min(3, args.repeat),
+                bench,
+                find_faker(args.faker),
+                args.faker_count,
+                min(3, args.repeat),
                 args.pyairbyte_venv,
             )
     finally:

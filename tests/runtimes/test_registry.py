@@ -157,16 +157,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(url: str, process: subprocess.Popen[bytes]) -> None:
+def wait_for(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        assert process.poll() is None, (
-            f"the registry exited: {process.stdout and process.stdout.read()!r}"
-        )
+        assert process.poll() is None, f"the registry exited: {log.read_text()}"
         try:
-            urllib.request.urlopen(url, timeout=1)
-            return
-        except urllib.error.HTTPError:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except urllib.error.HTTPError as error:
+            error.close()
             return  # 401: it answers
         except OSError:
             time.sleep(0.1)
@@ -186,10 +185,12 @@ def start_registry(
     }
     path = root / f"{name}.yml"
     path.write_text(json.dumps(config))  # JSON is YAML
-    process = subprocess.Popen(
-        [REGISTRY_BINARY, "serve", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    wait_for(f"http://127.0.0.1:{port}/v2/", process)
+    log = root / f"{name}.log"
+    with log.open("wb") as output:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [REGISTRY_BINARY, "serve", str(path)], stdout=output, stderr=subprocess.STDOUT
+        )
+    wait_for(f"http://127.0.0.1:{port}/v2/", process, log)
     return f"127.0.0.1:{port}", process
 
 

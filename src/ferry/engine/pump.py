@@ -29,7 +29,8 @@ from operator import attrgetter
 from ferry.engine.ledger import StateLedger, decode_state_line
 from ferry.engine.stats import StreamStats, SyncStats
 from ferry.errors import DecodeError, ProtocolViolation
-from ferry.protocol import decode_envelope, decode_envelopes, decode_message
+from ferry.protocol import decode_envelope, decode_message
+from ferry.protocol.decode import decode_known_envelopes
 from ferry.protocol.messages import (
     RECORD,
     STATE,
@@ -110,7 +111,7 @@ def decode_block(block: bytes) -> list[Envelope] | None:
     array = b"".join((b"[", memoryview(block)[:-1], b"]"))
     commas = array.replace(b"\n", b", ")
     try:
-        envelopes = decode_envelopes(commas)
+        envelopes = decode_known_envelopes(commas)
     except DecodeError:
         return None
     return envelopes if len(envelopes) == len(commas) - len(array) + 1 else None

@@ -11,18 +11,19 @@ official package. Hence msgspec, and an envelope type for the hot path.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgspec
 
 from ferry.errors import DecodeError
-from ferry.protocol.messages import MESSAGE_TYPES, AirbyteMessage, Envelope
+from ferry.protocol.messages import MESSAGE_TYPES, AirbyteMessage, Envelope, KnownEnvelope
 
 # strict=False: like the official (pydantic) models, accept 1.0 or "1" for an integer field
 # (emitted_at from a connector that computes milliseconds as a float).
 _message_decoder = msgspec.json.Decoder(AirbyteMessage, strict=False)
 _envelope_decoder = msgspec.json.Decoder(Envelope)
 _envelopes_decoder = msgspec.json.Decoder(list[Envelope])
+_known_envelopes_decoder = msgspec.json.Decoder(list[KnownEnvelope])
 _encoder = msgspec.json.Encoder()
 
 T = TypeVar("T")
@@ -56,6 +57,14 @@ def decode_envelopes(lines_as_json_array: bytes) -> list[Envelope]:
     """Decode many envelopes at once from `[line,line,...]`; one C call instead of one per line."""
     try:
         return _envelopes_decoder.decode(lines_as_json_array)
+    except (msgspec.DecodeError, UnicodeDecodeError, ValueError, TypeError, RecursionError) as e:
+        raise DecodeError(f"batch is not a list of AirbyteMessages ({e})") from None
+
+
+def decode_known_envelopes(lines_as_json_array: bytes) -> list[Envelope]:
+    """`decode_envelopes` for messages of the known types only (any other is a DecodeError)."""
+    try:
+        return cast(list[Envelope], _known_envelopes_decoder.decode(lines_as_json_array))
     except (msgspec.DecodeError, UnicodeDecodeError, ValueError, TypeError, RecursionError) as e:
         raise DecodeError(f"batch is not a list of AirbyteMessages ({e})") from None
 

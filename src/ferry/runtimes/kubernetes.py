@@ -400,9 +400,10 @@ class KubernetesPod:
                 raise
             except Exception as e:
                 error = api_error(f"watch {self.description}", e)
+                found = status_of(e)
                 delay = WATCH_RETRY_SECONDS[min(failures, len(WATCH_RETRY_SECONDS) - 1)]
                 failures += 1
-                if failures > 20:
+                if failures > 20 or (found is not None and found[0] in (401, 403)):
                     raise error from None
                 logger.warning("%s; retrying in %gs", error, delay)
                 await asyncio.sleep(delay)
