@@ -307,3 +307,36 @@ def test_connection_file_errors_exit_2_and_name_the_problem(tmp_path: Path) -> N
     result = ferry("sync", str(connection))
     assert result.returncode == 2
     assert "stream 'nope' is not in the catalog (streams: 'stream_0')" in result.stderr
+
+
+def test_dry_run_prints_pod_manifests_without_secrets_or_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FERRY_TEST_TOKEN", "s3cret-value-xyz")
+    connection = write_connection(
+        tmp_path,
+        runtime="kubernetes",
+        source={
+            "connector": "ferry-test/source-faker:dev",
+            "config": {"count": 5, "token": "${FERRY_TEST_TOKEN}"},
+            "kubernetes": {"namespace": "etl", "annotations": {"sidecar.istio.io/inject": "false"}},
+        },
+        destination={"connector": "ferry-test/destination-null:dev"},
+    )
+    result = ferry("sync", str(connection), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    documents = list(yaml.safe_load_all(result.stdout))
+    assert [d["kind"] for d in documents if d] == ["Secret", "Pod", "Secret", "Pod"]
+    assert all(d["metadata"]["namespace"] == "etl" for d in documents if d)
+    source_pod = documents[3]
+    assert source_pod["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
+    assert "s3cret-value-xyz" not in result.stdout
+    assert committed_cursor() == []
+    local = write_connection(
+        tmp_path,
+        source={"connector": "source-generator"},
+        destination={"connector": "destination-null"},
+    )
+    refused = ferry("sync", str(local), "--dry-run")
+    assert refused.returncode == 2
+    assert "--dry-run prints pod manifests" in refused.stderr

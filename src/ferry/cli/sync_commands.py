@@ -36,6 +36,11 @@ def register(subparsers: Subparsers) -> None:
     sync.add_argument("--relay", action="store_true", help="run containers through relay sidecars")
     sync.add_argument("--json", action="store_true", help="print the summary as JSON")
     sync.add_argument("--no-progress", action="store_true", help="no progress display")
+    sync.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the pod manifests (podman/kubernetes) the sync would create, run nothing",
+    )
     _store_option(sync)
     sync.set_defaults(handler=_sync)
 
@@ -72,6 +77,10 @@ def _sync(args: argparse.Namespace) -> int:
     options = SyncOptions(
         runtime=args.runtime, full_refresh=args.full_refresh, retries=args.retries, relay=args.relay
     )
+    if args.dry_run:
+        with open_store(args.state_db) as store:
+            print(_dry_run(SyncRunner(connection, store, options)), end="")
+        return 0
     progress = Progress(enabled=not args.no_progress and not args.json)
     with open_store(args.state_db) as store:
         runner = SyncRunner(connection, store, options, on_attempt=progress.follow)
@@ -81,6 +90,20 @@ def _sync(args: argparse.Namespace) -> int:
     else:
         _print_summary(result)
     return result.exit_code
+
+
+def _dry_run(runner: SyncRunner) -> str:
+    from ferry.runtimes.manifests import render_dry_run
+
+    invocations = runner.dry_run_invocations()
+    runtimes = {invocation.connector.runtime for invocation in invocations}
+    if not runtimes <= {"podman", "kubernetes"}:
+        raise ConfigError(
+            "--dry-run prints pod manifests; both connectors must run on podman or kubernetes "
+            f"(here: {', '.join(sorted(runtimes))}); try --runtime kubernetes"
+        )
+    namespace = str(runner.connection.source.options.kubernetes.get("namespace", "default"))
+    return render_dry_run(invocations, runtime=runtimes.pop(), namespace=namespace)
 
 
 async def _run_with_signals(runner: SyncRunner, progress: Progress) -> SyncResult:

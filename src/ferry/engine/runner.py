@@ -23,7 +23,7 @@ from ferry.protocol.messages import (
     StreamDescriptor,
 )
 from ferry.runtimes import get_runtime
-from ferry.runtimes.base import ConnectorRef, RunLabels, Runtime
+from ferry.runtimes.base import ConnectorInvocation, ConnectorRef, RunLabels, Runtime
 from ferry.runtimes.resolve import resolve_reference
 from ferry.store import Store, StreamCounts
 
@@ -139,6 +139,41 @@ class SyncRunner:
             labels=RunLabels("pending", self.connection.name),
         )
 
+    def dry_run_invocations(self) -> list[ConnectorInvocation]:
+        """The write and read invocations a sync would start, built without running anything.
+
+        Nothing is discovered, so the catalog file is a placeholder; the state is the committed one.
+        """
+        source = resolve_endpoint(self.connection.source, self.connection, self.options)
+        destination = resolve_endpoint(self.connection.destination, self.connection, self.options)
+        catalog = b'{"streams": "<discovered from the source when the sync runs>"}'
+        state = self.store.load_state(self.connection.name).state_file()
+        files = {
+            "source": {
+                "config": _config_file(self.connection.source, "source.config"),
+                "catalog": catalog,
+                **({"state": state} if state is not None and not self.options.full_refresh else {}),
+            },
+            "destination": {
+                "config": _config_file(self.connection.destination, "destination.config"),
+                "catalog": catalog,
+            },
+        }
+        return [
+            ConnectorInvocation(
+                destination,
+                "write",
+                files["destination"],
+                RunLabels("dry-run", self.connection.name, "destination"),
+            ),
+            ConnectorInvocation(
+                source,
+                "read",
+                files["source"],
+                RunLabels("dry-run", self.connection.name, "source"),
+            ),
+        ]
+
     async def run(self) -> SyncResult:
         try:
             plan = await self.plan()
@@ -220,6 +255,10 @@ class SyncRunner:
             getattr(outcome.error, "failure_type", None),
         )
         return outcome
+
+
+def _config_file(endpoint: Endpoint, where: str) -> bytes:
+    return json.dumps(resolve_env(endpoint.config, where)).encode()
 
 
 def _counts(stats: SyncStats) -> list[StreamCounts]:

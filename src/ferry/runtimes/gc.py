@@ -160,6 +160,7 @@ def collect_docker(dry_run: bool) -> list[str]:
 COLLECTORS: dict[str, Collector | str] = {
     "docker": collect_docker,
     "podman": "ferry.runtimes.pod_gc:collect_podman",
+    "kubernetes": "ferry.runtimes.pod_gc:collect_kubernetes",
 }
 
 
