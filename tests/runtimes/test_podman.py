@@ -35,6 +35,7 @@ from ferry.runtimes.gc import HOST_LABEL, OWNER_LABEL, PID_LABEL, process_start,
 from ferry.runtimes.manifests import build_manifests, for_podman, podman_secret
 from ferry.runtimes.pod_gc import collect_podman
 from ferry.runtimes.podman import PodmanRuntime
+from ferry.store import open_store
 from ferry.wrapper import LOOPBACK_HOST, HeartbeatSettings, RelayEndpoint
 from ferry.wrapper.script import DEFAULT_GRACE
 
@@ -129,14 +130,13 @@ def stream_records(summary: dict[str, Any]) -> dict[str, int]:
 
 
 # The heartbeat sidecar's budget once ferry is gone: it gives up on ferry within
-# `give_up_within()`, then (the wrapper has stopped the connector) tries to report the exit code
-# 3 times, each bounded by the probe timeout plus a 1 s pause (sidecar-heartbeat.sh), and exits.
-EXIT_REPORT_TRIES = 3
+# `give_up_within()`, then (the wrapper has stopped the connector) tries ONCE to report the exit
+# code, bounded by the probe timeout (the termination marker exists: no retries), and exits.
 
 
 def heartbeat_budget() -> float:
     settings = HeartbeatSettings()
-    return settings.give_up_within() + EXIT_REPORT_TRIES * (settings.probe_timeout + 1)
+    return settings.give_up_within() + settings.probe_timeout
 
 
 # --- syncs ---------------------------------------------------------------------------------------
@@ -192,6 +192,57 @@ def test_local_source_into_destination_pod(
     assert stream_records(summary) == {"stream_0": 20000, "stream_1": 20000}
     assert summary["states_committed"] == 8
     assert leftovers(connection_name) == NOTHING
+
+
+def committed_states(connection: str) -> int:
+    """How many state messages the store holds for `connection` (FERRY_HOME: the fixture's)."""
+    with open_store(None) as store:
+        return len(store.load_state(connection).to_messages())
+
+
+def test_sigint_mid_sync_is_cancelled_and_leaves_no_pod(
+    podman_images: None, connection_name: str, tmp_path: Path
+) -> None:
+    """SIGINT stops the source pod; the sync ends as cancelled (130), not crashed (3): the
+    stopped pod's stdout ends, its exit status is an exit status, and every pod is removed."""
+    connection = write_connection(
+        tmp_path,
+        connection_name,
+        runtime="podman",
+        source={"connector": GENERATOR, "config": {"count": 10**10, "state_every": 10000}},
+        destination={"connector": NULL, "config": {}},
+    )
+    ferry = subprocess.Popen(
+        [sys.executable, "-m", "ferry", "sync", str(connection), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 400
+        while True:  # until both sync pods run and a state was committed
+            assert ferry.poll() is None, "ferry ended before it was interrupted"
+            assert time.monotonic() < deadline, "the sync never committed a state"
+            if committed_states(connection_name):
+                break
+            time.sleep(0.5)
+        interrupted = time.monotonic()
+        ferry.send_signal(signal.SIGINT)
+        stdout, stderr = ferry.communicate(timeout=300)
+        print(f"ferry exited {time.monotonic() - interrupted:.1f}s after SIGINT")
+    finally:
+        if ferry.poll() is None:
+            ferry.kill()
+            ferry.communicate()
+    assert ferry.returncode == 130, stderr
+    summary = json.loads(stdout)
+    assert summary["status"] == "cancelled", summary
+    assert summary["states_committed"] >= 1
+    assert summary["records"] > 0
+    deadline = time.monotonic() + 10
+    while pods_of(connection_name) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert pods_of(connection_name) == []
 
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "frozen"])

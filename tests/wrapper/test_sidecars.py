@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from ferry.wrapper import (
     RelayEndpoint,
     RelayListener,
     RelayRegistration,
+    heartbeat_sidecar_command,
     relay_sidecar_command,
     sidecar_commands,
     wrapper_command,
@@ -374,6 +376,57 @@ def test_heartbeat_gives_up_when_ferry_hangs(
             assert "ferry is unreachable" in (io_dir / "terminate").read_text()
 
     asyncio.run(main())
+
+
+class RefusingServer(threading.Thread):
+    """Accepts connections and closes them at once (every request fails); counts them."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+
+    def run(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.sock.accept()
+                self.accepted += 1
+                conn.close()
+
+
+@pytest.mark.parametrize(("marked", "tries"), [(True, 1), (False, 3)], ids=["gone", "alive"])
+def test_exit_report_is_tried_once_after_the_termination_marker(
+    busybox_shell: Shell, io_dir: Path, marked: bool, tries: int
+) -> None:
+    """With the marker (ferry is gone or withdrew the token) one failed report is enough: more
+    would only keep the pod alive longer. Without it, a failing report is retried."""
+    (io_dir / "exit").write_text("3\n")
+    if marked:
+        (io_dir / "terminate").write_text("test: ferry is gone\n")
+    server = RefusingServer()
+    server.start()
+    try:
+        argv = heartbeat_sidecar_command(
+            token="a-test-token",
+            endpoint=RelayEndpoint("127.0.0.1", server.port),
+            io_dir=str(io_dir),
+            settings=FAST,
+            shell=busybox_shell.argv,
+        )
+        result = subprocess.run(
+            argv,
+            env={"PATH": busybox_shell.path},
+            capture_output=True,
+            text=True,
+            timeout=HANG_GUARD,
+            check=False,
+        )
+    finally:
+        server.sock.close()
+    assert result.returncode == 0, result.stderr
+    assert "could not report exit code 3 to ferry" in result.stderr
+    assert server.accepted == tries
 
 
 def test_unregister_stops_a_running_connector(

@@ -10,12 +10,14 @@ the common paths:
   searching the block for their type name and checking each candidate line's own envelope, so
   their byte offsets are known without splitting; the records between them are counted per
   segment, and a block is only rebuilt when a line must not reach the destination (LOG, TRACE);
-- otherwise (records of several streams interleaved, text lines, a type name that is escaped)
+- otherwise (records of several streams interleaved, text lines, an unknown or escaped type)
   the block is split into lines and routed line by line, with the same results.
 
-Measured on this project's 2-core VM, 200-byte records, 2 streams, a STATE every 10 000 records,
-in-process (callgrind instructions per MB routed): 44 M before these paths, 27 M after; the
-msgspec parse of the envelopes (~17 M) is most of what is left. See benchmarks/README.md.
+Measured on this project's 2-core VM (200-byte records, 2 streams, a STATE every 10 000
+records): in-process, 43 M instructions per MB routed before these paths (valgrind), 26 M after;
+in a real `ferry sync`, ferry's CPU went from ~5.5 to ~3 ms per MB. The msgspec parse of the
+envelopes is most of what is left (~35% of ferry's CPU), then the kernel's pipe copies (~18%).
+See benchmarks/README.md.
 """
 
 from __future__ import annotations

@@ -7,6 +7,12 @@ deadline, deletion). A failure aborts every relay channel with that error, so no
 hangs on a pod that is gone; `wait()` prefers the container's exit code and falls back to the
 code the heartbeat sidecar reported. The pod, its Secret and its relay token are released on
 `wait()`, on `terminate()` and when starting fails.
+
+Once `terminate()` stopped a run, the process behaves like a stopped local process or plain
+Docker container, as the sync engine expects of every runtime (a cancelled sync must end as
+cancelled, not crashed): stdout ends (b""), stdin writes raise BrokenPipeError, and `wait()`
+returns the connector's exit status (TERMINATED_EXIT_CODE when none was learned) instead of
+failing because the relay registration was withdrawn.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Protocol
 
 from ferry.errors import ConnectorCrashed, FerryError
 from ferry.runtimes.base import ByteReader, ByteWriter, LogSink, StderrTail
-from ferry.wrapper import RelayListener, RelayRegistration
+from ferry.wrapper import TERMINATED_EXIT_CODE, RelayListener, RelayRegistration
 
 logger = logging.getLogger("ferry.runtimes.pod")
 
@@ -29,6 +35,8 @@ CONNECT_TIMEOUT = 60.0
 EXIT_TIMEOUT = 60.0
 # After a relay broke, how long to wait for the pod's own explanation (OOMKilled, evicted...).
 EXPLAIN_TIMEOUT = 15.0
+# After `terminate()` stopped the pod, how long to wait for its connector's exit status.
+STOPPED_EXIT_TIMEOUT = 5.0
 
 
 class PodBackend(Protocol):
@@ -61,6 +69,48 @@ def stderr_sink(log: LogSink, tail: StderrTail) -> Callable[[str], None]:
     return sink
 
 
+class _StdoutEndsWhenStopped:
+    """The stdout relay; it ends (b"") once ferry stopped the run, rather than failing because
+    the run's token was withdrawn."""
+
+    def __init__(self, process: PodProcess, inner: ByteReader) -> None:
+        self._process = process
+        self._inner = inner
+
+    async def read(self, n: int) -> bytes:
+        if self._process.stopping:
+            return b""
+        try:
+            return await self._inner.read(n)
+        except FerryError:
+            if self._process.stopping:
+                return b""
+            raise
+
+
+class _StdinClosedWhenStopped:
+    """The stdin relay; once ferry stopped the run, writes fail like a closed pipe."""
+
+    def __init__(self, process: PodProcess, inner: ByteWriter) -> None:
+        self._process = process
+        self._inner = inner
+
+    async def write(self, data: bytes) -> None:
+        if self._process.stopping:
+            raise BrokenPipeError("the connector's stdin is closed (the run was stopped)")
+        try:
+            await self._inner.write(data)
+        except FerryError:
+            if self._process.stopping:
+                raise BrokenPipeError(
+                    "the connector's stdin is closed (the run was stopped)"
+                ) from None
+            raise
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
 class PodProcess:
     """A connector in a pod (implements ConnectorProcess)."""
 
@@ -75,16 +125,26 @@ class PodProcess:
         exit_timeout: float = EXIT_TIMEOUT,
     ) -> None:
         self.backend = backend
-        self.stdout: ByteReader = registration.stdout
-        self.stdin: ByteWriter | None = registration.stdin
+        self.stdout: ByteReader = _StdoutEndsWhenStopped(self, registration.stdout)
+        self.stdin: ByteWriter | None = None
+        if registration.stdin is not None:
+            self.stdin = _StdinClosedWhenStopped(self, registration.stdin)
         self._listener = listener
         self._registration = registration
         self._tail = tail
         self._connect_timeout = connect_timeout
         self._exit_timeout = exit_timeout
+        self._stopping = False  # terminate() stopped the run before wait() had its outcome
+        self._finished = False  # wait() had its outcome (exit code or failure)
         self._released = False
         self._release_lock = asyncio.Lock()
+        self._terminate_lock = asyncio.Lock()
         self._exit: asyncio.Task[int] = asyncio.create_task(self._watch())
+
+    @property
+    def stopping(self) -> bool:
+        """True once `terminate()` stopped the run (its outcome is no longer a failure)."""
+        return self._stopping
 
     async def _watch(self) -> int:
         try:
@@ -97,15 +157,36 @@ class PodProcess:
         self._registration.set_connect_timeout(self._connect_timeout)
 
     async def wait(self) -> int:
-        """The connector's exit code once its output and stderr were fully relayed."""
+        """The connector's exit code once its output and stderr were fully relayed.
+
+        After `terminate()`: the exit status it learned (TERMINATED_EXIT_CODE if none), never
+        the failure of the channels the stop broke.
+        """
+        if not self._stopping:
+            try:
+                code = await self._wait_exit()
+            except FerryError:
+                if not self._stopping:
+                    self._finished = True
+                    raise
+            else:
+                self._finished = True
+                return code
+        await self.terminate()  # waits for a terminate() under way; else releases now
+        return self._stopped_exit_code()
+
+    async def _wait_exit(self) -> int:
         try:
             try:
                 await self._registration.wait_stderr()
             except FerryError as relay_error:
+                if self._stopping:
+                    raise
                 raise await self._explain(relay_error) from None
             return await self._exit_code()
         finally:
-            await self._release()
+            if not self._stopping:  # else terminate() releases, once the pod is stopped
+                await self._release()
 
     async def _explain(self, relay_error: FerryError) -> FerryError:
         """The pod's own reason for a broken relay, if it gives one soon, else the relay's."""
@@ -118,36 +199,51 @@ class PodProcess:
         return relay_error
 
     async def _exit_code(self) -> int:
-        try:
-            return await asyncio.wait_for(asyncio.shield(self._exit), self._exit_timeout)
-        except TimeoutError:
-            code = self._registration.exit_code
-            if code is not None:
-                logger.warning(
-                    "%s: no container status within %gs; using the exit code %d the heartbeat "
-                    "sidecar reported",
-                    self.backend.description,
-                    self._exit_timeout,
-                    code,
-                )
-                return code
-            raise ConnectorCrashed(
-                f"{self.backend.description}: the connector's output ended but neither the "
-                f"container runtime nor the heartbeat reported its exit code within "
-                f"{self._exit_timeout:g}s",
-                stderr_tail="\n".join(self._tail.lines()),
-            ) from None
+        await asyncio.wait({self._exit}, timeout=self._exit_timeout)
+        if self._exit.cancelled():  # terminate() released the pod meanwhile
+            raise ConnectorCrashed(f"{self.backend.description}: the run was stopped")
+        if self._exit.done():
+            return self._exit.result()
+        code = self._registration.exit_code
+        if code is not None:
+            logger.warning(
+                "%s: no container status within %gs; using the exit code %d the heartbeat "
+                "sidecar reported",
+                self.backend.description,
+                self._exit_timeout,
+                code,
+            )
+            return code
+        raise ConnectorCrashed(
+            f"{self.backend.description}: the connector's output ended but neither the "
+            f"container runtime nor the heartbeat reported its exit code within "
+            f"{self._exit_timeout:g}s",
+            stderr_tail="\n".join(self._tail.lines()),
+        )
+
+    def _stopped_exit_code(self) -> int:
+        """The exit status of a stopped run: the container runtime's, else the heartbeat's."""
+        watch = self._exit
+        if watch.done() and not watch.cancelled() and watch.exception() is None:
+            return watch.result()
+        code = self._registration.exit_code
+        return TERMINATED_EXIT_CODE if code is None else code
 
     async def terminate(self, grace: float = 10.0) -> None:
         """Stop the pod if it still runs (TERM, KILL after `grace`), then delete it."""
-        if self._released:
-            return
-        try:
-            if not self._exit.done():
-                self._listener.unregister(self._registration.token)  # heartbeat: 410 -> stop
-                await self.backend.stop(grace)
-        finally:
-            await self._release()
+        if not self._finished:
+            self._stopping = True
+        async with self._terminate_lock:
+            if self._released:
+                return
+            try:
+                if not self._exit.done():
+                    self._listener.unregister(self._registration.token)  # heartbeat: 410 -> stop
+                    await self.backend.stop(grace)
+                    # learn the exit status before the pod (and the watch on it) goes
+                    await asyncio.wait({self._exit}, timeout=STOPPED_EXIT_TIMEOUT)
+            finally:
+                await self._release()
 
     def stderr_tail(self) -> list[str]:
         return self._tail.lines()

@@ -55,15 +55,15 @@ its CMD), says so in the log, and passes it as the wrapper's override. Without e
 wrapper exits 127 with `AIRBYTE_ENTRYPOINT is not set in image <image>: ...`, which reaches the
 user through the stderr relay as the error's last stderr lines.
 
-The ConnectorProcess (`DockerRelayProcess`) is the pods' `PodProcess` on a `DockerPod` backend:
-stdout/stdin are the relay registration's channels; `wait()` returns the connector container's
-exit status (from the engine's wait, registered before start) once stderr is drained, and fails
-with ConnectorCrashed when the channels end without an exit code; a relay sidecar that exits
-before its channel connected fails the run at once with its own last words; `terminate()`
-withdraws the token (the heartbeat then stops the connector), `docker stop`s the connector and
-removes every container (the anonymous volume goes with them). Like a plain DockerProcess, once
-terminated its stdout ends, stdin writes are a broken pipe and `wait()` gives the exit status, so
-a cancelled sync ends as cancelled (130), not crashed.
+The ConnectorProcess is the pods' `PodProcess` on a `DockerPod` backend: stdout/stdin are the
+relay registration's channels; `wait()` returns the connector container's exit status (from the
+engine's wait, registered before start) once stderr is drained, and fails with ConnectorCrashed
+when the channels end without an exit code; a relay sidecar that exits before its channel
+connected fails the run at once with its own last words; `terminate()` withdraws the token (the
+heartbeat then stops the connector), `docker stop`s the connector and removes every container
+(the anonymous volume goes with them). Like a plain DockerProcess, once terminated its stdout
+ends, stdin writes are a broken pipe and `wait()` gives the exit status (`PodProcess` does that
+for every pod runtime), so a cancelled sync ends as cancelled (130), not crashed.
 
 Measured on this 2-core VM (dockerd 20.10, cgroup v1, load average 5-6 from other jobs), the
 same sync three ways in one run, interleaved (local, docker, relay, local, ...), 5 reps:
@@ -112,8 +112,6 @@ from ferry.runtimes._docker_attach import OutputStream, StderrLines
 from ferry.runtimes._docker_engine import Endpoint
 from ferry.runtimes._pod_process import PodProcess, stderr_sink
 from ferry.runtimes.base import (
-    ByteReader,
-    ByteWriter,
     ConnectorInvocation,
     ConnectorOptions,
     LogSink,
@@ -138,7 +136,6 @@ from ferry.wrapper import (
     STDERR,
     STDIN,
     STDOUT,
-    TERMINATED_EXIT_CODE,
     RelayEndpoint,
     RelayListener,
     RelayRegistration,
@@ -549,14 +546,6 @@ class DockerPod:
             stderr_tail=lines,
         )
 
-    @property
-    def exit_code(self) -> int | None:
-        """The connector container's exit status, once the engine reported it."""
-        task = self._main_exit
-        if task is None or not task.done() or task.cancelled() or task.exception() is not None:
-            return None
-        return task.result()
-
     async def stop(self, grace: float) -> None:
         """`docker stop -t grace` of the connector container (TERM to the wrapper, then KILL)."""
         container_id = self.ids.get(CONNECTOR)
@@ -608,100 +597,13 @@ class DockerPod:
         raise RuntimeUnavailable(f"container {target} was still there after {REMOVE_TIMEOUT:g}s")
 
 
-class _StdoutEndsWhenStopped:
-    """The stdout relay, read as plain Docker's stdout: it ends (b"") once ferry stopped the run,
-    rather than failing because the run's token was withdrawn."""
-
-    def __init__(self, process: DockerRelayProcess, inner: ByteReader) -> None:
-        self._process = process
-        self._inner = inner
-
-    async def read(self, n: int) -> bytes:
-        if self._process.stopping:
-            return b""
-        try:
-            return await self._inner.read(n)
-        except FerryError:
-            if self._process.stopping:
-                return b""
-            raise
-
-
-class _StdinClosedWhenStopped:
-    """The stdin relay; once ferry stopped the run, writes fail like a closed pipe."""
-
-    def __init__(self, process: DockerRelayProcess, inner: ByteWriter) -> None:
-        self._process = process
-        self._inner = inner
-
-    async def write(self, data: bytes) -> None:
-        if self._process.stopping:
-            raise BrokenPipeError("the connector's stdin is closed (the run was stopped)")
-        try:
-            await self._inner.write(data)
-        except FerryError:
-            if self._process.stopping:
-                raise BrokenPipeError(
-                    "the connector's stdin is closed (the run was stopped)"
-                ) from None
-            raise
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-
-class DockerRelayProcess(PodProcess):
-    """`PodProcess` with the stop semantics of a plain `DockerProcess`.
-
-    After `terminate()`, stdout ends (b""), stdin writes raise BrokenPipeError and `wait()`
-    returns the connector container's exit status (143 if the engine never reported one), as
-    the engine expects when it stops a run (cancel: the run must end as cancelled, not crashed).
-    `PodProcess` alone fails those calls with "its relay registration was withdrawn".
-    """
-
-    def __init__(
-        self,
-        pod: DockerPod,
-        listener: RelayListener,
-        registration: RelayRegistration,
-        tail: StderrTail,
-    ) -> None:
-        super().__init__(pod, listener, registration, tail)
-        self.pod = pod
-        self.stopping = False
-        self._finished = False
-        self.stdout = _StdoutEndsWhenStopped(self, registration.stdout)
-        if registration.stdin is not None:
-            self.stdin = _StdinClosedWhenStopped(self, registration.stdin)
-
-    async def wait(self) -> int:
-        if not self.stopping:
-            try:
-                code = await super().wait()
-            except FerryError:
-                if not self.stopping:
-                    self._finished = True
-                    raise
-            else:
-                self._finished = True
-                return code
-        await super().terminate()  # released already: a no-op, else release now
-        status = self.pod.exit_code
-        return TERMINATED_EXIT_CODE if status is None else status
-
-    async def terminate(self, grace: float = 10.0) -> None:
-        if not self._finished:
-            self.stopping = True
-        await super().terminate(grace)
-
-
 async def start_relayed(
     runtime: DockerRuntime,
     invocation: ConnectorInvocation,
     log: LogSink,
     *,
     args: Sequence[str] | None = None,
-) -> DockerRelayProcess:
+) -> PodProcess:
     """Start `invocation` in relay mode on `runtime`'s engine.
 
     `args` replaces the connector's arguments (`[*ref.args, verb, --config, ...]`), e.g. to run
@@ -752,7 +654,7 @@ async def start_relayed(
         listener.unregister(registration.token)
         await asyncio.shield(pod.remove())
         raise
-    return DockerRelayProcess(pod, listener, registration, tail)
+    return PodProcess(pod, listener, registration, tail)
 
 
 async def _gather_all(calls: Sequence[Any]) -> None:

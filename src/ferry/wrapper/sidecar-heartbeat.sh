@@ -5,8 +5,10 @@
 # http://HOST:PORT/heartbeat/TOKEN (busybox wget bounded by timeout TIMEOUT, never wget -T).
 # A 410 answer (ferry no longer knows the token) or FAILURES failed probes in a row write the
 # termination marker DIR/terminate (first line: the reason), which makes the wrapper stop the
-# connector. Once DIR/exit exists it reports the code (GET /exit/TOKEN/CODE) and exits 0; if the
-# marker exists but no exit code appears within LINGER ticks, it gives up and exits 1.
+# connector. Once DIR/exit exists it reports the code (GET /exit/TOKEN/CODE; 3 tries, 1 s apart,
+# but a single one when the marker exists: ferry is gone or stopped the run, and retrying would
+# only keep the pod alive longer) and exits 0; if the marker exists but no exit code appears
+# within LINGER ticks, it gives up and exits 1.
 #
 # Rules for this text: POSIX sh only, and never a dollar sign followed by an opening parenthesis
 # or another dollar sign (see wrapper.sh). Lines starting with # are stripped before use.
@@ -42,8 +44,13 @@ ferry_report_exit() {
   case $ferry_code in
     '' | *[!0-9]*) ferry_code=255 ;;
   esac
-  for ferry_try in 1 2 3; do
+  ferry_tries=3
+  [ -e "$ferry_mark" ] && ferry_tries=1
+  ferry_try=
+  while :; do
     timeout "$ferry_timeout" wget -q -Y off -O /dev/null "$ferry_base/exit/$ferry_token/$ferry_code" 2>/dev/null && return 0
+    ferry_try=${ferry_try}x
+    [ "${#ferry_try}" -ge "$ferry_tries" ] && break
     sleep 1
   done
   ferry_log "could not report exit code $ferry_code to ferry at $ferry_where"
