@@ -91,7 +91,8 @@ def leftovers(connection: str) -> dict[str, list[str]]:
         for v in json.loads(podman("volume", "ls", "--format", "json").stdout or "[]")
         if v["Name"].startswith(prefix)
     ]
-    return {"pods": pods, "secrets": secrets, "volumes": volumes}
+    # Sorted: podman lists in no stable order.
+    return {"pods": sorted(pods), "secrets": sorted(secrets), "volumes": sorted(volumes)}
 
 
 NOTHING: dict[str, list[str]] = {"pods": [], "secrets": [], "volumes": []}
