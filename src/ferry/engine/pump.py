@@ -45,9 +45,9 @@ from ferry.protocol.messages import (
 from ferry.runtimes.base import ByteReader, ByteWriter
 from ferry.store.state import streams_touched
 
-# 256 KiB: a block, its JSON-array copy and the envelopes stay in the CPU caches; measured
-# here against 64 KiB .. 4 MiB, it needs the least CPU per MB (1 MiB: +15%, mostly page faults
-# and cache misses), and the 1 MiB pipe keeps the source busy meanwhile.
+# 256 KiB: a block, its JSON-array copies and the envelopes stay in the CPU caches; measured
+# here against 64 KiB .. 4 MiB, it needs the least CPU per MB (1 MiB: +25% CPU, 3x the system
+# time, page faults of fresh 1 MiB buffers), and the 1 MiB pipe keeps the source busy meanwhile.
 CHUNK_SIZE = 256 << 10
 # A single line may be huge (100 MB records exist); beyond this it is a runaway connector.
 MAX_LINE_BYTES = 512 << 20
