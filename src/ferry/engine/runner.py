@@ -18,6 +18,7 @@ from ferry.engine.sync import Attempt, AttemptOutcome, AttemptPlan
 from ferry.errors import Cancelled, FerryError
 from ferry.protocol import configure_catalog
 from ferry.protocol.messages import (
+    CATALOG,
     AirbyteStateMessage,
     ConfiguredAirbyteCatalog,
     StreamDescriptor,
@@ -124,9 +125,16 @@ class SyncRunner:
         register_secrets(destination_spec, destination_config)
         commands.validate_config(source_spec, source_config, "source.config")
         commands.validate_config(destination_spec, destination_config, "destination.config")
-        catalog = await commands.discover(
-            source, source_config, self.runtimes[source.runtime], spec=source_spec
+        # The config was validated above: run discover directly rather than validating again.
+        discovered = await commands.run_command(
+            source,
+            "discover",
+            {"config": json.dumps(source_config).encode()},
+            self.runtimes[source.runtime],
+            CATALOG,
         )
+        assert discovered.catalog is not None
+        catalog = discovered.catalog
         configured = configure_catalog(
             catalog, self.connection.streams, full_refresh=self.options.full_refresh
         )
