@@ -218,7 +218,7 @@ def test_process_start_sees_live_dead_and_zombie_processes() -> None:
     while True:  # a zombie until reaped: it counts as gone
         try:
             status = Path(f"/proc/{child.pid}/stat").read_text()
-        except FileNotFoundError:
+        except OSError:  # ENOENT, or ESRCH when reaped mid-read
             break
         if status[status.rfind(")") + 2] == "Z":
             break

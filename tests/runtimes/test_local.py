@@ -345,7 +345,7 @@ def is_alive(pid: int) -> bool:
     """True while the process exists and is not a zombie (an unreaped corpse is dead)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
+    except OSError:  # ENOENT, or ESRCH when the process is reaped mid-read
         return False
     return fields[0] not in ("Z", "X")
 
