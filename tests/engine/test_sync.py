@@ -340,3 +340,16 @@ def test_dry_run_prints_pod_manifests_without_secrets_or_running(
     refused = ferry("sync", str(local), "--dry-run")
     assert refused.returncode == 2
     assert "--dry-run prints pod manifests" in refused.stderr
+
+
+def test_an_option_the_runtime_ignores_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    connection = write_connection(
+        tmp_path,
+        runtime="podman",
+        source={"connector": "ferry-test/source-faker:dev", "network": "host"},
+        destination={"connector": "ferry-test/destination-null:dev"},
+    )
+    result = ferry("sync", str(connection), "--dry-run")
+    assert result.returncode == 2
+    assert "source: network does not apply to the podman runtime" in result.stderr
+    assert "kubernetes: {host_network: ...}" in result.stderr

@@ -41,7 +41,6 @@ from ferry.runtimes.docker_relay import (
     ENV_SIDECAR_IMAGE,
     PART_LABEL,
     check_reachable,
-    derive_entrypoint,
     fifo_archive,
     relay_host,
     sandbox_command,
@@ -156,17 +155,6 @@ def test_sandbox_command_looks_for_the_relay_port_in_hex() -> None:
     assert "$(" not in argv[2]
     assert "$$" not in argv[2]
     assert "01" in BUSY_TCP_STATES  # established connections keep the sandbox alive
-
-
-def test_entrypoint_derivation_follows_docker_run() -> None:
-    assert derive_entrypoint({"Env": ["AIRBYTE_ENTRYPOINT=/app/run"], "Entrypoint": ["x"]}) is None
-    assert derive_entrypoint({"Entrypoint": ["/bin/app", "--flag"], "Cmd": ["default"]}) == (
-        "/bin/app --flag"
-    )
-    assert derive_entrypoint({"Cmd": ["python", "main.py"]}) == "python main.py"
-    shell_form = {"Entrypoint": ["/bin/sh", "-c", 'echo "$0"']}
-    assert derive_entrypoint(shell_form) == "/bin/sh -c 'echo \"$0\"'"
-    assert derive_entrypoint({}) is None
 
 
 def test_relay_address_rules(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -136,15 +136,15 @@ def test_challenges_platforms_and_insecure_registries() -> None:
     )
 
 
-def test_derive_entrypoint() -> None:
-    assert (
-        derive_entrypoint({"Entrypoint": ["/bin/app"], "Cmd": ["--x", "a b"]})
-        == "/bin/app --x 'a b'"
+def test_derive_entrypoint_follows_docker_run() -> None:
+    """Protocol arguments replace CMD when there is an ENTRYPOINT, as `docker run IMAGE spec` does."""
+    assert derive_entrypoint({"Env": ["AIRBYTE_ENTRYPOINT=/app/run"], "Entrypoint": ["x"]}) is None
+    assert derive_entrypoint({"Entrypoint": ["/bin/app", "--flag"], "Cmd": ["--help"]}) == (
+        "/bin/app --flag"
     )
-    assert (
-        derive_entrypoint({"Env": ["AIRBYTE_ENTRYPOINT=python main.py"], "Entrypoint": ["x"]})
-        is None
-    )
+    assert derive_entrypoint({"Cmd": ["python", "a b.py"]}) == "python 'a b.py'"
+    shell_form = {"Entrypoint": ["/bin/sh", "-c", 'echo "$0"']}
+    assert derive_entrypoint(shell_form) == "/bin/sh -c 'echo \"$0\"'"
     assert derive_entrypoint({}) is None
 
 

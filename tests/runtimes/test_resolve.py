@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
 from ferry.errors import ConfigError, ConnectorNotFound
-from ferry.runtimes.base import ConnectorOptions, ConnectorRef
+from ferry.runtimes.base import ConnectorOptions, ConnectorRef, check_options_apply
 from ferry.runtimes.install import MANIFEST
 from ferry.runtimes.resolve import resolve_reference
 
@@ -136,3 +137,36 @@ def test_an_empty_image_and_an_unknown_runtime_are_config_errors() -> None:
         resolve_reference("docker:")
     with pytest.raises(ConfigError, match="unknown runtime 'vm'"):
         resolve_reference("source-faker", default_runtime="vm")
+
+
+@pytest.mark.parametrize(
+    ("runtime", "options", "message"),
+    [
+        (
+            "podman",
+            ConnectorOptions(network="host"),
+            "network does not apply to the podman runtime",
+        ),
+        ("kubernetes", ConnectorOptions(network="n"), "kubernetes: {host_network: ...}"),
+        ("local", ConnectorOptions(memory="1g", cpu="1"), "memory, cpu do not apply to the local"),
+        ("local", ConnectorOptions(relay=True), "relay does not apply to the local runtime"),
+        (
+            "docker",
+            ConnectorOptions(kubernetes={"namespace": "x"}),
+            "only to podman and kubernetes",
+        ),
+        ("local", ConnectorOptions(pull="always"), "only to docker and podman and kubernetes"),
+    ],
+)
+def test_an_option_the_runtime_would_ignore_is_an_error(
+    runtime: str, options: ConnectorOptions, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_options_apply(runtime, options)
+
+
+@pytest.mark.parametrize("runtime", ["local", "docker", "podman", "kubernetes"])
+def test_options_a_runtime_honours_pass(runtime: str) -> None:
+    check_options_apply(runtime, ConnectorOptions(env={"A": "1"}))
+    honoured = {"docker": ConnectorOptions(network="host", memory="1g", relay=True, pull="never")}
+    check_options_apply(runtime, honoured.get(runtime, ConnectorOptions()))

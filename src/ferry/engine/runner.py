@@ -15,7 +15,7 @@ from ferry.engine.connection import Connection, Endpoint
 from ferry.engine.secrets import register_secrets
 from ferry.engine.stats import SyncStats
 from ferry.engine.sync import Attempt, AttemptOutcome, AttemptPlan
-from ferry.errors import Cancelled, FerryError
+from ferry.errors import Cancelled, ConfigError, FerryError
 from ferry.protocol import configure_catalog
 from ferry.protocol.messages import (
     CATALOG,
@@ -24,7 +24,14 @@ from ferry.protocol.messages import (
     StreamDescriptor,
 )
 from ferry.runtimes import get_runtime
-from ferry.runtimes.base import ConnectorInvocation, ConnectorRef, RunLabels, Runtime
+from ferry.runtimes.base import (
+    ConnectorInvocation,
+    ConnectorRef,
+    Role,
+    RunLabels,
+    Runtime,
+    check_options_apply,
+)
 from ferry.runtimes.resolve import resolve_reference
 from ferry.store import Store, StreamCounts
 
@@ -74,16 +81,20 @@ class SyncResult:
 
 
 def resolve_endpoint(
-    endpoint: Endpoint, connection: Connection, options: SyncOptions
+    endpoint: Endpoint, connection: Connection, options: SyncOptions, role: Role
 ) -> ConnectorRef:
-    connector_options = endpoint.options
-    if options.relay:
-        connector_options = replace(connector_options, relay=True)
-    return resolve_reference(
+    ref = resolve_reference(
         endpoint.reference,
         default_runtime=options.runtime or connection.runtime,
-        options=connector_options,
+        options=endpoint.options,
     )
+    try:
+        check_options_apply(ref.runtime, ref.options)
+    except ConfigError as e:
+        raise ConfigError(f"{role}: {e}") from None
+    if options.relay and ref.runtime != "local":  # --relay: every container connector relays
+        ref = replace(ref, options=replace(ref.options, relay=True))
+    return ref
 
 
 class SyncRunner:
@@ -111,8 +122,10 @@ class SyncRunner:
 
     async def plan(self) -> AttemptPlan:
         """Resolve connectors, validate configs against their specs, discover, build the catalog."""
-        source = resolve_endpoint(self.connection.source, self.connection, self.options)
-        destination = resolve_endpoint(self.connection.destination, self.connection, self.options)
+        source = resolve_endpoint(self.connection.source, self.connection, self.options, "source")
+        destination = resolve_endpoint(
+            self.connection.destination, self.connection, self.options, "destination"
+        )
         for ref in (source, destination):
             self.runtimes.setdefault(ref.runtime, get_runtime(ref.runtime))
         source_config = resolve_env(self.connection.source.config, "source.config")
@@ -152,8 +165,10 @@ class SyncRunner:
 
         Nothing is discovered, so the catalog file is a placeholder; the state is the committed one.
         """
-        source = resolve_endpoint(self.connection.source, self.connection, self.options)
-        destination = resolve_endpoint(self.connection.destination, self.connection, self.options)
+        source = resolve_endpoint(self.connection.source, self.connection, self.options, "source")
+        destination = resolve_endpoint(
+            self.connection.destination, self.connection, self.options, "destination"
+        )
         catalog = b'{"streams": "<discovered from the source when the sync runs>"}'
         state = self.store.load_state(self.connection.name).state_file()
         files = {

@@ -7,11 +7,14 @@ container path, a Secret volume) and builds the protocol arguments with `protoco
 from __future__ import annotations
 
 import collections
+import json
 import os
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+from ferry.errors import ConfigError
 
 Verb = Literal["spec", "check", "discover", "read", "write"]
 Role = Literal["source", "destination", "connector"]
@@ -41,6 +44,42 @@ class ConnectorOptions:
     volumes: Mapping[str, str] = field(default_factory=dict)  # host dir -> container path
     # Kubernetes-only settings (namespace, resources, nodeSelector, ...), validated by that runtime.
     kubernetes: Mapping[str, Any] = field(default_factory=dict)
+
+
+# Which connector-block options each runtime honours; any other one set is an error, not ignored.
+_CONTAINER_OPTIONS = ("env", "entrypoint", "pull", "memory", "cpu", "volumes")
+OPTIONS_BY_RUNTIME: Mapping[str, tuple[str, ...]] = {
+    "local": ("env",),
+    "docker": (*_CONTAINER_OPTIONS, "relay", "network"),
+    # Pods always relay, so `relay: true` is simply true of them.
+    "podman": (*_CONTAINER_OPTIONS, "relay", "kubernetes"),
+    "kubernetes": (*_CONTAINER_OPTIONS, "relay", "kubernetes"),
+}
+_OPTION_HINTS = {
+    "network": "a pod's network is set with kubernetes: {host_network: ...}",
+    "memory": "resource limits need a container runtime",
+    "cpu": "resource limits need a container runtime",
+}
+
+
+def check_options_apply(runtime: str, options: ConnectorOptions) -> None:
+    """Raise ConfigError naming every option that is set but that `runtime` would ignore."""
+    honoured = OPTIONS_BY_RUNTIME[runtime]
+    defaults = ConnectorOptions()
+    ignored = [
+        name
+        for name in OPTIONS_BY_RUNTIME["docker"] + ("kubernetes",)
+        if name not in honoured and getattr(options, name) != getattr(defaults, name)
+    ]
+    if not ignored:
+        return
+    hints = sorted({_OPTION_HINTS[name] for name in ignored if name in _OPTION_HINTS})
+    users = [r for r in RUNTIME_NAMES if all(n in OPTIONS_BY_RUNTIME[r] for n in ignored)]
+    raise ConfigError(
+        f"{', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to the "
+        f"{runtime} runtime (only to {' and '.join(users) or 'other runtimes'})"
+        + "".join(f"; {hint}" for hint in hints)
+    )
 
 
 @dataclass(frozen=True)
@@ -143,9 +182,20 @@ class Runtime(Protocol):
         """Start the connector; each stderr line goes to `log`. Raises FerryError subclasses."""
         ...
 
+    async def fingerprint(self, ref: ConnectorRef) -> str | None:
+        """A text that changes whenever the code `ref` runs changes (for caching its spec), found
+        without starting the connector; None when this runtime cannot know that."""
+        ...
+
     async def close(self) -> None:
         """Release what the runtime holds (clients, listeners). Idempotent."""
         ...
+
+
+def fingerprint_of(ref: ConnectorRef, **identity: object) -> str:
+    """A runtime's fingerprint of `ref`: the runtime, the fixed arguments and what identifies the
+    code (an image id, an executable's stat), as canonical JSON."""
+    return json.dumps({"runtime": ref.runtime, "args": list(ref.args), **identity}, sort_keys=True)
 
 
 class StderrTail:

@@ -50,8 +50,8 @@ FERRY_DOCKER_RELAY_HOST set to an address of ferry's machine that its containers
 
 Entrypoint: the wrapper evals AIRBYTE_ENTRYPOINT. An explicit `entrypoint: <command>` overrides
 it; `entrypoint: auto` on an image without AIRBYTE_ENTRYPOINT derives it from the image's config
-(Docker's own rule: its ENTRYPOINT when it has one, the protocol arguments replacing CMD; else
-its CMD), says so in the log, and passes it as the wrapper's override. Without either, the
+(`registry.derive_entrypoint`, Docker's own rule: its ENTRYPOINT when it has one, the protocol
+arguments replacing CMD; else its CMD), says so in the log, and passes it as the wrapper's override. Without either, the
 wrapper exits 127 with `AIRBYTE_ENTRYPOINT is not set in image <image>: ...`, which reaches the
 user through the stderr relay as the error's last stderr lines.
 
@@ -128,6 +128,7 @@ from ferry.runtimes.docker import (
     parse_memory,
 )
 from ferry.runtimes.gc import owner_labels
+from ferry.runtimes.registry import derive_entrypoint
 from ferry.wrapper import (
     DOCKER_BRIDGE_HOST,
     IO_DIR,
@@ -140,7 +141,6 @@ from ferry.wrapper import (
     RelayListener,
     RelayRegistration,
     check_portable,
-    entrypoint_from_argv,
     shared_listener,
     sidecar_commands,
     wrapper_command,
@@ -243,21 +243,6 @@ def fifo_archive(reads_stdin: bool, io_dir: str = IO_DIR) -> bytes:
             fifo.mtime = now
             tar.addfile(fifo)
     return buffer.getvalue()
-
-
-def derive_entrypoint(config: Mapping[str, Any]) -> str | None:
-    """The wrapper's override for `entrypoint: auto`, as a shell command line.
-
-    None when the image sets AIRBYTE_ENTRYPOINT (the wrapper uses it) or has neither ENTRYPOINT
-    nor CMD. Otherwise what `docker run IMAGE ARGS...` runs: the ENTRYPOINT (ARGS replace CMD)
-    or, without one, the CMD (ARGS are appended, as the wrapper appends the protocol's).
-    """
-    for item in config.get("Env") or []:
-        name, _, value = str(item).partition("=")
-        if name == "AIRBYTE_ENTRYPOINT" and value.strip():
-            return None
-    argv = [str(a) for a in (config.get("Entrypoint") or config.get("Cmd") or [])]
-    return entrypoint_from_argv(argv) if argv else None
 
 
 def entrypoint_override(

@@ -19,7 +19,7 @@ DeadlineExceeded (activeDeadlineSeconds), a failed init container and a pod dele
 On finish and on cancel the pod is deleted (background propagation) and the Secret with it.
 
 `entrypoint: auto` for an image without AIRBYTE_ENTRYPOINT: Kubernetes does not expose image
-metadata, so the image's ENTRYPOINT+CMD are read from its registry (`registry.py`), with the
+metadata, so the image's config is read from its registry (`registry.py`; ENTRYPOINT, else CMD), with the
 credentials of the connector's imagePullSecrets, else the local docker config.
 """
 
@@ -527,7 +527,7 @@ class KubernetesRuntime:
     async def _auto_entrypoint(
         self, client: Any, image: str, namespace: str, pull_secrets: Sequence[str]
     ) -> str | None:
-        """`entrypoint: auto`: Entrypoint+Cmd from the image's registry, when the image has no
+        """`entrypoint: auto`: the entrypoint derived from the image's registry config, when the image has no
         AIRBYTE_ENTRYPOINT; credentials from the pod's imagePullSecrets, then the local docker
         config. On failure ferry goes on without an override (the wrapper then needs
         AIRBYTE_ENTRYPOINT and says so)."""
@@ -557,8 +557,7 @@ class KubernetesRuntime:
         entrypoint = derive_entrypoint(config)
         if entrypoint is not None:
             logger.info(
-                "%s has no AIRBYTE_ENTRYPOINT; entrypoint: auto runs its ENTRYPOINT+CMD from the "
-                "registry: %s",
+                "%s has no AIRBYTE_ENTRYPOINT; entrypoint: auto runs what its registry config says: %s",
                 image,
                 entrypoint,
             )

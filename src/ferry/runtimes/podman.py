@@ -4,7 +4,7 @@ Per connector run (`podman:IMAGE`, or `runtime: podman`):
 
 1. The images (connector and sidecar) are checked with `podman image exists` and pulled per the
    `pull` policy; with `entrypoint: auto` and no AIRBYTE_ENTRYPOINT in the image, the image's
-   ENTRYPOINT+CMD become the wrapper's entrypoint override (said so in the log).
+   ENTRYPOINT (else CMD) becomes the wrapper's entrypoint override (said so in the log).
 2. A relay token is registered on ferry's one relay listener.
 3. The manifests are the Kubernetes ones (`manifests.build_manifests`), adapted by
    `manifests.for_podman`: the Secret becomes a podman secret created beforehand from a Secret
@@ -249,7 +249,7 @@ class PodmanRuntime:
             entrypoint = derive_entrypoint(config)
             if entrypoint is not None:
                 logger.info(
-                    "%s has no AIRBYTE_ENTRYPOINT; entrypoint: auto runs its ENTRYPOINT+CMD: %s",
+                    "%s has no AIRBYTE_ENTRYPOINT; entrypoint: auto runs its ENTRYPOINT (else CMD): %s",
                     ref.target,
                     entrypoint,
                 )

@@ -479,15 +479,20 @@ async def fetch_image_config(
 
 
 def derive_entrypoint(config: Mapping[str, Any]) -> str | None:
-    """The wrapper's entrypoint override for `entrypoint: auto` from an image config: None when
-    AIRBYTE_ENTRYPOINT is set (the wrapper uses it) or the image has neither ENTRYPOINT nor CMD,
-    else ENTRYPOINT + CMD as a shell command line."""
+    """The wrapper's override for `entrypoint: auto` from an image config, as a shell command line;
+    the one rule of every runtime (Docker relay, Podman, Kubernetes).
+
+    None when the image sets AIRBYTE_ENTRYPOINT (the wrapper uses it) or has neither ENTRYPOINT
+    nor CMD. Otherwise what `docker run IMAGE ARGS...` (or a pod with only `args`) runs: the
+    ENTRYPOINT, whose CMD the protocol arguments replace, or without one the CMD, to which the
+    wrapper appends them. ENTRYPOINT+CMD would hand a connector its default arguments (often
+    `--help`) before the protocol's.
+    """
     from ferry.wrapper import entrypoint_from_argv
 
     for item in config.get("Env") or []:
         name, _, value = str(item).partition("=")
         if name == "AIRBYTE_ENTRYPOINT" and value.strip():
             return None
-    argv = [str(a) for a in (config.get("Entrypoint") or [])]
-    argv += [str(a) for a in (config.get("Cmd") or [])]
+    argv = [str(a) for a in (config.get("Entrypoint") or config.get("Cmd") or [])]
     return entrypoint_from_argv(argv) if argv else None
