@@ -213,8 +213,9 @@ class Outcome:
     exit_code: int = 0
     # A failure instead of a normal exit: "ErrImagePull" (any container, see `container`),
     # "OOMKilled", "Evicted", "DeadlineExceeded", "Deleted" (someone deletes the pod),
-    # "InitFailed".
+    # "InitFailed", "Unschedulable" (the scheduler finds no node; the pod stays Pending).
     failure: str | None = None
+    delay: float = 0.0  # seconds the connector runs before it writes anything
     container: str = "connector"
     # When set, called with each chunk of stdin (a destination); returns bytes to write to stdout.
     on_stdin: Callable[[bytes], bytes] | None = None
@@ -319,6 +320,15 @@ class Kubelet:
                 },
             )
             return
+        if outcome.failure == "Unschedulable":
+            condition = {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": "0/3 nodes are available: 3 Insufficient memory.",
+            }
+            await self._patch_status(record, {"phase": "Pending", "conditions": [condition]})
+            return
         if outcome.failure == "InitFailed":
             await self._patch_status(
                 record,
@@ -343,6 +353,7 @@ class Kubelet:
         stderr = await connect(host, port, token, "stderr")
         stdin = await connect(host, port, token, "stdin") if "relay-stdin" in endpoints else None
         writers = [w for _, w in (stdout, stderr) + ((stdin,) if stdin else ())]
+        await asyncio.sleep(outcome.delay)
         try:
             if outcome.failure in ("Evicted", "DeadlineExceeded", "Deleted"):
                 stdout[1].write(outcome.stdout)

@@ -256,6 +256,32 @@ async def test_pod_failures_are_reported_and_cleaned_up(
 
 
 @pytest.mark.asyncio
+async def test_an_unschedulable_pod_fails_at_the_schedule_timeout(cluster: FakeCluster) -> None:
+    kubelet = Kubelet(cluster, lambda pod, files: Outcome(failure="Unschedulable"))
+    runtime = KubernetesRuntime()
+    connector = ref(kubernetes={"schedule_timeout_seconds": 1})
+    with pytest.raises(
+        RuntimeUnavailable, match=r"not scheduled within 1s .*3 Insufficient memory.*raise kube"
+    ):
+        await asyncio.wait_for(commands.fetch_spec(connector, runtime), 30)
+    await settle(kubelet)
+    await runtime.close()
+    assert cluster.live("pods") == []
+
+
+@pytest.mark.asyncio
+async def test_the_schedule_timeout_stops_counting_once_the_pod_is_on_a_node(
+    cluster: FakeCluster,
+) -> None:
+    Kubelet(cluster, lambda pod, files: Outcome(stdout=line(SPEC), delay=1.5))
+    runtime = KubernetesRuntime()
+    connector = ref(kubernetes={"schedule_timeout_seconds": 1})
+    spec = await asyncio.wait_for(commands.fetch_spec(connector, runtime), 30)
+    assert spec.connectionSpecification
+    await runtime.close()
+
+
+@pytest.mark.asyncio
 async def test_nonzero_exit_code_and_stderr_reach_the_error(cluster: FakeCluster) -> None:
     Kubelet(cluster, lambda pod, files: Outcome(exit_code=3, stderr=b"boom: bad config\n"))
     runtime = KubernetesRuntime()

@@ -30,6 +30,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +43,13 @@ from ferry.errors import (
     RuntimeUnavailable,
 )
 from ferry.runtimes._pod_process import PodProcess, stderr_sink
-from ferry.runtimes.base import ConnectorInvocation, LogSink, StderrTail
+from ferry.runtimes.base import (
+    ConnectorInvocation,
+    ConnectorRef,
+    LogSink,
+    StderrTail,
+    fingerprint_of,
+)
 from ferry.runtimes.gc import owner_labels
 from ferry.runtimes.manifests import (
     CONNECTOR_CONTAINER,
@@ -78,6 +85,7 @@ CONFIG_ERRORS = frozenset(
     {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
 )
 WATCH_RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
+_DIGEST_PINNED = re.compile(r"@sha256:[0-9a-f]{64}$")
 
 
 # --- reading a pod's status (pure) --------------------------------------------------------------
@@ -91,6 +99,7 @@ class PodAssessment:
     exit_code: int | None = None
     error: FerryError | None = None
     note: str | None = None  # worth a log line (e.g. unschedulable), not a failure
+    scheduled: bool = False  # bound to a node (so the schedule timeout no longer applies)
 
 
 def _statuses(status: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
@@ -227,17 +236,25 @@ def assess_pod(
             error=ConnectorCrashed(f"{where} succeeded but reported no connector exit code")
         )
     running = bool((connector_status or {}).get("state", {}).get("running")) or phase == "Running"
+    scheduled = bool(spec.get("nodeName") or status.get("containerStatuses")) or running
     note = None
     for condition in status.get("conditions") or []:
-        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-            note = (
-                f"{where} is not scheduled yet ({condition.get('reason', '')}: "
-                f"{condition.get('message', '')})"
-            )
-    return PodAssessment(running=running, note=note)
+        if condition.get("type") == "PodScheduled":
+            scheduled = scheduled or condition.get("status") == "True"
+            if condition.get("status") == "False":
+                note = (
+                    f"{where} is not scheduled yet ({condition.get('reason', '')}: "
+                    f"{condition.get('message', '')})"
+                )
+    return PodAssessment(running=running, note=note, scheduled=scheduled)
 
 
 # --- the runtime --------------------------------------------------------------------------------
+
+
+def is_digest_pinned(image: str) -> bool:
+    """`repo@sha256:<64 hex digits>` (a tag before the digest is allowed and ignored by nodes)."""
+    return _DIGEST_PINNED.search(image) is not None
 
 
 def relay_host(settings: KubernetesSettings, environ: Mapping[str, str] | None = None) -> str:
@@ -323,9 +340,10 @@ def load_config() -> Any:
 class KubernetesPod:
     """One pod of one run (a PodBackend)."""
 
-    def __init__(self, client: Any, manifests: PodManifests) -> None:
+    def __init__(self, client: Any, manifests: PodManifests, schedule_timeout: float) -> None:
         self.client = client
         self.manifests = manifests
+        self.schedule_timeout = schedule_timeout
         self.name = manifests.name
         self.namespace = manifests.namespace
         self.description = f"pod {self.name} (namespace {self.namespace})"
@@ -368,6 +386,25 @@ class KubernetesPod:
                 )
 
     async def wait_connector(self, on_running: Callable[[], None]) -> int:
+        """The connector's exit code; fails when the pod is not on a node by the schedule timeout
+        (an unschedulable pod would otherwise wait for activeDeadlineSeconds, or forever)."""
+        guard = asyncio.timeout(self.schedule_timeout)
+        try:
+            async with guard:
+                return await self._watch_connector(on_running, guard)
+        except TimeoutError:
+            if not guard.expired():
+                raise
+            why = "; ".join(sorted(self._noted)) or "no scheduling event was seen"
+            raise RuntimeUnavailable(
+                f"{self.description} was not scheduled within {self.schedule_timeout:g}s ({why});"
+                " check node capacity against its resource requests, nodeSelector, tolerations"
+                " and affinity, or raise kubernetes.schedule_timeout_seconds"
+            ) from None
+
+    async def _watch_connector(
+        self, on_running: Callable[[], None], schedule_guard: asyncio.Timeout
+    ) -> int:
         from lightkube.resources.core_v1 import Pod
 
         failures = 0
@@ -386,6 +423,8 @@ class KubernetesPod:
                         raise verdict.error
                     if verdict.exit_code is not None:
                         return verdict.exit_code
+                    if verdict.scheduled:
+                        schedule_guard.reschedule(None)
                     if verdict.running and not notified:
                         notified = True
                         on_running()
@@ -514,7 +553,7 @@ class KubernetesRuntime:
         except BaseException:
             listener.unregister(registration.token)
             raise
-        pod = KubernetesPod(client, manifests)
+        pod = KubernetesPod(client, manifests, settings.schedule_timeout_seconds)
         try:
             await pod.create()
         except BaseException:
@@ -563,6 +602,13 @@ class KubernetesRuntime:
             )
         self._entrypoints[image] = entrypoint
         return entrypoint
+
+    async def fingerprint(self, ref: ConnectorRef) -> str | None:
+        """Only an image pinned by digest names fixed code: a tag may move on the registry (and
+        nodes may hold different images under it)."""
+        if not is_digest_pinned(ref.target):
+            return None
+        return fingerprint_of(ref, image=ref.target, entrypoint=ref.options.entrypoint)
 
     async def close(self) -> None:
         client, self._client = self._client, None

@@ -84,6 +84,8 @@ DEFAULT_SMALL_RESOURCES: dict[str, dict[str, str]] = {  # init and heartbeat con
     "limits": {"cpu": "100m", "memory": "32Mi"},
 }
 DEFAULT_TERMINATION_GRACE = 30
+# A pod may wait this long for a node: a cluster autoscaler typically adds one in a few minutes.
+DEFAULT_SCHEDULE_TIMEOUT = 600
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -267,7 +269,9 @@ class KubernetesSettings:
     node_selector, tolerations, affinity, image_pull_secrets, service_account_name,
     automount_service_account_token, security_context (the pod's), container_security_context
     (every container's), resources (the connector's requests/limits), sidecar_resources,
-    active_deadline_seconds, termination_grace_period_seconds, priority_class_name, host_network.
+    active_deadline_seconds, termination_grace_period_seconds, priority_class_name, host_network,
+    schedule_timeout_seconds (how long a Kubernetes pod may stay unschedulable: room for a cluster
+    autoscaler to add a node, not forever).
     """
 
     namespace: str | None = None
@@ -289,6 +293,7 @@ class KubernetesSettings:
     termination_grace_period_seconds: int = DEFAULT_TERMINATION_GRACE
     priority_class_name: str | None = None
     host_network: bool | None = None
+    schedule_timeout_seconds: int = DEFAULT_SCHEDULE_TIMEOUT
 
     KEYS = (
         "namespace",
@@ -310,6 +315,7 @@ class KubernetesSettings:
         "termination_grace_period_seconds",
         "priority_class_name",
         "host_network",
+        "schedule_timeout_seconds",
     )
 
     @classmethod
@@ -380,7 +386,7 @@ class KubernetesSettings:
                 kw[key] = names
             elif key in ("resources", "sidecar_resources"):
                 kw[key] = _resources_block(value, at)
-            elif key == "active_deadline_seconds":
+            elif key in ("active_deadline_seconds", "schedule_timeout_seconds"):
                 kw[key] = _positive_int(value, at)
             elif key == "termination_grace_period_seconds":
                 kw[key] = _positive_int(value, at, minimum=0)
