@@ -322,6 +322,25 @@ def test_writing_to_a_connector_that_exited_is_a_broken_pipe(tiny_images: Any) -
 
 @pytest.mark.docker
 @pytest.mark.usefixtures("docker_engine")
+def test_a_container_killed_under_its_memory_limit_says_so(tiny_images: Any) -> None:
+    async def scenario() -> tuple[int, list[str]]:
+        runtime = DockerRuntime()
+        try:
+            # `tail` buffers a "line" of /dev/zero that never ends: it grows until the OOM kill.
+            ref = tiny_ref(tiny_images.root, "tail /dev/zero", memory="16m")
+            process = await runtime.start(invocation(ref, "spec"), lambda _: None)
+            assert await read_all(process) == b""
+            return await process.wait(), process.stderr_tail()
+        finally:
+            await runtime.close()
+
+    code, tail = asyncio.run(scenario())
+    assert code == 137
+    assert "under its memory limit of 16m: most likely out of memory" in tail[-1]
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("docker_engine")
 def test_files_are_uploaded_not_mounted(tiny_images: Any) -> None:
     config = json.dumps({"password": SECRET}).encode()
     state = b'{"cursor": 1}'

@@ -81,8 +81,10 @@ from ferry.runtimes.base import (
     ByteWriter,
     ConnectorInvocation,
     ConnectorOptions,
+    ConnectorRef,
     LogSink,
     StderrTail,
+    fingerprint_of,
     protocol_args,
 )
 from ferry.runtimes.gc import owner_labels
@@ -91,6 +93,8 @@ FILES_DIR = "/ferry"
 PULL_POLICIES = ("never", "if-not-present", "always")
 # How long terminate() waits for the engine to remove a stopped container before forcing it.
 REMOVE_TIMEOUT = 30.0
+# 128 + SIGKILL: what the engine reports for a container the kernel (or `docker kill`) killed.
+SIGKILL_EXIT = 137
 
 T = TypeVar("T")
 logger = logging.getLogger("ferry.runtimes.docker")
@@ -284,6 +288,7 @@ class DockerProcess:
         closers: list[Callable[[], None]],
         exit_task: asyncio.Task[int],
         tail: StderrTail,
+        memory_limit: str | None = None,
     ) -> None:
         self.container_id = container_id
         self.name = name
@@ -295,6 +300,8 @@ class DockerProcess:
         self._closers = closers
         self._exit = exit_task
         self._tail = tail
+        self._memory_limit = memory_limit
+        self._terminating = False
         self._released = False
 
     async def wait(self) -> int:
@@ -306,6 +313,13 @@ class DockerProcess:
             self._release()
             raise
         self._release()
+        if code == SIGKILL_EXIT and self._memory_limit and not self._terminating:
+            # The engine's wait answer does not say OOM, and the auto-removed container can no
+            # longer be inspected: a SIGKILL nobody sent under a memory limit is the tell.
+            self._tail.add(
+                f"ferry: the container was killed (exit code {code}) under its memory limit of "
+                f"{self._memory_limit}: most likely out of memory; raise `resources: {{memory: ...}}`"
+            )
         return code
 
     async def terminate(self, grace: float = 10.0) -> None:
@@ -313,6 +327,7 @@ class DockerProcess:
         # Nobody reads stdout any more: keep draining (and dropping) it, or the engine blocks
         # writing to the paused attach stream and cannot stop the container.
         self._stdout.discard()
+        self._terminating = True
         try:
             if not self._exit.done():
                 try:
@@ -443,6 +458,7 @@ class DockerRuntime:
             closers,
             exit_task,
             tail,
+            memory_limit=ref.options.memory,
         )
 
     async def _image_config(self, image: str, policy: str) -> Mapping[str, Any]:
@@ -540,6 +556,20 @@ class DockerRuntime:
             return ""
 
         return await self._call(f"read {path} of the image", read)
+
+    async def fingerprint(self, ref: ConnectorRef) -> str | None:
+        """The image's content id after the pull policy is applied (as `start` applies it), and
+        the options that choose which program in the image runs."""
+        await self._image_config(ref.target, ref.options.pull)
+        client, _ = await self._connect()
+        info = await self._inspect_image(client, ref.target)
+        image_id = info.get("Id") if info is not None else None
+        if not image_id:
+            return None
+        options = ref.options
+        return fingerprint_of(
+            ref, image_id=str(image_id), relay=options.relay, entrypoint=options.entrypoint
+        )
 
     async def stop(self, container_id: str, grace: float) -> None:
         client, _ = await self._connect()

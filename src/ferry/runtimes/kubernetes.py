@@ -15,7 +15,8 @@ Per run: the Secret (config, catalog, state) is created, then the Pod, then the 
 ownerReference to the Pod (its uid only exists now), so deleting the pod deletes the Secret. The
 pod is watched until the connector container terminates; its exit code is the result. ferry
 fails fast and says why on ErrImagePull/ImagePullBackOff (any container), OOMKilled, eviction,
-DeadlineExceeded (activeDeadlineSeconds), a failed init container and a pod deleted under it.
+DeadlineExceeded (activeDeadlineSeconds), a failed init container, a pod deleted under it, and
+a pod still unscheduled after `schedule_timeout_seconds`.
 On finish and on cancel the pod is deleted (background propagation) and the Secret with it.
 
 `entrypoint: auto` for an image without AIRBYTE_ENTRYPOINT: Kubernetes does not expose image
