@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -628,6 +630,102 @@ def test_remote_engine_over_tcp_gets_files_and_stdin_eof(tiny_images: Any, tcp_e
     assert code == 0
     assert out == config + b"\n" + payload
     assert logged == ["eof-seen"]
+
+
+def make_tls_files(directory: Path) -> None:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, named as DOCKER_CERT_PATH
+    expects them (ca.pem, cert.pem, key.pem) plus the server's pair."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+            "/CN=ferry-test-ca", "-keyout", "ca-key.pem", "-out", "ca.pem")  # fmt: skip
+    (directory / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name, extra in (("server", ["-extfile", "san.cnf"]), ("client", [])):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN=ferry-test-{name}",
+                "-keyout", f"{name}-key.pem", "-out", f"{name}.csr")  # fmt: skip
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem",
+                "-CAcreateserial", "-days", "1", "-out", f"{name}.pem", *extra)  # fmt: skip
+    (directory / "client.pem").rename(directory / "cert.pem")
+    (directory / "client-key.pem").rename(directory / "key.pem")
+
+
+class TlsToUnix:
+    """Serve TLS with client-certificate auth on 127.0.0.1:<port>, forwarding to the engine's unix
+    socket: what a remote engine started with --tlsverify looks like to ferry."""
+
+    def __init__(self, unix_path: str, certs: Path) -> None:
+        self._unix_path = unix_path
+        self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=certs / "ca.pem")
+        self._context.verify_mode = ssl.CERT_REQUIRED
+        self._context.load_cert_chain(certs / "server.pem", certs / "server-key.pem")
+        self._loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self.port = 0
+        threading.Thread(target=self._loop.run_forever, daemon=True).start()
+        asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(10)
+
+    async def _serve(self) -> None:
+        self._server = await asyncio.start_server(self._forward, "127.0.0.1", 0, ssl=self._context)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_unix_connection(self._unix_path)
+
+        async def pipe(source: asyncio.StreamReader, target: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, ssl.SSLError):
+                while data := await source.read(1 << 16):
+                    target.write(data)
+                    await target.drain()
+                if target.can_write_eof():
+                    target.write_eof()  # the client's end of stdin reaches the engine
+                else:
+                    target.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        for each in (writer, up_writer):
+            each.close()
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._server.close)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+@pytest.mark.docker
+def test_remote_engine_over_tls_with_client_certificates(
+    tiny_images: Any, docker_engine: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    make_tls_files(tmp_path)
+    forwarder = TlsToUnix(host.removeprefix("unix://"), tmp_path)
+    monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{forwarder.port}")
+    monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
+    monkeypatch.setenv("DOCKER_CERT_PATH", str(tmp_path))
+    config = b'{"k": "v"}'
+    ref = tiny_ref(tiny_images.root, "cat /ferry/config.json; echo; cat; echo eof-seen >&2")
+
+    async def scenario() -> tuple[bytes, int, list[str]]:
+        runtime = DockerRuntime()
+        logged: list[str] = []
+        try:
+            process = await runtime.start(
+                invocation(ref, "write", {"config": config}), logged.append
+            )
+            assert process.stdin is not None
+            await process.stdin.write(b"y" * 1_000_003)
+            await process.stdin.close()
+            out = await read_all(process)
+            return out, await process.wait(), logged
+        finally:
+            await runtime.close()
+
+    try:
+        out, code, logged = asyncio.run(scenario())
+    finally:
+        forwarder.close()
+    assert (code, logged) == (0, ["eof-seen"])
+    assert out == config + b"\n" + b"y" * 1_000_003
 
 
 # --- gc -------------------------------------------------------------------------------------

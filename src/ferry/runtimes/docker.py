@@ -642,9 +642,22 @@ def connect() -> Any:
 
     import docker
 
+    class EngineApi(docker.APIClient):
+        def merge_environment_settings(
+            self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+        ) -> Any:
+            # requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE replace the session's CA whenever
+            # a call passes no `verify` (every SDK call): keep DOCKER_CERT_PATH's ca.pem.
+            verify = self.verify if verify is None else verify
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+
+    class EngineClient(docker.DockerClient):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.api = EngineApi(*args, **kwargs)
+
     host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     try:
-        client = docker.from_env()
+        client = EngineClient.from_env()
     except docker.errors.DockerException as e:
         raise RuntimeUnavailable(
             f"cannot reach the Docker engine at {host}: {_root_cause(e)}. "
