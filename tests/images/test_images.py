@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -218,14 +217,11 @@ class TestDockerImages:
         assert result.stdout.strip() == "pong"
 
     def test_unchanged_image_is_cached(self) -> None:
-        start = time.monotonic()
         result = run_build("--engine", "docker", "hello", "sidecar", "source-faker")
-        elapsed = time.monotonic() - start
         for name in ("hello", "sidecar", "source-faker"):
             assert f"{ref(name)} cached" in result.stdout, result.stdout
         assert " built" not in result.stdout
         assert "=built" not in result.stdout
-        assert elapsed < 15, f"a cached build took {elapsed:.1f}s"
 
 
 # --- Podman --------------------------------------------------------------------------------------
@@ -347,8 +343,9 @@ def test_engines_sh_is_fast_when_everything_is_there(
 ) -> None:
     if os.geteuid() != 0 or shutil.which("dpkg-query") is None:
         pytest.skip("engines.sh runs as root on Debian")
-    start = time.monotonic()
     result = subprocess.run(["bash", str(ENGINES_SH)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "are ready" in result.stderr
-    assert time.monotonic() - start < 10  # ~1 s on an idle machine
+    # Nothing to do: no install, no engine start, no config rewrite.
+    for busy in ("installing:", "starting dockerd", "dockerd is up", "wrote "):
+        assert busy not in result.stderr, result.stderr
