@@ -594,21 +594,27 @@ class TcpToUnix:
 
 
 @pytest.fixture
-def tcp_engine(docker_engine: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def engine_socket(docker_engine: None) -> str:
+    """The local engine's unix socket, which the forwarders below put behind tcp or TLS."""
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     if not host.startswith("unix://"):
         pytest.skip(f"the forwarder needs a local engine socket, DOCKER_HOST is {host}")
-    forwarder = TcpToUnix(host.removeprefix("unix://"))
+    return host.removeprefix("unix://")
+
+
+@pytest.fixture
+def tcp_engine(engine_socket: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    forwarder = TcpToUnix(engine_socket)
     address = f"tcp://127.0.0.1:{forwarder.port}"
     monkeypatch.setenv("DOCKER_HOST", address)
     yield address
     forwarder.close()
 
 
-@pytest.mark.docker
-def test_remote_engine_over_tcp_gets_files_and_stdin_eof(tiny_images: Any, tcp_engine: str) -> None:
+def check_files_and_stdin_eof(image_root: str) -> None:
+    """A write through the engine DOCKER_HOST names: uploaded config, 3 MB of stdin, then EOF."""
     config = json.dumps({"password": SECRET}).encode()
-    ref = tiny_ref(tiny_images.root, "cat /ferry/config.json; echo; cat; echo eof-seen >&2")
+    ref = tiny_ref(image_root, "cat /ferry/config.json; echo; cat; echo eof-seen >&2")
     payload = b"x" * 3_000_001
 
     async def scenario() -> tuple[bytes, int, list[str]]:
@@ -630,6 +636,11 @@ def test_remote_engine_over_tcp_gets_files_and_stdin_eof(tiny_images: Any, tcp_e
     assert code == 0
     assert out == config + b"\n" + payload
     assert logged == ["eof-seen"]
+
+
+@pytest.mark.docker
+def test_remote_engine_over_tcp_gets_files_and_stdin_eof(tiny_images: Any, tcp_engine: str) -> None:
+    check_files_and_stdin_eof(tiny_images.root)
 
 
 def make_tls_files(directory: Path) -> None:
@@ -692,40 +703,25 @@ class TlsToUnix:
         self._loop.call_soon_threadsafe(self._loop.stop)
 
 
-@pytest.mark.docker
-def test_remote_engine_over_tls_with_client_certificates(
-    tiny_images: Any, docker_engine: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+@pytest.fixture
+def tls_engine(
+    engine_socket: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[str]:
+    """DOCKER_HOST is a TLS endpoint that demands a client certificate (DOCKER_TLS_VERIFY)."""
     make_tls_files(tmp_path)
-    forwarder = TlsToUnix(host.removeprefix("unix://"), tmp_path)
-    monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{forwarder.port}")
+    forwarder = TlsToUnix(engine_socket, tmp_path)
+    address = f"tcp://127.0.0.1:{forwarder.port}"
+    monkeypatch.setenv("DOCKER_HOST", address)
     monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
     monkeypatch.setenv("DOCKER_CERT_PATH", str(tmp_path))
-    config = b'{"k": "v"}'
-    ref = tiny_ref(tiny_images.root, "cat /ferry/config.json; echo; cat; echo eof-seen >&2")
+    yield address
+    forwarder.close()
 
-    async def scenario() -> tuple[bytes, int, list[str]]:
-        runtime = DockerRuntime()
-        logged: list[str] = []
-        try:
-            process = await runtime.start(
-                invocation(ref, "write", {"config": config}), logged.append
-            )
-            assert process.stdin is not None
-            await process.stdin.write(b"y" * 1_000_003)
-            await process.stdin.close()
-            out = await read_all(process)
-            return out, await process.wait(), logged
-        finally:
-            await runtime.close()
 
-    try:
-        out, code, logged = asyncio.run(scenario())
-    finally:
-        forwarder.close()
-    assert (code, logged) == (0, ["eof-seen"])
-    assert out == config + b"\n" + b"y" * 1_000_003
+@pytest.mark.docker
+def test_remote_engine_over_tls_with_client_certificates(tiny_images: Any, tls_engine: str) -> None:
+    # The machine's REQUESTS_CA_BUNDLE (if any) must not replace DOCKER_CERT_PATH's CA.
+    check_files_and_stdin_eof(tiny_images.root)
 
 
 # --- gc -------------------------------------------------------------------------------------
