@@ -82,7 +82,8 @@ def _print_json(value: Any, *, compact: bool = False) -> None:
 
 
 def _spec(args: argparse.Namespace) -> int:
-    spec = asyncio.run(commands.fetch_spec(_connector(args)))
+    # The user asks the connector itself; what it answers refreshes the spec `ferry sync` uses.
+    spec = asyncio.run(commands.fetch_spec(_connector(args), refresh_cache=True))
     _print_json(to_builtins(spec), compact=args.json)
     return 0
 

@@ -34,6 +34,11 @@ def register(subparsers: Subparsers) -> None:
         "--retries", type=_non_negative, default=2, help="retries of transient failures"
     )
     sync.add_argument("--relay", action="store_true", help="run containers through relay sidecars")
+    sync.add_argument(
+        "--no-spec-cache",
+        action="store_true",
+        help="run the connectors' spec instead of using their cached specs (and refresh those)",
+    )
     sync.add_argument("--json", action="store_true", help="print the summary as JSON")
     sync.add_argument("--no-progress", action="store_true", help="no progress display")
     sync.add_argument(
@@ -75,7 +80,11 @@ def _non_negative(text: str) -> int:
 def _sync(args: argparse.Namespace) -> int:
     connection = load_connection(args.connection)
     options = SyncOptions(
-        runtime=args.runtime, full_refresh=args.full_refresh, retries=args.retries, relay=args.relay
+        runtime=args.runtime,
+        full_refresh=args.full_refresh,
+        retries=args.retries,
+        relay=args.relay,
+        spec_cache=not args.no_spec_cache,
     )
     if args.dry_run:
         with open_store(args.state_db) as store:

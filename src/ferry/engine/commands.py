@@ -18,6 +18,7 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import ValidationError
 
+from ferry.engine import spec_cache
 from ferry.engine.secrets import register_secrets
 from ferry.errors import (
     ConfigError,
@@ -65,11 +66,34 @@ _PAYLOAD = {SPEC: "spec", CONNECTION_STATUS: "connectionStatus", CATALOG: "catal
 _REPORTED_FAILURES = ("config_error", "transient_error")
 
 
-async def fetch_spec(ref: ConnectorRef, runtime: Runtime | None = None) -> ConnectorSpecification:
+async def fetch_spec(
+    ref: ConnectorRef, runtime: Runtime | None = None, *, refresh_cache: bool = False
+) -> ConnectorSpecification:
+    """Run the connector's `spec`; with `refresh_cache`, also cache the result for `cached_spec`."""
     async with _runtime_for(ref, runtime) as running:
+        # Taken before the run: code replaced meanwhile must not get the old code's spec.
+        fingerprint = await running.fingerprint(ref) if refresh_cache else None
         message = await run_command(ref, "spec", {}, running, SPEC)
     assert message.spec is not None
+    if fingerprint is not None:
+        spec_cache.store_spec(fingerprint, message.spec)
     return message.spec
+
+
+async def cached_spec(ref: ConnectorRef, runtime: Runtime) -> ConnectorSpecification:
+    """The spec cached for exactly this connector code, else `fetch_spec`'s (then cached)."""
+    fingerprint = await runtime.fingerprint(ref)
+    if fingerprint is None:
+        logger.debug("%s: the runtime cannot fingerprint it; running spec", ref.display)
+        return await fetch_spec(ref, runtime)
+    spec = spec_cache.load_spec(fingerprint)
+    if spec is not None:
+        logger.debug("%s: spec from the cache", ref.display)
+        return spec
+    logger.debug("%s: no cached spec; running spec", ref.display)
+    spec = await fetch_spec(ref, runtime)
+    spec_cache.store_spec(fingerprint, spec)
+    return spec
 
 
 async def check(
@@ -120,7 +144,7 @@ async def _checked_config_files(
     runtime: Runtime,
     spec: ConnectorSpecification | None,
 ) -> dict[str, bytes]:
-    spec = spec or await fetch_spec(ref, runtime)
+    spec = spec or await cached_spec(ref, runtime)
     register_secrets(spec, config)
     validate_config(spec, config)
     return {"config": json.dumps(config).encode()}

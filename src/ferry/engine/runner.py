@@ -21,6 +21,7 @@ from ferry.protocol.messages import (
     CATALOG,
     AirbyteStateMessage,
     ConfiguredAirbyteCatalog,
+    ConnectorSpecification,
     StreamDescriptor,
 )
 from ferry.runtimes import get_runtime
@@ -46,6 +47,7 @@ class SyncOptions:
     full_refresh: bool = False
     retries: int = 2
     relay: bool = False
+    spec_cache: bool = True  # False: run each connector's spec, and refresh its cached one
 
 
 @dataclass
@@ -131,8 +133,7 @@ class SyncRunner:
         source_config = resolve_env(self.connection.source.config, "source.config")
         destination_config = resolve_env(self.connection.destination.config, "destination.config")
         source_spec, destination_spec = await asyncio.gather(
-            commands.fetch_spec(source, self.runtimes[source.runtime]),
-            commands.fetch_spec(destination, self.runtimes[destination.runtime]),
+            self._spec(source), self._spec(destination)
         )
         register_secrets(source_spec, source_config)
         register_secrets(destination_spec, destination_config)
@@ -159,6 +160,12 @@ class SyncRunner:
             catalog=configured,
             labels=RunLabels("pending", self.connection.name),
         )
+
+    async def _spec(self, ref: ConnectorRef) -> ConnectorSpecification:
+        runtime = self.runtimes[ref.runtime]
+        if self.options.spec_cache:
+            return await commands.cached_spec(ref, runtime)
+        return await commands.fetch_spec(ref, runtime, refresh_cache=True)
 
     def dry_run_invocations(self) -> list[ConnectorInvocation]:
         """The write and read invocations a sync would start, built without running anything.

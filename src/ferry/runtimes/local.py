@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import ctypes
 import fcntl
+import importlib.util
 import os
 import shutil
 import signal
@@ -30,10 +31,13 @@ from ferry.runtimes.base import (
     ByteReader,
     ByteWriter,
     ConnectorInvocation,
+    ConnectorRef,
     LogSink,
     StderrTail,
+    fingerprint_of,
     protocol_args,
 )
+from ferry.runtimes.install import load_manifest
 
 PIPE_SIZE = 1 << 20  # Linux's default /proc/sys/fs/pipe-max-size
 STDERR_CHUNK = 64 * 1024
@@ -294,8 +298,49 @@ class LocalRuntime:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
 
+    async def fingerprint(self, ref: ConnectorRef) -> str | None:
+        return executable_fingerprint(ref)
+
     async def close(self) -> None:
         """Nothing is held between connectors."""
+
+
+def executable_fingerprint(ref: ConnectorRef) -> str | None:
+    """The executable's real path, size and mtime; for a connector ferry installed, also its
+    package version; for a script beside ferry's interpreter (a first-party connector, whose
+    code an editable install changes without touching the script), ferry_connectors' sources.
+    None when the executable cannot be read (starting it will say why)."""
+    executable = Path(ref.target)
+    try:
+        real = executable.resolve(strict=True)
+        stat = real.stat()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop
+        return None
+    identity: dict[str, object] = {
+        "executable": str(real),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+    }
+    installed = load_manifest(executable.parent.parent)  # <venv>/bin/<script>
+    if installed is not None and installed.executable_path == executable:
+        identity["package"] = f"{installed.package}=={installed.version}"
+    if executable.parent == Path(sys.executable).parent:
+        identity["first_party_sources"] = _first_party_sources()
+    return fingerprint_of(ref, **identity)
+
+
+def _first_party_sources() -> list[list[object]]:
+    """Name, size and mtime of each module of ferry_connectors (found without importing it)."""
+    found = importlib.util.find_spec("ferry_connectors")
+    if found is None or not found.submodule_search_locations:
+        return []
+    package = Path(next(iter(found.submodule_search_locations)))
+    sources: list[list[object]] = []
+    for module in sorted(package.glob("*.py")):
+        with contextlib.suppress(FileNotFoundError):  # replaced by an editor right now
+            stat = module.stat()
+            sources.append([module.name, stat.st_size, stat.st_mtime_ns])
+    return sources
 
 
 async def _spawn(

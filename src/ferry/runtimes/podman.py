@@ -42,7 +42,13 @@ from typing import Any
 
 from ferry.errors import ConfigError, ConnectorCrashed, ImageUnavailable, RuntimeUnavailable
 from ferry.runtimes._pod_process import PodProcess, stderr_sink
-from ferry.runtimes.base import ConnectorInvocation, LogSink, StderrTail
+from ferry.runtimes.base import (
+    ConnectorInvocation,
+    ConnectorRef,
+    LogSink,
+    StderrTail,
+    fingerprint_of,
+)
 from ferry.runtimes.gc import owner_labels
 from ferry.runtimes.manifests import (
     CONNECTOR_CONTAINER,
@@ -353,6 +359,16 @@ class PodmanRuntime:
             config = {}
         self._configs[image] = config
         return config
+
+    async def fingerprint(self, ref: ConnectorRef) -> str | None:
+        """The image's id after the pull policy is applied (as `start` applies it), and the
+        `entrypoint` option (a pod always runs the image under ferry's wrapper)."""
+        await self._ensure_image(ref.target, ref.options.pull)
+        inspected = await podman("image", "inspect", "--format", "{{.Id}}", ref.target)
+        image_id = inspected.stdout.strip()
+        if inspected.code != 0 or not image_id:
+            return None
+        return fingerprint_of(ref, image_id=image_id, entrypoint=ref.options.entrypoint)
 
     async def close(self) -> None:
         """Nothing to release: pods are removed by their processes, the listener is shared."""
