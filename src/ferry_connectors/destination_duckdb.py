@@ -25,11 +25,18 @@ Sync modes.
 - append_dedup: one row per primary key; the row with the greatest cursor wins (NULL cursors lose),
   ties go to the record that arrived last. The table is deduplicated at every commit, for the keys
   written in it (a table that already held duplicates keeps those of keys not written again).
-- overwrite: the old rows are deleted in the same transaction that writes the stream's first rows
-  (or at the end of the input for a stream that received no record), so a sync that fails before
-  keeps the old data. With a `generation_id` in the configured stream, only the rows of other
-  generations are deleted, so a retried attempt of the same generation keeps what it committed.
-  `minimum_generation_id` also deletes older generations in the append modes.
+- overwrite: the stream's rows go into a staging table, `_ferry_staging_<table>` in the same
+  schema (created at the stream's first record or status; a crashed run's leftover is replaced),
+  committed at each state like any write. When a STREAM_STATUS trace says the stream is COMPLETE,
+  the staging table replaces the table at once (DROP + RENAME in one transaction: no row is
+  copied, and until the commit the old table is what a crash leaves); a stream completed without
+  records ends as an empty table. When it ends INCOMPLETE, or the input ends before its COMPLETE
+  while the input held statuses, the staging table is dropped, the table keeps its previous
+  contents and a WARN log says so. An input without any STREAM_STATUS (an orchestrator that does
+  not send them) swaps at its end. With a `generation_id` in the configured stream, the rows of
+  that generation already in the table are kept, so a retried attempt of the same generation
+  keeps what it committed. `minimum_generation_id` also deletes older generations in the append
+  modes.
 
 Transactions. Records are buffered per stream and inserted in batches: a batch is written to a
 temporary file, one message line per row, and loaded by DuckDB's `read_csv` (one VARCHAR column)
@@ -63,7 +70,7 @@ import duckdb
 import msgspec
 
 from ferry.errors import ConfigError, DecodeError
-from ferry.protocol import decode_envelope
+from ferry.protocol import decode_envelope, decode_message
 from ferry.protocol.messages import (
     APPEND,
     APPEND_DEDUP,
@@ -71,9 +78,13 @@ from ferry.protocol.messages import (
     RECORD,
     STATE,
     STATE_STREAM,
+    STREAM_COMPLETE,
+    STREAM_INCOMPLETE,
+    TRACE,
     ConfiguredAirbyteCatalog,
     ConfiguredAirbyteStream,
 )
+from ferry.protocol.stream_status import stream_status_of
 from ferry_connectors import _io
 
 PROG = "destination-duckdb"
@@ -114,6 +125,8 @@ META = "_ferry_meta"
 GENERATION = "_ferry_generation_id"
 DATA = "_ferry_data"
 ORDINAL = "_ferry_ord"
+# An overwrite writes into this table (same schema) until its stream is complete.
+STAGING_PREFIX = "_ferry_staging_"
 METADATA_COLUMNS = (
     (RAW_ID, "UUID"),
     (EXTRACTED_AT, "TIMESTAMPTZ"),
@@ -250,7 +263,10 @@ class StreamTable:
     lines: list[bytes] = field(default_factory=list)  # buffered record lines
     records_since_state: int = 0
     records_total: int = 0
-    cleared: bool = False  # overwrite: old rows already deleted in this sync
+    cleared: bool = False  # append modes: older generations already deleted in this sync
+    staged: bool = False  # overwrite: this run's staging table exists
+    completed: bool = False  # overwrite: the staging table has replaced the table
+    abandoned: bool = False  # overwrite: the stream ended INCOMPLETE; the table stays as it was
 
     @property
     def mode(self) -> str:
@@ -259,6 +275,15 @@ class StreamTable:
     @property
     def qualified(self) -> str:
         return f"{ident(self.schema)}.{ident(self.table)}"
+
+    @property
+    def staging(self) -> str:
+        return f"{ident(self.schema)}.{ident(STAGING_PREFIX + self.table)}"
+
+    @property
+    def target(self) -> str:
+        """Where records go: an overwrite writes to its staging table until it is complete."""
+        return self.staging if self.mode == OVERWRITE and not self.completed else self.qualified
 
     @property
     def generation(self) -> int | None:
@@ -368,11 +393,17 @@ class StreamTable:
             f"{', '.join(changes)}) || ']}}' AS JSON) END"
         )
 
-    def create_sql(self, replace: bool = False) -> str:
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns] + [name for name, _ in METADATA_COLUMNS]
+
+    def create_sql(self, staging: bool = False) -> str:
+        """The table, or its staging table (replacing a leftover of a crashed run)."""
         columns = [f"{ident(c.name)} {c.type}" for c in self.columns]
         columns += [f"{ident(name)} {sql_type}" for name, sql_type in METADATA_COLUMNS]
-        verb = "CREATE OR REPLACE TABLE" if replace else "CREATE TABLE IF NOT EXISTS"
-        return f"{verb} {self.qualified} ({', '.join(columns)})"
+        if staging:
+            return f"CREATE OR REPLACE TABLE {self.staging} ({', '.join(columns)})"
+        return f"CREATE TABLE IF NOT EXISTS {self.qualified} ({', '.join(columns)})"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -401,7 +432,8 @@ class Writer:
         self.tables: dict[tuple[str | None, str], StreamTable] = {}
         self.by_name: dict[str, list[StreamTable]] = {}
         self.records_since_state = 0
-        self.received = False  # any record or state read
+        self.received = False  # any record, state or stream status read
+        self.statuses_seen = False  # the orchestrator sends STREAM_STATUS (see _finish_streams)
         self.ignored = 0
         self.batch_file = workdir / "batch.ndjson"
         for configured in catalog.streams:
@@ -417,6 +449,11 @@ class Writer:
                 table=configured.destination_object_name or stream.name,
                 columns=plan_columns(stream.json_schema),
             )
+            if table.table.lower().startswith(STAGING_PREFIX):
+                raise ConfigError(
+                    f"stream {stream.name!r}: table names starting with {STAGING_PREFIX!r} are"
+                    " reserved for destination-duckdb's staging tables"
+                )
             key = (stream.namespace, stream.name)
             if key in self.tables:
                 raise ConfigError(f"stream {stream.name!r} is configured twice")
@@ -450,7 +487,7 @@ class Writer:
                 self.con.execute(table.create_sql())
                 continue
             if table.mode == OVERWRITE and table.generation is None:
-                continue  # replaced with the planned columns at its first write
+                continue  # replaced by its staging table, with the planned columns
             self._adopt(table, existing)
         self.con.execute("COMMIT")
 
@@ -482,15 +519,63 @@ class Writer:
                 )
             column.name, column.type = actual_name, actual_type
 
-    def _clear(self, table: StreamTable) -> None:
-        """Overwrite: drop the old rows, inside the open transaction."""
-        table.cleared = True
-        if table.generation is None:
-            self.con.execute(table.create_sql(replace=True))
-        else:
-            self.con.execute(
-                f"DELETE FROM {table.qualified} WHERE {ident(GENERATION)} IS DISTINCT FROM ?",
-                [table.generation],
+    # -- overwrite: staging table, then an atomic swap --------------------------------------------
+
+    def _stage(self, table: StreamTable) -> None:
+        """Create the stream's staging table (once per run; a crashed run's leftover is replaced)."""
+        if not table.staged and not table.completed:
+            self.con.execute(table.create_sql(staging=True))
+            table.staged = True
+
+    def _complete(self, table: StreamTable) -> None:
+        """The stream's data is complete: swap its staging table in and commit at once."""
+        if table.completed or table.abandoned:
+            return  # after an INCOMPLETE, the staging table no longer holds the whole stream
+        self._stage(table)  # no record: the table becomes empty, as an overwrite means
+        self._flush()
+        self._swap(table)
+        self._commit()
+        self.con.execute("BEGIN")
+
+    def _swap(self, table: StreamTable) -> None:
+        """Replace the table with the staging table, inside the open transaction.
+
+        DROP + RENAME: DuckDB's catalog changes are transactional, so until COMMIT the old table
+        is what readers and a crash see, and no row is copied (delete + insert would copy the
+        whole stream once more).
+        """
+        if table.generation is not None:
+            self._keep_generation(table)
+        self.con.execute(f"DROP TABLE IF EXISTS {table.qualified}")
+        self.con.execute(f"ALTER TABLE {table.staging} RENAME TO {ident(table.table)}")
+        table.staged, table.completed = False, True
+
+    def _keep_generation(self, table: StreamTable) -> None:
+        """Rows an earlier attempt of this generation left in the table stay (a retry resumes).
+
+        The table was adopted in `prepare`, so it has every column of the staging table.
+        """
+        columns = ", ".join(map(ident, table.column_names))
+        self.con.execute(
+            f"INSERT INTO {table.staging} ({columns}) SELECT {columns} FROM {table.qualified}"
+            f" WHERE {ident(GENERATION)} = ?",
+            [table.generation],
+        )
+
+    def _abandon(self, table: StreamTable, why: str) -> None:
+        """The stream will not be complete: drop its staging table, keep the table as it was."""
+        if table.completed:
+            return
+        table.lines = []
+        if table.staged:
+            self.con.execute(f"DROP TABLE IF EXISTS {table.staging}")
+            table.staged = False
+        if not table.abandoned:
+            table.abandoned = True
+            _io.log(
+                f"{table.qualified}: {why}; the overwrite was abandoned and the table keeps its"
+                " previous contents",
+                "WARN",
             )
 
     def _drop_old_generations(self, table: StreamTable) -> None:
@@ -555,8 +640,33 @@ class Writer:
                 buffered = 0
                 self._echo(line)
                 self.con.execute("BEGIN")
+            elif kind == TRACE and self._on_trace(line):
+                buffered = 0
 
-    def _table_for(self, name: str, namespace: str | None) -> StreamTable:
+    def _on_trace(self, line: bytes) -> bool:
+        """Act on a STREAM_STATUS (other traces are ignored); True when it flushed the buffers."""
+        try:
+            status = stream_status_of(decode_message(line))
+        except DecodeError:
+            self.ignored += 1
+            return False
+        if status is None:
+            return False
+        self.received = self.statuses_seen = True
+        descriptor = status.stream_descriptor
+        table = self._find_table(descriptor.name, descriptor.namespace)
+        if table is None or table.mode != OVERWRITE:
+            return False
+        if status.status == STREAM_COMPLETE:
+            self._complete(table)
+            return True
+        if status.status == STREAM_INCOMPLETE:
+            self._abandon(table, "the stream ended INCOMPLETE")
+        else:  # STARTED, RUNNING
+            self._stage(table)
+        return False
+
+    def _find_table(self, name: str, namespace: str | None) -> StreamTable | None:
         table = self.tables.get((namespace, name))
         if table is None:
             candidates = self.by_name.get(name, [])
@@ -564,6 +674,10 @@ class Writer:
                 namespace is None or candidates[0].configured.stream.namespace is None
             ):
                 table = candidates[0]
+        return table
+
+    def _table_for(self, name: str, namespace: str | None) -> StreamTable:
+        table = self._find_table(name, namespace)
         if table is None:
             shown = f"{namespace}.{name}" if namespace else name
             configured = ", ".join(sorted(t.configured.stream.name for t in self.tables.values()))
@@ -589,8 +703,8 @@ class Writer:
         table.records_total += count
         self.records_since_state += count
         longest = max(map(len, lines))
-        if table.mode == OVERWRITE and not table.cleared:
-            self._clear(table)
+        if table.mode == OVERWRITE:
+            self._stage(table)
         elif not table.cleared:
             table.cleared = True
             self._drop_old_generations(table)
@@ -616,7 +730,7 @@ class Writer:
             self._merge(table, source)
         else:
             self.con.execute(
-                f"INSERT INTO {table.qualified} BY NAME {table.select_sql(source, False)}"
+                f"INSERT INTO {table.target} BY NAME {table.select_sql(source, False)}"
             )
         table.lines = []
 
@@ -655,15 +769,23 @@ class Writer:
         self.con.execute("COMMIT")
 
     def _finish_streams(self) -> None:
-        """At the end of the input, for streams that got no record: overwrite empties them."""
+        """At the end of the input: every overwrite that is not complete yet ends now.
+
+        Once the input held a STREAM_STATUS, the orchestrator says when a stream is complete: one
+        that is not has failed. Without any, the end of the input is all there is to go by.
+        """
         for table in self.tables.values():
-            if table.cleared:
+            if table.mode != OVERWRITE:
+                if not table.cleared:
+                    table.cleared = True
+                    self._drop_old_generations(table)
+            elif table.completed:
                 continue
-            if table.mode == OVERWRITE:
-                self._clear(table)
+            elif self.statuses_seen:
+                self._abandon(table, "the input ended before the stream was COMPLETE")
             else:
-                table.cleared = True
-                self._drop_old_generations(table)
+                self._stage(table)
+                self._swap(table)
 
     # -- echo ------------------------------------------------------------------------------------
 

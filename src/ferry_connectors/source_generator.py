@@ -3,8 +3,9 @@
 Config: `count` records per stream (ids 1..count), `record_size` approximate bytes per RECORD line,
 `streams` (named stream_0, stream_1, ...), `state_every` (a STREAM state per stream every that many
 of its records, and one at the end of each stream), `seed` (the same seed gives the same names,
-scores and payloads). Incremental streams resume after the `cursor` of the state passed with
-`--state`; full_refresh streams always start at id 1.
+scores and payloads), `fail_after` (for failure tests: once that many records of all streams have
+been emitted, report a TRACE ERROR and exit 1, before any later state). Incremental streams resume
+after the `cursor` of the state passed with `--state`; full_refresh streams always start at id 1.
 
 How it stays fast: the lines of a block of 1000 consecutive ids differ only in the digits above
 the thousands (and the seconds of `updated_at`, which is 2024-01-01 plus id milliseconds), so each
@@ -95,6 +96,16 @@ CONNECTION_SPECIFICATION: dict[str, Any] = {
             "type": "integer",
             "default": 0,
             "order": 4,
+        },
+        "fail_after": {
+            "title": "Fail after",
+            "description": (
+                "For failure tests: once this many records (of all streams) have been emitted,"
+                " report a TRACE ERROR and exit 1 without emitting any later state."
+            ),
+            "type": "integer",
+            "minimum": 0,
+            "order": 5,
         },
     },
 }
@@ -380,18 +391,24 @@ def read(args: _io.Args) -> int:
 
     templates = Templates(config.get("seed", 0), record_size)
     writer = ChunkWriter(sys.stdout.buffer)
+    fail_after: int | None = config.get("fail_after")
+    budget = sys.maxsize if fail_after is None else fail_after  # records before failing
     # Round-robin across streams in slices of at most ~4 MiB (and never across a state).
     round_size = max(1, min(10_000, (4 << 20) // record_size))
     active = list(runs)
     while active:
         for run in list(active):
-            n = min(round_size, run.remaining, state_every - run.since_state)
+            n = min(round_size, run.remaining, state_every - run.since_state, budget)
             if n:
                 stream = run.name.encode()
                 for part in templates.lines(stream, run.next_id, run.next_id + n, _now_ms()):
                     writer.add(part)
                 run.next_id += n
                 run.since_state += n
+                budget -= n
+            if not budget:
+                writer.flush()
+                raise _io.ConnectorError(f"fail_after: failing after {fail_after} records")
             if run.since_state == state_every or run.remaining == 0:
                 if run.since_state or not run.states:
                     writer.add(state_line(run.name, run.next_id - 1, run.since_state))

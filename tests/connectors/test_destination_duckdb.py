@@ -674,3 +674,139 @@ def test_crlf_line_endings(duck: Duck, mode: str) -> None:
         (2, "user 2"),
         (3, "user 3"),
     ]
+
+
+# ------------------------------------------------------------------------------------------------
+# overwrite and stream statuses
+# ------------------------------------------------------------------------------------------------
+
+
+def status(name: str, value: str) -> bytes:
+    stream_status = {"stream_descriptor": {"name": name}, "status": value}
+    trace = {"type": "STREAM_STATUS", "emitted_at": 1.0, "stream_status": stream_status}
+    return json.dumps({"type": "TRACE", "trace": trace}).encode() + b"\n"
+
+
+def overwrite_users() -> dict[str, Any]:
+    return configured_catalog([USERS], "overwrite", sync_mode="full_refresh")
+
+
+def first_overwrite(duck: Duck, catalog: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    """A complete overwrite of users 1 and 2; every column of the rows it left."""
+    data = status("users", "STARTED") + user(1) + user(2) + state("users", 1)
+    result = duck.write(catalog or overwrite_users(), data + status("users", "COMPLETE"))
+    assert result.returncode == 0, result.stderr
+    return users_rows(duck)
+
+
+def users_rows(duck: Duck) -> list[tuple[Any, ...]]:
+    return duck.query("SELECT * FROM users ORDER BY id")  # _ferry_raw_id tells writes apart
+
+
+def table_names(duck: Duck) -> list[str]:
+    return [str(row[0]) for row in duck.query("SELECT table_name FROM duckdb_tables() ORDER BY 1")]
+
+
+def write_then_crash(process: subprocess.Popen[bytes], data: bytes, echoes: int) -> None:
+    """Feed data, wait for `echoes` states to come back, then SIGKILL the destination."""
+    assert process.stdin is not None
+    process.stdin.write(data)
+    process.stdin.flush()
+    for _ in range(echoes):
+        read_state(process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def warnings(result: Result) -> list[str]:
+    return [m["log"]["message"] for m in result.of_type("LOG") if m["log"]["level"] == "WARN"]
+
+
+def test_overwrite_keeps_the_old_rows_until_the_stream_is_complete(
+    duck: Duck, writer: Callable[[dict[str, Any]], subprocess.Popen[bytes]]
+) -> None:
+    before = first_overwrite(duck)
+    data = status("users", "STARTED") + user(7) + state("users", 1) + user(8)
+    write_then_crash(writer(overwrite_users()), data, echoes=1)  # user 7 was committed
+    assert users_rows(duck) == before
+    assert table_names(duck) == ["_ferry_staging_users", "users"]
+    # The next run replaces the crashed run's staging table, and completes.
+    data = status("users", "STARTED") + user(9) + state("users", 1) + status("users", "COMPLETE")
+    assert duck.write(overwrite_users(), data).returncode == 0
+    assert duck.query("SELECT id FROM users") == [(9,)]
+    assert table_names(duck) == ["users"]
+
+
+def test_complete_replaces_the_table_at_once_even_without_records(
+    duck: Duck, writer: Callable[[dict[str, Any]], subprocess.Popen[bytes]]
+) -> None:
+    first_overwrite(duck)
+    data = status("users", "STARTED") + status("users", "COMPLETE") + state("users", 2)
+    write_then_crash(writer(overwrite_users()), data, echoes=1)  # no end of input
+    assert duck.query("SELECT count(*) FROM users") == [(0,)]
+    assert table_names(duck) == ["users"]
+
+
+def test_incomplete_keeps_the_old_rows_exactly_and_says_so(duck: Duck) -> None:
+    other = stream("other", {"id": {"type": "integer"}})
+    catalog = configured_catalog([USERS], "overwrite", sync_mode="full_refresh")
+    catalog["streams"] += configured_catalog([other], "append")["streams"]
+    before = first_overwrite(duck, catalog)
+    data = status("users", "STARTED") + status("other", "STARTED")
+    data += user(7) + rec("other", {"id": 1}) + state("users", 1) + user(8)
+    data += status("users", "INCOMPLETE") + status("other", "INCOMPLETE") + state("other", 1)
+    result = duck.write(catalog, data)
+    assert result.returncode == 0, result.stderr
+    assert len(result.states) == 2  # what came before each state was durable, as always
+    assert users_rows(duck) == before
+    assert duck.query("SELECT id FROM other") == [(1,)]  # append streams are not affected
+    assert table_names(duck) == ["other", "users"]
+    [warning] = warnings(result)
+    assert '"main"."users"' in warning
+    assert "keeps its previous contents" in warning
+
+
+def test_started_then_end_of_input_without_complete_keeps_the_old_rows(duck: Duck) -> None:
+    before = first_overwrite(duck)
+    data = status("users", "STARTED") + user(7) + state("users", 1) + user(8)
+    result = duck.write(overwrite_users(), data)
+    assert result.returncode == 0, result.stderr
+    assert len(result.states) == 1
+    assert users_rows(duck) == before
+    assert table_names(duck) == ["users"]
+    [warning] = warnings(result)
+    assert "the input ended before the stream was COMPLETE" in warning
+
+
+def test_without_any_status_the_overwrite_swaps_at_the_end_of_the_input(
+    duck: Duck, writer: Callable[[dict[str, Any]], subprocess.Popen[bytes]]
+) -> None:
+    assert duck.write(overwrite_users(), user(1) + user(2) + state("users", 1)).returncode == 0
+    before = users_rows(duck)
+    write_then_crash(writer(overwrite_users()), user(7) + state("users", 1), echoes=1)
+    assert users_rows(duck) == before
+    result = duck.write(overwrite_users(), user(9) + state("users", 1) + user(10))
+    assert result.returncode == 0, result.stderr
+    assert duck.query("SELECT id FROM users ORDER BY id") == [(9,), (10,)]
+    assert table_names(duck) == ["users"]
+    assert warnings(result) == []
+
+
+def test_a_leftover_staging_table_with_other_columns_is_replaced(duck: Duck) -> None:
+    first_overwrite(duck)
+    with duckdb.connect(str(duck.path)) as con:
+        con.execute("CREATE TABLE _ferry_staging_users (junk VARCHAR)")
+        con.execute("INSERT INTO _ferry_staging_users VALUES ('left by a crash')")
+    data = status("users", "STARTED") + user(7) + status("users", "COMPLETE")
+    assert duck.write(overwrite_users(), data).returncode == 0
+    assert duck.query("SELECT id, name FROM users") == [(7, "user 7")]
+    assert "junk" not in duck.columns("users")
+    assert table_names(duck) == ["users"]
+
+
+def test_a_table_named_like_a_staging_table_is_refused(duck: Duck) -> None:
+    catalog = configured_catalog([stream("_ferry_staging_users", {"id": {"type": "integer"}})])
+    result = duck.write(catalog, rec("_ferry_staging_users", {"id": 1}))
+    assert result.returncode == 1
+    assert result.errors[0]["failure_type"] == "config_error"
+    assert "reserved" in result.errors[0]["message"]

@@ -118,6 +118,19 @@ def test_other_lines_spaced_json_and_records_that_look_like_states(write_json: W
     assert "2 other lines ignored" in total(result)
 
 
+def test_stream_status_traces_are_read_and_ignored(write_json: WriteJson) -> None:
+    def status(value: str) -> bytes:
+        stream_status = {"stream_descriptor": {"name": "s"}, "status": value}
+        trace = {"type": "STREAM_STATUS", "emitted_at": 1.0, "stream_status": stream_status}
+        return json.dumps({"type": "TRACE", "trace": trace}).encode() + b"\n"
+
+    data = status("STARTED") + record(1) + state(1) + record(2) + status("COMPLETE") + state(2)
+    result = write(write_json, data)
+    assert result.returncode == 0
+    assert [s["stream"]["stream_state"]["n"] for s in result.states] == [1, 2]
+    assert "2 records, 2 states" in total(result)
+
+
 def test_a_spaced_source_is_counted_on_the_fast_path_too(write_json: WriteJson) -> None:
     data = b"".join(record(i, spaced=True) for i in range(20000)) + state(1)
     result = write(write_json, data)

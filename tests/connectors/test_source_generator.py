@@ -67,6 +67,7 @@ def test_spec_is_a_valid_json_schema_and_runs_as_a_module() -> None:
             "streams",
             "state_every",
             "seed",
+            "fail_after",
         }
         decode_message(result.stdout.strip())
 
@@ -288,3 +289,16 @@ def test_the_seed_decides_the_values(write_json: WriteJson) -> None:
 
     assert values(1) == values(1)
     assert values(1) != values(2)
+
+
+def test_fail_after_emits_that_many_records_then_a_trace_error(write_json: WriteJson) -> None:
+    config = {"count": 2500, "streams": 2, "state_every": 1000, "fail_after": 3100}
+    catalog = configured_catalog(discover(write_json, config), sync_mode="full_refresh")
+    argv = [*GEN, "read", "--config", str(write_json("config.json", config))]
+    result = run([*argv, "--catalog", str(write_json("catalog.json", catalog))])
+    assert result.returncode == 1
+    assert len(result.records) == 3100
+    # No state after the 3100th record: it would cover records that were never sent.
+    assert [s["stream"]["stream_state"]["cursor"] for s in result.states] == [1000, 1000, 2000]
+    assert result.messages[-1]["type"] == "TRACE"
+    assert result.errors[0]["message"] == "fail_after: failing after 3100 records"

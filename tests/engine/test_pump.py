@@ -35,6 +35,19 @@ def log(text: str) -> bytes:
     return json.dumps({"type": "LOG", "log": {"level": "INFO", "message": text}}).encode()
 
 
+def trace(kind: str, **body: object) -> bytes:
+    message = {"type": "TRACE", "trace": {"type": kind, "emitted_at": 1.0, **body}}
+    return json.dumps(message).encode()
+
+
+def stream_status(stream: str, status: str) -> bytes:
+    descriptor = {"name": stream}
+    return trace("STREAM_STATUS", stream_status={"stream_descriptor": descriptor, "status": status})
+
+
+ESTIMATE = trace("ESTIMATE", estimate={"name": "a", "type": "STREAM", "row_estimate": 9})
+
+
 class Collector:
     def __init__(self) -> None:
         self.messages: list[AirbyteMessage] = []
@@ -77,6 +90,25 @@ def test_log_trace_and_text_lines_are_not_forwarded() -> None:
     assert [m.log.message for m in seen.messages if m.log] == ["hello"]
     assert seen.texts == ["plain text from the connector"]
     assert stats.records == 2
+
+
+@pytest.mark.parametrize("text", [False, True], ids=["by-segment", "line-by-line"])
+def test_stream_status_traces_reach_the_destination_in_place_other_traces_do_not(
+    text: bool,
+) -> None:
+    route, stats, _, seen = router("a")
+    started, complete = stream_status("a", "STARTED"), stream_status("a", "COMPLETE")
+    lines = [started, record("a", 1), ESTIMATE, record("a", 2), state("a", 2), complete, log("x")]
+    if text:  # a text line sends the block down the line-by-line path
+        lines.append(b"plain text")
+    forwarded = route.route(block(*lines))
+    assert forwarded == block(started, record("a", 1), record("a", 2), state("a", 2), complete)
+    assert [m.trace.type for m in seen.messages if m.trace] == [
+        "STREAM_STATUS",
+        "ESTIMATE",
+        "STREAM_STATUS",
+    ]
+    assert stats.stream("a", None).records == 2
 
 
 def test_source_stats_mismatch_is_reported() -> None:

@@ -1,5 +1,8 @@
 """The data path: source stdout → destination stdin, routed by envelope, bytes unchanged.
 
+RECORD, STATE and STREAM_STATUS trace lines reach the destination, in their order; LOG lines,
+other TRACE lines and text go to ferry's log only.
+
 Chunks of up to CHUNK_SIZE bytes are cut at the last newline. All complete lines of a chunk are
 decoded in ONE msgspec call as a JSON array of envelopes (type, record stream, namespace); the
 rest of each line is skipped by the parser, not built. The block is never split into lines on
@@ -9,7 +12,8 @@ the common paths:
 - records and a few other lines (a STATE every N records): the other lines are found by
   searching the block for their type name and checking each candidate line's own envelope, so
   their byte offsets are known without splitting; the records between them are counted per
-  segment, and a block is only rebuilt when a line must not reach the destination (LOG, TRACE);
+  segment, and a block is only rebuilt when a line must not reach the destination (LOG, a
+  TRACE other than STREAM_STATUS);
 - otherwise (records of several streams interleaved, text lines, an unknown or escaped type)
   the block is split into lines and routed line by line, with the same results.
 
@@ -42,6 +46,7 @@ from ferry.protocol.messages import (
     Envelope,
     RoutingRecord,
 )
+from ferry.protocol.stream_status import stream_status_of
 from ferry.runtimes.base import ByteReader, ByteWriter
 from ferry.store.state import streams_touched
 
@@ -57,7 +62,6 @@ LOCATE_FALSE_HITS = 32
 
 _record_of = attrgetter("record")
 _NOT_JSON = Envelope(type="")  # stands for a line that is connector log text, not a message
-_FORWARDED = (RECORD, STATE)
 
 MessageHandler = Callable[[AirbyteMessage], None]
 TextHandler = Callable[[str], None]
@@ -256,9 +260,7 @@ class SourceRouter:
         for other, (start, end) in zip(others, spans, strict=True):
             if index < other:
                 self._count_segment(block, records[index:other], offset, start)
-            kind = envelopes[other].type
-            self._other(kind, block[start:end])
-            if kind not in _FORWARDED:
+            if not self._other(envelopes[other].type, block[start:end]):
                 if keep_from < start:
                     kept.append((keep_from, start))
                 keep_from = end + 1
@@ -294,7 +296,7 @@ class SourceRouter:
     def _route_lines(self, block: bytes, lines: list[bytes], envelopes: list[Envelope]) -> bytes:
         """Line by line: any mix of records, other messages and text."""
         records = list(map(_record_of, envelopes))
-        dropped = False
+        dropped: set[int] = set()
         start = 0
         while True:
             try:
@@ -303,11 +305,12 @@ class SourceRouter:
                 self._count(lines, records, start, len(records))
                 break
             self._count(lines, records, start, index)
-            dropped |= not self._other(envelopes[index].type, lines[index])
+            if not self._other(envelopes[index].type, lines[index]):
+                dropped.add(index)
             start = index + 1
         if not dropped:
             return block
-        kept = [line for line, e in zip(lines, envelopes, strict=True) if e.type in _FORWARDED]
+        kept = [line for index, line in enumerate(lines) if index not in dropped]
         return b"\n".join(kept) + b"\n" if kept else b""
 
     def _count(
@@ -341,7 +344,13 @@ class SourceRouter:
         )
 
     def _other(self, kind: str, line: bytes) -> bool:
-        """Handle a non-record line; True when it is forwarded to the destination."""
+        """Handle a non-record line; True when it is forwarded to the destination.
+
+        STATE and STREAM_STATUS lines are forwarded (a destination needs the statuses to know
+        when a stream's data is complete); other messages and text only go to the handlers.
+        A RECORD line without a record (no stream to count it for) is forwarded too: the
+        destination judges it.
+        """
         if kind == STATE:
             self._state(decode_state_line(line))
             return True
@@ -354,9 +363,9 @@ class SourceRouter:
             message = decode_message(line)
         except DecodeError:
             self.on_text(line.decode("utf-8", "replace"))
-            return False
+            return kind == RECORD
         self.on_message(message)
-        return False
+        return kind == RECORD or stream_status_of(message) is not None
 
     def _state(self, state: AirbyteStateMessage) -> None:
         expected = state.sourceStats.recordCount if state.sourceStats else None

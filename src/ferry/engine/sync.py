@@ -1,5 +1,13 @@
 """One sync attempt: start the destination's write and the source's read, pump, commit states.
 
+Stream statuses: before the source's first byte the destination gets a STREAM_STATUS STARTED
+for every configured stream, so it knows a status-aware orchestrator will tell it how each
+stream ends; the source's own statuses are forwarded in place. When the source has exited 0
+without a TRACE ERROR and all its output was pumped, every stream it did not report COMPLETE or
+INCOMPLETE gets COMPLETE; otherwise every stream it did not report COMPLETE gets INCOMPLETE (a
+destination then keeps what an overwrite would have replaced). Then the destination's stdin is
+closed.
+
 Failure semantics:
 - the source fails → the destination's stdin is closed so it flushes and echoes what it has;
   those commits are kept and the attempt fails;
@@ -13,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -30,12 +39,18 @@ from ferry.protocol.messages import (
     LOG,
     STATE,
     STATE_STREAM,
+    STREAM_COMPLETE,
+    STREAM_INCOMPLETE,
+    STREAM_STARTED,
     TRACE,
     AirbyteMessage,
     AirbyteStateMessage,
     ConfiguredAirbyteCatalog,
+    StreamDescriptor,
 )
+from ferry.protocol.stream_status import stream_status_lines, stream_status_of
 from ferry.runtimes.base import (
+    ByteWriter,
     ConnectorInvocation,
     ConnectorProcess,
     ConnectorRef,
@@ -113,6 +128,11 @@ class Attempt:
         for configured in plan.catalog.streams:
             self.stats.stream(configured.stream.name, configured.stream.namespace)
         self.ledger = StateLedger()
+        self._streams = [
+            StreamDescriptor(c.stream.name, c.stream.namespace) for c in plan.catalog.streams
+        ]
+        self._source_statuses: dict[StreamDescriptor, str] = {}  # the last one of each stream
+        self._source_exit: asyncio.Future[int] | None = None
         self._errors: dict[Role, FerryError] = {}
         self._stop = asyncio.Event()
         self._destination: ConnectorProcess | None = None
@@ -180,24 +200,60 @@ class Attempt:
             for task in (pumping, echoing, stopping):
                 task.cancel()
             await asyncio.gather(pumping, echoing, stopping, return_exceptions=True)
-        self._check_exit("source", await source.wait(), source)
+        self._check_exit("source", await self._source_exited(source), source)
         self._check_exit("destination", await destination.wait(), destination)
+
+    def _source_exited(self, source: ConnectorProcess) -> asyncio.Future[int]:
+        """The source's exit code, waited for once: the pump and the final check both need it."""
+        if self._source_exit is None:
+            self._source_exit = asyncio.ensure_future(source.wait())
+            # An error path may leave it unawaited: retrieving its exception keeps asyncio quiet.
+            self._source_exit.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return self._source_exit
 
     async def _pump(
         self, source: ConnectorProcess, destination: ConnectorProcess, router: SourceRouter
     ) -> None:
-        assert destination.stdin is not None
+        stdin = destination.stdin
+        assert stdin is not None
         try:
-            await pump(source.stdout, destination.stdin, router)
+            await self._write_statuses(stdin, STREAM_STARTED, self._streams)
+            try:
+                await pump(source.stdout, stdin, router)
+            except FerryError as error:
+                self._fail("source", error)
+                await source.terminate(TERMINATE_GRACE)
+            # A destination gone by now is reported by its exit code, not by this write.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                await self._write_final_statuses(stdin, source)
         except (BrokenPipeError, ConnectionResetError):
             self._fail("destination", ConnectorCrashed("the destination closed its input early"))
             await source.terminate(TERMINATE_GRACE)
-        except FerryError as error:
-            self._fail("source", error)
-            await source.terminate(TERMINATE_GRACE)
         finally:
             with contextlib.suppress(OSError):
-                await destination.stdin.close()
+                await stdin.close()
+
+    async def _write_final_statuses(self, stdin: ByteWriter, source: ConnectorProcess) -> None:
+        """COMPLETE for the streams a successful source left open, else INCOMPLETE."""
+        try:
+            code: int | None = await asyncio.shield(self._source_exited(source))
+        except FerryError:  # raised again where the exit is checked
+            code = None
+        succeeded = code == 0 and "source" not in self._errors and not self._stop.is_set()
+        reported = self._source_statuses
+        if succeeded:
+            ended = (STREAM_COMPLETE, STREAM_INCOMPLETE)
+            left = [s for s in self._streams if reported.get(s) not in ended]
+            await self._write_statuses(stdin, STREAM_COMPLETE, left)
+        else:
+            left = [s for s in self._streams if reported.get(s) != STREAM_COMPLETE]
+            await self._write_statuses(stdin, STREAM_INCOMPLETE, left)
+
+    async def _write_statuses(
+        self, stdin: ByteWriter, status: str, streams: list[StreamDescriptor]
+    ) -> None:
+        if streams:
+            await stdin.write(stream_status_lines(streams, status, time.time() * 1000))
 
     async def _read_destination(self, destination: ConnectorProcess) -> None:
         async for block in complete_lines(destination.stdout):
@@ -242,6 +298,9 @@ class Attempt:
                 self.stats.stream(descriptor.name, descriptor.namespace).states_committed += 1
 
     def _on_source_message(self, message: AirbyteMessage) -> None:
+        status = stream_status_of(message)
+        if status is not None:
+            self._source_statuses[status.stream_descriptor] = status.status
         self._on_message("source", message)
 
     def _on_text(self, text: str) -> None:

@@ -5,7 +5,9 @@ every `state_every` records, resuming after the state's cursor.
 Config: count, state_every, crash_after (exit 1 after that many records of this run, without a
 trace), crash_once (a file path: crash only while that file does not exist; it is created),
 trace_error (emit a TRACE ERROR of that failure_type and exit 1 after crash_after records),
-stray_stream (emit one record of a stream that is not in the catalog), garbage (print non-JSON).
+stray_stream (emit one record of a stream that is not in the catalog), garbage (print non-JSON),
+statuses (emit STREAM_STATUS STARTED before the records and COMPLETE after them), exit_code (exit
+with this code once everything was emitted).
 """
 
 import json
@@ -15,6 +17,16 @@ import sys
 
 def emit(message):
     sys.stdout.write(json.dumps(message) + "\n")
+
+
+def emit_status(status):
+    stream_status = {"stream_descriptor": {"name": "items"}, "status": status}
+    emit(
+        {
+            "type": "TRACE",
+            "trace": {"type": "STREAM_STATUS", "emitted_at": 0, "stream_status": stream_status},
+        }
+    )
 
 
 def main():
@@ -50,6 +62,8 @@ def main():
         print("this line is not JSON", flush=True)
     if config.get("stray_stream"):
         emit({"type": "RECORD", "record": {"stream": "stray", "data": {}, "emitted_at": 0}})
+    if config.get("statuses"):
+        emit_status("STARTED")
     emitted = 0
     for i in range(start + 1, config["count"] + 1):
         if crash_after is not None and emitted >= crash_after:
@@ -86,7 +100,9 @@ def main():
                     },
                 }
             )
-    return 0
+    if config.get("statuses"):
+        emit_status("COMPLETE")
+    return config.get("exit_code", 0)
 
 
 if __name__ == "__main__":

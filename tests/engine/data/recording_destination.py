@@ -1,0 +1,37 @@
+#!/usr/bin/env python3
+"""A destination for tests of what ferry sends it: every input line is appended to the file the
+config's `record_to` names, and each STATE is echoed as soon as it is read.
+"""
+
+import json
+import sys
+
+
+def emit(message):
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def main():
+    verb = sys.argv[1]
+    args = dict(zip(sys.argv[2::2], sys.argv[3::2]))
+    if verb == "spec":
+        emit({"type": "SPEC", "spec": {"connectionSpecification": {"type": "object"}}})
+        return 0
+    with open(args["--config"]) as config_file:
+        config = json.load(config_file)
+    if verb == "check":
+        emit({"type": "CONNECTION_STATUS", "connectionStatus": {"status": "SUCCEEDED"}})
+        return 0
+    with open(config["record_to"], "ab") as record:
+        for line in sys.stdin.buffer:
+            record.write(line)
+            record.flush()
+            if json.loads(line).get("type") == "STATE":
+                sys.stdout.buffer.write(line)
+                sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
