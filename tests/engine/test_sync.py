@@ -353,3 +353,50 @@ def test_an_option_the_runtime_ignores_is_refused_before_anything_runs(tmp_path:
     assert result.returncode == 2
     assert "source: network does not apply to the podman runtime" in result.stderr
     assert "kubernetes: {host_network: ...}" in result.stderr
+
+
+def scripted_to_duckdb(tmp_path: Path, config: dict[str, Any], **stream: str) -> Path:
+    return write_connection(
+        tmp_path,
+        source={"connector": SCRIPTED, "config": config},
+        destination={"connector": "destination-duckdb", "config": {"path": str(tmp_path / "s.db")}},
+        streams=[{"name": "items", **stream}],
+    )
+
+
+def test_a_retried_overwrite_stream_reads_from_the_start(tmp_path: Path) -> None:
+    """A source that resumes full-refresh streams from their state (as resumable full refresh
+    does) must not, on a retry, replace the table with only the rest of the stream."""
+    marker = tmp_path / "crashed"
+    connection = scripted_to_duckdb(
+        tmp_path,
+        {"count": 100, "state_every": 10, "crash_after": 35, "crash_once": str(marker)},
+        sync_mode="full_refresh",
+        destination_sync_mode="overwrite",
+    )
+    code, summary, stderr = sync_json(connection)
+    assert code == 0, stderr
+    assert (summary["status"], summary["attempts"]) == ("succeeded", 2)
+    assert duck_count(tmp_path / "s.db", "items") == 100
+
+
+def test_a_full_refresh_retry_resumes_only_what_this_run_committed(tmp_path: Path) -> None:
+    connection = scripted_to_duckdb(
+        tmp_path,
+        {"count": 100, "state_every": 10},
+        sync_mode="incremental",
+        destination_sync_mode="append_dedup",
+    )
+    assert sync_json(connection)[0] == 0
+    assert committed_cursor() == [{"cursor": 100}]
+    marker = tmp_path / "crashed"  # the first attempt crashes before its first state
+    scripted_to_duckdb(
+        tmp_path,
+        {"count": 100, "state_every": 10, "crash_after": 5, "crash_once": str(marker)},
+        sync_mode="incremental",
+        destination_sync_mode="append_dedup",
+    )
+    code, summary, stderr = sync_json(connection, "--full-refresh")
+    assert code == 0, stderr
+    assert summary["attempts"] == 2
+    assert summary["records"] == 100  # the retry read everything, not from cursor 100

@@ -15,6 +15,7 @@ from ferry.store.state import (
     ConnectionState,
     apply_state,
     apply_states,
+    keeping_streams,
     streams_touched,
     without_stream,
 )
@@ -248,3 +249,16 @@ def test_the_state_file_is_valid_for_the_official_models(
     parsed = [Official.model_validate(item) for item in orjson.loads(file)]
     assert {m.type.value for m in parsed if m.type is not None} == {messages[0].type}
     assert len(parsed) == (len(messages) if messages[0].type == "STREAM" else 1)
+
+
+def test_keeping_streams_filters_stream_and_global_state_but_not_legacy() -> None:
+    both = apply_states(EMPTY, [stream("a", 1), stream("b", 2)])
+    assert dict(keeping_streams(both, lambda d: d == B).streams) == {B: 2}
+    assert keeping_streams(both, lambda d: False) == EMPTY
+    assert keeping_streams(both, lambda d: True) is both
+    cdc = keeping_streams(
+        apply_state(EMPTY, global_({"lsn": 9}, {"a": 1, "b": 2})), lambda d: False
+    )
+    assert (cdc.type, cdc.shared_state, dict(cdc.streams)) == ("GLOBAL", {"lsn": 9}, {})
+    old = apply_state(EMPTY, legacy({"x": 1}))
+    assert keeping_streams(old, lambda d: False) is old  # one blob: nothing to pick from

@@ -19,6 +19,7 @@ from ferry.errors import Cancelled, ConfigError, FerryError
 from ferry.protocol import configure_catalog
 from ferry.protocol.messages import (
     CATALOG,
+    OVERWRITE,
     AirbyteStateMessage,
     ConfiguredAirbyteCatalog,
     ConnectorSpecification,
@@ -35,6 +36,7 @@ from ferry.runtimes.base import (
 )
 from ferry.runtimes.resolve import resolve_reference
 from ferry.store import Store, StreamCounts
+from ferry.store.state import keeping_streams
 
 logger = logging.getLogger("ferry.sync")
 
@@ -114,6 +116,7 @@ class SyncRunner:
         self.options = options
         self.on_attempt = on_attempt
         self.runtimes: dict[str, Runtime] = {}
+        self._committed_this_run: set[StreamDescriptor] = set()
         self._current: Attempt | None = None
         self._stopping = False
 
@@ -260,9 +263,7 @@ class SyncRunner:
     async def _attempt(self, plan: AttemptPlan, run_id: int, number: int) -> AttemptOutcome:
         name = self.connection.name
         attempt_id = self.store.start_attempt(run_id)
-        state = None
-        if not (self.options.full_refresh and number == 1):
-            state = self.store.load_state(name).state_file()
+        state = self._resume_state(plan.catalog, number)
 
         def commit(states: Sequence[AirbyteStateMessage]) -> None:
             self.store.commit_states(name, attempt_id, states, progress=_counts(attempt.stats))
@@ -277,6 +278,11 @@ class SyncRunner:
             outcome = AttemptOutcome(attempt.stats, error=error)
         finally:
             self._current = None
+        self._committed_this_run.update(
+            StreamDescriptor(s.name, s.namespace)
+            for s in outcome.stats.streams.values()
+            if s.states_committed
+        )
         self.store.finish_attempt(
             attempt_id,
             _status(outcome, self._stopping),
@@ -285,6 +291,29 @@ class SyncRunner:
             getattr(outcome.error, "failure_type", None),
         )
         return outcome
+
+    def _resume_state(self, catalog: ConfiguredAirbyteCatalog, attempt: int) -> bytes | None:
+        """The `--state` file an attempt's read resumes from.
+
+        Overwrite streams never resume: their table is replaced only by a complete new copy,
+        and a read resumed mid-stream would deliver just the rest of it. With --full-refresh,
+        a retry resumes only what this run itself committed.
+        """
+        if self.options.full_refresh and not self._committed_this_run:
+            return None
+        overwrite = {
+            StreamDescriptor(c.stream.name, c.stream.namespace)
+            for c in catalog.streams
+            if c.destination_sync_mode == OVERWRITE
+        }
+        committed = self._committed_this_run
+
+        def resumes(stream: StreamDescriptor) -> bool:
+            return stream not in overwrite and (
+                not self.options.full_refresh or stream in committed
+            )
+
+        return keeping_streams(self.store.load_state(self.connection.name), resumes).state_file()
 
 
 def _config_file(endpoint: Endpoint, where: str) -> bytes:

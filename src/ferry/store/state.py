@@ -15,7 +15,7 @@ them in whatever form it likes (the SQLite store keeps them as undecoded JSON te
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,9 +151,19 @@ def without_stream(state: ConnectionState, stream: StreamDescriptor) -> Connecti
             "this connection's state is LEGACY: one blob for all streams, which cannot be reset "
             "for one stream; reset the whole connection's state instead"
         )
-    if stream not in state.streams:
+    return keeping_streams(state, lambda descriptor: descriptor != stream)
+
+
+def keeping_streams(
+    state: ConnectionState, keep: Callable[[StreamDescriptor], bool]
+) -> ConnectionState:
+    """`state` with only the per-stream states `keep` accepts (a GLOBAL state keeps its shared
+    blob). LEGACY state is one blob for every stream and comes back whole."""
+    if state.type not in (STATE_STREAM, STATE_GLOBAL):
         return state
-    streams = {d: v for d, v in state.streams.items() if d != stream}
+    streams = {d: v for d, v in state.streams.items() if keep(d)}
+    if len(streams) == len(state.streams):
+        return state
     if state.type == STATE_STREAM and not streams:
         return EMPTY
     return ConnectionState(type=state.type, streams=streams, shared_state=state.shared_state)
