@@ -828,6 +828,8 @@ class Writer:
             ).fetchone()
             changed = int(nulled[0]) if nulled else 0
             text = f"{table.qualified}: {table.records_total} records written"
+            if table.abandoned:
+                text = f"{table.qualified}: {table.records_total} records staged and dropped"
             if changed:
                 text += f"; {changed} rows have values set to NULL that did not fit (see {META})"
             _io.log(text, "WARN" if changed else "INFO")

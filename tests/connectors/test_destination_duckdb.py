@@ -764,6 +764,8 @@ def test_incomplete_keeps_the_old_rows_exactly_and_says_so(duck: Duck) -> None:
     [warning] = warnings(result)
     assert '"main"."users"' in warning
     assert "keeps its previous contents" in warning
+    logs = [m["log"]["message"] for m in result.of_type("LOG")]
+    assert '"main"."users": 1 records staged and dropped' in logs
 
 
 def test_started_then_end_of_input_without_complete_keeps_the_old_rows(duck: Duck) -> None:

@@ -17,9 +17,9 @@ import tempfile
 from pathlib import Path
 
 from ferry.errors import DecodeError
+from ferry.home import ferry_home
 from ferry.protocol import convert, to_builtins
 from ferry.protocol.messages import ConnectorSpecification
-from ferry.store import ferry_home
 
 logger = logging.getLogger("ferry.spec_cache")
 

@@ -20,15 +20,12 @@ from importlib import metadata
 from pathlib import Path
 
 from ferry.errors import InstallError
+from ferry.home import ferry_home
 
 MANIFEST = "ferry-connector.json"
 CONNECTOR_PREFIXES = ("source-", "destination-")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 PIP_TAIL_LINES = 15
-
-
-def ferry_home() -> Path:
-    return Path(os.environ.get("FERRY_HOME") or Path.home() / ".ferry").expanduser()
 
 
 def connectors_dir() -> Path:

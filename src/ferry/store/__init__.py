@@ -24,7 +24,7 @@ from ferry.store.state import (
     streams_touched,
     without_stream,
 )
-from ferry.store.url import default_store_url, ferry_home, open_store
+from ferry.store.url import default_store_url, open_store
 
 __all__ = [
     "ABANDONED",
@@ -42,7 +42,6 @@ __all__ = [
     "apply_state",
     "apply_states",
     "default_store_url",
-    "ferry_home",
     "open_store",
     "streams_touched",
     "without_stream",

@@ -8,22 +8,16 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from ferry.errors import ConfigError
+from ferry.home import ferry_home
 from ferry.store.base import Store
 from ferry.store.sqlite import SqliteStore
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-
-
-def ferry_home() -> Path:
-    """$FERRY_HOME, or ~/.ferry."""
-    home = os.environ.get("FERRY_HOME") or "~/.ferry"
-    return Path(home).expanduser().absolute()
 
 
 def default_store_url() -> str:
