@@ -400,3 +400,42 @@ def test_a_full_refresh_retry_resumes_only_what_this_run_committed(tmp_path: Pat
     assert code == 0, stderr
     assert summary["attempts"] == 2
     assert summary["records"] == 100  # the retry read everything, not from cursor 100
+
+
+def test_a_connector_that_cannot_start_stops_the_other_one(tmp_path: Path) -> None:
+    """Source and destination start concurrently; when the source's start fails (its program is
+    gone by then), the destination already started is stopped, not left waiting for input."""
+    source = tmp_path / "vanishing-source"
+    source.write_text(
+        "#!/bin/sh\n"
+        "case $1 in\n"
+        '  spec) echo \'{"type":"SPEC","spec":{"connectionSpecification":{}}}\' ;;\n'
+        '  discover) rm "$0"; echo \'{"type":"CATALOG","catalog":{"streams":[{"name":"s",'
+        '"json_schema":{},"supported_sync_modes":["full_refresh"]}]}}\' ;;\n'
+        "esac\n"
+    )
+    destination = tmp_path / "waiting-destination"
+    destination.write_text(
+        "#!/bin/sh\n"
+        "case $1 in\n"
+        '  spec) echo \'{"type":"SPEC","spec":{"connectionSpecification":{}}}\' ;;\n'
+        '  write) echo $$ > "$0.pid"; exec sleep 600 ;;\n'
+        "esac\n"
+    )
+    for script in (source, destination):
+        script.chmod(0o755)
+    connection = write_connection(
+        tmp_path,
+        source={"connector": str(source)},
+        destination={"connector": str(destination)},
+    )
+    code, summary, stderr = sync_json(connection, "--retries", "0")
+    assert code == 2, stderr
+    assert summary["error"] == f"connector executable {source} does not exist"
+    pid_file = tmp_path / "waiting-destination.pid"
+    if pid_file.exists():  # it had started: it must be gone too (a zombie is gone)
+        try:
+            stat = Path(f"/proc/{pid_file.read_text().strip()}/stat").read_text()
+        except OSError:
+            return
+        assert stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"), "the destination was left running"

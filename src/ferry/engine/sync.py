@@ -145,20 +145,8 @@ class Attempt:
         self._stop.set()
 
     async def run(self) -> AttemptOutcome:
-        catalog = encode(self.plan.catalog)
-        destination = self._destination = await self._start(
-            self.plan.destination,
-            "destination",
-            {"config": self.plan.destination_config, "catalog": catalog},
-        )
-        files = {"config": self.plan.source_config, "catalog": catalog}
-        if self.state_file is not None:
-            files["state"] = self.state_file
-        try:
-            source = await self._start(self.plan.source, "source", files)
-        except BaseException:
-            await destination.terminate(TERMINATE_GRACE)
-            raise
+        destination, source = await self._start_both()
+        self._destination = destination
         try:
             await self._drive(source, destination)
         finally:
@@ -166,6 +154,35 @@ class Attempt:
                 source.terminate(TERMINATE_GRACE), destination.terminate(TERMINATE_GRACE)
             )
         return self._outcome()
+
+    async def _start_both(self) -> tuple[ConnectorProcess, ConnectorProcess]:
+        """Destination and source, started concurrently: a container or pod start costs 0.4 s to
+        seconds, and neither needs the other to be up (the pump starts once both are). If one
+        cannot start, the other is stopped again."""
+        catalog = encode(self.plan.catalog)
+        source_files = {"config": self.plan.source_config, "catalog": catalog}
+        if self.state_file is not None:
+            source_files["state"] = self.state_file
+        destination_files = {"config": self.plan.destination_config, "catalog": catalog}
+        starts = [
+            asyncio.ensure_future(
+                self._start(self.plan.destination, "destination", destination_files)
+            ),
+            asyncio.ensure_future(self._start(self.plan.source, "source", source_files)),
+        ]
+        try:
+            destination, source = await asyncio.gather(*starts)
+        except BaseException:
+            for start in starts:
+                start.cancel()
+            await asyncio.gather(*starts, return_exceptions=True)
+            started = [s.result() for s in starts if not s.cancelled() and s.exception() is None]
+            await asyncio.gather(
+                *(process.terminate(TERMINATE_GRACE) for process in started),
+                return_exceptions=True,
+            )
+            raise
+        return destination, source
 
     async def _start(
         self, ref: ConnectorRef, role: Role, files: dict[str, bytes]
