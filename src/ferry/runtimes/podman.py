@@ -207,9 +207,11 @@ class PodmanPod:
 async def remove_pod_resources(name: str, *, secret: bool = True) -> list[str]:
     """Remove a pod, its secret and the secret's volume (all named `name`); the problems."""
     problems: list[str] = []
-    # -t 0: whatever still runs is killed at once (`terminate` stopped the pod gracefully before;
-    # after the connector exited only the pause container and finishing sidecars are left).
-    result = await podman("pod", "rm", "-f", "-t", "0", name)
+    # Whatever still runs is killed at once (`terminate` stopped the pod gracefully before; after
+    # the connector exited only the pause container and finishing sidecars are left). Measured on
+    # podman 4.3: `pod stop -t 0` then `pod rm -f` takes 0.2-0.3 s, `pod rm -f -t 0` 3.3-3.5 s.
+    await podman("pod", "stop", "-t", "0", name)
+    result = await podman("pod", "rm", "-f", name)
     if result.code != 0 and "no pod with name" not in result.stderr:
         problems.append(f"pod rm: {clean_stderr(result.stderr)}")
     if secret:
