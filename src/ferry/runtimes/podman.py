@@ -21,9 +21,9 @@ Per connector run (`podman:IMAGE`, or `runtime: podman`):
    it was OOMKilled. Podman 4.3 ignores `activeDeadlineSeconds`: this runtime enforces it and
    reports DeadlineExceeded. Podman also ignores `terminationGracePeriodSeconds`: `terminate`
    uses `podman pod stop -t GRACE` (the wrapper and sidecars trap SIGTERM).
-6. Teardown: `podman pod rm -f` (removes the emptyDir volume), `podman secret rm` and
-   `podman volume rm` of the volume podman made for the Secret (named after it; it holds the
-   files in plain text, so it must not outlive the run). `ferry gc` sweeps what a killed ferry
+6. Teardown: `podman pod stop -t 0`, `podman pod rm -f` (removes the emptyDir volume),
+   `podman secret rm` and `podman volume rm` of the volume podman made for the Secret (named
+   after it; it holds the files in plain text, so it must not outlive the run). `ferry gc` sweeps what a killed ferry
    left (`pod_gc.collect_podman`).
 """
 
