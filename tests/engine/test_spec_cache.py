@@ -12,11 +12,10 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from synckit import ferry, write_connection
 
 from ferry.engine import spec_cache
 from ferry.protocol.messages import ConnectorSpecification
@@ -42,24 +41,12 @@ def touch(path: Path) -> None:
     os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns + 1_000_000_000))
 
 
-def write_connection(tmp_path: Path, source: Path, api_key: str = SECRET) -> Path:
-    body = {
-        "name": "cached-spec",
-        "source": {"connector": str(source), "config": {"api_key": api_key}},
-        "destination": {"connector": "destination-null", "config": {}},
-    }
-    path = tmp_path / "connection.yaml"
-    path.write_text(yaml.safe_dump(body))
-    return path
-
-
-def ferry(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ferry", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+def counting_connection(tmp_path: Path, source: Path, api_key: str = SECRET) -> Path:
+    return write_connection(
+        tmp_path,
+        "cached-spec",
+        source={"connector": str(source), "config": {"api_key": api_key}},
+        destination={"connector": "destination-null", "config": {}},
     )
 
 
@@ -71,7 +58,7 @@ def sync(connection: Path, *extra: str) -> subprocess.CompletedProcess[str]:
 def test_a_second_sync_uses_the_cached_spec_to_validate_and_mask(
     tmp_path: Path, source: Path
 ) -> None:
-    connection = write_connection(tmp_path, source)
+    connection = counting_connection(tmp_path, source)
     first = sync(connection)
     assert first.returncode == 0, first.stderr
     second = sync(connection)
@@ -81,14 +68,14 @@ def test_a_second_sync_uses_the_cached_spec_to_validate_and_mask(
     assert "reading with the key **********" in second.stderr
     assert SECRET not in second.stdout + second.stderr
     # ... and still validates the config.
-    refused = sync(write_connection(tmp_path, source, api_key="abc"))
+    refused = sync(counting_connection(tmp_path, source, api_key="abc"))
     assert refused.returncode == 2
     assert "source.config.api_key: '**********' is too short" in refused.stderr
     assert spec_runs(source) == 1
 
 
 def test_a_touched_or_replaced_executable_runs_spec_again(tmp_path: Path, source: Path) -> None:
-    connection = write_connection(tmp_path, source)
+    connection = counting_connection(tmp_path, source)
     for _ in range(2):
         assert sync(connection).returncode == 0
     assert spec_runs(source) == 1
@@ -111,7 +98,7 @@ def test_a_touched_or_replaced_executable_runs_spec_again(tmp_path: Path, source
 def test_a_corrupt_cached_spec_is_ignored_and_rewritten(
     tmp_path: Path, source: Path, ferry_home: Path
 ) -> None:
-    connection = write_connection(tmp_path, source)
+    connection = counting_connection(tmp_path, source)
     assert sync(connection).returncode == 0
     cached = sorted((ferry_home / "cache" / "specs").glob("*.json"))
     assert len(cached) == 2  # the source's and destination-null's
@@ -135,12 +122,12 @@ def test_ferry_spec_always_runs_the_connector_and_refreshes_the_cache(
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["connectionSpecification"]["required"] == ["api_key"]
     assert spec_runs(source) == 2
-    assert sync(write_connection(tmp_path, source)).returncode == 0
+    assert sync(counting_connection(tmp_path, source)).returncode == 0
     assert spec_runs(source) == 2
 
 
 def test_no_spec_cache_runs_spec_and_refreshes_the_cache(tmp_path: Path, source: Path) -> None:
-    connection = write_connection(tmp_path, source)
+    connection = counting_connection(tmp_path, source)
     assert sync(connection).returncode == 0
     assert sync(connection, "--no-spec-cache").returncode == 0
     assert spec_runs(source) == 2

@@ -14,34 +14,9 @@ from typing import Any
 import duckdb
 import pytest
 import yaml
+from synckit import SCRIPTED, ferry, sync_json, write_connection
 
 from ferry.store import open_store
-
-DATA = Path(__file__).parent / "data"
-SCRIPTED = str(DATA / "scripted_source.py")
-
-
-def write_connection(tmp_path: Path, **fields: Any) -> Path:
-    body = {"name": "test-connection", **fields}
-    path = tmp_path / "connection.yaml"
-    path.write_text(yaml.safe_dump(body))
-    return path
-
-
-def ferry(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ferry", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def sync_json(connection: Path, *extra: str) -> tuple[int, dict[str, Any], str]:
-    result = ferry("sync", str(connection), "--json", *extra)
-    summary = json.loads(result.stdout) if result.stdout.strip() else {}
-    return result.returncode, summary, result.stderr
 
 
 def committed_cursor(connection_name: str = "test-connection") -> Any:

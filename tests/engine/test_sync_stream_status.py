@@ -4,39 +4,18 @@ what that means for an overwrite into destination-duckdb. Real processes, real D
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import yaml
+from synckit import DATA, SCRIPTED, ferry, write_connection
+from synckit import sync_json as sync_json_with
 
-DATA = Path(__file__).parent / "data"
-SCRIPTED = str(DATA / "scripted_source.py")
 RECORDING = str(DATA / "recording_destination.py")
 
 
-def write_connection(tmp_path: Path, **fields: Any) -> Path:
-    path = tmp_path / "connection.yaml"
-    path.write_text(yaml.safe_dump({"name": "status-connection", **fields}))
-    return path
-
-
-def ferry(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ferry", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
 def sync_json(connection: Path) -> tuple[int, dict[str, Any], str]:
-    result = ferry("sync", str(connection), "--json", "--retries", "0")
-    summary = json.loads(result.stdout) if result.stdout.strip() else {}
-    return result.returncode, summary, result.stderr
+    return sync_json_with(connection, "--retries", "0")
 
 
 # ------------------------------------------------------------------------------------------------
