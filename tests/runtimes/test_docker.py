@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dockerkit import containers_of, docker_client, invocation
 
 from ferry.errors import (
     ConfigError,
@@ -36,8 +37,6 @@ from ferry.runtimes.base import (
     ConnectorInvocation,
     ConnectorOptions,
     ConnectorRef,
-    RunLabels,
-    Verb,
 )
 from ferry.runtimes.docker import (
     DockerProcess,
@@ -72,16 +71,6 @@ def tiny_ref(image: str, script: str | None = None, **options: Any) -> Connector
     return ConnectorRef("docker", image, options=ConnectorOptions(env=env, **options))
 
 
-def invocation(
-    ref: ConnectorRef,
-    verb: Verb = "spec",
-    files: dict[str, bytes] | None = None,
-    run_id: str | None = None,
-) -> ConnectorInvocation:
-    labels = RunLabels(run_id=run_id or uuid.uuid4().hex, connection="test-docker", role="source")
-    return ConnectorInvocation(ref, verb, files=files or {}, labels=labels)
-
-
 async def read_all(process: DockerProcess) -> bytes:
     chunks = []
     while chunk := await process.stdout.read(1 << 20):
@@ -104,23 +93,6 @@ async def run_to_end(
     finally:
         await runtime.close()
     return out, code, lines
-
-
-def docker_client() -> Any:
-    import docker
-
-    return docker.from_env()
-
-
-def containers_of(run_id: str) -> list[dict[str, Any]]:
-    client = docker_client()
-    try:
-        found: list[dict[str, Any]] = client.api.containers(
-            all=True, filters={"label": f"ferry.run={run_id}"}
-        )
-    finally:
-        client.close()
-    return found
 
 
 def inspect(container_id: str) -> dict[str, Any]:

@@ -22,17 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dockerkit import containers_of, docker_client, invocation
 
 from ferry.engine import commands
 from ferry.errors import ConfigError, ConnectorCrashed
 from ferry.runtimes import get_runtime
 from ferry.runtimes.base import (
     OWNER_ID,
-    ConnectorInvocation,
     ConnectorOptions,
     ConnectorRef,
-    RunLabels,
-    Verb,
 )
 from ferry.runtimes.docker import DockerRuntime
 from ferry.runtimes.docker_relay import (
@@ -66,33 +64,6 @@ HANG_GUARD = 120.0
 
 def relay_ref(image: str, *args: str, **options: Any) -> ConnectorRef:
     return ConnectorRef("docker", image, args=args, options=ConnectorOptions(relay=True, **options))
-
-
-def invocation(
-    ref: ConnectorRef,
-    verb: Verb = "spec",
-    files: dict[str, bytes] | None = None,
-    run_id: str | None = None,
-) -> ConnectorInvocation:
-    labels = RunLabels(run_id=run_id or uuid.uuid4().hex, connection="test-relay", role="source")
-    return ConnectorInvocation(ref, verb, files=files or {}, labels=labels)
-
-
-def docker_client() -> Any:
-    import docker
-
-    return docker.from_env()
-
-
-def containers_of(run_id: str) -> list[dict[str, Any]]:
-    client = docker_client()
-    try:
-        found: list[dict[str, Any]] = client.api.containers(
-            all=True, filters={"label": f"ferry.run={run_id}"}
-        )
-    finally:
-        client.close()
-    return found
 
 
 def volume_exists(name: str) -> bool:
