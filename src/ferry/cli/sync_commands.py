@@ -35,6 +35,11 @@ def register(subparsers: Subparsers) -> None:
     )
     sync.add_argument("--relay", action="store_true", help="run containers through relay sidecars")
     sync.add_argument(
+        "--layout",
+        choices=("pod-per-connector", "single-pod"),
+        help="pods: one per connector (default) or source, destination and pump in one pod",
+    )
+    sync.add_argument(
         "--no-spec-cache",
         action="store_true",
         help="run the connectors' spec instead of using their cached specs (and refresh those)",
@@ -85,6 +90,7 @@ def _sync(args: argparse.Namespace) -> int:
         retries=args.retries,
         relay=args.relay,
         spec_cache=not args.no_spec_cache,
+        layout=args.layout,
     )
     if args.dry_run:
         with open_store(args.state_db) as store:
@@ -103,6 +109,7 @@ def _sync(args: argparse.Namespace) -> int:
 
 def _dry_run(runner: SyncRunner) -> str:
     from ferry.runtimes.manifests import render_dry_run
+    from ferry.runtimes.single_pod import render_pair_dry_run
 
     invocations = runner.dry_run_invocations()
     runtimes = {invocation.connector.runtime for invocation in invocations}
@@ -111,6 +118,8 @@ def _dry_run(runner: SyncRunner) -> str:
             "--dry-run prints pod manifests; both connectors must run on podman or kubernetes "
             f"(here: {', '.join(sorted(runtimes))}); try --runtime kubernetes"
         )
+    if runner.layout.single_pod:
+        return render_pair_dry_run(runner.dry_run_pair(invocations), runtime=runtimes.pop())
     namespace = str(runner.connection.source.options.kubernetes.get("namespace", "default"))
     return render_dry_run(invocations, runtime=runtimes.pop(), namespace=namespace)
 

@@ -7,7 +7,8 @@ the file, so every rule is tested on plain data.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ class _ConnectionFile(_Strict):
     destination: _ConnectorBlock
     runtime: str = "local"
     streams: list[_StreamBlock] | None = None
+    kubernetes: dict[str, Any] = msgspec.field(default_factory=dict)  # the pod layout's
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class Connection:
     destination: Endpoint
     streams: list[StreamSelection] | None
     path: Path | None = None
+    kubernetes: Mapping[str, Any] = field(default_factory=dict)  # layout: single-pod, ...
 
 
 def load_connection(path: Path) -> Connection:
@@ -122,6 +125,7 @@ def parse_connection(
         destination=_endpoint(raw.destination, f"{origin}: destination"),
         streams=streams,
         path=path,
+        kubernetes=raw.kubernetes,
     )
 
 

@@ -13,6 +13,7 @@ from ferry.engine import commands
 from ferry.engine.config import resolve_env
 from ferry.engine.connection import Connection, Endpoint
 from ferry.engine.secrets import register_secrets
+from ferry.engine.single_pod import SinglePodAttempt
 from ferry.engine.stats import SyncStats
 from ferry.engine.sync import Attempt, AttemptOutcome, AttemptPlan
 from ferry.errors import Cancelled, ConfigError, FerryError
@@ -35,6 +36,7 @@ from ferry.runtimes.base import (
     check_options_apply,
 )
 from ferry.runtimes.resolve import resolve_reference
+from ferry.runtimes.single_pod import PodLayout, PodPair, container_settings
 from ferry.store import Store, StreamCounts
 from ferry.store.state import keeping_streams
 
@@ -50,6 +52,7 @@ class SyncOptions:
     retries: int = 2
     relay: bool = False
     spec_cache: bool = True  # False: run each connector's spec, and refresh its cached one
+    layout: str | None = None  # overrides the connection's kubernetes.layout
 
 
 @dataclass
@@ -119,6 +122,7 @@ class SyncRunner:
         self._committed_this_run: set[StreamDescriptor] = set()
         self._current: Attempt | None = None
         self._stopping = False
+        self.layout = PodLayout.parse(connection.kubernetes, options.layout)
 
     def request_stop(self) -> None:
         self._stopping = True
@@ -131,6 +135,8 @@ class SyncRunner:
         destination = resolve_endpoint(
             self.connection.destination, self.connection, self.options, "destination"
         )
+        if self.layout.single_pod:
+            check_single_pod(source, destination)
         for ref in (source, destination):
             self.runtimes.setdefault(ref.runtime, get_runtime(ref.runtime))
         source_config = resolve_env(self.connection.source.config, "source.config")
@@ -207,6 +213,13 @@ class SyncRunner:
             ),
         ]
 
+    def dry_run_pair(self, invocations: Sequence[ConnectorInvocation]) -> PodPair:
+        """The single pod of `dry_run_invocations()` (destination, source)."""
+        destination, source = invocations
+        check_single_pod(source.connector, destination.connector)
+        labels = RunLabels("dry-run", self.connection.name, "connector")
+        return PodPair(source, destination, self.layout, labels)
+
     async def run(self) -> SyncResult:
         try:
             plan = await self.plan()
@@ -268,7 +281,12 @@ class SyncRunner:
         def commit(states: Sequence[AirbyteStateMessage]) -> None:
             self.store.commit_states(name, attempt_id, states, progress=_counts(attempt.stats))
 
-        attempt = self._current = Attempt(plan, self.runtimes, state, commit)
+        attempt: Attempt
+        if self.layout.single_pod:
+            attempt = SinglePodAttempt(plan, self.runtimes, state, commit, self.layout)
+        else:
+            attempt = Attempt(plan, self.runtimes, state, commit)
+        self._current = attempt
         self.on_attempt(attempt)
         if self._stopping:
             attempt.request_stop()
@@ -314,6 +332,20 @@ class SyncRunner:
             )
 
         return keeping_streams(self.store.load_state(self.connection.name), resumes).state_file()
+
+
+def check_single_pod(source: ConnectorRef, destination: ConnectorRef) -> None:
+    """Both connectors must run on the same pod runtime, their blocks set only container keys."""
+    runtimes = {source.runtime, destination.runtime}
+    if len(runtimes) != 1 or not runtimes <= {"podman", "kubernetes"}:
+        raise ConfigError(
+            "the single-pod layout needs both connectors on podman or both on kubernetes "
+            f"(here: source on {source.runtime}, destination on {destination.runtime}); "
+            "try --runtime podman or --runtime kubernetes"
+        )
+    container_settings(ConnectorInvocation(source, "read", labels=RunLabels(role="source")))
+    labels = RunLabels(role="destination")
+    container_settings(ConnectorInvocation(destination, "write", labels=labels))
 
 
 def _config_file(endpoint: Endpoint, where: str) -> bytes:

@@ -64,6 +64,7 @@ from ferry.runtimes.registry import (
     docker_configs_from_pull_secrets,
     fetch_image_config,
 )
+from ferry.runtimes.single_pod import PodPair
 from ferry.wrapper import SIDECAR_IMAGE, shared_listener
 
 logger = logging.getLogger("ferry.runtimes.kubernetes")
@@ -86,6 +87,13 @@ CONFIG_ERRORS = frozenset(
     {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
 )
 WATCH_RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
+# What to raise when a container other than the main one is OOMKilled (single pod: the
+# connectors run beside the pump).
+OOM_HINTS = {
+    "source": "source.resources.memory or source.kubernetes.resources.limits.memory",
+    "destination": "destination.resources.memory or destination.kubernetes.resources.limits.memory",
+    "pump": "kubernetes.pump_resources.limits.memory",
+}
 _DIGEST_PINNED = re.compile(r"@sha256:[0-9a-f]{64}$")
 
 
@@ -112,9 +120,14 @@ def _reason(state: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def assess_pod(
-    pod: Mapping[str, Any], *, deleted: bool = False, deleting: bool = False
+    pod: Mapping[str, Any],
+    *,
+    deleted: bool = False,
+    deleting: bool = False,
+    main: str = CONNECTOR_CONTAINER,
 ) -> PodAssessment:
-    """Interpret a pod (a dict as the API returns it) for the connector container.
+    """Interpret a pod (a dict as the API returns it) for its main container (the connector's,
+    or the pump's in a single pod).
 
     `deleted`: the watch reported DELETED; `deleting`: ferry itself is deleting the pod (then a
     deletion is no failure).
@@ -131,18 +144,18 @@ def assess_pod(
 
     connector_status: Mapping[str, Any] | None = None
     for cs in _statuses(status, "containerStatuses"):
-        if cs.get("name") == CONNECTOR_CONTAINER:
+        if cs.get("name") == main:
             connector_status = cs
     terminated = (connector_status or {}).get("state", {}).get("terminated")
     if terminated:
         reason, message = _reason(terminated)
         code = int(terminated.get("exitCode", -1))
         if reason == "OOMKilled":
-            limit = containers.get(CONNECTOR_CONTAINER, {}).get("resources", {}).get("limits", {})
+            limit = containers.get(main, {}).get("resources", {}).get("limits", {})
             return PodAssessment(
                 exit_code=code,
                 error=ConnectorCrashed(
-                    f"{where}: the connector was OOMKilled (memory limit "
+                    f"{where}: the {main} container was OOMKilled (memory limit "
                     f"{limit.get('memory', 'unset')}); raise `resources: {{memory: ...}}` or "
                     "`kubernetes.resources.limits.memory`",
                     exit_code=code,
@@ -208,7 +221,7 @@ def assess_pod(
                         )
                     )
             side_terminated = state.get("terminated")
-            if side_terminated and cname != CONNECTOR_CONTAINER:
+            if side_terminated and cname != main:
                 reason, message = _reason(side_terminated)
                 code = int(side_terminated.get("exitCode", -1))
                 if key == "initContainerStatuses" and code != 0:
@@ -221,8 +234,8 @@ def assess_pod(
                 if reason == "OOMKilled":
                     return PodAssessment(
                         error=ConnectorCrashed(
-                            f"{where}: the {cname} sidecar was OOMKilled; raise "
-                            "kubernetes.sidecar_resources.limits.memory"
+                            f"{where}: the {cname} container was OOMKilled; raise "
+                            + OOM_HINTS.get(cname, "kubernetes.sidecar_resources.limits.memory")
                         )
                     )
 
@@ -341,6 +354,8 @@ def load_config() -> Any:
 class KubernetesPod:
     """One pod of one run (a PodBackend)."""
 
+    main_container = CONNECTOR_CONTAINER  # whose exit code is the pod's result
+
     def __init__(self, client: Any, manifests: PodManifests, schedule_timeout: float) -> None:
         self.client = client
         self.manifests = manifests
@@ -419,7 +434,12 @@ class KubernetesPod:
                     pod = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
                     if (pod.get("metadata") or {}).get("name") != self.name:
                         continue
-                    verdict = assess_pod(pod, deleted=event == "DELETED", deleting=self.deleting)
+                    verdict = assess_pod(
+                        pod,
+                        deleted=event == "DELETED",
+                        deleting=self.deleting,
+                        main=self.main_container,
+                    )
                     if verdict.error is not None:
                         raise verdict.error
                     if verdict.exit_code is not None:
@@ -603,6 +623,12 @@ class KubernetesRuntime:
             )
         self._entrypoints[image] = entrypoint
         return entrypoint
+
+    async def start_pair(self, pair: PodPair, log: LogSink) -> PodProcess:
+        """Run a sync's source and destination in one pod (the single-pod layout)."""
+        from ferry.runtimes.pod_pair import start_kubernetes_pair
+
+        return await start_kubernetes_pair(self, pair, log)
 
     async def fingerprint(self, ref: ConnectorRef) -> str | None:
         """Only an image pinned by digest names fixed code: a tag may move on the registry (and

@@ -42,7 +42,7 @@ from typing import Any
 import yaml
 
 from ferry.errors import ConfigError
-from ferry.runtimes.base import ConnectorInvocation, protocol_args
+from ferry.runtimes.base import ConnectorInvocation, ConnectorOptions, protocol_args
 from ferry.wrapper import (
     IO_DIR,
     SIDECAR_IMAGE,
@@ -541,6 +541,46 @@ def _host_volumes(volumes: Mapping[str, str]) -> tuple[list[dict[str, Any]], lis
     return specs, mounts
 
 
+def connector_resources_of(
+    options: ConnectorOptions, override: Mapping[str, Mapping[str, str]]
+) -> dict[str, dict[str, str]]:
+    """A connector container's requests and limits: the defaults, its `resources: {cpu,
+    memory}` option, then its `kubernetes.resources`."""
+    resources = merge_resources(DEFAULT_CONNECTOR_RESOURCES, {})
+    if options.cpu:
+        cpu = cpu_quantity(options.cpu, "resources.cpu")
+        resources["limits"]["cpu"] = cpu
+        if _quantity_value(resources["requests"]["cpu"]) > _quantity_value(cpu):
+            resources["requests"]["cpu"] = cpu
+    if options.memory:
+        memory = memory_quantity(options.memory, "resources.memory")
+        resources["limits"]["memory"] = memory
+        resources["requests"]["memory"] = memory
+    return merge_resources(resources, override)
+
+
+def apply_pod_settings(spec: dict[str, Any], settings: KubernetesSettings) -> None:
+    """Set the pod-level fields of `settings` (deadline, scheduling, identity) on a pod spec."""
+    if settings.active_deadline_seconds is not None:
+        spec["activeDeadlineSeconds"] = settings.active_deadline_seconds
+    if settings.service_account_name:
+        spec["serviceAccountName"] = settings.service_account_name
+    if settings.node_selector:
+        spec["nodeSelector"] = dict(settings.node_selector)
+    if settings.tolerations:
+        spec["tolerations"] = [dict(t) for t in settings.tolerations]
+    if settings.affinity:
+        spec["affinity"] = dict(settings.affinity)
+    if settings.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": s} for s in settings.image_pull_secrets]
+    if settings.security_context:
+        spec["securityContext"] = dict(settings.security_context)
+    if settings.priority_class_name:
+        spec["priorityClassName"] = settings.priority_class_name
+    if settings.host_network:
+        spec["hostNetwork"] = True
+
+
 def build_manifests(
     invocation: ConnectorInvocation,
     *,
@@ -603,17 +643,7 @@ def build_manifests(
     annotations = {**settings.annotations, **owner_annotations(invocation, extra_labels)}
     annotations[ANNOTATION_PREFIX + "image"] = ref.target
 
-    connector_resources = merge_resources(DEFAULT_CONNECTOR_RESOURCES, {})
-    if options.cpu:
-        cpu = cpu_quantity(options.cpu, "resources.cpu")
-        connector_resources["limits"]["cpu"] = cpu
-        if _quantity_value(connector_resources["requests"]["cpu"]) > _quantity_value(cpu):
-            connector_resources["requests"]["cpu"] = cpu
-    if options.memory:
-        memory = memory_quantity(options.memory, "resources.memory")
-        connector_resources["limits"]["memory"] = memory
-        connector_resources["requests"]["memory"] = memory
-    connector_resources = merge_resources(connector_resources, settings.resources)
+    connector_resources = connector_resources_of(options, settings.resources)
     sidecar_resources = merge_resources(DEFAULT_SIDECAR_RESOURCES, settings.sidecar_resources)
     small_resources = merge_resources(DEFAULT_SMALL_RESOURCES, {})
     for where, resources in (
@@ -687,24 +717,7 @@ def build_manifests(
         "containers": containers,
         "volumes": volumes,
     }
-    if settings.active_deadline_seconds is not None:
-        spec["activeDeadlineSeconds"] = settings.active_deadline_seconds
-    if settings.service_account_name:
-        spec["serviceAccountName"] = settings.service_account_name
-    if settings.node_selector:
-        spec["nodeSelector"] = dict(settings.node_selector)
-    if settings.tolerations:
-        spec["tolerations"] = [dict(t) for t in settings.tolerations]
-    if settings.affinity:
-        spec["affinity"] = dict(settings.affinity)
-    if settings.image_pull_secrets:
-        spec["imagePullSecrets"] = [{"name": s} for s in settings.image_pull_secrets]
-    if settings.security_context:
-        spec["securityContext"] = dict(settings.security_context)
-    if settings.priority_class_name:
-        spec["priorityClassName"] = settings.priority_class_name
-    if settings.host_network:
-        spec["hostNetwork"] = True
+    apply_pod_settings(spec, settings)
 
     pod = {
         "apiVersion": "v1",

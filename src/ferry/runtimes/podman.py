@@ -59,6 +59,7 @@ from ferry.runtimes.manifests import (
     podman_secret,
 )
 from ferry.runtimes.registry import derive_entrypoint
+from ferry.runtimes.single_pod import PodPair
 from ferry.wrapper import (
     LOOPBACK_HOST,
     PODMAN_HOST,
@@ -361,6 +362,12 @@ class PodmanRuntime:
             config = {}
         self._configs[image] = config
         return config
+
+    async def start_pair(self, pair: PodPair, log: LogSink) -> PodProcess:
+        """Run a sync's source and destination in one pod (the single-pod layout)."""
+        from ferry.runtimes.pod_pair import start_podman_pair
+
+        return await start_podman_pair(self, pair, log)
 
     async def fingerprint(self, ref: ConnectorRef) -> str | None:
         """The image's id after the pull policy is applied (as `start` applies it), and the

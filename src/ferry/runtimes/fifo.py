@@ -1,0 +1,158 @@
+"""A connector seen through the FIFOs of ferry's wrapper, from a process sharing its directory.
+
+The wrapper (ferry.wrapper) runs a connector with stdin/stdout/stderr on FIFOs in a directory and
+writes its exit code to `exit` there; the `terminate` marker makes it stop the connector. A
+process that shares that directory (the pump container of a single pod, or ferry itself when a
+local Docker engine's container has it bind-mounted) reads and writes the FIFOs as plain pipes:
+`FifoProcess` is then a ConnectorProcess like a local one, with no relay and no TCP hop.
+
+FIFO opens never block: the read ends are opened non-blocking at once (the wrapper's opens of
+the write ends wait for a reader) and their first read waits until the writer arrived; the
+write end (stdin) is opened once the wrapper holds the read end open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+
+from ferry.errors import ConnectorCrashed
+from ferry.runtimes.base import ByteReader, ByteWriter, LogSink, StderrTail
+from ferry.runtimes.local import PipeReader, PipeWriter
+from ferry.wrapper import EXIT_FILE, STDERR, STDIN, STDOUT, TERMINATE_FILE, read_exit_file
+
+POLL = 0.05  # seconds between looks at the exit file, and at a missing reader of stdin
+STDERR_CHUNK = 64 << 10
+# After the connector's output ended, how long its wrapper may take to write the exit code.
+EXIT_FILE_TIMEOUT = 30.0
+
+
+class FifoReader(PipeReader):
+    """A FIFO's read end; until its writer first opened it, reads wait instead of seeing EOF."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+        self._writer_seen = False
+
+    async def read(self, n: int) -> bytes:
+        if not self._writer_seen:
+            # epoll reports a FIFO readable once a writer wrote or came and went, never before.
+            while not self._exited and self._fd >= 0 and not _readable(self._fd):
+                await self._wait_readable()
+            self._writer_seen = True
+        return await super().read(n)
+
+
+def _readable(fd: int) -> bool:
+    import select
+
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP)
+    return bool(poller.poll(0))
+
+
+class LazyFifoWriter:
+    """A FIFO's write end, opened at the first write (once the wrapper holds the read end)."""
+
+    def __init__(self, path: Path, process: FifoProcess) -> None:
+        self._path = path
+        self._process = process
+        self._writer: PipeWriter | None = None
+        self._closed = False
+
+    async def _open(self) -> PipeWriter:
+        while self._writer is None:
+            if self._closed or self._process.exited:
+                raise BrokenPipeError(f"{self._process.name}: its stdin is closed")
+            try:
+                self._writer = PipeWriter(os.open(self._path, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:  # ENXIO: no reader yet
+                await asyncio.sleep(POLL)
+        return self._writer
+
+    async def write(self, data: bytes) -> None:
+        await (await self._open()).write(data)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer is None:  # never written: open it now so the connector sees EOF
+            with contextlib.suppress(OSError):
+                self._writer = PipeWriter(os.open(self._path, os.O_WRONLY | os.O_NONBLOCK))
+        if self._writer is not None:
+            await self._writer.close()
+
+
+class FifoProcess:
+    """A wrapper-run connector whose directory this process shares (implements ConnectorProcess)."""
+
+    def __init__(self, directory: Path, *, reads_stdin: bool, log: LogSink, name: str) -> None:
+        self.directory = directory
+        self.name = name
+        self._tail = StderrTail()
+        self._stdout = FifoReader(directory / STDOUT)
+        self._stderr = FifoReader(directory / STDERR)
+        self.stdout: ByteReader = self._stdout
+        self._stdin = LazyFifoWriter(directory / STDIN, self) if reads_stdin else None
+        self.stdin: ByteWriter | None = self._stdin
+        self.exited = False
+        self._exit = asyncio.create_task(self._watch_exit(), name=f"{name} exit")
+        self._draining = asyncio.create_task(self._drain_stderr(log), name=f"{name} stderr")
+
+    async def _watch_exit(self) -> int:
+        path = self.directory / EXIT_FILE
+        while (code := read_exit_file(path)) is None:  # noqa: ASYNC110 - a file, not an event
+            await asyncio.sleep(POLL)
+        self.exited = True
+        self._stdout.process_exited()
+        self._stderr.process_exited()
+        return code
+
+    async def _drain_stderr(self, log: LogSink) -> None:
+        pending = b""
+        while chunk := await self._stderr.read(STDERR_CHUNK):
+            *complete, pending = (pending + chunk).split(b"\n")
+            for line in complete:
+                self._emit(line, log)
+        if pending:
+            self._emit(pending, log)
+
+    def _emit(self, line: bytes, log: LogSink) -> None:
+        text = line.decode("utf-8", "replace").rstrip("\r")
+        self._tail.add(text)
+        log(text)
+
+    async def wait(self) -> int:
+        await asyncio.shield(self._draining)
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._exit), EXIT_FILE_TIMEOUT)
+        except TimeoutError:
+            raise ConnectorCrashed(
+                f"{self.name}: its output ended but its wrapper wrote no exit code within "
+                f"{EXIT_FILE_TIMEOUT:g}s (its container was killed?)",
+                stderr_tail="\n".join(self._tail.lines()),
+            ) from None
+
+    async def terminate(self, grace: float = 10.0) -> None:
+        """Write the termination marker; the wrapper TERMs the connector, KILLs it after its own
+        grace period and writes the exit code, which is awaited a little longer than `grace`."""
+        if not self._exit.done():
+            with contextlib.suppress(OSError):
+                (self.directory / TERMINATE_FILE).write_text("ferry stopped the connector\n")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._exit), grace + 5)
+        if not self._exit.done():
+            self._exit.cancel()
+        self._stdout.process_exited()
+        self._stderr.process_exited()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._draining), 5)
+        self._stdout.close()
+        if self._stdin is not None:
+            await self._stdin.close()
+
+    def stderr_tail(self) -> list[str]:
+        return self._tail.lines()
