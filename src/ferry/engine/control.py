@@ -42,8 +42,8 @@ class Event(msgspec.Struct, omit_defaults=True):
     event: str
     role: str | None = None
     counted: int | None = None
-    state: msgspec.Raw | None = None
-    message: msgspec.Raw | None = None
+    state: msgspec.Raw = msgspec.Raw()
+    message: msgspec.Raw = msgspec.Raw()
     text: str | None = None
     streams: list[dict[str, Any]] | None = None
     mismatches: list[str] | None = None
@@ -72,8 +72,8 @@ def decode_event(line: bytes) -> Event:
         ) from None
 
 
-def decode_state(raw: msgspec.Raw | None) -> AirbyteStateMessage:
-    if raw is None:
+def decode_state(raw: msgspec.Raw) -> AirbyteStateMessage:
+    if not raw:
         raise ProtocolViolation("a state event without its state")
     return _state_decoder.decode(raw)
 

@@ -137,7 +137,7 @@ class SinglePodAttempt(Attempt):
             confirmed = self._confirm(decode_state(event.state))
             if confirmed:
                 self._commit(confirmed)
-        elif kind == "message" and event.message is not None:
+        elif kind == "message" and event.message:
             self._on_message(role, decode_message(bytes(event.message)))
         elif kind == "text":
             self._on_text_from(role, event.text or "")
