@@ -119,7 +119,9 @@ IMAGES: dict[str, Image] = {
     for img in (
         Image("sidecar", "sidecar", None, None, SH_ENV),
         # FERRY_IMAGE: python with ferry installed, for the single pod's pump container.
-        Image("ferry", "ferry", (f"{VENV}/bin/python", "-m", "ferry.engine.pod_pump"), None, PY_ENV),
+        Image(
+            "ferry", "ferry", (f"{VENV}/bin/python", "-m", "ferry.engine.pod_pump"), None, PY_ENV
+        ),
         _connector("source-faker", "faker"),
         _connector("destination-null", "ferry"),
         _connector("source-generator", "ferry"),

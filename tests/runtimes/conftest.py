@@ -13,12 +13,24 @@ import os
 import shutil
 import subprocess
 import tarfile
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from podkit import (
+    DUCKDB,
+    FAKER,
+    FERRY,
+    GENERATOR,
+    NO_ENTRYPOINT,
+    NULL,
+    SIDECAR,
+    podman,
+    pods_of,
+)
 
 TINY_CONNECTOR = b"""#!/bin/sh
 # ferry's tiny test connector: runs the snippet in $TINY, else greets with its arguments.
@@ -158,3 +170,26 @@ def built_image(docker_available: bool) -> Callable[[str], str]:
         return image
 
     return get
+
+
+@pytest.fixture
+def podman_images(podman_engine: None) -> None:
+    missing = [
+        image
+        for image in (FAKER, DUCKDB, GENERATOR, NULL, NO_ENTRYPOINT, SIDECAR, FERRY)
+        if podman("image", "exists", image, check=False).returncode != 0
+    ]
+    if missing:
+        pytest.fail(
+            f"podman lacks test images {', '.join(missing)}: build them with `{BUILD_HINT} --engine podman`"
+        )
+
+
+@pytest.fixture
+def connection_name() -> Iterator[str]:
+    name = f"pm-{uuid.uuid4().hex[:8]}"
+    yield name
+    for pod in pods_of(name):  # a failed test must not leave pods behind
+        podman("pod", "rm", "-f", "-t", "0", pod["Name"], check=False)
+        podman("secret", "rm", pod["Name"], check=False)
+        podman("volume", "rm", "-f", pod["Name"], check=False)

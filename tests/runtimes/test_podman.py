@@ -15,13 +15,27 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
-import yaml
+from podkit import (
+    DUCKDB,
+    FAKER,
+    GENERATOR,
+    NO_ENTRYPOINT,
+    NOTHING,
+    NULL,
+    SIDECAR,
+    committed_states,
+    ferry_sync,
+    heartbeat_budget,
+    leftovers,
+    pods_of,
+    stream_records,
+    write_connection,
+)
 
 from ferry.engine import commands
 from ferry.errors import ConfigError, ConnectorCrashed, ImageUnavailable
@@ -35,123 +49,26 @@ from ferry.runtimes.gc import HOST_LABEL, OWNER_LABEL, PID_LABEL, process_start,
 from ferry.runtimes.manifests import build_manifests, for_podman, podman_secret
 from ferry.runtimes.pod_gc import collect_podman
 from ferry.runtimes.podman import PodmanRuntime
-from ferry.store import open_store
-from ferry.wrapper import LOOPBACK_HOST, HeartbeatSettings, RelayEndpoint
+from ferry.wrapper import LOOPBACK_HOST, RelayEndpoint
 from ferry.wrapper.script import DEFAULT_GRACE
 
 pytestmark = pytest.mark.podman
 
-BUILD_HINT = "python3 scripts/build_images.py --engine podman"
-FAKER = "ferry-test/source-faker:dev"
-DUCKDB = "ferry-test/destination-duckdb:dev"
-GENERATOR = "ferry-test/source-generator:dev"
-NULL = "ferry-test/destination-null:dev"
-NO_ENTRYPOINT = "ferry-test/no-entrypoint:dev"
-SIDECAR = "ferry-test/sidecar:dev"
-
-
-def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["podman", *args], capture_output=True, text=True, timeout=300, check=check
-    )
-
-
-@pytest.fixture
-def podman_images(podman_engine: None) -> None:
-    missing = [
-        image
-        for image in (FAKER, DUCKDB, GENERATOR, NULL, NO_ENTRYPOINT, SIDECAR)
-        if podman("image", "exists", image, check=False).returncode != 0
-    ]
-    if missing:
-        pytest.fail(
-            f"podman lacks test images {', '.join(missing)}: build them with `{BUILD_HINT}`"
-        )
-
-
-def pods_of(connection: str) -> list[dict[str, Any]]:
-    out = podman(
-        "pod", "ps", "--filter", f"label=ferry.connection={connection}", "--format", "json"
-    ).stdout
-    return list(json.loads(out or "[]"))
-
-
-def leftovers(connection: str) -> dict[str, list[str]]:
-    """Pods, secrets and volumes ferry made for `connection` that still exist."""
-    pods = [p["Name"] for p in pods_of(connection)]
-    secret_ids = podman("secret", "ls", "--noheading", "--format", "{{.ID}}").stdout.split()
-    secrets = []
-    if secret_ids:
-        for secret in json.loads(podman("secret", "inspect", *secret_ids).stdout or "[]"):
-            if (secret["Spec"].get("Labels") or {}).get("ferry.connection") == connection:
-                secrets.append(secret["Spec"]["Name"])
-    prefix = f"ferry-{connection}-"
-    volumes = [
-        v["Name"]
-        for v in json.loads(podman("volume", "ls", "--format", "json").stdout or "[]")
-        if v["Name"].startswith(prefix)
-    ]
-    # Sorted: podman lists in no stable order.
-    return {"pods": sorted(pods), "secrets": sorted(secrets), "volumes": sorted(volumes)}
-
-
-NOTHING: dict[str, list[str]] = {"pods": [], "secrets": [], "volumes": []}
-
-
-@pytest.fixture
-def connection_name() -> Iterator[str]:
-    name = f"pm-{uuid.uuid4().hex[:8]}"
-    yield name
-    for pod in pods_of(name):  # a failed test must not leave pods behind
-        podman("pod", "rm", "-f", "-t", "0", pod["Name"], check=False)
-        podman("secret", "rm", pod["Name"], check=False)
-        podman("volume", "rm", "-f", pod["Name"], check=False)
-
-
-def write_connection(tmp_path: Path, name: str, **fields: Any) -> Path:
-    path = tmp_path / "connection.yaml"
-    path.write_text(yaml.safe_dump({"name": name, **fields}))
-    return path
-
-
-def ferry_sync(connection: Path) -> tuple[int, dict[str, Any], str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "ferry", "sync", str(connection), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=540,
-        check=False,
-    )
-    summary = json.loads(result.stdout) if result.stdout.strip() else {}
-    return result.returncode, summary, result.stderr
-
-
-def stream_records(summary: dict[str, Any]) -> dict[str, int]:
-    return {s["stream"]: s["records"] for s in summary["streams"]}
-
-
-# The heartbeat sidecar's budget once ferry is gone: it gives up on ferry within
-# `give_up_within()`, then (the wrapper has stopped the connector) tries ONCE to report the exit
-# code, bounded by the probe timeout (the termination marker exists: no retries), and exits.
-
-
-def heartbeat_budget() -> float:
-    settings = HeartbeatSettings()
-    return settings.give_up_within() + settings.probe_timeout
-
-
 # --- syncs ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("layout", ["pod-per-connector", "single-pod"])
 def test_faker_to_duckdb_both_in_pods(
-    podman_images: None, connection_name: str, tmp_path: Path
+    podman_images: None, connection_name: str, tmp_path: Path, layout: str
 ) -> None:
+    """Per connector, or the single pod (source, destination and ferry's pump in one pod)."""
     out = tmp_path / "out"
     out.mkdir()
     connection = write_connection(
         tmp_path,
         connection_name,
         runtime="podman",
+        kubernetes={"layout": layout},
         source={"connector": FAKER, "config": {"count": 300, "seed": 1}},
         destination={
             "connector": DUCKDB,
@@ -193,12 +110,6 @@ def test_local_source_into_destination_pod(
     assert stream_records(summary) == {"stream_0": 20000, "stream_1": 20000}
     assert summary["states_committed"] == 8
     assert leftovers(connection_name) == NOTHING
-
-
-def committed_states(connection: str) -> int:
-    """How many state messages the store holds for `connection` (FERRY_HOME: the fixture's)."""
-    with open_store(None) as store:
-        return len(store.load_state(connection).to_messages())
 
 
 def test_sigint_mid_sync_is_cancelled_and_leaves_no_pod(
@@ -246,17 +157,19 @@ def test_sigint_mid_sync_is_cancelled_and_leaves_no_pod(
     assert pods_of(connection_name) == []
 
 
+@pytest.mark.parametrize("layout", ["pod-per-connector", "single-pod"])
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "frozen"])
 def test_ferry_gone_mid_sync_pods_exit_within_heartbeat_budget(
-    podman_images: None, connection_name: str, tmp_path: Path, how: signal.Signals
+    podman_images: None, connection_name: str, tmp_path: Path, how: signal.Signals, layout: str
 ) -> None:
-    """SIGKILL closes ferry's sockets (the relays break at once); SIGSTOP keeps them open, so
-    only the heartbeat notices that ferry is gone. Either way every container exits within the
-    heartbeat budget plus the wrapper's grace period, + 10 s."""
+    """SIGKILL closes ferry's sockets (the relays, or the single pod's control stream, break at
+    once); SIGSTOP keeps them open, so only the heartbeat notices that ferry is gone. Either way
+    every container exits within the heartbeat budget plus the wrapper's grace period, + 10 s."""
     connection = write_connection(
         tmp_path,
         connection_name,
         runtime="podman",
+        kubernetes={"layout": layout},
         source={"connector": GENERATOR, "config": {"count": 10**9, "state_every": 10000}},
         destination={"connector": NULL, "config": {}},
     )
@@ -269,22 +182,10 @@ def test_ferry_gone_mid_sync_pods_exit_within_heartbeat_budget(
         )
     try:
         deadline = time.monotonic() + 400
-        while True:  # wait until both sync pods have their connector running
+        while not committed_states(connection_name):  # the sync runs: data flows
             assert ferry.poll() is None, f"ferry ended before it was killed:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"the sync pods never started:\n{log.read_text()}"
-            running = [
-                pod
-                for pod in pods_of(connection_name)
-                if pod["Labels"].get("ferry.role") in ("source", "destination")
-                and any(
-                    c["Names"].endswith("-connector") and c["Status"] == "running"
-                    for c in pod["Containers"]
-                )
-            ]
-            if len(running) == 2:
-                break
-            time.sleep(1)
-        time.sleep(2)  # let data flow
+            assert time.monotonic() < deadline, f"nothing was committed:\n{log.read_text()}"
+            time.sleep(0.5)
         ferry.send_signal(how)
         if how == signal.SIGKILL:
             ferry.wait()
