@@ -14,12 +14,15 @@ import shutil
 import subprocess
 import tarfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import kmock
 import pytest
+import pytest_asyncio
+from kmock_cluster import FakeCluster, kubeconfig
 from podkit import (
     DUCKDB,
     FAKER,
@@ -193,3 +196,15 @@ def connection_name() -> Iterator[str]:
         podman("pod", "rm", "-f", "-t", "0", pod["Name"], check=False)
         podman("secret", "rm", pod["Name"], check=False)
         podman("volume", "rm", "-f", pod["Name"], check=False)
+
+
+@pytest_asyncio.fixture
+async def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeCluster]:
+    async with FakeCluster() as kube, kmock.Server(kube) as server:
+        kube.resources["v1/pods"] = {}
+        kube.resources["v1/secrets"] = {}
+        config = kubeconfig(tmp_path / "kubeconfig", str(server.url).rstrip("/"))
+        monkeypatch.setenv("KUBECONFIG", str(config))
+        monkeypatch.setenv("FERRY_RELAY_HOST", "127.0.0.1")
+        monkeypatch.delenv("FERRY_POD_IP", raising=False)
+        yield kube

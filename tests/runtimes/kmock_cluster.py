@@ -216,7 +216,7 @@ class Outcome:
     # "InitFailed", "Unschedulable" (the scheduler finds no node; the pod stays Pending).
     failure: str | None = None
     delay: float = 0.0  # seconds the connector runs before it writes anything
-    container: str = "connector"
+    container: str = "connector"  # or a single pod's "source", "destination", "pump"
     # When set, called with each chunk of stdin (a destination); returns bytes to write to stdout.
     on_stdin: Callable[[bytes], bytes] | None = None
 
@@ -240,6 +240,11 @@ def relay_args(pod: Mapping[str, Any]) -> dict[str, tuple[str, int, str]]:
     found: dict[str, tuple[str, int, str]] = {}
     for container in pod["spec"]["containers"]:
         argv = container.get("command") or []
+        env = {e["name"]: e.get("value", "") for e in container.get("env") or []}
+        if "FERRY_PUMP_RELAY" in env:  # a single pod's pump: stdout/stderr are its channels
+            host, _, port = env["FERRY_PUMP_RELAY"].rpartition(":")
+            for channel in ("relay-stdout", "relay-stderr"):
+                found[channel] = (host, int(port), env["FERRY_PUMP_TOKEN"])
         if len(argv) > 8 and argv[3] == "ferry-relay":
             found[container["name"]] = (argv[6], int(argv[7]), argv[8])
         elif len(argv) > 7 and argv[3] == "ferry-heartbeat":
@@ -354,6 +359,13 @@ class Kubelet:
         stdin = await connect(host, port, token, "stdin") if "relay-stdin" in endpoints else None
         writers = [w for _, w in (stdout, stderr) + ((stdin,) if stdin else ())]
         await asyncio.sleep(outcome.delay)
+        main = "pump" if "pump" in names else "connector"  # a single pod's, or the connector
+        if outcome.failure == "OOMKilled" and outcome.container not in (main, "connector"):
+            # A single pod's source or destination: killed while the pump still runs.
+            statuses = [running(name) for name in names if name != outcome.container]
+            statuses.append(terminated(outcome.container, 137, "OOMKilled"))
+            await self._patch_status(record, {"phase": "Running", "containerStatuses": statuses})
+            outcome = Outcome(stdout=outcome.stdout, delay=0.5)
         try:
             if outcome.failure in ("Evicted", "DeadlineExceeded", "Deleted"):
                 stdout[1].write(outcome.stdout)
@@ -396,8 +408,8 @@ class Kubelet:
                 if outcome.failure == "OOMKilled"
                 else ("Completed" if code == 0 else "Error")
             )
-            statuses = [terminated(name, 0, "Completed") for name in names if name != "connector"]
-            statuses.insert(0, terminated("connector", code, reason))
+            statuses = [terminated(name, 0, "Completed") for name in names if name != main]
+            statuses.insert(0, terminated(main, code, reason))
             await self._patch_status(
                 record,
                 {"phase": "Succeeded" if code == 0 else "Failed", "containerStatuses": statuses},

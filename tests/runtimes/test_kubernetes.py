@@ -15,14 +15,12 @@ import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import kmock
 import pytest
-import pytest_asyncio
-from kmock_cluster import FakeCluster, Kubelet, Outcome, kubeconfig
+from kmock_cluster import FakeCluster, Kubelet, Outcome
 
 from ferry.engine import commands
 from ferry.engine.connection import parse_connection
@@ -136,18 +134,6 @@ def mini_connector(records: int = 25) -> Any:
 
 
 # --- fixtures -----------------------------------------------------------------------------------
-
-
-@pytest_asyncio.fixture
-async def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeCluster]:
-    async with FakeCluster() as kube, kmock.Server(kube) as server:
-        kube.resources["v1/pods"] = {}
-        kube.resources["v1/secrets"] = {}
-        config = kubeconfig(tmp_path / "kubeconfig", str(server.url).rstrip("/"), NAMESPACE)
-        monkeypatch.setenv("KUBECONFIG", str(config))
-        monkeypatch.setenv("FERRY_RELAY_HOST", "127.0.0.1")
-        monkeypatch.delenv("FERRY_POD_IP", raising=False)
-        yield kube
 
 
 def ref(image: str = IMAGE, **options: Any) -> ConnectorRef:
