@@ -107,7 +107,7 @@ async def test_one_pod_one_secret_commits_on_echoes(cluster: FakeCluster, tmp_pa
         (
             Outcome(failure="ErrImagePull", container="destination"),
             ImageUnavailable,
-            "destination sidecar image",
+            "the destination image registry.example/dest-mini:1 cannot be pulled",
         ),
         (
             Outcome(failure="OOMKilled", container="destination"),

@@ -205,7 +205,9 @@ def assess_pod(
             if waiting:
                 reason, message = _reason(waiting)
                 if reason in PULL_ERRORS:
-                    which = "connector" if cname == CONNECTOR_CONTAINER else f"{cname} sidecar"
+                    which = (
+                        cname if cname in (CONNECTOR_CONTAINER, *OOM_HINTS) else f"{cname} sidecar"
+                    )
                     return PodAssessment(
                         error=ImageUnavailable(
                             f"{where}: the {which} image {image} cannot be pulled ({reason}: "

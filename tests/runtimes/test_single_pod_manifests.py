@@ -1,0 +1,110 @@
+"""The single pod's manifests and settings (pure: no pod runs here)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from ferry.engine.control import Event, apply_stats, error_events, error_of, stats_event
+from ferry.engine.runner import check_single_pod
+from ferry.engine.stats import SyncStats
+from ferry.errors import ConfigError, ConnectorCrashed, ConnectorFailed
+from ferry.runtimes.base import ConnectorInvocation, ConnectorOptions, ConnectorRef, RunLabels
+from ferry.runtimes.single_pod import PodLayout, PodPair, build_single_pod
+from ferry.wrapper import RelayEndpoint
+
+
+def pair(
+    layout: dict[str, Any] | None = None,
+    source: dict[str, Any] | None = None,
+    destination: dict[str, Any] | None = None,
+) -> PodPair:
+    def invocation(
+        image: str, verb: Any, role: Any, options: dict[str, Any]
+    ) -> ConnectorInvocation:
+        ref = ConnectorRef("podman", image, options=ConnectorOptions(**options))
+        files = {"config": b'{"x": "$(not expanded)"}', "catalog": b"{}"}
+        return ConnectorInvocation(ref, verb, files, RunLabels("7", "conn", role))
+
+    return PodPair(
+        invocation("src:1", "read", "source", source or {}),
+        invocation("dst:1", "write", "destination", destination or {}),
+        PodLayout.parse({"layout": "single-pod", **(layout or {})}),
+        RunLabels("7", "conn", "connector"),
+    )
+
+
+def build(p: PodPair) -> dict[str, Any]:
+    manifests = build_single_pod(p, token="tok", endpoint=RelayEndpoint("10.0.0.1", 4000))
+    return {"pod": manifests.pod, "secret": manifests.secret}
+
+
+def test_one_pod_with_both_connectors_the_pump_and_the_heartbeat() -> None:
+    built = build(pair({"ferry_image": "ferry:2", "labels": {"team": "etl"}}, {"memory": "1g"}))
+    pod = built["pod"]
+    containers = {c["name"]: c for c in pod["spec"]["containers"]}
+    assert list(containers) == ["source", "destination", "pump", "heartbeat"]
+    assert containers["pump"]["image"] == "ferry:2"
+    assert containers["source"]["resources"]["limits"]["memory"] == "1Gi"
+    for container in pod["spec"]["containers"] + pod["spec"]["initContainers"]:
+        assert set(container["resources"]) == {"requests", "limits"}
+    env = {e["name"]: e["value"] for e in containers["destination"]["env"]}
+    assert env["FERRY_IO_DIR"] == "/ferry/io/destination"
+    assert env["FERRY_STDIN"] == "1"
+    assert "--config" in containers["source"]["command"]
+    assert "/ferry/files/source-config.json" in containers["source"]["command"]
+    assert pod["metadata"]["labels"]["team"] == "etl"
+    assert pod["spec"]["volumes"][0]["name"] == f"{pod['metadata']['name']}-io"  # unique
+    # config values are files, never commands: nothing Kubernetes would rewrite is generated
+    assert "$(" not in json.dumps(pod)
+    assert "$$" not in json.dumps(pod)
+    assert sorted(built["secret"]["data"]) == [
+        "destination-catalog.json",
+        "destination-config.json",
+        "source-catalog.json",
+        "source-config.json",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda: PodLayout.parse({"layout": "one-pod"}), "is not one of pod-per-connector"),
+        (lambda: PodLayout.parse({"layout": "single-pod", "nope": 1}), "unknown key(s) nope"),
+        (lambda: build(pair(source={"kubernetes": {"namespace": "x"}})), "connection's kubernetes"),
+        (
+            lambda: check_single_pod(ConnectorRef("local", "x"), ConnectorRef("podman", "y")),
+            "both connectors on podman or both on kubernetes",
+        ),
+    ],
+)
+def test_bad_settings_are_config_errors(make: Any, says: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        make()
+    assert says in str(caught.value)
+
+
+def test_control_events_carry_counts_and_errors() -> None:
+    pod = SyncStats()
+    stream = pod.stream("users", None)
+    stream.records, stream.states_sent, stream.states_committed = 10, 2, 99
+    pod.mismatches.append("source said 3")
+    here = SyncStats()
+    here.stream("users", None).states_committed = 1
+    apply_stats(stats_event(pod), here)
+    assert here.stream("users", None).records == 10
+    assert here.stream("users", None).states_committed == 1  # the launching ferry's own count
+    assert here.mismatches == ["source said 3"]
+    failed, crashed = error_events(
+        [
+            ("source", ConnectorFailed("bad config", failure_type="config_error")),
+            ("destination", ConnectorCrashed("exited 3", exit_code=3)),
+        ]
+    )
+    again = error_of(failed)
+    assert isinstance(again, ConnectorFailed)
+    assert again.failure_type == "config_error"
+    assert isinstance(error_of(crashed), ConnectorCrashed)
+    assert isinstance(error_of(Event("error", kind="NotAnError", text="x")), ConnectorCrashed)
