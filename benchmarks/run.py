@@ -9,8 +9,10 @@ into destination-null. Paths measured, each repetition in the same order:
 - pipe         `source-generator read | destination-null write`, an OS pipe, no orchestrator;
 - naive        benchmarks/naive.py: readline + orjson per line, counts, echo thread;
 - ferry_local  `ferry sync` (full bookkeeping: routing, counts, state ledger, SQLite commits);
-- ferry_docker, ferry_relay (docker with relay: true), ferry_podman — when the engine and the
-  test images (scripts/build_images.py) are there; otherwise reported as skipped.
+- ferry_docker, ferry_relay (docker with relay: true), ferry_podman (a pod per connector),
+  ferry_podman_single (the single-pod layout: source, destination and ferry's pump in one pod)
+  — when the engine and the test images (scripts/build_images.py) are there; otherwise
+  reported as skipped.
 Also: fixed start-up costs (connector start, ferry import, a 2-record sync per runtime, docker
 container start), source-faker alone vs through ferry (and PyAirbyte's offline read into DuckDB
 when a venv with `airbyte` exists), correctness runs (a 100 MB record and 1-byte records, exact
@@ -59,6 +61,8 @@ TARGETS = {
     "rss_mb": 150.0,
     "faker_rate": 0.97,
     "faker_overhead_s": 1.0,
+    "data_phase_vs_local": 0.80,  # single pod and docker on a local engine
+    "single_pod_2_records_s": 2.5,
 }
 
 Json = dict[str, Any]
@@ -162,6 +166,7 @@ class Bench:
         *,
         runtime: str = "local",
         relay: bool = False,
+        layout: str | None = None,
         source: str = "source-generator",
         destination: str = "destination-null",
         source_config: Json | None = None,
@@ -180,6 +185,8 @@ class Bench:
             "source": source_block,
             "destination": destination_block,
         }
+        if layout:
+            body["kubernetes"] = {"layout": layout}
         names = streams if streams is not None else [f"stream_{i}" for i in range(STREAMS)]
         if names:
             body["streams"] = [
@@ -262,9 +269,11 @@ class Bench:
         )
         return sample, summary
 
-    def ferry(self, records: int, runtime: str = "local", relay: bool = False) -> Sample:
-        name = f"bench-{runtime}{'-relay' if relay else ''}"
-        kwargs: Json = {"runtime": runtime, "relay": relay}
+    def ferry(
+        self, records: int, runtime: str = "local", relay: bool = False, layout: str | None = None
+    ) -> Sample:
+        name = f"bench-{runtime}{'-relay' if relay else ''}{f'-{layout}' if layout else ''}"
+        kwargs: Json = {"runtime": runtime, "relay": relay, "layout": layout}
         if runtime != "local":
             kwargs["source"] = self.args.docker_source
             kwargs["destination"] = self.args.docker_destination
@@ -380,6 +389,12 @@ def throughput(bench: Bench, runtimes: list[str], repeat: int) -> tuple[Json, in
         ("docker", "ferry_docker", "ferry, docker", {"runtime": "docker"}),
         ("relay", "ferry_relay", "ferry, docker + relay", {"runtime": "docker", "relay": True}),
         ("podman", "ferry_podman", "ferry, podman pods", {"runtime": "podman"}),
+        (
+            "single-pod",
+            "ferry_podman_single",
+            "ferry, podman single-pod",
+            {"runtime": "podman", "layout": "single-pod"},
+        ),
     ]
     for key, name, label, kwargs in containers:
         if key not in runtimes:
@@ -441,6 +456,10 @@ def startup(bench: Bench, runtimes: list[str], repeat: int) -> Json:
             probes["ferry_sync_2_records_relay_s"] = lambda: bench.ferry(tiny, "docker", True).wall
     if "podman" in runtimes and bench.container_engine("podman") is None:
         probes["ferry_sync_2_records_podman_s"] = lambda: bench.ferry(tiny, "podman").wall
+    if "single-pod" in runtimes and bench.container_engine("podman") is None:
+        probes["ferry_sync_2_records_podman_single_s"] = lambda: (
+            bench.ferry(tiny, "podman", layout="single-pod").wall
+        )
     values: dict[str, list[float]] = {name: [] for name in probes}
     for _ in range(repeat):
         for name, probe in probes.items():
@@ -654,7 +673,9 @@ def install_pyairbyte(venv: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def targets(table: Json, rss: Json | None, faker: Json | None = None) -> Json:
+def targets(
+    table: Json, rss: Json | None, faker: Json | None = None, startup: Json | None = None
+) -> Json:
     local = table.get("ferry_local", {})
     peak = [local.get("ferry_peak_rss_mb", 0.0)]
     if rss:
@@ -703,6 +724,22 @@ def targets(table: Json, rss: Json | None, faker: Json | None = None) -> Json:
             "target": f"<= {TARGETS['faker_overhead_s']}",
             "value": overhead,
             "met": overhead <= TARGETS["faker_overhead_s"],
+        }
+    for name in ("ferry_podman_single", "ferry_docker"):
+        row = table.get(name, {})
+        if row.get("sync_mb_per_s") and local.get("sync_mb_per_s"):
+            out[f"{name}_data_phase_vs_local"] = at_least(
+                round(row["sync_mb_per_s"] / local["sync_mb_per_s"], 3),
+                TARGETS["data_phase_vs_local"],
+                "data phase MB/s over the local runtime's, same run",
+            )
+    tiny = (startup or {}).get("ferry_sync_2_records_podman_single_s")
+    if tiny is not None:
+        out["single_pod_2_records_s"] = {
+            "what": "a 2-record sync in the single-pod layout, whole command",
+            "target": f"<= {TARGETS['single_pod_2_records_s']}",
+            "value": tiny,
+            "met": tiny <= TARGETS["single_pod_2_records_s"],
         }
     out["ferry_peak_rss_mb"] = {
         "what": "ferry's process, every ferry run of this benchmark",
@@ -859,7 +896,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--runtimes",
         default=None,
-        help="comma list of local,docker,relay,podman (default all; --quick: local)",
+        help="comma list of local,docker,relay,podman,single-pod (default all; --quick: local)",
     )
     parser.add_argument(
         "--rss-records",
@@ -880,7 +917,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args.records = args.records or (20_000 if args.quick else 2_000_000)
     args.repeat = args.repeat or (1 if args.quick else 5)
     args.big_payload = args.big_payload or (1_000_000 if args.quick else 100_000_000)
-    runtimes = args.runtimes or ("local" if args.quick else "local,docker,relay,podman")
+    runtimes = args.runtimes or ("local" if args.quick else "local,docker,relay,podman,single-pod")
     args.runtimes = [r.strip() for r in runtimes.split(",") if r.strip()]
     return args
 
@@ -934,7 +971,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": platform.machine(),
     }
     report["targets"] = targets(
-        report["throughput"], report.get("rss_flatness"), report.get("faker")
+        report["throughput"], report.get("rss_flatness"), report.get("faker"), report["startup"]
     )
     report = {"meta": report.pop("meta"), **report}
     args.output.mkdir(parents=True, exist_ok=True)

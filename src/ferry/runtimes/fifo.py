@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ferry.errors import ConnectorCrashed
 from ferry.runtimes.base import ByteReader, ByteWriter, LogSink, StderrTail
-from ferry.runtimes.local import PipeReader, PipeWriter
+from ferry.runtimes.local import PipeReader, PipeWriter, _enlarge_pipe
 from ferry.wrapper import EXIT_FILE, STDERR, STDIN, STDOUT, TERMINATE_FILE, read_exit_file
 
 POLL = 0.05  # seconds between looks at the exit file, and at a missing reader of stdin
@@ -33,7 +33,9 @@ class FifoReader(PipeReader):
     """A FIFO's read end; until its writer first opened it, reads wait instead of seeing EOF."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        _enlarge_pipe(fd)  # 1 MiB instead of 64 KiB: the writer keeps going while ferry routes
+        super().__init__(fd)
         self._writer_seen = False
 
     async def read(self, n: int) -> bytes:
@@ -67,9 +69,12 @@ class LazyFifoWriter:
             if self._closed or self._process.exited:
                 raise BrokenPipeError(f"{self._process.name}: its stdin is closed")
             try:
-                self._writer = PipeWriter(os.open(self._path, os.O_WRONLY | os.O_NONBLOCK))
+                fd = os.open(self._path, os.O_WRONLY | os.O_NONBLOCK)
             except OSError:  # ENXIO: no reader yet
                 await asyncio.sleep(POLL)
+                continue
+            _enlarge_pipe(fd)
+            self._writer = PipeWriter(fd)
         return self._writer
 
     async def write(self, data: bytes) -> None:
