@@ -360,12 +360,15 @@ class Kubelet:
         writers = [w for _, w in (stdout, stderr) + ((stdin,) if stdin else ())]
         await asyncio.sleep(outcome.delay)
         main = "pump" if "pump" in names else "connector"  # a single pod's, or the connector
+        killed: list[dict[str, Any]] = []
         if outcome.failure == "OOMKilled" and outcome.container not in (main, "connector"):
             # A single pod's source or destination: killed while the pump still runs.
+            killed.append(terminated(outcome.container, 137, "OOMKilled"))
             statuses = [running(name) for name in names if name != outcome.container]
-            statuses.append(terminated(outcome.container, 137, "OOMKilled"))
-            await self._patch_status(record, {"phase": "Running", "containerStatuses": statuses})
-            outcome = Outcome(stdout=outcome.stdout, delay=0.5)
+            await self._patch_status(
+                record, {"phase": "Running", "containerStatuses": statuses + killed}
+            )
+            outcome = Outcome(stdout=outcome.stdout)
         try:
             if outcome.failure in ("Evicted", "DeadlineExceeded", "Deleted"):
                 stdout[1].write(outcome.stdout)
@@ -408,8 +411,9 @@ class Kubelet:
                 if outcome.failure == "OOMKilled"
                 else ("Completed" if code == 0 else "Error")
             )
-            statuses = [terminated(name, 0, "Completed") for name in names if name != main]
-            statuses.insert(0, terminated(main, code, reason))
+            ended = {main} | {status["name"] for status in killed}
+            statuses = [terminated(main, code, reason), *killed]
+            statuses += [terminated(name, 0, "Completed") for name in names if name not in ended]
             await self._patch_status(
                 record,
                 {"phase": "Succeeded" if code == 0 else "Failed", "containerStatuses": statuses},

@@ -125,12 +125,14 @@ def assess_pod(
     deleted: bool = False,
     deleting: bool = False,
     main: str = CONNECTOR_CONTAINER,
+    deferred: frozenset[str] = frozenset(),
 ) -> PodAssessment:
     """Interpret a pod (a dict as the API returns it) for its main container (the connector's,
     or the pump's in a single pod).
 
     `deleted`: the watch reported DELETED; `deleting`: ferry itself is deleting the pod (then a
-    deletion is no failure).
+    deletion is no failure); `deferred`: containers whose OOMKilled is reported once the main
+    container ended (a single pod's connectors: the pump still drains what they did).
     """
     metadata = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
@@ -161,6 +163,16 @@ def assess_pod(
                     exit_code=code,
                 ),
             )
+        for cs in _statuses(status, "containerStatuses"):
+            killed = (cs.get("state") or {}).get("terminated") or {}
+            if cs.get("name") in deferred and killed.get("reason") == "OOMKilled":
+                return PodAssessment(
+                    exit_code=code,
+                    error=ConnectorCrashed(
+                        f"{where}: the {cs['name']} container was OOMKilled; raise "
+                        + OOM_HINTS.get(str(cs["name"]), "its memory limit")
+                    ),
+                )
         return PodAssessment(exit_code=code)
 
     if deleted and not deleting:
@@ -233,7 +245,7 @@ def assess_pod(
                             f"{reason or 'no reason'}): {message or 'no message'}"
                         )
                     )
-                if reason == "OOMKilled":
+                if reason == "OOMKilled" and cname not in deferred:
                     return PodAssessment(
                         error=ConnectorCrashed(
                             f"{where}: the {cname} container was OOMKilled; raise "
@@ -357,6 +369,7 @@ class KubernetesPod:
     """One pod of one run (a PodBackend)."""
 
     main_container = CONNECTOR_CONTAINER  # whose exit code is the pod's result
+    deferred_containers: frozenset[str] = frozenset()  # see assess_pod
 
     def __init__(self, client: Any, manifests: PodManifests, schedule_timeout: float) -> None:
         self.client = client
@@ -441,6 +454,7 @@ class KubernetesPod:
                         deleted=event == "DELETED",
                         deleting=self.deleting,
                         main=self.main_container,
+                        deferred=self.deferred_containers,
                     )
                     if verdict.error is not None:
                         raise verdict.error

@@ -61,7 +61,11 @@ class PodmanPairPod(PodmanPod):
 
 
 class KubernetesPairPod(KubernetesPod):
+    """A single pod on Kubernetes: the pump's exit is the result; an OOMKilled connector is
+    reported once the pump has drained what it did."""
+
     main_container = PUMP_CONTAINER
+    deferred_containers = frozenset(ROLES)
 
 
 async def _entrypoints(pair: PodPair, auto: Entrypoint) -> dict[str, str | None]:
