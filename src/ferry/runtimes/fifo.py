@@ -149,6 +149,10 @@ class FifoProcess:
                 (self.directory / TERMINATE_FILE).write_text("ferry stopped the connector\n")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._exit), grace + 5)
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop watching and release the FIFOs (the connector is gone or no longer wanted)."""
         if not self._exit.done():
             self._exit.cancel()
         self._stdout.process_exited()
