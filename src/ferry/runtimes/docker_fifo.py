@@ -29,17 +29,40 @@ from typing import TYPE_CHECKING
 from ferry.errors import FerryError
 from ferry.runtimes.base import ByteReader, ByteWriter, ConnectorInvocation, LogSink, protocol_args
 from ferry.runtimes.fifo import FifoProcess
-from ferry.wrapper import IO_DIR, STDERR, STDIN, STDOUT, entrypoint_from_argv, wrapper_command
+from ferry.wrapper import (
+    IO_DIR,
+    STDERR,
+    STDIN,
+    STDOUT,
+    TERMINATED_EXIT_CODE,
+    entrypoint_from_argv,
+    wrapper_command,
+)
 
 if TYPE_CHECKING:
     from ferry.runtimes.docker import DockerRuntime
 
 ENV_DOCKER_FIFO = "FERRY_DOCKER_FIFO"
+SIGKILL_EXIT = 137  # 128 + SIGKILL
+# How often the wrapper looks for the termination marker: `docker stop -t 1` must reach the
+# connector as a TERM within its grace, as it does without the wrapper.
+WRAPPER_POLL = 0.2
 
 
 def fifo_path_enabled(unix_path: str | None) -> bool:
     """The engine is on this host (its socket is a local file) and the path is not turned off."""
     return unix_path is not None and os.environ.get(ENV_DOCKER_FIFO, "1") != "0"
+
+
+def oom_note(code: int, memory_limit: str | None) -> str | None:
+    """What to tell about a SIGKILL nobody sent under a memory limit: the engine's answer does
+    not say OOM, and an auto-removed container can no longer be inspected."""
+    if code != SIGKILL_EXIT or not memory_limit:
+        return None
+    return (
+        f"ferry: the container was killed (exit code {code}) under its memory limit of "
+        f"{memory_limit}: most likely out of memory; raise `resources: {{memory: ...}}`"
+    )
 
 
 def make_fifos(reads_stdin: bool) -> Path:
@@ -64,42 +87,61 @@ class DockerFifoProcess:
         fifos: FifoProcess,
         exit_task: asyncio.Task[int],
         root: Path,
+        memory_limit: str | None = None,
     ) -> None:
         self.stdout: ByteReader = fifos.stdout
         self.stdin: ByteWriter | None = fifos.stdin
         self._runtime = runtime
-        self._container_id = container_id
+        self.container_id = container_id
         self._fifos = fifos
         self._exit = exit_task
         self._root = root
+        self._memory_limit = memory_limit
+        self._terminating = False
+        self._notes: list[str] = []
+        self._code: int | None = None
 
     async def wait(self) -> int:
         """The wrapper's exit code once stderr is drained, else the engine's (a killed wrapper)."""
-        try:
-            engine_code = await asyncio.shield(self._exit)
-            done, _ = await asyncio.wait({asyncio.ensure_future(self._fifos.wait())}, timeout=5)
-            for task in done:
-                with contextlib.suppress(FerryError):
-                    return task.result()
-            return engine_code
-        finally:
-            self._release()
+        if self._code is None:
+            try:
+                self._code = await self._exit_code()
+            finally:
+                self._release()
+            note = None if self._terminating else oom_note(self._code, self._memory_limit)
+            if note:
+                self._notes.append(note)
+        return self._code
+
+    async def _exit_code(self) -> int:
+        code = await asyncio.shield(self._exit)
+        done, _ = await asyncio.wait({asyncio.ensure_future(self._fifos.wait())}, timeout=5)
+        for task in done:
+            with contextlib.suppress(FerryError):
+                code = task.result()
+        return code
 
     async def terminate(self, grace: float = 10.0) -> None:
+        self._terminating = True
         try:
             if not self._exit.done():
                 try:
-                    await self._runtime.stop(self._container_id, grace)
+                    await self._runtime.stop(self.container_id, grace)
                     await asyncio.wait_for(asyncio.shield(self._exit), 30)
                 except (TimeoutError, FerryError):
                     with contextlib.suppress(FerryError):
-                        await self._runtime.remove(self._container_id)
+                        await self._runtime.remove(self.container_id)
+            if self._code is None and self._exit.done() and not self._exit.cancelled():
+                with contextlib.suppress(FerryError):
+                    self._code = await self._exit_code()
             await self._fifos.close()
         finally:
             self._release()
+        if self._code is None:
+            self._code = TERMINATED_EXIT_CODE
 
     def stderr_tail(self) -> list[str]:
-        return self._fifos.stderr_tail()
+        return self._fifos.stderr_tail() + self._notes
 
     def _release(self) -> None:
         if not self._exit.done():
@@ -125,6 +167,7 @@ async def start_with_fifos(
         image=ref.target,
         reads_stdin=invocation.reads_stdin,
         entrypoint=entrypoint_from_argv(argv) if argv else None,
+        poll=WRAPPER_POLL,
     )
     root = make_fifos(invocation.reads_stdin)
     host_config = dict(spec.host_config)
@@ -161,4 +204,6 @@ async def start_with_fifos(
         await runtime._remove_quietly(container_id or spec.name)
         shutil.rmtree(root, ignore_errors=True)
         raise
-    return DockerFifoProcess(runtime, container_id, fifos, exit_task, root)
+    return DockerFifoProcess(
+        runtime, container_id, fifos, exit_task, root, memory_limit=ref.options.memory
+    )
