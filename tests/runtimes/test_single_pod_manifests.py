@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from ferry.engine.control import Event, apply_stats, error_events, error_of, stats_event
 from ferry.engine.runner import check_single_pod
@@ -108,3 +112,41 @@ def test_control_events_carry_counts_and_errors() -> None:
     assert again.failure_type == "config_error"
     assert isinstance(error_of(crashed), ConnectorCrashed)
     assert isinstance(error_of(Event("error", kind="NotAnError", text="x")), ConnectorCrashed)
+
+
+@pytest.mark.parametrize("runtime", ["podman", "kubernetes"])
+def test_dry_run_prints_the_single_pod(tmp_path: Path, runtime: str) -> None:
+    connection = tmp_path / "connection.yaml"
+    body = {
+        "name": "dry",
+        "runtime": runtime,
+        "source": {"connector": "src:1", "config": {"password": "hunter2"}},
+        "destination": {"connector": "dst:1", "config": {}},
+    }
+    connection.write_text(json.dumps(body))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ferry",
+            "sync",
+            str(connection),
+            "--dry-run",
+            "--layout",
+            "single-pod",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    secret, pod = list(yaml.safe_load_all(result.stdout))
+    assert [c["name"] for c in pod["spec"]["containers"]] == [
+        "source",
+        "destination",
+        "pump",
+        "heartbeat",
+    ]
+    assert pod["spec"].get("hostNetwork") is (True if runtime == "podman" else None)
+    assert "hunter2" not in result.stdout
+    assert json.dumps(secret).count("<redacted>") == 4

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -155,26 +153,3 @@ def test_missing_entrypoint_is_explained_and_auto_derives_it(
     assert auto.error is None, auto.error
     assert auto.stats.records == 10
     assert leftovers(connection_name) == NOTHING
-
-
-def test_dry_run_prints_the_single_pod(podman_images: None, tmp_path: Path) -> None:
-    connection = generator_to_null(tmp_path, "dry", {"count": 1})
-    result = subprocess.run(
-        [sys.executable, "-m", "ferry", "sync", str(connection), "--dry-run"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    import yaml
-
-    secret, pod = list(yaml.safe_load_all(result.stdout))
-    names = [c["name"] for c in pod["spec"]["containers"]]
-    assert names == ["source", "destination", "pump", "heartbeat"]
-    assert sorted(secret["data"]) == [
-        "destination-catalog.json",
-        "destination-config.json",
-        "source-catalog.json",
-        "source-config.json",
-    ]
-    assert json.dumps(secret).count("<redacted>") == 4
