@@ -12,7 +12,7 @@ import yaml
 from lightkube import codecs
 
 from ferry.engine.connection import parse_connection
-from ferry.runtimes.manifests import KubernetesSettings
+from ferry.runtimes.pods.manifests import KubernetesSettings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 FILES = sorted(DEPLOY.glob("*.yaml"))

@@ -26,14 +26,22 @@ from dockerkit import containers_of, docker_client, invocation
 
 from ferry.engine import commands
 from ferry.errors import ConfigError, ConnectorCrashed
+from ferry.relay import (
+    DOCKER_BRIDGE_HOST,
+    LOOPBACK_HOST,
+    HeartbeatSettings,
+    RelayListener,
+    handshake_line,
+    shared_listener,
+)
+from ferry.relay.wrapper import DEFAULT_GRACE
 from ferry.runtimes import get_runtime
 from ferry.runtimes.base import (
     OWNER_ID,
     ConnectorOptions,
     ConnectorRef,
 )
-from ferry.runtimes.docker import DockerRuntime
-from ferry.runtimes.docker_relay import (
+from ferry.runtimes.docker.relay import (
     BUSY_TCP_STATES,
     ENV_RELAY_HOST,
     ENV_SIDECAR_IMAGE,
@@ -44,16 +52,8 @@ from ferry.runtimes.docker_relay import (
     sandbox_command,
     start_relayed,
 )
+from ferry.runtimes.docker.runtime import DockerRuntime
 from ferry.runtimes.gc import PID_LABEL, collect_docker
-from ferry.wrapper import (
-    DOCKER_BRIDGE_HOST,
-    LOOPBACK_HOST,
-    HeartbeatSettings,
-    RelayListener,
-    handshake_line,
-    shared_listener,
-)
-from ferry.wrapper.script import DEFAULT_GRACE
 
 REPO = Path(__file__).resolve().parents[2]
 HANG_GUARD = 120.0
@@ -185,7 +185,7 @@ def test_image_without_airbyte_entrypoint_is_127_then_auto_derives_it(
         try:
             with pytest.raises(ConnectorCrashed) as caught:
                 await commands.fetch_spec(relay_ref(image), runtime)
-            with caplog.at_level(logging.INFO, logger="ferry.runtimes.docker_relay"):
+            with caplog.at_level(logging.INFO, logger="ferry.runtimes.docker.relay"):
                 spec = await commands.fetch_spec(relay_ref(image, entrypoint="auto"), runtime)
             return str(caught.value), spec
         finally:
@@ -358,7 +358,7 @@ def test_a_relay_sidecar_that_cannot_run_fails_the_run_at_once(
 KILL_CHILD = """
 import asyncio, json, sys
 from ferry.runtimes.base import ConnectorInvocation, ConnectorOptions, ConnectorRef, RunLabels
-from ferry.runtimes.docker import DockerRuntime
+from ferry.runtimes.docker.runtime import DockerRuntime
 
 async def main():
     ref = ConnectorRef("docker", sys.argv[1], options=ConnectorOptions(relay=True))

@@ -31,9 +31,9 @@ from ferry.errors import ConfigError, ConnectorCrashed, ImageUnavailable, Runtim
 from ferry.runtimes import get_runtime
 from ferry.runtimes.base import ConnectorOptions, ConnectorRef
 from ferry.runtimes.gc import HOST_LABEL, OWNER_LABEL, PID_LABEL, this_host
-from ferry.runtimes.kubernetes import KubernetesRuntime, assess_pod, relay_host
-from ferry.runtimes.manifests import KubernetesSettings
-from ferry.runtimes.pod_gc import collect_kubernetes
+from ferry.runtimes.pods.gc import collect_kubernetes
+from ferry.runtimes.pods.kubernetes import KubernetesRuntime, assess_pod, relay_host
+from ferry.runtimes.pods.manifests import KubernetesSettings
 from ferry.store import open_store
 
 NAMESPACE = "ferry-test"

@@ -18,7 +18,7 @@ import pytest
 from ferry.errors import ConnectorNotFound
 from ferry.runtimes import get_runtime
 from ferry.runtimes.base import ConnectorInvocation, ConnectorOptions, ConnectorRef, Verb
-from ferry.runtimes.local import LocalProcess, LocalRuntime
+from ferry.runtimes.local.process import LocalProcess, LocalRuntime
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -304,7 +304,7 @@ def test_file_without_execute_permission_is_connector_not_found(tmp_path: Path) 
 FERRY_STARTS_A_CONNECTOR = """
 import asyncio, signal, sys
 from ferry.runtimes.base import ConnectorInvocation, ConnectorRef
-from ferry.runtimes.local import LocalRuntime
+from ferry.runtimes.local.process import LocalRuntime
 
 async def main():
     # A Python handler (not SIG_IGN): the connector gets the default action after exec.

@@ -25,6 +25,8 @@ import yaml
 
 from ferry.engine import commands
 from ferry.errors import ConfigError, ConnectorCrashed, ImageUnavailable
+from ferry.relay import LOOPBACK_HOST, HeartbeatSettings, RelayEndpoint
+from ferry.relay.wrapper import DEFAULT_GRACE
 from ferry.runtimes.base import (
     ConnectorInvocation,
     ConnectorOptions,
@@ -32,12 +34,10 @@ from ferry.runtimes.base import (
     RunLabels,
 )
 from ferry.runtimes.gc import HOST_LABEL, OWNER_LABEL, PID_LABEL, process_start, this_host
-from ferry.runtimes.manifests import build_manifests, for_podman, podman_secret
-from ferry.runtimes.pod_gc import collect_podman
-from ferry.runtimes.podman import PodmanRuntime
+from ferry.runtimes.pods.gc import collect_podman
+from ferry.runtimes.pods.manifests import build_manifests, for_podman, podman_secret
+from ferry.runtimes.pods.podman import PodmanRuntime
 from ferry.store import open_store
-from ferry.wrapper import LOOPBACK_HOST, HeartbeatSettings, RelayEndpoint
-from ferry.wrapper.script import DEFAULT_GRACE
 
 pytestmark = pytest.mark.podman
 

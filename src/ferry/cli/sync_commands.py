@@ -102,7 +102,7 @@ def _sync(args: argparse.Namespace) -> int:
 
 
 def _dry_run(runner: SyncRunner) -> str:
-    from ferry.runtimes.manifests import render_dry_run
+    from ferry.runtimes.pods.manifests import render_dry_run
 
     invocations = runner.dry_run_invocations()
     runtimes = {invocation.connector.runtime for invocation in invocations}

@@ -116,7 +116,7 @@ def collect_docker(dry_run: bool) -> list[str]:
     """Remove containers whose ferry owner is gone."""
     import docker.errors
 
-    from ferry.runtimes.docker import connect, engine_error
+    from ferry.runtimes.docker.runtime import connect, engine_error
 
     client = connect()
     try:
@@ -159,8 +159,8 @@ def collect_docker(dry_run: bool) -> list[str]:
 # clients of each engine lazily, and a collector module still being written is simply absent).
 COLLECTORS: dict[str, Collector | str] = {
     "docker": collect_docker,
-    "podman": "ferry.runtimes.pod_gc:collect_podman",
-    "kubernetes": "ferry.runtimes.pod_gc:collect_kubernetes",
+    "podman": "ferry.runtimes.pods.gc:collect_podman",
+    "kubernetes": "ferry.runtimes.pods.gc:collect_kubernetes",
 }
 
 

@@ -23,7 +23,7 @@ import pytest
 from wrapperkit import HANG_GUARD, FifoReader, Shell, until, wait_for, write_script
 
 from ferry.errors import ConnectorCrashed
-from ferry.wrapper import (
+from ferry.relay import (
     SIDECAR_IMAGE,
     HeartbeatSettings,
     RelayEndpoint,

@@ -18,7 +18,7 @@ A runtime (Docker relay mode, Podman, Kubernetes) does, per connector run:
     # status); finally listener.unregister(reg.token)
 """
 
-from ferry.wrapper.layout import (
+from ferry.relay.layout import (
     EXIT_FILE,
     IO_DIR,
     NO_ENTRYPOINT_EXIT_CODE,
@@ -33,7 +33,7 @@ from ferry.wrapper.layout import (
     read_exit_file,
     unsafe_for_kubernetes,
 )
-from ferry.wrapper.relay import (
+from ferry.relay.listener import (
     DOCKER_BRIDGE_HOST,
     HANDSHAKE_MAGIC,
     LOOPBACK_HOST,
@@ -46,20 +46,20 @@ from ferry.wrapper.relay import (
     handshake_line,
     shared_listener,
 )
-from ferry.wrapper.script import (
-    WrapperCommand,
-    encode_entrypoint,
-    entrypoint_from_argv,
-    wrapper_command,
-    wrapper_script,
-)
-from ferry.wrapper.sidecars import (
+from ferry.relay.sidecars import (
     SIDECAR_IMAGE,
     HeartbeatSettings,
     RelayEndpoint,
     heartbeat_sidecar_command,
     relay_sidecar_command,
     sidecar_commands,
+)
+from ferry.relay.wrapper import (
+    WrapperCommand,
+    encode_entrypoint,
+    entrypoint_from_argv,
+    wrapper_command,
+    wrapper_script,
 )
 
 __all__ = [

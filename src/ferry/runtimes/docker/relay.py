@@ -2,7 +2,7 @@
 
 `runtime: docker` with `relay: true` in the connector's block (or `ferry sync --relay`) runs the
 connector the way the Kubernetes and Podman runtimes do, with the wrapper layer unchanged
-(`ferry.wrapper`): ferry's wrapper is the connector container's command, relay sidecars carry
+(`ferry.relay`): ferry's wrapper is the connector container's command, relay sidecars carry
 its stdin/stdout/stderr FIFOs to ferry's ONE relay listener with the connector's token, and a
 heartbeat sidecar stops the connector when ferry is gone. Per connector run, all labelled like
 plain containers (`RunLabels.as_labels()` + `gc.owner_labels()` + `ferry.part`), all AutoRemove,
@@ -108,28 +108,7 @@ from typing import Any
 import docker.errors
 
 from ferry.errors import ConfigError, ConnectorCrashed, FerryError, RuntimeUnavailable
-from ferry.runtimes._docker_attach import OutputStream, StderrLines
-from ferry.runtimes._docker_engine import Endpoint
-from ferry.runtimes._pod_process import PodProcess, stderr_sink
-from ferry.runtimes.base import (
-    ConnectorInvocation,
-    ConnectorOptions,
-    LogSink,
-    StderrTail,
-    protocol_args,
-)
-from ferry.runtimes.docker import (
-    FILES_DIR,
-    DockerRuntime,
-    _binds,
-    _container_name,
-    engine_error,
-    parse_cpu,
-    parse_memory,
-)
-from ferry.runtimes.gc import owner_labels
-from ferry.runtimes.registry import derive_entrypoint
-from ferry.wrapper import (
+from ferry.relay import (
     DOCKER_BRIDGE_HOST,
     IO_DIR,
     LOOPBACK_HOST,
@@ -145,8 +124,29 @@ from ferry.wrapper import (
     sidecar_commands,
     wrapper_command,
 )
+from ferry.runtimes.base import (
+    ConnectorInvocation,
+    ConnectorOptions,
+    LogSink,
+    StderrTail,
+    protocol_args,
+)
+from ferry.runtimes.docker.attach import OutputStream, StderrLines
+from ferry.runtimes.docker.endpoint import Endpoint
+from ferry.runtimes.docker.runtime import (
+    FILES_DIR,
+    DockerRuntime,
+    _binds,
+    _container_name,
+    engine_error,
+    parse_cpu,
+    parse_memory,
+)
+from ferry.runtimes.gc import owner_labels
+from ferry.runtimes.pods.registry import derive_entrypoint
+from ferry.runtimes.relayed import PodProcess, stderr_sink
 
-logger = logging.getLogger("ferry.runtimes.docker_relay")
+logger = logging.getLogger("ferry.runtimes.docker.relay")
 
 ENV_SIDECAR_IMAGE = "FERRY_SIDECAR_IMAGE"  # the same variable the Podman runtime reads
 ENV_RELAY_HOST = "FERRY_DOCKER_RELAY_HOST"

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ferry.wrapper import wrapper_command
+from ferry.relay import wrapper_command
 
 BUSYBOX = "/bin/busybox"
 DASH = "/usr/bin/dash"

@@ -36,7 +36,7 @@ from typing import Any
 
 from ferry.errors import RuntimeUnavailable
 from ferry.runtimes.gc import orphan_reason, process_start, this_host
-from ferry.runtimes.manifests import (
+from ferry.runtimes.pods.manifests import (
     CONNECTOR_CONTAINER,
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -329,7 +329,7 @@ def collect_kubernetes(
     from lightkube.resources.core_v1 import Pod, Secret
     from lightkube.types import CascadeType
 
-    from ferry.runtimes.kubernetes import api_error, is_not_found, load_config
+    from ferry.runtimes.pods.kubernetes import api_error, is_not_found, load_config
 
     limits = ttls(ttl)
     clock = time.time() if now is None else now

@@ -37,7 +37,7 @@ from ferry.runtimes.base import (
     fingerprint_of,
     protocol_args,
 )
-from ferry.runtimes.install import load_manifest
+from ferry.runtimes.local.install import load_manifest
 
 PIPE_SIZE = 1 << 20  # Linux's default /proc/sys/fs/pipe-max-size
 STDERR_CHUNK = 64 * 1024

@@ -73,9 +73,6 @@ from ferry.errors import (
     ImageUnavailable,
     RuntimeUnavailable,
 )
-from ferry.runtimes._docker_attach import OutputStream, StderrLines
-from ferry.runtimes._docker_engine import Endpoint, StdinStream, endpoint_of
-from ferry.runtimes._pod_process import PodProcess
 from ferry.runtimes.base import (
     ByteReader,
     ByteWriter,
@@ -87,7 +84,10 @@ from ferry.runtimes.base import (
     fingerprint_of,
     protocol_args,
 )
+from ferry.runtimes.docker.attach import OutputStream, StderrLines
+from ferry.runtimes.docker.endpoint import Endpoint, StdinStream, endpoint_of
 from ferry.runtimes.gc import owner_labels
+from ferry.runtimes.relayed import PodProcess
 
 FILES_DIR = "/ferry"
 PULL_POLICIES = ("never", "if-not-present", "always")
@@ -97,7 +97,7 @@ REMOVE_TIMEOUT = 30.0
 SIGKILL_EXIT = 137
 
 T = TypeVar("T")
-logger = logging.getLogger("ferry.runtimes.docker")
+logger = logging.getLogger("ferry.runtimes.docker.runtime")
 
 _BINARY_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*$", re.IGNORECASE)
@@ -396,7 +396,7 @@ class DockerRuntime:
         self, invocation: ConnectorInvocation, log: LogSink
     ) -> DockerProcess | PodProcess:
         if invocation.connector.options.relay:  # relay mode: wrapper + sidecars (docker_relay)
-            from ferry.runtimes.docker_relay import start_relayed
+            from ferry.runtimes.docker.relay import start_relayed
 
             return await start_relayed(self, invocation, log)
         client, endpoint = await self._connect()

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ferry.errors import ConnectorCrashed, FerryError
+from ferry.relay import TERMINATED_EXIT_CODE, RelayListener, RelayRegistration
 from ferry.runtimes.base import ByteReader, ByteWriter, LogSink, StderrTail
-from ferry.wrapper import TERMINATED_EXIT_CODE, RelayListener, RelayRegistration
 
 logger = logging.getLogger("ferry.runtimes.pod")
 

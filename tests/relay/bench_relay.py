@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from wrapperkit import make_busybox_path
 
-from ferry.wrapper import RelayListener, relay_sidecar_command
+from ferry.relay import RelayListener, relay_sidecar_command
 
 
 def reap(pid: int, out: dict[str, float]) -> None:

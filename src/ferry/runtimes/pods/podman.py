@@ -41,7 +41,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ferry.errors import ConfigError, ConnectorCrashed, ImageUnavailable, RuntimeUnavailable
-from ferry.runtimes._pod_process import PodProcess, stderr_sink
+from ferry.relay import (
+    LOOPBACK_HOST,
+    PODMAN_HOST,
+    SIDECAR_IMAGE,
+    shared_listener,
+)
 from ferry.runtimes.base import (
     ConnectorInvocation,
     ConnectorRef,
@@ -50,7 +55,7 @@ from ferry.runtimes.base import (
     fingerprint_of,
 )
 from ferry.runtimes.gc import owner_labels
-from ferry.runtimes.manifests import (
+from ferry.runtimes.pods.manifests import (
     CONNECTOR_CONTAINER,
     KubernetesSettings,
     PodManifests,
@@ -58,15 +63,10 @@ from ferry.runtimes.manifests import (
     for_podman,
     podman_secret,
 )
-from ferry.runtimes.registry import derive_entrypoint
-from ferry.wrapper import (
-    LOOPBACK_HOST,
-    PODMAN_HOST,
-    SIDECAR_IMAGE,
-    shared_listener,
-)
+from ferry.runtimes.pods.registry import derive_entrypoint
+from ferry.runtimes.relayed import PodProcess, stderr_sink
 
-logger = logging.getLogger("ferry.runtimes.podman")
+logger = logging.getLogger("ferry.runtimes.pods.podman")
 
 ENV_SIDECAR_IMAGE = "FERRY_SIDECAR_IMAGE"
 PULL_POLICIES = ("never", "if-not-present", "always")

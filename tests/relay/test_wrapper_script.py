@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from wrapperkit import Shell, WrapperRun, wait_for, write_script
 
-from ferry.wrapper import (
+from ferry.relay import (
     NO_ENTRYPOINT_EXIT_CODE,
     TERMINATED_EXIT_CODE,
     encode_entrypoint,
@@ -21,7 +21,7 @@ from ferry.wrapper import (
     wrapper_command,
     wrapper_script,
 )
-from ferry.wrapper.sidecars import RelayEndpoint
+from ferry.relay.sidecars import RelayEndpoint
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -43,7 +43,7 @@ from ferry.errors import (
     ImageUnavailable,
     RuntimeUnavailable,
 )
-from ferry.runtimes._pod_process import PodProcess, stderr_sink
+from ferry.relay import SIDECAR_IMAGE, shared_listener
 from ferry.runtimes.base import (
     ConnectorInvocation,
     ConnectorRef,
@@ -52,21 +52,21 @@ from ferry.runtimes.base import (
     fingerprint_of,
 )
 from ferry.runtimes.gc import owner_labels
-from ferry.runtimes.manifests import (
+from ferry.runtimes.pods.manifests import (
     CONNECTOR_CONTAINER,
     KubernetesSettings,
     PodManifests,
     build_manifests,
     secret_owner_patch,
 )
-from ferry.runtimes.registry import (
+from ferry.runtimes.pods.registry import (
     derive_entrypoint,
     docker_configs_from_pull_secrets,
     fetch_image_config,
 )
-from ferry.wrapper import SIDECAR_IMAGE, shared_listener
+from ferry.runtimes.relayed import PodProcess, stderr_sink
 
-logger = logging.getLogger("ferry.runtimes.kubernetes")
+logger = logging.getLogger("ferry.runtimes.pods.kubernetes")
 
 ENV_RELAY_HOST = "FERRY_RELAY_HOST"
 ENV_POD_IP = "FERRY_POD_IP"

@@ -12,8 +12,8 @@ import pytest
 from wrapperkit import until
 
 from ferry.errors import ConnectorCrashed, FerryError, RuntimeUnavailable
-from ferry.wrapper import RelayListener, RelayRegistration, handshake_line, shared_listener
-from ferry.wrapper.relay import MAX_FIRST_LINE
+from ferry.relay import RelayListener, RelayRegistration, handshake_line, shared_listener
+from ferry.relay.listener import MAX_FIRST_LINE
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -40,7 +40,7 @@ from typing import Any
 
 from ferry.errors import ConfigError, ImageUnavailable, RuntimeUnavailable
 
-logger = logging.getLogger("ferry.runtimes.registry")
+logger = logging.getLogger("ferry.runtimes.pods.registry")
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
@@ -488,7 +488,7 @@ def derive_entrypoint(config: Mapping[str, Any]) -> str | None:
     wrapper appends them. ENTRYPOINT+CMD would hand a connector its default arguments (often
     `--help`) before the protocol's.
     """
-    from ferry.wrapper import entrypoint_from_argv
+    from ferry.relay import entrypoint_from_argv
 
     for item in config.get("Env") or []:
         name, _, value = str(item).partition("=")

@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 
-from ferry.wrapper.layout import IO_DIR, check_portable, unsafe_for_kubernetes
+from ferry.relay.layout import IO_DIR, check_portable, unsafe_for_kubernetes
 
 WRAPPER_NAME = "ferry-wrapper"
 DEFAULT_SHELL: tuple[str, ...] = ("/bin/sh",)
@@ -55,7 +55,7 @@ def load_script(name: str) -> str:
     The comments document the templates; dropping them keeps pod specs short. The templates have
     no here-documents or multi-line strings, so removing such lines never changes their meaning.
     """
-    text = resources.files("ferry.wrapper").joinpath(name).read_text(encoding="utf-8")
+    text = resources.files("ferry.relay").joinpath(name).read_text(encoding="utf-8")
     lines = [
         line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
     ]

@@ -42,8 +42,7 @@ from typing import Any
 import yaml
 
 from ferry.errors import ConfigError
-from ferry.runtimes.base import ConnectorInvocation, protocol_args
-from ferry.wrapper import (
+from ferry.relay import (
     IO_DIR,
     SIDECAR_IMAGE,
     STDERR,
@@ -56,6 +55,7 @@ from ferry.wrapper import (
     unsafe_for_kubernetes,
     wrapper_command,
 )
+from ferry.runtimes.base import ConnectorInvocation, protocol_args
 
 FILES_DIR = "/ferry/files"
 CONNECTOR_CONTAINER = "connector"

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ferry.errors import RuntimeUnavailable
-from ferry.runtimes._docker_attach import (
+from ferry.runtimes.docker.attach import (
     MAX_RESPONSE_HEAD,
     AttachProtocol,
     OutputStream,

@@ -27,8 +27,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ferry.wrapper.layout import IO_DIR, STDERR, STDIN, STDOUT, check_portable
-from ferry.wrapper.script import DEFAULT_SHELL, load_script
+from ferry.relay.layout import IO_DIR, STDERR, STDIN, STDOUT, check_portable
+from ferry.relay.wrapper import DEFAULT_SHELL, load_script
 
 # The image the sidecars run in; runtimes may pass another one (it needs busybox and socat).
 SIDECAR_IMAGE = "ferry-test/sidecar:dev"

@@ -16,7 +16,7 @@ and first sends one handshake line:
 A connection whose token is unknown or expired, whose channel is not expected or already
 attached, or whose first line is malformed, too long or slower than the handshake timeout is
 closed and logged as a warning, never attached. The same port serves the heartbeat sidecar's HTTP
-requests (see `ferry.wrapper.heartbeat`): the first line tells them apart.
+requests (see `ferry.relay.heartbeat`): the first line tells them apart.
 
 Accepted sockets have TCP keepalive on (on Linux: idle 10 s, probes every 5 s, 3 probes, plus a
 30 s TCP_USER_TIMEOUT for unacknowledged sends). A connection reset or error before a clean EOF,
@@ -43,9 +43,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ferry.errors import ConfigError, ConnectorCrashed, FerryError, RuntimeUnavailable
-from ferry.wrapper.heartbeat import MAX_HEADER_BYTES, handle_request, is_http, response_bytes
-from ferry.wrapper.layout import STDERR, STDIN, STDOUT
-from ferry.wrapper.sidecars import RelayEndpoint
+from ferry.relay.heartbeat import MAX_HEADER_BYTES, handle_request, is_http, response_bytes
+from ferry.relay.layout import STDERR, STDIN, STDOUT
+from ferry.relay.sidecars import RelayEndpoint
 
 logger = logging.getLogger("ferry.relay")
 
