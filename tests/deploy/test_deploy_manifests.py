@@ -17,8 +17,8 @@ from ferry.runtimes.pods.manifests import KubernetesSettings
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 FILES = sorted(DEPLOY.glob("*.yaml"))
 
-# What ferry calls: runtimes/kubernetes.py (create, watch, delete pods; create, patch, get and
-# delete Secrets) and runtimes/pod_gc.py (list and delete both).
+# What ferry calls: runtimes/pods/kubernetes.py (create, watch, delete pods; create, patch, get and
+# delete Secrets) and runtimes/pods/gc.py (list and delete both).
 NEEDED = {
     "pods": {"create", "get", "list", "watch", "delete"},
     "secrets": {"create", "get", "list", "patch", "delete"},

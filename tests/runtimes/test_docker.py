@@ -38,20 +38,15 @@ from ferry.runtimes.base import (
     ConnectorRef,
 )
 from ferry.runtimes.docker.attach import Demuxer
-from ferry.runtimes.docker.runtime import (
-    DockerProcess,
-    DockerRuntime,
-    lookup_ids,
-    parse_cpu,
-    parse_memory,
-)
-from ferry.runtimes.gc import (
+from ferry.runtimes.docker.containers import lookup_ids, parse_cpu, parse_memory
+from ferry.runtimes.docker.gc import collect_docker
+from ferry.runtimes.docker.runtime import DockerProcess, DockerRuntime
+from ferry.runtimes.gc import collect_garbage
+from ferry.runtimes.owner import (
     HOST_LABEL,
     OWNER_LABEL,
     PID_LABEL,
     PID_START_LABEL,
-    collect_docker,
-    collect_garbage,
     orphan_reason,
     process_start,
     split_owner,

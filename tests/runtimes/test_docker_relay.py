@@ -41,6 +41,7 @@ from ferry.runtimes.base import (
     ConnectorOptions,
     ConnectorRef,
 )
+from ferry.runtimes.docker.gc import collect_docker
 from ferry.runtimes.docker.relay import (
     BUSY_TCP_STATES,
     ENV_RELAY_HOST,
@@ -53,7 +54,7 @@ from ferry.runtimes.docker.relay import (
     start_relayed,
 )
 from ferry.runtimes.docker.runtime import DockerRuntime
-from ferry.runtimes.gc import PID_LABEL, collect_docker
+from ferry.runtimes.owner import PID_LABEL
 
 REPO = Path(__file__).resolve().parents[2]
 HANG_GUARD = 120.0
@@ -131,11 +132,11 @@ def test_sandbox_command_looks_for_the_relay_port_in_hex() -> None:
 def test_relay_address_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     runtime = DockerRuntime()
     monkeypatch.delenv(ENV_RELAY_HOST, raising=False)
-    assert asyncio.run(relay_host(runtime, "host")) == LOOPBACK_HOST
+    assert asyncio.run(relay_host(runtime.engine, "host")) == LOOPBACK_HOST
     with pytest.raises(ConfigError, match="network: none"):
-        asyncio.run(relay_host(runtime, "none"))
+        asyncio.run(relay_host(runtime.engine, "none"))
     monkeypatch.setenv(ENV_RELAY_HOST, "10.1.2.3")
-    assert asyncio.run(relay_host(runtime, None)) == "10.1.2.3"
+    assert asyncio.run(relay_host(runtime.engine, None)) == "10.1.2.3"
     check_reachable(RelayListener(bind_host="0.0.0.0"), DOCKER_BRIDGE_HOST)
     check_reachable(RelayListener(bind_host="127.0.0.1"), LOOPBACK_HOST)
     with pytest.raises(ConfigError, match="FERRY_RELAY_BIND"):
@@ -158,7 +159,7 @@ def test_seed_images_through_the_wrapper_with_an_appended_argument(
         runtime = DockerRuntime()
         try:
             inv = invocation(relay_ref(image), run_id=run_id)
-            alone = await start_relayed(runtime, inv, lambda _: None, args=["World"])
+            alone = await start_relayed(runtime.engine, inv, lambda _: None, args=["World"])
             out, code = await read_all(alone.stdout), await alone.wait()
             # The same through the runtime: the block's arguments, then the protocol's.
             process = await runtime.start(invocation(relay_ref(image, "World")), lambda _: None)

@@ -30,7 +30,7 @@ from ferry.engine.runner import SyncOptions, SyncRunner
 from ferry.errors import ConfigError, ConnectorCrashed, ImageUnavailable, RuntimeUnavailable
 from ferry.runtimes import get_runtime
 from ferry.runtimes.base import ConnectorOptions, ConnectorRef
-from ferry.runtimes.gc import HOST_LABEL, OWNER_LABEL, PID_LABEL, this_host
+from ferry.runtimes.owner import HOST_LABEL, OWNER_LABEL, PID_LABEL, this_host
 from ferry.runtimes.pods.gc import collect_kubernetes
 from ferry.runtimes.pods.kubernetes import KubernetesRuntime, assess_pod, relay_host
 from ferry.runtimes.pods.manifests import KubernetesSettings

@@ -14,7 +14,7 @@ from lightkube.models.core_v1 import Pod, Secret
 from ferry.errors import ConfigError
 from ferry.relay import RelayEndpoint, unsafe_for_kubernetes
 from ferry.runtimes.base import ConnectorInvocation, ConnectorOptions, ConnectorRef, RunLabels
-from ferry.runtimes.gc import HOST_LABEL, OWNER_LABEL, PID_LABEL
+from ferry.runtimes.owner import HOST_LABEL, OWNER_LABEL, PID_LABEL
 from ferry.runtimes.pods.gc import POD_NAME, _k8s_phase, _podman_phase, garbage_reason
 from ferry.runtimes.pods.manifests import (
     FILES_DIR,

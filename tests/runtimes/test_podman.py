@@ -33,7 +33,7 @@ from ferry.runtimes.base import (
     ConnectorRef,
     RunLabels,
 )
-from ferry.runtimes.gc import HOST_LABEL, OWNER_LABEL, PID_LABEL, process_start, this_host
+from ferry.runtimes.owner import HOST_LABEL, OWNER_LABEL, PID_LABEL, process_start, this_host
 from ferry.runtimes.pods.gc import collect_podman
 from ferry.runtimes.pods.manifests import build_manifests, for_podman, podman_secret
 from ferry.runtimes.pods.podman import PodmanRuntime

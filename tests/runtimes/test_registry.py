@@ -35,14 +35,13 @@ from kmock_cluster import FakeCluster, Kubelet, Outcome, kubeconfig
 
 from ferry.engine import commands
 from ferry.errors import ConfigError, ImageUnavailable
-from ferry.relay import encode_entrypoint
+from ferry.relay import derive_entrypoint, encode_entrypoint
 from ferry.runtimes.base import ConnectorOptions, ConnectorRef
 from ferry.runtimes.pods.kubernetes import KubernetesRuntime
 from ferry.runtimes.pods.registry import (
     Credentials,
     ImageReference,
     credentials_from_docker_config,
-    derive_entrypoint,
     docker_configs_from_pull_secrets,
     fetch_image_config,
     is_insecure,

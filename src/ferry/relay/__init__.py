@@ -1,21 +1,26 @@
-"""The wrapper layer: run a connector inside a container with its stdio relayed to ferry.
+"""The relay layer: a connector in a container, its stdio relayed to ferry over TCP.
 
-- `script`: the in-container POSIX sh wrapper (`wrapper_command`), one template for every runtime;
+Inside the container (generated POSIX sh, no Python there):
+- `wrapper`: the connector container's command (`wrapper_command`), one template for every
+  runtime, which runs the image's entrypoint with its stdio on FIFOs in a shared directory;
 - `sidecars`: the relay and heartbeat sidecar commands (`sidecar_commands`);
-- `relay`: the relay listener, one TCP port per ferry process, a token per connector
-  (`shared_listener`, `RelayListener.register`), which also serves the heartbeat endpoint;
 - `layout`: the files of the shared directory and the no-`$(`/`$$` rule for generated commands.
 
-A runtime (Docker relay mode, Podman, Kubernetes) does, per connector run:
+On ferry's side:
+- `listener`: ONE TCP port per ferry process, a token per connector (`shared_listener`,
+  `RelayListener.register`), whose registration exposes the connector's stdout/stdin;
+- `heartbeat`: the HTTP endpoint on the same port through which the heartbeat sidecar learns
+  that ferry is alive and reports the connector's exit code.
+
+The runtimes that use it (Docker relay mode, Podman, Kubernetes) do, per connector run:
 
     listener = await shared_listener()
     reg = listener.register(name, reads_stdin=inv.reads_stdin, log=log)
     main = wrapper_command(protocol_args(...), image=image, reads_stdin=..., entrypoint=...)
     sidecars = sidecar_commands(token=reg.token, endpoint=listener.endpoint(HOST),
                                 reads_stdin=...)
-    # start containers sharing IO_DIR; expose reg.stdout / reg.stdin as the ConnectorProcess;
-    # wait(): await reg.wait_stderr(); code = await reg.require_exit(...) (or the container's
-    # status); finally listener.unregister(reg.token)
+    # start containers sharing IO_DIR, then hand reg to ferry.runtimes.relayed.PodProcess,
+    # which exposes reg.stdout / reg.stdin and waits for the connector container's exit code
 """
 
 from ferry.relay.layout import (
@@ -56,6 +61,7 @@ from ferry.relay.sidecars import (
 )
 from ferry.relay.wrapper import (
     WrapperCommand,
+    derive_entrypoint,
     encode_entrypoint,
     entrypoint_from_argv,
     wrapper_command,
@@ -85,6 +91,7 @@ __all__ = [
     "RelayWriter",
     "WrapperCommand",
     "check_portable",
+    "derive_entrypoint",
     "encode_entrypoint",
     "entrypoint_from_argv",
     "handshake_line",

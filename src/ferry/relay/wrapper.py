@@ -85,6 +85,29 @@ def entrypoint_from_argv(argv: Sequence[str]) -> str:
     return shlex.join(argv)
 
 
+def derive_entrypoint(config: Mapping[str, object]) -> str | None:
+    """The wrapper's override for `entrypoint: auto` from an image config, as a shell command line;
+    the one rule of every runtime (Docker relay, Podman, Kubernetes).
+
+    None when the image sets AIRBYTE_ENTRYPOINT (the wrapper uses it) or has neither ENTRYPOINT
+    nor CMD. Otherwise what `docker run IMAGE ARGS...` (or a pod with only `args`) runs: the
+    ENTRYPOINT, whose CMD the protocol arguments replace, or without one the CMD, to which the
+    wrapper appends them. ENTRYPOINT+CMD would hand a connector its default arguments (often
+    `--help`) before the protocol's.
+    """
+    for item in _strings(config.get("Env")):
+        name, _, value = str(item).partition("=")
+        if name == "AIRBYTE_ENTRYPOINT" and value.strip():
+            return None
+    argv = _strings(config.get("Entrypoint")) or _strings(config.get("Cmd"))
+    return entrypoint_from_argv(argv) if argv else None
+
+
+def _strings(value: object) -> list[str]:
+    """An image config's list field (Env, Entrypoint, Cmd), which may be null or absent."""
+    return [str(item) for item in value] if isinstance(value, list) else []
+
+
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 

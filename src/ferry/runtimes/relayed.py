@@ -1,7 +1,7 @@
-"""The ConnectorProcess of a connector running in a pod (Podman or Kubernetes).
+"""The ConnectorProcess of a relayed connector: a pod (Podman, Kubernetes, Docker relay mode).
 
 Bytes flow over ferry's relay listener (`RelayRegistration`: stdout, stdin, stderr lines); the
-pod's life comes from a `PodBackend` (podman CLI or the Kubernetes API), which reports the
+pod's life comes from a `PodBackend` (podman CLI, the Kubernetes API or Docker's containers), which reports the
 connector container's exit code or raises why the pod failed (image pull, OOMKilled, eviction,
 deadline, deletion). A failure aborts every relay channel with that error, so no read or write
 hangs on a pod that is gone; `wait()` prefers the container's exit code and falls back to the
@@ -27,7 +27,7 @@ from ferry.errors import ConnectorCrashed, FerryError
 from ferry.relay import TERMINATED_EXIT_CODE, RelayListener, RelayRegistration
 from ferry.runtimes.base import ByteReader, ByteWriter, LogSink, StderrTail
 
-logger = logging.getLogger("ferry.runtimes.pod")
+logger = logging.getLogger(__name__)
 
 # Once the pod runs, every relay must connect within this many seconds.
 CONNECT_TIMEOUT = 60.0

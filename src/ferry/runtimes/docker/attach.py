@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import struct
 from collections.abc import Callable
 
@@ -224,8 +225,6 @@ def parse_response_head(head: bytes) -> tuple[int, str, dict[str, str]]:
 
 def engine_message(body: bytes) -> str:
     """The `message` of an engine's JSON error body, or the body itself."""
-    import json
-
     text = body.decode("utf-8", errors="replace").strip()
     try:
         value = json.loads(text)

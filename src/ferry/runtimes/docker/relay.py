@@ -1,11 +1,11 @@
 """Docker relay mode: a connector in a "pod" of Docker containers, its stdio relayed to ferry.
 
 `runtime: docker` with `relay: true` in the connector's block (or `ferry sync --relay`) runs the
-connector the way the Kubernetes and Podman runtimes do, with the wrapper layer unchanged
+connector the way the Kubernetes and Podman runtimes do, with the relay layer unchanged
 (`ferry.relay`): ferry's wrapper is the connector container's command, relay sidecars carry
 its stdin/stdout/stderr FIFOs to ferry's ONE relay listener with the connector's token, and a
 heartbeat sidecar stops the connector when ferry is gone. Per connector run, all labelled like
-plain containers (`RunLabels.as_labels()` + `gc.owner_labels()` + `ferry.part`), all AutoRemove,
+plain containers (`RunLabels.as_labels()` + `owner.owner_labels()` + `ferry.part`), all AutoRemove,
 the engine's init as PID 1 and the `none` log driver:
 
     <name>-sandbox       the sidecar image running SANDBOX_SCRIPT: it owns the network
@@ -37,7 +37,7 @@ The FIFOs exist before any container starts: the sandbox is created, then the sh
 (mode 0777, so a connector running as another user can write `exit`) and its FIFOs (0666) are
 uploaded into its fresh volume with put_archive (a tar of a directory and FIFO entries), and only
 then is anything started: the init step of a pod without an init container. The wrapper and the
-relays would create missing FIFOs themselves too (the wrapper layer's rule); here they never have
+relays would create missing FIFOs themselves too (the relay layer's rule); here they never have
 to.
 
 Where the sidecars reach ferry: FERRY_DOCKER_RELAY_HOST if set; 127.0.0.1 for `network: host`;
@@ -50,7 +50,7 @@ FERRY_DOCKER_RELAY_HOST set to an address of ferry's machine that its containers
 
 Entrypoint: the wrapper evals AIRBYTE_ENTRYPOINT. An explicit `entrypoint: <command>` overrides
 it; `entrypoint: auto` on an image without AIRBYTE_ENTRYPOINT derives it from the image's config
-(`registry.derive_entrypoint`, Docker's own rule: its ENTRYPOINT when it has one, the protocol
+(`ferry.relay.derive_entrypoint`, Docker's own rule: its ENTRYPOINT when it has one, the protocol
 arguments replacing CMD; else its CMD), says so in the log, and passes it as the wrapper's override. Without either, the
 wrapper exits 127 with `AIRBYTE_ENTRYPOINT is not set in image <image>: ...`, which reaches the
 user through the stderr relay as the error's last stderr lines.
@@ -120,6 +120,7 @@ from ferry.relay import (
     RelayListener,
     RelayRegistration,
     check_portable,
+    derive_entrypoint,
     shared_listener,
     sidecar_commands,
     wrapper_command,
@@ -132,21 +133,19 @@ from ferry.runtimes.base import (
     protocol_args,
 )
 from ferry.runtimes.docker.attach import OutputStream, StderrLines
-from ferry.runtimes.docker.endpoint import Endpoint
-from ferry.runtimes.docker.runtime import (
+from ferry.runtimes.docker.containers import (
     FILES_DIR,
-    DockerRuntime,
-    _binds,
-    _container_name,
-    engine_error,
+    container_name,
     parse_cpu,
     parse_memory,
+    volume_binds,
 )
-from ferry.runtimes.gc import owner_labels
-from ferry.runtimes.pods.registry import derive_entrypoint
+from ferry.runtimes.docker.endpoint import Endpoint
+from ferry.runtimes.docker.engine import DockerEngine, engine_error
+from ferry.runtimes.owner import owner_labels
 from ferry.runtimes.relayed import PodProcess, stderr_sink
 
-logger = logging.getLogger("ferry.runtimes.docker.relay")
+logger = logging.getLogger(__name__)
 
 ENV_SIDECAR_IMAGE = "FERRY_SIDECAR_IMAGE"  # the same variable the Podman runtime reads
 ENV_RELAY_HOST = "FERRY_DOCKER_RELAY_HOST"
@@ -274,7 +273,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-async def relay_host(runtime: DockerRuntime, network: str | None) -> str:
+async def relay_host(engine: DockerEngine, network: str | None) -> str:
     """The address at which containers on `network` reach ferry's machine."""
     override = os.environ.get(ENV_RELAY_HOST, "").strip()
     if override:
@@ -286,7 +285,7 @@ async def relay_host(runtime: DockerRuntime, network: str | None) -> str:
             "relay mode needs a network: its sidecars connect to ferry's relay port, but the "
             "connector's block says `network: none`; drop `relay: true` or choose a network"
         )
-    _, endpoint = await runtime._connect()
+    endpoint = await engine.endpoint()
     if endpoint.unix_path is None and not _is_loopback(endpoint.host):
         logger.warning(
             "the Docker engine at %s is remote: its containers may not reach ferry at the "
@@ -296,14 +295,14 @@ async def relay_host(runtime: DockerRuntime, network: str | None) -> str:
         )
     if network is not None and network.startswith("container:"):
         return DOCKER_BRIDGE_HOST
-    gateway = await _network_gateway(runtime, network or "bridge")
+    gateway = await _network_gateway(engine, network or "bridge")
     return gateway or DOCKER_BRIDGE_HOST
 
 
-async def _network_gateway(runtime: DockerRuntime, network: str) -> str | None:
-    client, _ = await runtime._connect()
+async def _network_gateway(engine: DockerEngine, network: str) -> str | None:
+    api = await engine.api()
     try:
-        info: Mapping[str, Any] = await asyncio.to_thread(client.api.inspect_network, network)
+        info: Mapping[str, Any] = await asyncio.to_thread(api.inspect_network, network)
     except docker.errors.NotFound:
         raise ConfigError(
             f"Docker network {network!r} does not exist (the connector's `network:` option)"
@@ -333,7 +332,7 @@ class DockerPod:
 
     def __init__(
         self,
-        runtime: DockerRuntime,
+        engine: DockerEngine,
         endpoint: Endpoint,
         invocation: ConnectorInvocation,
         registration: RelayRegistration,
@@ -344,13 +343,13 @@ class DockerPod:
         image_config: Mapping[str, Any],
         sidecar_image: str,
     ) -> None:
-        self._runtime = runtime
+        self._engine = engine
         self._endpoint = endpoint
         self._invocation = invocation
         self._registration = registration
         self._image_config = image_config
         self.sidecar_image = sidecar_image
-        self.name = _container_name(invocation)
+        self.name = container_name(invocation)
         self.description = f"docker relay pod {self.name}"
         ref = invocation.connector
         try:
@@ -389,8 +388,7 @@ class DockerPod:
 
     async def launch(self) -> None:
         """Create everything, put the FIFOs and files in, attach, start. Cleanup is the caller's."""
-        client, _ = await self._runtime._connect()
-        api = client.api
+        api = await self._engine.api()
         options = self._invocation.connector.options
         sandbox_host: dict[str, Any] = {}
         if options.network:
@@ -404,8 +402,9 @@ class DockerPod:
             volumes=[IO_DIR],
             host_config=self._host_config(**sandbox_host),
         )
-        await self._put(api, sandbox_id, fifo_archive(self._invocation.reads_stdin), "the FIFOs")
-        await self._runtime._call("start the relay sandbox", api.start, sandbox_id)
+        fifos = fifo_archive(self._invocation.reads_stdin)
+        await self._engine.put_archive(sandbox_id, fifos, f"the FIFOs in {IO_DIR}")
+        await self._engine.call("start the relay sandbox", api.start, sandbox_id)
 
         shared = {"network_mode": f"container:{sandbox_id}", "volumes_from": [f"{sandbox_id}:rw"]}
         main_host = self._host_config(**shared)
@@ -414,7 +413,7 @@ class DockerPod:
         if options.cpu:
             main_host["nano_cpus"] = parse_cpu(options.cpu)
         if options.volumes:
-            main_host["binds"] = _binds(options.volumes)
+            main_host["binds"] = volume_binds(options.volumes)
         environment = {**options.env, **self.wrapper.env}
         creations = [
             self._create(
@@ -435,9 +434,7 @@ class DockerPod:
         await _gather_all(creations)
         main_id = self.ids[CONNECTOR]
         if self._invocation.files:
-            await self._runtime._upload(
-                api, main_id, dict(self._invocation.files), self._image_config
-            )
+            await self._engine.upload_files(main_id, self._invocation.files, self._image_config)
         self._main_exit = await self._endpoint.start_wait(main_id, "removed")
         self._closers.append(_canceller(self._main_exit))
         for part in self.sidecars:
@@ -454,7 +451,7 @@ class DockerPod:
             self._sidecar_exits[waiting] = part
         await _gather_all(
             [
-                self._runtime._call(f"start the {part} container", api.start, self.ids[part])
+                self._engine.call(f"start the {part} container", api.start, self.ids[part])
                 for part in [*self.sidecars, CONNECTOR]
             ]
         )
@@ -476,7 +473,7 @@ class DockerPod:
         environment: Mapping[str, str] | None = None,
         volumes: list[str] | None = None,
     ) -> str:
-        created = await self._runtime._call(
+        created = await self._engine.call(
             f"create the {part} container from {image}",
             api.create_container,
             image,
@@ -490,13 +487,6 @@ class DockerPod:
         container_id = str(created["Id"])
         self.ids[part] = container_id
         return container_id
-
-    async def _put(self, api: Any, container_id: str, archive: bytes, what: str) -> None:
-        ok = await self._runtime._call(
-            f"upload {what}", api.put_archive, container_id, "/", archive
-        )
-        if not ok:
-            raise RuntimeUnavailable(f"the Docker engine refused {what} in {IO_DIR}")
 
     # -- PodBackend -------------------------------------------------------------------------------
 
@@ -536,7 +526,7 @@ class DockerPod:
         container_id = self.ids.get(CONNECTOR)
         if container_id is None:
             return
-        await self._runtime.stop(container_id, grace)
+        await self._engine.stop(container_id, grace)
         if self._main_exit is not None:  # learn its exit status before everything is removed
             with contextlib.suppress(TimeoutError, FerryError):
                 await asyncio.wait_for(asyncio.shield(self._main_exit), REMOVE_TIMEOUT)
@@ -556,20 +546,13 @@ class DockerPod:
     async def _remove_part(self, part: str) -> None:
         target = self.ids.get(part) or self.container_name(part)
         try:
-            client, _ = await self._runtime._connect()
-            api = client.api
-            try:
-                await asyncio.to_thread(api.remove_container, target, force=True, v=True)
-            except docker.errors.NotFound:
-                return
-            except docker.errors.APIError as e:
-                if e.status_code != 409:  # 409: AutoRemove is already removing it
-                    raise engine_error(f"remove the {part} container", e) from None
-            await self._gone(api, target)
+            await self._engine.remove(target, volumes=True)
+            await self._gone(target)
         except (FerryError, OSError) as e:
             logger.warning("%s: could not remove the %s container: %s", self.description, part, e)
 
-    async def _gone(self, api: Any, target: str) -> None:
+    async def _gone(self, target: str) -> None:
+        api = await self._engine.api()
         deadline = time.monotonic() + REMOVE_TIMEOUT
         while time.monotonic() < deadline:
             try:
@@ -583,24 +566,24 @@ class DockerPod:
 
 
 async def start_relayed(
-    runtime: DockerRuntime,
+    engine: DockerEngine,
     invocation: ConnectorInvocation,
     log: LogSink,
     *,
     args: Sequence[str] | None = None,
 ) -> PodProcess:
-    """Start `invocation` in relay mode on `runtime`'s engine.
+    """Start `invocation` in relay mode on `engine`.
 
     `args` replaces the connector's arguments (`[*ref.args, verb, --config, ...]`), e.g. to run
     an image's entrypoint with arbitrary arguments through the wrapper.
     """
     ref = invocation.connector
     options = ref.options
-    await runtime._connect()
+    endpoint = await engine.endpoint()
     side_image = sidecar_image()
     configs = await asyncio.gather(
-        runtime._image_config(ref.target, options.pull),
-        runtime._image_config(side_image, "if-not-present"),
+        engine.image_config(ref.target, options.pull),
+        engine.image_config(side_image, "if-not-present"),
     )
     image_config: Mapping[str, Any] = configs[0]
     entrypoint = entrypoint_override(ref.target, image_config, options)
@@ -608,7 +591,7 @@ async def start_relayed(
     if args is None:
         args = [*ref.args, *protocol_args(invocation.verb, paths)]
     listener = await shared_listener()
-    host = await relay_host(runtime, options.network)
+    host = await relay_host(engine, options.network)
     check_reachable(listener, host)
     tail = StderrTail()
     registration = listener.register(
@@ -618,9 +601,8 @@ async def start_relayed(
         connect_timeout=None,
     )
     try:
-        _, endpoint = await runtime._connect()
         pod = DockerPod(
-            runtime,
+            engine,
             endpoint,
             invocation,
             registration,

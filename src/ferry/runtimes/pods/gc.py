@@ -34,8 +34,13 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from lightkube import Client
+from lightkube.resources.core_v1 import Pod, Secret
+from lightkube.types import CascadeType
+
 from ferry.errors import RuntimeUnavailable
-from ferry.runtimes.gc import orphan_reason, process_start, this_host
+from ferry.runtimes.owner import orphan_reason, process_start, this_host
+from ferry.runtimes.pods.kubernetes import api_error, is_not_found, load_config
 from ferry.runtimes.pods.manifests import (
     CONNECTOR_CONTAINER,
     MANAGED_BY,
@@ -325,11 +330,6 @@ def collect_kubernetes(
 
     `namespace`: default the kubeconfig context's (in a pod: the service account's).
     """
-    from lightkube import Client
-    from lightkube.resources.core_v1 import Pod, Secret
-    from lightkube.types import CascadeType
-
-    from ferry.runtimes.pods.kubernetes import api_error, is_not_found, load_config
 
     limits = ttls(ttl)
     clock = time.time() if now is None else now

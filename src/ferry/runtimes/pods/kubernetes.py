@@ -36,6 +36,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import httpx2
+from lightkube import ApiError, AsyncClient, KubeConfig, codecs
+from lightkube.core.exceptions import ConfigError as KubeConfigError
+from lightkube.resources.core_v1 import Pod, Secret
+from lightkube.types import CascadeType, PatchType
+
 from ferry.errors import (
     ConfigError,
     ConnectorCrashed,
@@ -43,7 +49,7 @@ from ferry.errors import (
     ImageUnavailable,
     RuntimeUnavailable,
 )
-from ferry.relay import SIDECAR_IMAGE, shared_listener
+from ferry.relay import SIDECAR_IMAGE, derive_entrypoint, shared_listener
 from ferry.runtimes.base import (
     ConnectorInvocation,
     ConnectorRef,
@@ -51,7 +57,7 @@ from ferry.runtimes.base import (
     StderrTail,
     fingerprint_of,
 )
-from ferry.runtimes.gc import owner_labels
+from ferry.runtimes.owner import owner_labels
 from ferry.runtimes.pods.manifests import (
     CONNECTOR_CONTAINER,
     KubernetesSettings,
@@ -60,13 +66,12 @@ from ferry.runtimes.pods.manifests import (
     secret_owner_patch,
 )
 from ferry.runtimes.pods.registry import (
-    derive_entrypoint,
     docker_configs_from_pull_secrets,
     fetch_image_config,
 )
 from ferry.runtimes.relayed import PodProcess, stderr_sink
 
-logger = logging.getLogger("ferry.runtimes.pods.kubernetes")
+logger = logging.getLogger(__name__)
 
 ENV_RELAY_HOST = "FERRY_RELAY_HOST"
 ENV_POD_IP = "FERRY_POD_IP"
@@ -278,9 +283,6 @@ def status_of(error: BaseException) -> tuple[int, str] | None:
     lightkube raises ApiError only when the response's Content-Type is exactly
     application/json; with a charset or through some proxies it is a bare HTTPStatusError.
     """
-    import httpx2
-    from lightkube import ApiError
-
     if isinstance(error, ApiError):
         status = error.status
         detail = f"{status.reason or ''}: {status.message or error}".strip(": ")
@@ -300,8 +302,6 @@ def status_of(error: BaseException) -> tuple[int, str] | None:
 
 def api_error(action: str, error: BaseException) -> FerryError:
     """A FerryError a user can act on for a failed API call."""
-    import httpx2
-
     found = status_of(error)
     if found is not None:
         code, detail = found
@@ -325,9 +325,6 @@ def is_not_found(error: BaseException) -> bool:
 
 def load_config() -> Any:
     """The in-cluster service account's config, else KUBECONFIG's (or ~/.kube/config's)."""
-    from lightkube import KubeConfig
-    from lightkube.core.exceptions import ConfigError as KubeConfigError
-
     try:
         return KubeConfig.from_env()
     except (KubeConfigError, OSError, KeyError, ValueError) as e:
@@ -355,10 +352,6 @@ class KubernetesPod:
 
     async def create(self) -> None:
         """Secret, Pod, then the Secret's ownerReference to the Pod."""
-        from lightkube import codecs
-        from lightkube.resources.core_v1 import Secret
-        from lightkube.types import PatchType
-
         has_secret = bool(self.manifests.secret.get("data"))
         if has_secret:
             try:
@@ -406,8 +399,6 @@ class KubernetesPod:
     async def _watch_connector(
         self, on_running: Callable[[], None], schedule_guard: asyncio.Timeout
     ) -> int:
-        from lightkube.resources.core_v1 import Pod
-
         failures = 0
         notified = False
         while True:
@@ -456,9 +447,6 @@ class KubernetesPod:
         await self._delete_pod(math.ceil(grace))
 
     async def _delete_pod(self, grace: int | None) -> None:
-        from lightkube.resources.core_v1 import Pod
-        from lightkube.types import CascadeType
-
         try:
             await self.client.delete(
                 Pod,
@@ -472,8 +460,6 @@ class KubernetesPod:
                 logger.warning("%s: %s", self.description, api_error("delete the pod", e))
 
     async def remove(self) -> None:
-        from lightkube.resources.core_v1 import Secret
-
         async with self._remove_lock:
             if self._removed:
                 return
@@ -505,8 +491,6 @@ class KubernetesRuntime:
     async def _connect(self) -> Any:
         async with self._lock:
             if self._client is None:
-                from lightkube import AsyncClient
-
                 config = self._config or load_config()
                 try:
                     self._client = AsyncClient(config=config, field_manager=FIELD_MANAGER)
@@ -573,8 +557,6 @@ class KubernetesRuntime:
         AIRBYTE_ENTRYPOINT and says so)."""
         if image in self._entrypoints:
             return self._entrypoints[image]
-        from lightkube.resources.core_v1 import Secret
-
         secrets = []
         for name in pull_secrets:
             try:

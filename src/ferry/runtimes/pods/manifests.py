@@ -21,7 +21,7 @@ For one ConnectorInvocation, `build_manifests` returns plain dicts:
     activeDeadlineSeconds, priorityClassName.
 
 No generated command, argument or environment value contains `$(` or `$$` (Kubernetes rewrites
-both, Podman 4.3 does neither): the wrapper layer checks its own, this module checks the rest.
+both, Podman 4.3 does neither): the relay layer checks its own, this module checks the rest.
 
 The `kubernetes:` block of a connector is validated strictly by `KubernetesSettings.parse`:
 unknown keys and wrongly typed values are ConfigErrors, and the Kubernetes-typed parts
@@ -32,13 +32,16 @@ keys included. `render_dry_run` prints the manifests as YAML with the Secret's v
 from __future__ import annotations
 
 import base64
+import importlib
 import math
+import posixpath
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import msgspec
 import yaml
 
 from ferry.errors import ConfigError
@@ -181,10 +184,6 @@ def merge_resources(
 
 def _model_dict(value: Any, model_path: str, where: str) -> dict[str, Any]:
     """Validate a Kubernetes-typed mapping against a lightkube model; unknown keys are errors."""
-    import importlib
-
-    import msgspec
-
     module_name, _, class_name = model_path.rpartition(".")
     model = getattr(importlib.import_module(module_name), class_name)
     if not isinstance(value, Mapping):
@@ -525,8 +524,6 @@ def _user_env(env: Mapping[str, str], where: str) -> list[dict[str, str]]:
 
 
 def _host_volumes(volumes: Mapping[str, str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    import posixpath
-
     specs: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     for index, (host, target) in enumerate(sorted(volumes.items())):

@@ -24,7 +24,7 @@ Per connector run (`podman:IMAGE`, or `runtime: podman`):
 6. Teardown: `podman pod stop -t 0`, `podman pod rm -f` (removes the emptyDir volume),
    `podman secret rm` and `podman volume rm` of the volume podman made for the Secret (named
    after it; it holds the files in plain text, so it must not outlive the run). `ferry gc` sweeps what a killed ferry
-   left (`pod_gc.collect_podman`).
+   left (`pods.gc.collect_podman`).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from ferry.relay import (
     LOOPBACK_HOST,
     PODMAN_HOST,
     SIDECAR_IMAGE,
+    derive_entrypoint,
     shared_listener,
 )
 from ferry.runtimes.base import (
@@ -54,7 +55,7 @@ from ferry.runtimes.base import (
     StderrTail,
     fingerprint_of,
 )
-from ferry.runtimes.gc import owner_labels
+from ferry.runtimes.owner import owner_labels
 from ferry.runtimes.pods.manifests import (
     CONNECTOR_CONTAINER,
     KubernetesSettings,
@@ -63,10 +64,9 @@ from ferry.runtimes.pods.manifests import (
     for_podman,
     podman_secret,
 )
-from ferry.runtimes.pods.registry import derive_entrypoint
 from ferry.runtimes.relayed import PodProcess, stderr_sink
 
-logger = logging.getLogger("ferry.runtimes.pods.podman")
+logger = logging.getLogger(__name__)
 
 ENV_SIDECAR_IMAGE = "FERRY_SIDECAR_IMAGE"
 PULL_POLICIES = ("never", "if-not-present", "always")

@@ -38,9 +38,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx2
+
 from ferry.errors import ConfigError, ImageUnavailable, RuntimeUnavailable
 
-logger = logging.getLogger("ferry.runtimes.pods.registry")
+logger = logging.getLogger(__name__)
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
@@ -273,8 +275,6 @@ class RegistryClient:
     """Reads manifests and config blobs of one registry, handling its auth challenges."""
 
     def __init__(self, ref: ImageReference, credentials: Credentials | None) -> None:
-        import httpx2
-
         self.ref = ref
         self.credentials = credentials
         scheme = "http" if is_insecure(ref.registry) else "https"
@@ -310,8 +310,6 @@ class RegistryClient:
 
     async def _follow(self, url: str, headers: dict[str, str]) -> Any:
         """GET with redirects followed by hand: no Authorization header to another host."""
-        import httpx2
-
         origin = httpx2.URL(url).host
         for _ in range(5):
             request_headers = dict(headers)
@@ -344,8 +342,6 @@ class RegistryClient:
         )
 
     async def _token(self, params: Mapping[str, str]) -> str:
-        import httpx2
-
         query: dict[str, str] = {}
         if params.get("service"):
             query["service"] = params["service"]
@@ -447,8 +443,6 @@ async def fetch_image_config(
     Credentials: the first of `docker_configs` (e.g. from image pull secrets) that has some for
     the registry, then the local docker config and its credential helpers.
     """
-    import httpx2
-
     ref = parse_reference(image)
     credentials = None
     for document in docker_configs:
@@ -476,23 +470,3 @@ async def fetch_image_config(
         await client.close()
     found = blob.get("config") or {}
     return dict(found) if isinstance(found, Mapping) else {}
-
-
-def derive_entrypoint(config: Mapping[str, Any]) -> str | None:
-    """The wrapper's override for `entrypoint: auto` from an image config, as a shell command line;
-    the one rule of every runtime (Docker relay, Podman, Kubernetes).
-
-    None when the image sets AIRBYTE_ENTRYPOINT (the wrapper uses it) or has neither ENTRYPOINT
-    nor CMD. Otherwise what `docker run IMAGE ARGS...` (or a pod with only `args`) runs: the
-    ENTRYPOINT, whose CMD the protocol arguments replace, or without one the CMD, to which the
-    wrapper appends them. ENTRYPOINT+CMD would hand a connector its default arguments (often
-    `--help`) before the protocol's.
-    """
-    from ferry.relay import entrypoint_from_argv
-
-    for item in config.get("Env") or []:
-        name, _, value = str(item).partition("=")
-        if name == "AIRBYTE_ENTRYPOINT" and value.strip():
-            return None
-    argv = [str(a) for a in (config.get("Entrypoint") or config.get("Cmd") or [])]
-    return entrypoint_from_argv(argv) if argv else None
