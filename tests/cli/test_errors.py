@@ -39,11 +39,11 @@ def test_connector_not_executable(ferry: Ferry, tmp_path: Path) -> None:
 def test_connector_crash_without_output_shows_its_stderr(ferry: Ferry, connectors_sh: Path) -> None:
     result = ferry("spec", str(connectors_sh / "crash.sh"))
     assert result.code == 3
-    assert (
-        error_line(result.err)
-        == "connector crash.sh exited with code 3 without printing a SPEC message"
+    assert error_line(result.err) == (
+        "connector crash.sh exited with code 3 without printing a SPEC message:"
+        " RuntimeError: the connector broke on purpose"
     )
-    assert "RuntimeError: the connector broke on purpose" in result.err
+    assert 'File "connector.py", line 1' in result.err  # the tail follows
 
 
 def test_non_json_output_is_the_connectors_log_and_the_command_succeeds(
