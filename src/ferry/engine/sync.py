@@ -78,6 +78,8 @@ logger = logging.getLogger("ferry.sync")
 TERMINATE_GRACE = 10.0
 # After a first stop request, how long the destination may take to flush and echo what it has.
 STOP_GRACE = 60.0
+# A forced stop (a second request) gives connectors this long to exit on SIGTERM.
+FORCED_GRACE = 2.0
 _LOG_LEVELS = {
     "FATAL": logging.CRITICAL,
     "ERROR": logging.ERROR,
@@ -163,6 +165,11 @@ class Attempt:
         if self._stop.is_set():
             self._force_stop()
         else:
+            logger.warning(
+                "stopping: the source is stopped and the destination gets %.0fs to save what it"
+                " has; stop again to end it now",
+                STOP_GRACE,
+            )
             self._stop_timer = asyncio.get_running_loop().call_later(STOP_GRACE, self._force_stop)
         self._stop.set()
 
@@ -170,7 +177,7 @@ class Attempt:
         if self._forced_stop is None and self._processes:
             logger.warning("stopping the connectors without waiting for the destination")
             self._forced_stop = asyncio.ensure_future(
-                asyncio.gather(*(p.terminate(TERMINATE_GRACE) for p in self._processes))
+                asyncio.gather(*(p.terminate(FORCED_GRACE) for p in self._processes))
             )
 
     async def run(self) -> AttemptOutcome:
