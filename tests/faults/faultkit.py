@@ -3,7 +3,7 @@ checks a user relies on after any fault.
 
 The source is tests/engine/data/scripted_source.py (stream `items`, ids 1..count, a STREAM state
 every `state_every` records, resuming after the state's cursor); the destination is
-data/fault_destination.py, which keeps exactly what it committed (its rows file) and the cursors
+tests/engine/data/fault_destination.py, which keeps exactly what it committed (its rows file) and the cursors
 it echoed. Each fault is set in a connector's config and, with `once`, happens on the first run
 only, so a re-run can show that nothing was lost or duplicated.
 
@@ -29,10 +29,10 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = Path(__file__).parent / "data"
-SOURCE = str(REPO / "tests" / "engine" / "data" / "scripted_source.py")
-WRAPPED_SOURCE = str(DATA / "wrapped_source.sh")
-DESTINATION = str(DATA / "fault_destination.py")
+ENGINE_DATA = REPO / "tests" / "engine" / "data"
+SOURCE = str(ENGINE_DATA / "scripted_source.py")
+WRAPPED_SOURCE = str(ENGINE_DATA / "wrapped_source.sh")
+DESTINATION = str(ENGINE_DATA / "fault_destination.py")
 MARK = "FERRY_FAULT_MARK"
 HANG_GUARD = 120.0  # a run that takes longer than this is a hang
 

@@ -22,17 +22,7 @@ import os
 import sys
 import time
 
-
-def fault(config, name):
-    """The value of fault `name`, or None once the `once` marker exists (it is created now)."""
-    value = config.get(name)
-    marker = config.get("once")
-    if value is None or not marker:
-        return value
-    if os.path.exists(marker):
-        return None
-    open(marker, "w").close()
-    return value
+from once import fault
 
 
 def emit(message):

@@ -18,16 +18,7 @@ import signal
 import sys
 import time
 
-
-def fault(config, name):
-    value = config.get(name)
-    marker = config.get("once")
-    if value is None or not marker:
-        return value
-    if os.path.exists(marker):
-        return None
-    open(marker, "w").close()
-    return value
+from once import fault
 
 
 def append(path, lines):
