@@ -34,6 +34,7 @@ SOURCE = str(ENGINE_DATA / "scripted_source.py")
 WRAPPED_SOURCE = str(ENGINE_DATA / "wrapped_source.sh")
 DESTINATION = str(ENGINE_DATA / "fault_destination.py")
 MARK = "FERRY_FAULT_MARK"
+CONTAINER_IMAGE = "ferry-test/source-generator:dev"  # any image with python3 does
 HANG_GUARD = 120.0  # a run that takes longer than this is a hang
 
 
@@ -57,6 +58,9 @@ class Connection:
     state_every: int = 10
     name: str = field(default_factory=lambda: f"fault-{uuid.uuid4().hex[:8]}")
     mark: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # docker or podman: the same connectors run in images that have python3, with the test
+    # connectors' dir at /faults and `tmp` at /work.
+    runtime: str = "local"
 
     @property
     def path(self) -> Path:
@@ -64,7 +68,21 @@ class Connection:
 
     @property
     def once(self) -> str:
-        return str(self.tmp / "fault-happened")
+        return self.inside("fault-happened")
+
+    def inside(self, name: str) -> str:
+        """Where the connectors see the file `name` of `tmp`."""
+        return str(self.tmp / name) if self.runtime == "local" else f"/work/{name}"
+
+    def _connector(self, script: str, config: dict[str, Any]) -> dict[str, Any]:
+        if self.runtime == "local":
+            return {"connector": script, "config": config}
+        return {
+            "connector": f"{self.runtime}:{CONTAINER_IMAGE}",
+            "entrypoint": f"python3 /faults/{Path(script).name}",
+            "volumes": {str(ENGINE_DATA): "/faults", str(self.tmp): "/work"},
+            "config": config,
+        }
 
     def write(
         self,
@@ -77,17 +95,16 @@ class Connection:
         """The connection file; `source`/`destination` add to each connector's config."""
         source_config = {"count": self.count, "state_every": self.state_every, "once": self.once}
         destination_config = {
-            "rows_file": str(self.tmp / "rows"),
-            "echoes_file": str(self.tmp / "echoes"),
+            "rows_file": self.inside("rows"),
+            "echoes_file": self.inside("echoes"),
             "once": self.once,
         }
         connection = {
             "name": self.name,
-            "source": {"connector": source_connector, "config": source_config | (source or {})},
-            "destination": {
-                "connector": DESTINATION,
-                "config": destination_config | (destination or {}),
-            },
+            "source": self._connector(source_connector, source_config | (source or {})),
+            "destination": self._connector(
+                DESTINATION, destination_config | (destination or {})
+            ),
             **fields,
         }
         self.path.write_text(yaml.safe_dump(connection))
@@ -188,6 +205,22 @@ def leftovers(mark: str, wait: float = 30.0) -> list[str]:
         time.sleep(0.05)
 
 
+def containers_left(connection: Connection) -> list[str]:
+    """Containers (docker) or pods (podman) ferry made for the connection that still exist."""
+    if connection.runtime == "local":
+        return []
+    kind = ["ps", "-a"] if connection.runtime == "docker" else ["pod", "ps"]
+    listed = subprocess.run(
+        [connection.runtime, *kind, "--filter", f"label=ferry.connection={connection.name}"]
+        + ["--format", "{{.Names}}" if connection.runtime == "docker" else "{{.Name}}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return listed.stdout.split()
+
+
 def assert_fails_clearly(result: Result, code: int, *cause: str) -> None:
     """One `ferry: error:` line naming the cause, the exit code, and no traceback of ferry's."""
     assert result.code == code, result.err
@@ -197,11 +230,15 @@ def assert_fails_clearly(result: Result, code: int, *cause: str) -> None:
     assert "Traceback" not in result.err, result.err
 
 
-def assert_recovers(connection: Connection, ferry_home: Path) -> Result:
+def assert_recovers(
+    connection: Connection, ferry_home: Path, *, rerun_removes_containers: bool = False
+) -> Result:
     """The user's three checks after a fault: nothing of the sync is left running, committed
     state is not past the destination's last echo, and a re-run delivers every record, with
-    duplicates only of records the destination committed but ferry never heard it confirm."""
+    duplicates only of records the destination committed but ferry never heard it confirm.
+    `rerun_removes_containers`: a killed ferry's containers are removed by the re-run."""
     assert leftovers(connection.mark) == [], "processes of the sync outlived it"
+    assert rerun_removes_containers or containers_left(connection) == []
     committed, echoed = connection.committed_cursor(), connection.echoed_cursor()
     assert committed <= echoed, "ferry committed a state the destination never echoed"
     rerun = connection.sync()
@@ -215,6 +252,7 @@ def assert_recovers(connection: Connection, ferry_home: Path) -> Result:
     (stream,) = rerun.summary["streams"]
     assert stream["records_sent"] == stream["records_committed"] == connection.count - committed
     assert leftovers(connection.mark) == []
+    assert containers_left(connection) == []
     run_dir = ferry_home / "run"
     assert not run_dir.exists() or list(run_dir.iterdir()) == [], "private files left behind"
     return rerun

@@ -174,6 +174,20 @@ class SyncRunner:
             return self.connection.timeouts
         return IdleTimeouts(source=seconds, destination=seconds)
 
+    async def _sweep_orphans(self) -> None:
+        """Remove the containers of ferry processes that were killed (SIGKILL leaves them no
+        chance to stop their containers) before starting new ones: a sync on Docker is also
+        the `ferry gc` of what a killed sync left there. Pods stop themselves (heartbeat)."""
+        if "docker" not in self.runtimes:
+            return
+        from ferry.runtimes.gc import collect_docker
+
+        try:
+            for line in await asyncio.to_thread(collect_docker, False):
+                logger.info("%s", line)
+        except FerryError as error:
+            logger.debug("could not look for orphaned containers: %s", error)
+
     async def _spec(self, ref: ConnectorRef) -> ConnectorSpecification:
         runtime = self.runtimes[ref.runtime]
         if self.options.spec_cache:
@@ -220,6 +234,7 @@ class SyncRunner:
     async def run(self) -> SyncResult:
         try:
             plan = await self.plan()
+            await self._sweep_orphans()
             return await self._run_attempts(plan)
         finally:
             await asyncio.gather(
