@@ -102,9 +102,7 @@ class Connection:
         connection = {
             "name": self.name,
             "source": self._connector(source_connector, source_config | (source or {})),
-            "destination": self._connector(
-                DESTINATION, destination_config | (destination or {})
-            ),
+            "destination": self._connector(DESTINATION, destination_config | (destination or {})),
             **fields,
         }
         self.path.write_text(yaml.safe_dump(connection))
@@ -209,10 +207,12 @@ def containers_left(connection: Connection) -> list[str]:
     """Containers (docker) or pods (podman) ferry made for the connection that still exist."""
     if connection.runtime == "local":
         return []
-    kind = ["ps", "-a"] if connection.runtime == "docker" else ["pod", "ps"]
+    if connection.runtime == "docker":
+        listing = ["docker", "ps", "-a", "--format", "{{.Names}}"]
+    else:
+        listing = ["podman", "pod", "ps", "--format", "{{.Name}}"]
     listed = subprocess.run(
-        [connection.runtime, *kind, "--filter", f"label=ferry.connection={connection.name}"]
-        + ["--format", "{{.Names}}" if connection.runtime == "docker" else "{{.Name}}"],
+        [*listing, "--filter", f"label=ferry.connection={connection.name}"],
         capture_output=True,
         text=True,
         timeout=60,
