@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import sys
 import traceback
 from collections.abc import Sequence
@@ -117,12 +118,15 @@ def _unexpected(error: Exception, debug: bool) -> int:
 
 
 def _stdout_closed() -> bool:
-    """Whether ferry's own output is what broke (rather than a pipe to a connector)."""
+    """Whether ferry's own output is what broke (rather than a pipe to a connector): the
+    write end of a pipe nobody reads any more polls as an error."""
     try:
-        sys.stdout.flush()  # what could not be written is still buffered: it fails again
-    except BrokenPipeError:
-        return True
-    return False
+        poller = select.poll()
+        poller.register(sys.__stdout__.fileno() if sys.__stdout__ else 1, select.POLLOUT)
+        events = poller.poll(0)
+    except (OSError, ValueError, AttributeError):  # no poll() on this platform, no stdout
+        return False
+    return any(event & (select.POLLERR | select.POLLHUP) for _, event in events)
 
 
 def _report(message: str, debug: bool) -> None:
