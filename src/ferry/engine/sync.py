@@ -245,7 +245,7 @@ class Attempt:
             if not pumping.done():
                 # A stop request, or the destination closed its output before the source ended.
                 if not self._stop.is_set():
-                    self._fail("destination", _EARLY_EXIT, symptom=True)
+                    self._fail("destination", _early_exit(), symptom=True)
                 await source.terminate(TERMINATE_GRACE)
             await pumping
             await echoing
@@ -304,7 +304,7 @@ class Attempt:
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 await self._write_final_statuses(stdin, source)
         except (BrokenPipeError, ConnectionResetError):
-            self._fail("destination", _EARLY_EXIT, symptom=True)
+            self._fail("destination", _early_exit(), symptom=True)
             await source.terminate(TERMINATE_GRACE)
         finally:
             with contextlib.suppress(OSError):
@@ -453,8 +453,9 @@ class Attempt:
         return outcome
 
 
-# What ferry sees first when the destination is gone; its exit code then tells why.
-_EARLY_EXIT = ConnectorCrashed("the destination stopped reading before the source finished")
+def _early_exit() -> ConnectorCrashed:
+    """What ferry sees first when the destination is gone; its exit code then tells why."""
+    return ConnectorCrashed("the destination stopped reading before the source finished")
 
 
 class _IdleClocks:
