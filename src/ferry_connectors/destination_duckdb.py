@@ -58,6 +58,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
+import signal
 import sys
 import tempfile
 import uuid
@@ -70,6 +72,7 @@ import duckdb
 import msgspec
 
 from ferry.errors import ConfigError, DecodeError
+from ferry.home import make_run_dir
 from ferry.protocol import decode_envelope, decode_message
 from ferry.protocol.messages import (
     APPEND,
@@ -870,16 +873,28 @@ def write(args: _io.Args) -> int:
         con = connect(config["path"])
     except (duckdb.Error, OSError) as e:
         raise ConfigError(f"cannot open the DuckDB database {config['path']!r}: {e}") from None
-    with tempfile.TemporaryDirectory(prefix="ferry-duckdb-") as workdir:
-        try:
-            writer = Writer(con, config, catalog, Path(workdir))
-            writer.prepare()
-            with open(sys.stdin.fileno(), "rb", buffering=1 << 20, closefd=False) as stdin:
-                writer.run(iter(stdin))
-            writer.summary()
-        finally:
-            con.close()
+    # Batch files hold records: they live where ferry sweeps what a killed process left
+    # ($FERRY_HOME/run), and go on any exit that can be caught (a stop signal included).
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _exit_on_signal)
+    try:
+        workdir = make_run_dir("duckdb")
+    except OSError:  # no writable FERRY_HOME (a read-only container): the system's temp dir
+        workdir = Path(tempfile.mkdtemp(prefix="ferry-duckdb-"))
+    try:
+        writer = Writer(con, config, catalog, workdir)
+        writer.prepare()
+        with open(sys.stdin.fileno(), "rb", buffering=1 << 20, closefd=False) as stdin:
+            writer.run(iter(stdin))
+        writer.summary()
+    finally:
+        con.close()
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the cleanup above
 
 
 def handle(args: _io.Args) -> int:

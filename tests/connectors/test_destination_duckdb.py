@@ -812,3 +812,22 @@ def test_a_table_named_like_a_staging_table_is_refused(duck: Duck) -> None:
     assert result.returncode == 1
     assert result.errors[0]["failure_type"] == "config_error"
     assert "reserved" in result.errors[0]["message"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_stop_signal_removes_the_batch_files(
+    duck: Duck,
+    writer: Callable[[dict[str, Any]], subprocess.Popen[bytes]],
+    ferry_home: Path,
+    signum: int,
+) -> None:
+    """Batch files hold records: they live under $FERRY_HOME/run and go with the process."""
+    process = writer(configured_catalog([USERS], "append"))
+    assert process.stdin is not None
+    process.stdin.write(b"".join(user(i) for i in range(100)) + state("users", 1))
+    process.stdin.flush()
+    read_state(process)
+    (batches,) = (ferry_home / "run").iterdir()  # made before the first batch
+    process.send_signal(signum)
+    assert process.wait() == -signum or process.returncode == 128 + signum
+    assert not batches.exists()

@@ -73,10 +73,10 @@ def test_records_and_states_are_forwarded_as_the_original_bytes() -> None:
     odd = b'{ "record" : {"data": {"id": 7}, "stream": "a", "emitted_at": 1}, "type":"RECORD" }'
     data = block(record("a", 1), odd, record("b", 2), state("a", 7, 2))
     assert route.route(data) == data
-    assert stats.stream("a", None).records == 2
-    assert stats.stream("b", None).records == 1
-    assert stats.stream("a", None).bytes == len(record("a", 1)) + len(odd) + 2
-    assert stats.stream("b", None).bytes == len(record("b", 2)) + 1
+    assert stats.stream("a", None).records_routed == 2
+    assert stats.stream("b", None).records_routed == 1
+    assert stats.stream("a", None).bytes_routed == len(record("a", 1)) + len(odd) + 2
+    assert stats.stream("b", None).bytes_routed == len(record("b", 2)) + 1
     assert ledger.sent == 1
     assert stats.mismatches == []
 
@@ -89,7 +89,7 @@ def test_log_trace_and_text_lines_are_not_forwarded() -> None:
     assert route.route(data) == block(record("a", 1), record("a", 2))
     assert [m.log.message for m in seen.messages if m.log] == ["hello"]
     assert seen.texts == ["plain text from the connector"]
-    assert stats.records == 2
+    assert sum(s.records_routed for s in stats.streams.values()) == 2
 
 
 @pytest.mark.parametrize("text", [False, True], ids=["by-segment", "line-by-line"])
@@ -108,7 +108,7 @@ def test_stream_status_traces_reach_the_destination_in_place_other_traces_do_not
         "ESTIMATE",
         "STREAM_STATUS",
     ]
-    assert stats.stream("a", None).records == 2
+    assert stats.stream("a", None).records_routed == 2
 
 
 def test_source_stats_mismatch_is_reported() -> None:
@@ -130,7 +130,7 @@ def test_namespaced_records_count_against_their_stream() -> None:
     stats.stream("a", "ns")
     route = SourceRouter(stats, StateLedger(), lambda m: None, lambda t: None)
     route.route(block(record("a", 1, "ns"), record("a", 2, "ns")))
-    assert stats.stream("a", "ns").records == 2
+    assert stats.stream("a", "ns").records_routed == 2
 
 
 class ChunkedReader:
@@ -166,4 +166,4 @@ def test_a_line_larger_than_many_chunks_flows() -> None:
     assert blocks == [huge + b"\n"]
     route, stats, _, _ = router("a")
     assert route.route(blocks[0]) == blocks[0]
-    assert stats.stream("a", None).bytes == len(huge) + 1
+    assert stats.stream("a", None).bytes_routed == len(huge) + 1

@@ -81,7 +81,9 @@ def _run(blocks: list[bytes], line_by_line: bool) -> tuple[Any, ...]:
                 out.append(router.route(block))
     except FerryError as error:
         out.append(str(error).encode())
-    streams = {k: (s.records, s.bytes, s.states_sent) for k, s in stats.streams.items()}
+    streams = {
+        k: (s.records_routed, s.bytes_routed, s.states_sent) for k, s in stats.streams.items()
+    }
     return out, streams, ledger.sent, seen, stats.mismatches, stats.records_since_state
 
 

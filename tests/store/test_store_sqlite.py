@@ -220,12 +220,12 @@ def test_a_run_with_a_retry_lists_with_counts_and_totals(store: Store) -> None:
         "c",
         first,
         [stream("a", 1), stream("b", 1)],
-        progress=[StreamCounts(A, records=10, bytes=1000)],
+        progress=[StreamCounts(A, records_sent=10, bytes_sent=1000)],
     )
     store.finish_attempt(
         first,
         FAILED,
-        [StreamCounts(A, 12, 1200), StreamCounts(B, 5, 500)],
+        [StreamCounts(A, 12, 1200, 10, 1000), StreamCounts(B, 5, 500)],
         error="boom",
         failure_type="transient_error",
     )
@@ -253,19 +253,22 @@ def test_a_run_with_a_retry_lists_with_counts_and_totals(store: Store) -> None:
     )
     assert one.states_committed == 2
     assert two.states_committed == 2
-    assert [(s.stream, s.records, s.bytes, s.states_committed) for s in one.streams] == [
+    assert [(s.stream, s.records_sent, s.bytes_sent, s.states_committed) for s in one.streams] == [
         (A, 12, 1200, 1),
         (B, 5, 500, 1),
     ]
-    assert [(s.stream, s.records, s.bytes, s.states_committed) for s in two.streams] == [
+    assert [(s.stream, s.records_sent, s.bytes_sent, s.states_committed) for s in two.streams] == [
         (A, 3, 300, 2),
         (B, 0, 0, 1),
     ]
-    assert [(s.stream, s.records, s.bytes, s.states_committed) for s in record.streams] == [
+    assert [
+        (s.stream, s.records_sent, s.bytes_sent, s.states_committed) for s in record.streams
+    ] == [
         (A, 15, 1500, 3),
         (B, 5, 500, 2),
     ]
-    assert (record.records, record.bytes, record.states_committed) == (20, 2000, 4)
+    assert (record.records_sent, record.bytes_sent, record.states_committed) == (20, 2000, 4)
+    assert (record.records_committed, record.bytes_committed) == (10, 1000)
     assert store.get_run(run) == record
 
 
@@ -279,7 +282,9 @@ def test_progress_counts_are_kept_before_the_attempt_ends(store: Store) -> None:
     assert record.status == RUNNING
     assert record.ended_at is None
     assert record.duration is None
-    assert [(s.records, s.bytes, s.states_committed) for s in record.streams] == [(9, 90, 1)]
+    assert [(s.records_sent, s.bytes_sent, s.states_committed) for s in record.streams] == [
+        (9, 90, 1)
+    ]
 
 
 def test_runs_list_newest_first_with_a_limit(store: Store) -> None:

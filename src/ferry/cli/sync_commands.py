@@ -14,7 +14,7 @@ from rich.console import Console
 
 from ferry.cli.common import Subparsers, print_table
 from ferry.cli.progress import Progress, human_bytes, stats_table
-from ferry.engine.connection import load_connection
+from ferry.engine.connection import load_connection, parse_duration
 from ferry.engine.runner import SyncOptions, SyncResult, SyncRunner
 from ferry.engine.secrets import mask
 from ferry.errors import ConfigError
@@ -38,6 +38,13 @@ def register(subparsers: Subparsers) -> None:
         "--no-spec-cache",
         action="store_true",
         help="run the connectors' spec instead of using their cached specs (and refresh those)",
+    )
+    sync.add_argument(
+        "--idle-timeout",
+        type=_duration,
+        metavar="DURATION",
+        help="fail an attempt when the source sends nothing, or the destination reads nothing,"
+        " for this long (90, 30m, 2h; default: the connection's timeouts, else 3h)",
     )
     sync.add_argument("--json", action="store_true", help="print the summary as JSON")
     sync.add_argument("--no-progress", action="store_true", help="no progress display")
@@ -70,6 +77,13 @@ def _store_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text, "--idle-timeout")
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--idle-timeout: ")) from None
+
+
 def _non_negative(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -85,6 +99,7 @@ def _sync(args: argparse.Namespace) -> int:
         retries=args.retries,
         relay=args.relay,
         spec_cache=not args.no_spec_cache,
+        idle_timeout=args.idle_timeout,
     )
     if args.dry_run:
         with open_store(args.state_db) as store:
@@ -96,6 +111,7 @@ def _sync(args: argparse.Namespace) -> int:
         result = asyncio.run(_run_with_signals(runner, progress))
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
+        _print_error(result)
     else:
         _print_summary(result)
     return result.exit_code
@@ -134,11 +150,19 @@ def _print_summary(result: SyncResult) -> None:
     )
     console.print(stats_table(result.stats, title))
     seconds = result.stats.elapsed
-    rate = human_bytes(result.stats.bytes / max(seconds, 1e-9))
-    console.print(f"{result.stats.records:,} records in {seconds:.1f}s ({rate}/s)")
+    stats = result.stats
+    rate = human_bytes(stats.bytes_sent / max(seconds, 1e-9))
+    console.print(
+        f"{stats.records_sent:,} records sent, {stats.records_committed:,} committed"
+        f" in {seconds:.1f}s ({rate}/s)"
+    )
     for warning in result.warnings:
         console.print(f"warning: {warning}", style="yellow")
-    # The error itself is printed by the CLI's error handler with its exit code.
+    _print_error(result)
+
+
+def _print_error(result: SyncResult) -> None:
+    """The one-line `ferry: error:` of a failed sync (with --json too), on stderr."""
     if result.error is not None:
         print(f"ferry: error: {mask(str(result.error))}", file=sys.stderr)
 
@@ -174,8 +198,10 @@ def run_as_dict(run: RunRecord) -> dict[str, Any]:
         "started_at": run.started_at.isoformat(timespec="seconds"),
         "ended_at": run.ended_at.isoformat(timespec="seconds") if run.ended_at else None,
         "duration_seconds": run.duration,
-        "records": run.records,
-        "bytes": run.bytes,
+        "records_sent": run.records_sent,
+        "bytes_sent": run.bytes_sent,
+        "records_committed": run.records_committed,
+        "bytes_committed": run.bytes_committed,
         "states_committed": run.states_committed,
         "attempts": run.attempt_count,
         "full_refresh": run.full_refresh,
@@ -187,8 +213,10 @@ def run_as_dict(run: RunRecord) -> dict[str, Any]:
             {
                 "stream": s.stream.name,
                 "namespace": s.stream.namespace,
-                "records": s.records,
-                "bytes": s.bytes,
+                "records_sent": s.records_sent,
+                "bytes_sent": s.bytes_sent,
+                "records_committed": s.records_committed,
+                "bytes_committed": s.bytes_committed,
                 "states_committed": s.states_committed,
             }
             for s in run.streams
@@ -209,14 +237,16 @@ def _runs(args: argparse.Namespace) -> int:
             run.status,
             run.started_at.strftime("%Y-%m-%d %H:%M:%S"),
             f"{run.duration:.1f}s" if run.duration is not None else "",
-            f"{run.records:,}",
-            human_bytes(run.bytes),
+            f"{run.records_sent:,}",
+            f"{run.records_committed:,}",
+            human_bytes(run.bytes_sent),
             str(run.attempt_count),
             (run.error or "").splitlines()[0][:80] if run.error else "",
         ]
         for run in runs
     ]
     print_table(
-        rows, ["run", "status", "started", "duration", "records", "bytes", "attempts", "error"]
+        rows,
+        ["run", "status", "started", "duration", "sent", "committed", "bytes", "attempts", "error"],
     )
     return 0

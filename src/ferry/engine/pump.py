@@ -225,6 +225,14 @@ class SourceRouter:
         self._known: dict[RoutingRecord, StreamStats] = {}
         for stream in stats.streams.values():
             self._known[RoutingRecord(stream.name, stream.namespace)] = stream
+        self._unsent: dict[int, StreamStats] = {}  # streams routed since the last `sent`
+
+    def sent(self) -> None:
+        """Everything routed so far has been written to the destination."""
+        for stream in self._unsent.values():
+            stream.records_sent = stream.records_routed
+            stream.bytes_sent = stream.bytes_routed
+        self._unsent.clear()
 
     def route(self, block: bytes) -> bytes:
         """Bytes to forward for a block of whole lines (possibly b"")."""
@@ -288,9 +296,10 @@ class SourceRouter:
 
     def _add(self, key: RoutingRecord, count: int, size: int) -> None:
         stream = self._known.get(key) or self._resolve(key)
-        stream.records += count
+        stream.records_routed += count
         stream.records_since_state += count
-        stream.bytes += size
+        stream.bytes_routed += size
+        self._unsent[id(stream)] = stream
         self.stats.records_since_state += count
 
     def _route_lines(self, block: bytes, lines: list[bytes], envelopes: list[Envelope]) -> bytes:
@@ -323,12 +332,13 @@ class SourceRouter:
         lengths = list(map(len, lines[a:b]))
         for key, count in counts.items():
             stream = self._known.get(key) or self._resolve(key)  # type: ignore[arg-type]
-            stream.records += count
+            stream.records_routed += count
             stream.records_since_state += count
+            self._unsent[id(stream)] = stream
             if len(counts) == 1:
-                stream.bytes += sum(lengths) + len(lengths)
+                stream.bytes_routed += sum(lengths) + len(lengths)
             else:
-                stream.bytes += sum(compress(lengths, map(key.__eq__, segment))) + count
+                stream.bytes_routed += sum(compress(lengths, map(key.__eq__, segment))) + count
         self.stats.records_since_state += b - a
 
     def _resolve(self, key: RoutingRecord) -> StreamStats:
@@ -385,7 +395,9 @@ class SourceRouter:
             )
         self.stats.records_since_state = 0
         self.stats.states_sent += 1
-        self.ledger.record_sent(state, counted)
+        covered = streams if state.type == STATE_STREAM else self.stats.streams.values()
+        totals = {(s.name, s.namespace): (s.records_routed, s.bytes_routed) for s in covered}
+        self.ledger.record_sent(state, counted, totals)
 
 
 def _describe(state: AirbyteStateMessage) -> str:
@@ -401,4 +413,5 @@ async def pump(source: ByteReader, destination: ByteWriter, router: SourceRouter
         del block
         if forward:
             await destination.write(forward)
+            router.sent()
         del forward

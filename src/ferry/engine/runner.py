@@ -11,7 +11,7 @@ from typing import Any
 
 from ferry.engine import commands
 from ferry.engine.config import resolve_env
-from ferry.engine.connection import Connection, Endpoint
+from ferry.engine.connection import Connection, Endpoint, IdleTimeouts
 from ferry.engine.secrets import register_secrets
 from ferry.engine.stats import SyncStats
 from ferry.engine.sync import Attempt, AttemptOutcome, AttemptPlan
@@ -50,6 +50,7 @@ class SyncOptions:
     retries: int = 2
     relay: bool = False
     spec_cache: bool = True  # False: run each connector's spec, and refresh its cached one
+    idle_timeout: float | None = None  # seconds; overrides both of the connection's timeouts
 
 
 @dataclass
@@ -73,8 +74,10 @@ class SyncResult:
             "run_id": self.run_id,
             "status": self.status,
             "attempts": self.attempts,
-            "records": self.stats.records,
-            "bytes": self.stats.bytes,
+            "records_sent": self.stats.records_sent,
+            "bytes_sent": self.stats.bytes_sent,
+            "records_committed": self.stats.records_committed,
+            "bytes_committed": self.stats.bytes_committed,
             "seconds": round(self.stats.elapsed, 3),
             "states_committed": self.stats.states_committed,
             "streams": [s.as_dict() for s in self.stats.streams.values()],
@@ -162,7 +165,28 @@ class SyncRunner:
             destination_config=json.dumps(destination_config).encode(),
             catalog=configured,
             labels=RunLabels("pending", self.connection.name),
+            timeouts=self._timeouts(),
         )
+
+    def _timeouts(self) -> IdleTimeouts:
+        seconds = self.options.idle_timeout
+        if seconds is None:
+            return self.connection.timeouts
+        return IdleTimeouts(source=seconds, destination=seconds)
+
+    async def _sweep_orphans(self) -> None:
+        """Remove the containers of ferry processes that were killed (SIGKILL leaves them no
+        chance to stop their containers) before starting new ones: a sync on Docker is also
+        the `ferry gc` of what a killed sync left there. Pods stop themselves (heartbeat)."""
+        if "docker" not in self.runtimes:
+            return
+        from ferry.runtimes.gc import collect_docker
+
+        try:
+            for line in await asyncio.to_thread(collect_docker, False):
+                logger.info("%s", line)
+        except FerryError as error:
+            logger.debug("could not look for orphaned containers: %s", error)
 
     async def _spec(self, ref: ConnectorRef) -> ConnectorSpecification:
         runtime = self.runtimes[ref.runtime]
@@ -210,6 +234,7 @@ class SyncRunner:
     async def run(self) -> SyncResult:
         try:
             plan = await self.plan()
+            await self._sweep_orphans()
             return await self._run_attempts(plan)
         finally:
             await asyncio.gather(
@@ -244,7 +269,11 @@ class SyncRunner:
             await asyncio.sleep(delay)
         status = _status(outcome, self._stopping)
         error = outcome.error
-        if status == "cancelled" and error is None:
+        if status == "cancelled":
+            # The user's stop explains the rest, whatever the connectors did about it (a
+            # Ctrl-C reaches every process of the terminal's group, not only ferry).
+            if error is not None and not isinstance(error, Cancelled):
+                logger.warning("while stopping: %s", str(error).splitlines()[0])
             error = Cancelled("the sync was stopped; committed state is kept")
         self.store.finish_run(
             run_id, status, str(error) if error else None, getattr(error, "failure_type", None)
@@ -322,7 +351,13 @@ def _config_file(endpoint: Endpoint, where: str) -> bytes:
 
 def _counts(stats: SyncStats) -> list[StreamCounts]:
     return [
-        StreamCounts(StreamDescriptor(s.name, s.namespace), s.records, s.bytes)
+        StreamCounts(
+            StreamDescriptor(s.name, s.namespace),
+            s.records_sent,
+            s.bytes_sent,
+            s.records_committed,
+            s.bytes_committed,
+        )
         for s in stats.streams.values()
     ]
 

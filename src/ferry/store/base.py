@@ -34,11 +34,14 @@ STATUSES = frozenset({RUNNING, ABANDONED}) | FINAL_STATUSES
 
 @dataclass(frozen=True)
 class StreamCounts:
-    """What the engine counted for one stream in one attempt (records and bytes forwarded)."""
+    """What the engine counted for one stream in one attempt: records and bytes sent (written
+    to the destination) and committed (covered by a state the destination echoed)."""
 
     stream: StreamDescriptor
-    records: int = 0
-    bytes: int = 0
+    records_sent: int = 0
+    bytes_sent: int = 0
+    records_committed: int = 0
+    bytes_committed: int = 0
 
 
 @dataclass(frozen=True)
@@ -46,9 +49,11 @@ class StreamTotals:
     """Counts of one stream in an attempt or a run; `states_committed` is kept by the store."""
 
     stream: StreamDescriptor
-    records: int
-    bytes: int
+    records_sent: int
+    bytes_sent: int
     states_committed: int
+    records_committed: int = 0
+    bytes_committed: int = 0
 
 
 @dataclass(frozen=True)
@@ -84,12 +89,20 @@ class RunRecord:
         return len(self.attempts)
 
     @property
-    def records(self) -> int:
-        return sum(s.records for s in self.streams)
+    def records_sent(self) -> int:
+        return sum(s.records_sent for s in self.streams)
 
     @property
-    def bytes(self) -> int:
-        return sum(s.bytes for s in self.streams)
+    def bytes_sent(self) -> int:
+        return sum(s.bytes_sent for s in self.streams)
+
+    @property
+    def records_committed(self) -> int:
+        return sum(s.records_committed for s in self.streams)
+
+    @property
+    def bytes_committed(self) -> int:
+        return sum(s.bytes_committed for s in self.streams)
 
     @property
     def states_committed(self) -> int:

@@ -115,6 +115,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE UNIQUE INDEX attempt_streams_key
             ON attempt_streams (attempt_id, name, coalesce(namespace, x'00'))""",
     ),
+    # 1 -> 2: records/bytes are those sent to the destination; these, those it committed.
+    (
+        "ALTER TABLE attempt_streams ADD COLUMN records_committed INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE attempt_streams ADD COLUMN bytes_committed INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -551,16 +556,22 @@ def _count_commit(
 
 def _set_counts(db: sqlite3.Connection, attempt_id: int, counts: StreamCounts) -> None:
     stream = counts.stream
+    values = (
+        counts.records_sent,
+        counts.bytes_sent,
+        counts.records_committed,
+        counts.bytes_committed,
+    )
     cursor = db.execute(
-        "UPDATE attempt_streams SET records = ?, bytes = ?"
-        " WHERE attempt_id = ? AND name = ? AND namespace IS ?",
-        (counts.records, counts.bytes, attempt_id, stream.name, stream.namespace),
+        "UPDATE attempt_streams SET records = ?, bytes = ?, records_committed = ?,"
+        " bytes_committed = ? WHERE attempt_id = ? AND name = ? AND namespace IS ?",
+        (*values, attempt_id, stream.name, stream.namespace),
     )
     if cursor.rowcount == 0:
         db.execute(
-            "INSERT INTO attempt_streams (attempt_id, name, namespace, records, bytes)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (attempt_id, stream.name, stream.namespace, counts.records, counts.bytes),
+            "INSERT INTO attempt_streams (attempt_id, name, namespace, records, bytes,"
+            " records_committed, bytes_committed) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (attempt_id, stream.name, stream.namespace, *values),
         )
 
 
@@ -615,9 +626,10 @@ def _run_records(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[Ru
             streams = tuple(
                 sorted(
                     (
-                        StreamTotals(StreamDescriptor(name=n, namespace=ns), r, b, s)
-                        for n, ns, r, b, s in db.execute(
-                            "SELECT name, namespace, records, bytes, states_committed"
+                        StreamTotals(StreamDescriptor(name=n, namespace=ns), r, b, s, rc, bc)
+                        for n, ns, r, b, s, rc, bc in db.execute(
+                            "SELECT name, namespace, records, bytes, states_committed,"
+                            " records_committed, bytes_committed"
                             " FROM attempt_streams WHERE attempt_id = ?",
                             (a_id,),
                         )
@@ -658,11 +670,18 @@ def _run_records(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[Ru
 
 
 def _sum_streams(attempts: list[AttemptRecord]) -> tuple[StreamTotals, ...]:
-    totals: dict[StreamDescriptor, tuple[int, int, int]] = {}
+    totals: dict[StreamDescriptor, list[int]] = {}
     for attempt in attempts:
         for s in attempt.streams:
-            r, b, c = totals.get(s.stream, (0, 0, 0))
-            totals[s.stream] = (r + s.records, b + s.bytes, c + s.states_committed)
+            counts = (
+                s.records_sent,
+                s.bytes_sent,
+                s.states_committed,
+                s.records_committed,
+                s.bytes_committed,
+            )
+            summed = totals.setdefault(s.stream, [0] * len(counts))
+            summed[:] = [a + b for a, b in zip(summed, counts, strict=True)]
     return tuple(
-        sorted((StreamTotals(d, r, b, c) for d, (r, b, c) in totals.items()), key=_stream_order)
+        sorted((StreamTotals(d, *counts) for d, counts in totals.items()), key=_stream_order)
     )
