@@ -1,4 +1,4 @@
-"""`ferry sync`, `ferry state show|reset`, `ferry runs`."""
+"""`ferry sync`, `ferry clear`, `ferry state show|reset`, `ferry runs`."""
 
 from __future__ import annotations
 
@@ -39,6 +39,18 @@ def register(subparsers: Subparsers) -> None:
         action="store_true",
         help="run the connectors' spec instead of using their cached specs (and refresh those)",
     )
+    sync.add_argument(
+        "--refresh",
+        choices=("truncate", "merge"),
+        help="re-read streams from scratch (new generation, state dropped); truncate replaces"
+        " their data at the end of a successful sync, merge keeps it",
+    )
+    _streams_option(sync, "the streams --refresh re-reads (default: every stream)")
+    sync.add_argument(
+        "--strict-counts",
+        action="store_true",
+        help="fail when the destination confirms other record counts than ferry sent",
+    )
     sync.add_argument("--json", action="store_true", help="print the summary as JSON")
     sync.add_argument("--no-progress", action="store_true", help="no progress display")
     sync.add_argument(
@@ -48,6 +60,15 @@ def register(subparsers: Subparsers) -> None:
     )
     _store_option(sync)
     sync.set_defaults(handler=_sync)
+
+    clear = subparsers.add_parser(
+        "clear", help="empty streams in the destination and drop their state"
+    )
+    clear.add_argument("connection", type=Path, help="connection file (YAML)")
+    _streams_option(clear, "the streams to clear (default: every stream)")
+    clear.add_argument("--runtime", choices=RUNTIME_NAMES, help="runtime for unprefixed connectors")
+    _store_option(clear)
+    clear.set_defaults(handler=_clear)
 
     state = subparsers.add_parser("state", help="show or reset a connection's committed state")
     state.add_argument("action", choices=("show", "reset"))
@@ -70,6 +91,12 @@ def _store_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _streams_option(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument(
+        "--stream", dest="streams", action="append", default=[], metavar="NAME", help=help
+    )
+
+
 def _non_negative(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -85,7 +112,12 @@ def _sync(args: argparse.Namespace) -> int:
         retries=args.retries,
         relay=args.relay,
         spec_cache=not args.no_spec_cache,
+        refresh=args.refresh,
+        streams=tuple(args.streams),
+        strict_counts=args.strict_counts,
     )
+    if args.streams and not args.refresh:
+        raise ConfigError("--stream names the streams of --refresh truncate|merge; add --refresh")
     if args.dry_run:
         with open_store(args.state_db) as store:
             print(_dry_run(SyncRunner(connection, store, options)), end="")
@@ -99,6 +131,16 @@ def _sync(args: argparse.Namespace) -> int:
     else:
         _print_summary(result)
     return result.exit_code
+
+
+def _clear(args: argparse.Namespace) -> int:
+    connection = load_connection(args.connection)
+    options = SyncOptions(runtime=args.runtime, streams=tuple(args.streams))
+    with open_store(args.state_db) as store:
+        cleared = asyncio.run(SyncRunner(connection, store, options).clear())
+    names = ", ".join(s.name if s.namespace is None else f"{s.namespace}.{s.name}" for s in cleared)
+    print(f"{connection.name}: cleared {names}")
+    return 0
 
 
 def _dry_run(runner: SyncRunner) -> str:
@@ -136,6 +178,12 @@ def _print_summary(result: SyncResult) -> None:
     seconds = result.stats.elapsed
     rate = human_bytes(result.stats.bytes / max(seconds, 1e-9))
     console.print(f"{result.stats.records:,} records in {seconds:.1f}s ({rate}/s)")
+    for stream in result.stats.streams.values():
+        if stream.records_rejected:
+            name = f"{stream.namespace}.{stream.name}" if stream.namespace else stream.name
+            console.print(
+                f"{name}: {stream.records_rejected:,} records rejected by the destination"
+            )
     for warning in result.warnings:
         console.print(f"warning: {warning}", style="yellow")
     # The error itself is printed by the CLI's error handler with its exit code.
@@ -177,6 +225,7 @@ def run_as_dict(run: RunRecord) -> dict[str, Any]:
         "records": run.records,
         "bytes": run.bytes,
         "states_committed": run.states_committed,
+        "records_rejected": run.records_rejected,
         "attempts": run.attempt_count,
         "full_refresh": run.full_refresh,
         "runtime": run.runtime,
@@ -190,6 +239,7 @@ def run_as_dict(run: RunRecord) -> dict[str, Any]:
                 "records": s.records,
                 "bytes": s.bytes,
                 "states_committed": s.states_committed,
+                "records_rejected": s.records_rejected,
             }
             for s in run.streams
         ],
@@ -210,6 +260,7 @@ def _runs(args: argparse.Namespace) -> int:
             run.started_at.strftime("%Y-%m-%d %H:%M:%S"),
             f"{run.duration:.1f}s" if run.duration is not None else "",
             f"{run.records:,}",
+            f"{run.records_rejected:,}",
             human_bytes(run.bytes),
             str(run.attempt_count),
             (run.error or "").splitlines()[0][:80] if run.error else "",
@@ -217,6 +268,17 @@ def _runs(args: argparse.Namespace) -> int:
         for run in runs
     ]
     print_table(
-        rows, ["run", "status", "started", "duration", "records", "bytes", "attempts", "error"]
+        rows,
+        [
+            "run",
+            "status",
+            "started",
+            "duration",
+            "records",
+            "rejected",
+            "bytes",
+            "attempts",
+            "error",
+        ],
     )
     return 0

@@ -115,6 +115,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE UNIQUE INDEX attempt_streams_key
             ON attempt_streams (attempt_id, name, coalesce(namespace, x'00'))""",
     ),
+    # 1 -> 2: generations (refreshes, clears), rejected records
+    (
+        """CREATE TABLE stream_generation (
+            connection TEXT NOT NULL,
+            name TEXT NOT NULL,
+            namespace TEXT,
+            generation INTEGER NOT NULL,
+            updated_at REAL NOT NULL
+        )""",
+        """CREATE UNIQUE INDEX stream_generation_key
+            ON stream_generation (connection, name, coalesce(namespace, x'00'))""",
+        "ALTER TABLE attempt_streams ADD COLUMN records_rejected INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -294,6 +307,32 @@ class SqliteStore(Store):
                 return False
             _write_state(db, connection, old, new, None, time.time())
             return True
+
+    # -- generations -----------------------------------------------------------------------
+
+    def generations(self, connection: str) -> dict[StreamDescriptor, int]:
+        with self._read() as db:
+            return _generations(db, connection)
+
+    def bump_generations(
+        self, connection: str, streams: Sequence[StreamDescriptor]
+    ) -> dict[StreamDescriptor, int]:
+        with self._write() as db:
+            current = _generations(db, connection)
+            bumped = {stream: current.get(stream, 0) + 1 for stream in streams}
+            now = time.time()
+            for stream, generation in bumped.items():
+                db.execute(
+                    "DELETE FROM stream_generation"
+                    " WHERE connection = ? AND name = ? AND namespace IS ?",
+                    (connection, stream.name, stream.namespace),
+                )
+                db.execute(
+                    "INSERT INTO stream_generation"
+                    " (connection, name, namespace, generation, updated_at) VALUES (?, ?, ?, ?, ?)",
+                    (connection, stream.name, stream.namespace, generation, now),
+                )
+            return bumped
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -549,18 +588,30 @@ def _count_commit(
             )
 
 
+def _generations(db: sqlite3.Connection, connection: str) -> dict[StreamDescriptor, int]:
+    return {
+        StreamDescriptor(name=name, namespace=namespace): generation
+        for name, namespace, generation in db.execute(
+            "SELECT name, namespace, generation FROM stream_generation WHERE connection = ?",
+            (connection,),
+        )
+    }
+
+
 def _set_counts(db: sqlite3.Connection, attempt_id: int, counts: StreamCounts) -> None:
     stream = counts.stream
+    values = (counts.records, counts.bytes, counts.records_rejected)
     cursor = db.execute(
-        "UPDATE attempt_streams SET records = ?, bytes = ?"
+        "UPDATE attempt_streams SET records = ?, bytes = ?, records_rejected = ?"
         " WHERE attempt_id = ? AND name = ? AND namespace IS ?",
-        (counts.records, counts.bytes, attempt_id, stream.name, stream.namespace),
+        (*values, attempt_id, stream.name, stream.namespace),
     )
     if cursor.rowcount == 0:
         db.execute(
-            "INSERT INTO attempt_streams (attempt_id, name, namespace, records, bytes)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (attempt_id, stream.name, stream.namespace, counts.records, counts.bytes),
+            "INSERT INTO attempt_streams"
+            " (attempt_id, name, namespace, records, bytes, records_rejected)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (attempt_id, stream.name, stream.namespace, *values),
         )
 
 
@@ -615,10 +666,10 @@ def _run_records(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[Ru
             streams = tuple(
                 sorted(
                     (
-                        StreamTotals(StreamDescriptor(name=n, namespace=ns), r, b, s)
-                        for n, ns, r, b, s in db.execute(
-                            "SELECT name, namespace, records, bytes, states_committed"
-                            " FROM attempt_streams WHERE attempt_id = ?",
+                        StreamTotals(StreamDescriptor(name=n, namespace=ns), r, b, s, j)
+                        for n, ns, r, b, s, j in db.execute(
+                            "SELECT name, namespace, records, bytes, states_committed,"
+                            " records_rejected FROM attempt_streams WHERE attempt_id = ?",
                             (a_id,),
                         )
                     ),
@@ -658,11 +709,15 @@ def _run_records(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[Ru
 
 
 def _sum_streams(attempts: list[AttemptRecord]) -> tuple[StreamTotals, ...]:
-    totals: dict[StreamDescriptor, tuple[int, int, int]] = {}
+    totals: dict[StreamDescriptor, StreamTotals] = {}
     for attempt in attempts:
         for s in attempt.streams:
-            r, b, c = totals.get(s.stream, (0, 0, 0))
-            totals[s.stream] = (r + s.records, b + s.bytes, c + s.states_committed)
-    return tuple(
-        sorted((StreamTotals(d, r, b, c) for d, (r, b, c) in totals.items()), key=_stream_order)
-    )
+            t = totals.get(s.stream) or StreamTotals(s.stream, 0, 0, 0)
+            totals[s.stream] = StreamTotals(
+                s.stream,
+                t.records + s.records,
+                t.bytes + s.bytes,
+                t.states_committed + s.states_committed,
+                t.records_rejected + s.records_rejected,
+            )
+    return tuple(sorted(totals.values(), key=_stream_order))
