@@ -292,5 +292,5 @@ def test_streams_are_selected_by_name_and_unknown_names_are_refused() -> None:
         StreamDescriptor("plain"),
         StreamDescriptor("cdc"),
     ]
-    with pytest.raises(ConfigError, match="not a stream of this connection: 'nope', 'x.cdc'"):
+    with pytest.raises(ConfigError, match=r"not a stream of this connection: 'nope', 'x\.cdc'"):
         select_streams(configured, ["nope", "cdc", "x.cdc"])
