@@ -110,6 +110,25 @@ def test_a_source_failing_mid_stream_gets_the_destination_to_flush_and_echo(
     assert state["stream"]["stream_state"] == {"cursor": 20}
 
 
+def test_a_destination_that_loses_records_is_a_warning_or_with_strict_counts_a_failure(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    source = {"connector": SCRIPTED, "config": {"count": 20, "state_every": 10}}
+    destination = cdk_destination(request, "local", tmp_path / "out", lose_every=7)
+    connection = write_connection(tmp_path, source=source, destination=destination)
+    code, summary, stderr = sync_json(connection)
+    assert code == 0, stderr
+    assert summary["warnings"] == [
+        "destination said 9 records for state #1, ferry sent 10",
+        "destination said 9 records for state #2, ferry sent 10",
+    ]
+    code, summary, _ = sync_json(connection, "--strict-counts", "--full-refresh")
+    assert code == 3
+    assert summary["status"] == "failed"
+    assert summary["error"].startswith("--strict-counts: the counts differ: destination said 9")
+    assert summary["states_committed"] == 2  # what the destination confirmed stays committed
+
+
 def test_the_bulk_cdk_destination_refuses_what_the_platform_never_sends(tmp_path: Path) -> None:
     """The test double itself: it fails as the CDK does, so the tests above can pass only
     because ferry sends none of it."""

@@ -19,7 +19,8 @@ the process exits 1.
 Each STATE is echoed at once with destinationStats.recordCount: the records of its stream since
 that stream's previous state (STREAM), or every record since the previous state (GLOBAL). With
 `reject_every: N` in the config, every Nth record counts as rejected instead
-(destinationStats.rejectedRecordCount), as a destination that drops invalid rows reports it.
+(destinationStats.rejectedRecordCount), as a destination that drops invalid rows reports it;
+with `lose_every: N`, every Nth record is lost without a word (a buggy destination).
 With `report_to: PATH`, a JSON report of what arrived is written there at EOF.
 
 Standard library only: it runs as a local process and, mounted into an image that has python,
@@ -48,6 +49,7 @@ def key_of(descriptor_or_record):
 class Destination:
     def __init__(self, config, catalog):
         self.reject_every = int(config.get("reject_every") or 0)
+        self.lose_every = int(config.get("lose_every") or 0)
         self.streams = {}
         for configured in catalog["streams"]:
             stream = configured["stream"]
@@ -81,6 +83,8 @@ class Destination:
             if key in self.completed:
                 raise Refused(f"a record of {key!r} after its COMPLETE")
             self.seen += 1
+            if self.lose_every and self.seen % self.lose_every == 0:
+                return
             rejected = bool(self.reject_every) and self.seen % self.reject_every == 0
             (self.rejected if rejected else self.records)[key] += 1
             self.since_state[key][1 if rejected else 0] += 1
