@@ -110,6 +110,29 @@ def test_a_source_failing_mid_stream_gets_the_destination_to_flush_and_echo(
     assert state["stream"]["stream_state"] == {"cursor": 20}
 
 
+def test_a_full_refresh_overwrite_stream_is_a_new_generation_every_run(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    connection = write_connection(
+        tmp_path,
+        source={"connector": SCRIPTED, "config": {"count": 5}},
+        destination=cdk_destination(request, "local", out),
+        streams=[
+            {"name": "items", "sync_mode": "full_refresh", "destination_sync_mode": "overwrite"}
+        ],
+    )
+    seen = []
+    for _ in range(2):
+        code, summary, stderr = sync_json(connection)
+        assert code == 0, stderr
+        seen.append((summary["run_id"], json.loads((out / "report.json").read_text())["catalog"]))
+    assert [catalog["items"] for _, catalog in seen] == [
+        {"sync_id": seen[0][0], "generation_id": 1, "minimum_generation_id": 1},
+        {"sync_id": seen[1][0], "generation_id": 2, "minimum_generation_id": 2},
+    ]
+
+
 def test_a_destination_that_loses_records_is_a_warning_or_with_strict_counts_a_failure(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:

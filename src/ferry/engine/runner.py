@@ -21,11 +21,11 @@ from ferry.protocol import configure_catalog, encode
 from ferry.protocol.catalog import (
     select_streams,
     stream_descriptor,
-    truncates_on_sync,
     with_generations,
 )
 from ferry.protocol.messages import (
     CATALOG,
+    FULL_REFRESH,
     OVERWRITE,
     STREAM_COMPLETE,
     AirbyteStateMessage,
@@ -327,7 +327,7 @@ class SyncRunner:
         """Bump the generation of full-refresh and refreshed streams, as the platform does at
         a job's start, drop the refreshed streams' state, and set the catalog's generations."""
         name = self.connection.name
-        bumped = [stream_descriptor(c) for c in catalog.streams if truncates_on_sync(c)]
+        bumped = [stream_descriptor(c) for c in catalog.streams if c.sync_mode == FULL_REFRESH]
         self.store.bump_generations(name, list(dict.fromkeys([*bumped, *refreshed])))
         drop_state(self.store, name, refreshed, every=len(refreshed) == len(catalog.streams))
         truncate = refreshed if self.options.refresh == "truncate" else []
