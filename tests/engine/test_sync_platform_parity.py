@@ -172,11 +172,11 @@ def test_the_bulk_cdk_destination_refuses_what_the_platform_never_sends(tmp_path
         ]
     }
     without_ids = {"streams": [{k: v for k, v in catalog["streams"][0].items() if k != "sync_id"}]}
-    status = {"type": "TRACE", "trace": {"type": "STREAM_STATUS", "emitted_at": 0}}
 
     def with_status(value: str) -> str:
-        descriptor = {"stream_descriptor": {"name": "s"}, "status": value}
-        return json.dumps({**status, "trace": {**status["trace"], "stream_status": descriptor}})
+        stream_status = {"stream_descriptor": {"name": "s"}, "status": value}
+        trace = {"type": "STREAM_STATUS", "emitted_at": 0, "stream_status": stream_status}
+        return json.dumps({"type": "TRACE", "trace": trace})
 
     cases = {
         "received stream status INCOMPLETE": (catalog, with_status("INCOMPLETE")),

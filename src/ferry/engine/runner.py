@@ -233,9 +233,9 @@ class SyncRunner:
     async def clear(self) -> list[StreamDescriptor]:
         """`ferry clear`: empty the named streams (every stream if none) in the destination.
 
-        As the platform's clear: their generation is bumped with minimum = generation, the
-        destination's write gets no record and a COMPLETE for each of them (so it drops every
-        older generation), then their state is dropped. Recorded as a run of the connection.
+        As the platform's clear: their generation is bumped and their state dropped, then the
+        destination's write gets a catalog of them with minimum = generation, no record and a
+        COMPLETE for each (so it drops every older generation). Recorded as a run.
         """
         try:
             plan = await self.plan()
@@ -258,7 +258,9 @@ class SyncRunner:
 
     async def _clear(self, plan: AttemptPlan, run_id: int, streams: list[StreamDescriptor]) -> None:
         name = self.connection.name
+        # As the platform: generations and state change at the start, before the destination runs.
         self.store.bump_generations(name, streams)
+        drop_state(self.store, name, streams, every=len(streams) == len(plan.catalog.streams))
         cleared = ConfiguredAirbyteCatalog(
             streams=[c for c in plan.catalog.streams if stream_descriptor(c) in streams]
         )
@@ -268,7 +270,6 @@ class SyncRunner:
         labels = RunLabels(str(run_id), name, "destination")
         runtime = self.runtimes[plan.destination.runtime]
         await commands.write_input(plan.destination, files, runtime, completions, labels)
-        drop_state(self.store, name, streams, every=len(streams) == len(plan.catalog.streams))
 
     async def _run_attempts(
         self, plan: AttemptPlan, refreshed: list[StreamDescriptor]
