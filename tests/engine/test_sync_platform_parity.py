@@ -51,15 +51,14 @@ def committed(connection: Path) -> list[dict[str, Any]]:
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("runtime", RUNTIMES)
 def test_source_faker_into_a_bulk_cdk_destination(
-    request: pytest.FixtureRequest, source_faker: str, tmp_path: Path, runtime: str
+    request: pytest.FixtureRequest, source_faker: str, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
     connection = write_connection(
         tmp_path,
         source={"connector": source_faker, "config": {"count": 120, "seed": 1}},
-        destination=cdk_destination(request, runtime, out, reject_every=50),
+        destination=cdk_destination(request, "local", out, reject_every=50),
     )
     code, summary, stderr = sync_json(connection, "--strict-counts")
     assert code == 0, stderr
@@ -86,17 +85,32 @@ def test_source_faker_into_a_bulk_cdk_destination(
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_a_source_failing_mid_stream_gets_the_destination_to_flush_and_echo(
+def test_a_bulk_cdk_destination_after_a_source_that_succeeds_and_one_that_fails(
     request: pytest.FixtureRequest, tmp_path: Path, runtime: str
 ) -> None:
-    """A CDK-like failure: records and states, STREAM_STATUS INCOMPLETE, TRACE ERROR, exit 1.
-    The destination sees only the data, then EOF: it exits 0 after echoing its states, and
-    ferry commits exactly those."""
+    """On every runtime. A CDK-like source (STREAM_STATUS STARTED ... COMPLETE) that succeeds:
+    the destination gets its data and one COMPLETE. One that fails mid-stream (records and
+    states, INCOMPLETE, TRACE ERROR, exit 1): the destination sees only the data, then EOF; it
+    exits 0 after echoing its states, and ferry commits exactly those."""
+    source: dict[str, Any] = {"count": 30, "state_every": 10, "statuses": True}
+    (tmp_path / "ok").mkdir()
+    succeeding = write_connection(
+        tmp_path / "ok",
+        "ok-connection",
+        source={"connector": SCRIPTED, "config": source},
+        destination=cdk_destination(request, runtime, tmp_path / "ok" / "out"),
+    )
+    code, summary, stderr = sync_json(succeeding, "--strict-counts")
+    assert code == 0, stderr
+    report = json.loads((tmp_path / "ok" / "out" / "report.json").read_text())
+    assert report == {**report, "records": {"items": 30}, "states": 3, "completed": ["items"]}
+    assert summary["states_committed"] == 3
+
     out = tmp_path / "out"
-    source = {"count": 30, "state_every": 10, "crash_after": 25, "statuses": True}
+    source = {**source, "crash_after": 25, "trace_error": "system_error"}
     connection = write_connection(
         tmp_path,
-        source={"connector": SCRIPTED, "config": {**source, "trace_error": "system_error"}},
+        source={"connector": SCRIPTED, "config": source},
         destination=cdk_destination(request, runtime, out),
     )
     code, summary, _ = sync_json(connection, "--retries", "0")
