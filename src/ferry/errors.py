@@ -74,6 +74,10 @@ class ProtocolViolation(FerryError):
     """A connector broke the protocol (a record for an unknown stream, a state out of order)."""
 
 
+class RecordCountMismatch(ProtocolViolation):
+    """The destination confirmed other record counts than ferry sent (`--strict-counts`)."""
+
+
 class DecodeError(ProtocolViolation):
     """Bytes that are not a valid AirbyteMessage."""
 

@@ -34,7 +34,7 @@ from ferry.store import (
     open_store,
 )
 from ferry.store.owner import Owner, current_owner
-from ferry.store.sqlite import SCHEMA_VERSION
+from ferry.store.sqlite import MIGRATIONS, SCHEMA_VERSION
 from ferry.store.state import EMPTY
 
 CHILD = Path(__file__).with_name("store_child.py")
@@ -521,3 +521,37 @@ def test_the_store_can_be_called_from_another_thread(store: Store) -> None:
     thread.join()
     assert errors == []
     assert dict(store.load_state("c").streams) == {A: 1}
+
+
+def test_generations_are_bumped_per_connection_and_stream(store: Store) -> None:
+    namespaced = StreamDescriptor("a", "ns")
+    assert store.generations("c") == {}
+    assert store.bump_generations("c", [A, namespaced]) == {A: 1, namespaced: 1}
+    assert store.bump_generations("c", [A]) == {A: 2}
+    assert store.bump_generations("other", [A]) == {A: 1}
+    assert store.generations("c") == {A: 2, namespaced: 1}
+    assert store.bump_generations("c", []) == {}
+
+
+def test_rejected_counts_are_kept_per_stream(store: Store) -> None:
+    run = store.start_run("c")
+    attempt = store.start_attempt(run)
+    store.finish_attempt(attempt, SUCCEEDED, [StreamCounts(A, 10, 100, records_rejected=3)])
+    store.finish_run(run, SUCCEEDED)
+    record = store.get_run(run)
+    assert record is not None
+    assert [(s.records, s.records_rejected) for s in record.streams] == [(10, 3)]
+    assert record.records_rejected == 3
+
+
+def test_a_store_of_schema_version_1_is_migrated(tmp_path: Path) -> None:
+    """A store written before generations existed keeps its state and gains them."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as raw:
+        for statement in MIGRATIONS[0]:
+            raw.execute(statement)
+        raw.execute("PRAGMA user_version = 1")
+    with SqliteStore(path) as store:
+        store.commit_states("c", None, [stream("a", 1)])
+        assert store.bump_generations("c", [A]) == {A: 1}
+        assert store.load_state("c").streams == {A: 1}

@@ -1,4 +1,4 @@
-"""`ferry sync`, `ferry state show|reset`, `ferry runs`."""
+"""`ferry sync`, `ferry clear`, `ferry state show|reset`, `ferry runs`."""
 
 from __future__ import annotations
 
@@ -46,6 +46,18 @@ def register(subparsers: Subparsers) -> None:
         help="fail an attempt when the source sends nothing, or the destination reads nothing,"
         " for this long (90, 30m, 2h; default: the connection's timeouts, else 3h)",
     )
+    sync.add_argument(
+        "--refresh",
+        choices=("truncate", "merge"),
+        help="re-read streams from scratch (new generation, state dropped); truncate replaces"
+        " their data at the end of a successful sync, merge keeps it",
+    )
+    _streams_option(sync, "the streams --refresh re-reads (default: every stream)")
+    sync.add_argument(
+        "--strict-counts",
+        action="store_true",
+        help="fail when the destination confirms other record counts than ferry sent",
+    )
     sync.add_argument("--json", action="store_true", help="print the summary as JSON")
     sync.add_argument("--no-progress", action="store_true", help="no progress display")
     sync.add_argument(
@@ -55,6 +67,15 @@ def register(subparsers: Subparsers) -> None:
     )
     _store_option(sync)
     sync.set_defaults(handler=_sync)
+
+    clear = subparsers.add_parser(
+        "clear", help="empty streams in the destination and drop their state"
+    )
+    clear.add_argument("connection", type=Path, help="connection file (YAML)")
+    _streams_option(clear, "the streams to clear (default: every stream)")
+    clear.add_argument("--runtime", choices=RUNTIME_NAMES, help="runtime for unprefixed connectors")
+    _store_option(clear)
+    clear.set_defaults(handler=_clear)
 
     state = subparsers.add_parser("state", help="show or reset a connection's committed state")
     state.add_argument("action", choices=("show", "reset"))
@@ -84,6 +105,12 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(error).removeprefix("--idle-timeout: ")) from None
 
 
+def _streams_option(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument(
+        "--stream", dest="streams", action="append", default=[], metavar="NAME", help=help
+    )
+
+
 def _non_negative(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -100,7 +127,12 @@ def _sync(args: argparse.Namespace) -> int:
         relay=args.relay,
         spec_cache=not args.no_spec_cache,
         idle_timeout=args.idle_timeout,
+        refresh=args.refresh,
+        streams=tuple(args.streams),
+        strict_counts=args.strict_counts,
     )
+    if args.streams and not args.refresh:
+        raise ConfigError("--stream names the streams of --refresh truncate|merge; add --refresh")
     if args.dry_run:
         with open_store(args.state_db) as store:
             print(_dry_run(SyncRunner(connection, store, options)), end="")
@@ -115,6 +147,16 @@ def _sync(args: argparse.Namespace) -> int:
     else:
         _print_summary(result)
     return result.exit_code
+
+
+def _clear(args: argparse.Namespace) -> int:
+    connection = load_connection(args.connection)
+    options = SyncOptions(runtime=args.runtime, streams=tuple(args.streams))
+    with open_store(args.state_db) as store:
+        cleared = asyncio.run(SyncRunner(connection, store, options).clear())
+    names = ", ".join(s.name if s.namespace is None else f"{s.namespace}.{s.name}" for s in cleared)
+    print(f"{connection.name}: cleared {names}")
+    return 0
 
 
 def _dry_run(runner: SyncRunner) -> str:
@@ -156,6 +198,12 @@ def _print_summary(result: SyncResult) -> None:
         f"{stats.records_sent:,} records sent, {stats.records_committed:,} committed"
         f" in {seconds:.1f}s ({rate}/s)"
     )
+    for stream in stats.streams.values():
+        if stream.records_rejected:
+            name = f"{stream.namespace}.{stream.name}" if stream.namespace else stream.name
+            console.print(
+                f"{name}: {stream.records_rejected:,} records rejected by the destination"
+            )
     for warning in result.warnings:
         console.print(f"warning: {warning}", style="yellow")
     _print_error(result)
@@ -203,6 +251,7 @@ def run_as_dict(run: RunRecord) -> dict[str, Any]:
         "records_committed": run.records_committed,
         "bytes_committed": run.bytes_committed,
         "states_committed": run.states_committed,
+        "records_rejected": run.records_rejected,
         "attempts": run.attempt_count,
         "full_refresh": run.full_refresh,
         "runtime": run.runtime,
@@ -218,6 +267,7 @@ def run_as_dict(run: RunRecord) -> dict[str, Any]:
                 "records_committed": s.records_committed,
                 "bytes_committed": s.bytes_committed,
                 "states_committed": s.states_committed,
+                "records_rejected": s.records_rejected,
             }
             for s in run.streams
         ],
@@ -240,6 +290,7 @@ def _runs(args: argparse.Namespace) -> int:
             f"{run.records_sent:,}",
             f"{run.records_committed:,}",
             human_bytes(run.bytes_sent),
+            f"{run.records_rejected:,}",
             str(run.attempt_count),
             (run.error or "").splitlines()[0][:80] if run.error else "",
         ]
@@ -247,6 +298,7 @@ def _runs(args: argparse.Namespace) -> int:
     ]
     print_table(
         rows,
-        ["run", "status", "started", "duration", "sent", "committed", "bytes", "attempts", "error"],
+        ["run", "status", "started", "duration", "sent", "committed", "rejected", "bytes",
+         "attempts", "error"],
     )
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -15,16 +16,24 @@ from ferry.engine.connection import Connection, Endpoint, IdleTimeouts
 from ferry.engine.secrets import register_secrets
 from ferry.engine.stats import SyncStats
 from ferry.engine.sync import Attempt, AttemptOutcome, AttemptPlan
-from ferry.errors import Cancelled, ConfigError, FerryError
-from ferry.protocol import configure_catalog
+from ferry.errors import Cancelled, ConfigError, FerryError, RecordCountMismatch
+from ferry.protocol import configure_catalog, encode
+from ferry.protocol.catalog import (
+    select_streams,
+    stream_descriptor,
+    with_generations,
+)
 from ferry.protocol.messages import (
     CATALOG,
+    FULL_REFRESH,
     OVERWRITE,
+    STREAM_COMPLETE,
     AirbyteStateMessage,
     ConfiguredAirbyteCatalog,
     ConnectorSpecification,
     StreamDescriptor,
 )
+from ferry.protocol.stream_status import stream_status_lines
 from ferry.runtimes import get_runtime
 from ferry.runtimes.base import (
     ConnectorInvocation,
@@ -51,6 +60,9 @@ class SyncOptions:
     relay: bool = False
     spec_cache: bool = True  # False: run each connector's spec, and refresh its cached one
     idle_timeout: float | None = None  # seconds; overrides both of the connection's timeouts
+    refresh: str | None = None  # "truncate" | "merge": re-read `streams` from scratch
+    streams: tuple[str, ...] = ()  # the streams --refresh names (NAME or NAMESPACE.NAME); all if ()
+    strict_counts: bool = False  # a count the destination does not confirm fails the run
 
 
 @dataclass
@@ -80,6 +92,7 @@ class SyncResult:
             "bytes_committed": self.stats.bytes_committed,
             "seconds": round(self.stats.elapsed, 3),
             "states_committed": self.stats.states_committed,
+            "records_rejected": self.stats.records_rejected,
             "streams": [s.as_dict() for s in self.stats.streams.values()],
             "error": str(self.error) if self.error else None,
             "failure_type": getattr(self.error, "failure_type", None),
@@ -235,20 +248,69 @@ class SyncRunner:
         try:
             plan = await self.plan()
             await self._sweep_orphans()
-            return await self._run_attempts(plan)
+            refreshed = select_streams(plan.catalog, self.options.streams)
+            return await self._run_attempts(plan, refreshed if self.options.refresh else [])
         finally:
             await asyncio.gather(
                 *(r.close() for r in self.runtimes.values()), return_exceptions=True
             )
 
-    async def _run_attempts(self, plan: AttemptPlan) -> SyncResult:
+    async def clear(self) -> list[StreamDescriptor]:
+        """`ferry clear`: empty the named streams (every stream if none) in the destination.
+
+        As the platform's clear: their generation is bumped and their state dropped, then the
+        destination's write gets a catalog of them with minimum = generation, no record and a
+        COMPLETE for each (so it drops every older generation). Recorded as a run.
+        """
+        try:
+            plan = await self.plan()
+            streams = select_streams(plan.catalog, self.options.streams)
+            name = self.connection.name
+            runtime = self.options.runtime or self.connection.runtime
+            run_id = self.store.start_run(name, full_refresh=True, runtime=runtime)
+            try:
+                await self._clear(plan, run_id, streams)
+            except FerryError as error:
+                failure_type = getattr(error, "failure_type", None)
+                self.store.finish_run(run_id, "failed", str(error), failure_type)
+                raise
+            self.store.finish_run(run_id, "succeeded")
+            return streams
+        finally:
+            await asyncio.gather(
+                *(r.close() for r in self.runtimes.values()), return_exceptions=True
+            )
+
+    async def _clear(self, plan: AttemptPlan, run_id: int, streams: list[StreamDescriptor]) -> None:
+        name = self.connection.name
+        # As the platform: generations and state change at the start, before the destination runs.
+        self.store.bump_generations(name, streams)
+        drop_state(self.store, name, streams, every=len(streams) == len(plan.catalog.streams))
+        cleared = ConfiguredAirbyteCatalog(
+            streams=[c for c in plan.catalog.streams if stream_descriptor(c) in streams]
+        )
+        catalog = with_generations(cleared, run_id, self.store.generations(name), streams)
+        files = {"config": plan.destination_config, "catalog": encode(catalog)}
+        completions = stream_status_lines(streams, STREAM_COMPLETE, time.time() * 1000)
+        labels = RunLabels(str(run_id), name, "destination")
+        runtime = self.runtimes[plan.destination.runtime]
+        await commands.write_input(plan.destination, files, runtime, completions, labels)
+
+    async def _run_attempts(
+        self, plan: AttemptPlan, refreshed: list[StreamDescriptor]
+    ) -> SyncResult:
         name = self.connection.name
         run_id = self.store.start_run(
             name,
             full_refresh=self.options.full_refresh,
             runtime=self.options.runtime or self.connection.runtime,
         )
-        plan = replace(plan, labels=RunLabels(str(run_id), name))
+        try:
+            catalog = self._start_generations(plan.catalog, run_id, refreshed)
+        except FerryError as failure:
+            self.store.finish_run(run_id, "failed", str(failure))
+            raise
+        plan = replace(plan, catalog=catalog, labels=RunLabels(str(run_id), name))
         outcome = AttemptOutcome(SyncStats())
         attempt_number = 0
         while True:
@@ -289,6 +351,18 @@ class SyncRunner:
             warnings=outcome.warnings,
         )
 
+    def _start_generations(
+        self, catalog: ConfiguredAirbyteCatalog, run_id: int, refreshed: list[StreamDescriptor]
+    ) -> ConfiguredAirbyteCatalog:
+        """Bump the generation of full-refresh and refreshed streams, as the platform does at
+        a job's start, drop the refreshed streams' state, and set the catalog's generations."""
+        name = self.connection.name
+        bumped = [stream_descriptor(c) for c in catalog.streams if c.sync_mode == FULL_REFRESH]
+        self.store.bump_generations(name, list(dict.fromkeys([*bumped, *refreshed])))
+        drop_state(self.store, name, refreshed, every=len(refreshed) == len(catalog.streams))
+        truncate = refreshed if self.options.refresh == "truncate" else []
+        return with_generations(catalog, run_id, self.store.generations(name), truncate)
+
     async def _attempt(self, plan: AttemptPlan, run_id: int, number: int) -> AttemptOutcome:
         name = self.connection.name
         attempt_id = self.store.start_attempt(run_id)
@@ -307,6 +381,10 @@ class SyncRunner:
             outcome = AttemptOutcome(attempt.stats, error=error)
         finally:
             self._current = None
+        if self.options.strict_counts and outcome.error is None and outcome.stats.mismatches:
+            outcome.error = RecordCountMismatch(
+                "--strict-counts: the counts differ: " + "; ".join(outcome.stats.mismatches)
+            )
         self._committed_this_run.update(
             StreamDescriptor(s.name, s.namespace)
             for s in outcome.stats.streams.values()
@@ -345,6 +423,17 @@ class SyncRunner:
         return keeping_streams(self.store.load_state(self.connection.name), resumes).state_file()
 
 
+def drop_state(
+    store: Store, connection: str, streams: Sequence[StreamDescriptor], *, every: bool
+) -> None:
+    """Forget the state of `streams` (of the whole connection when `every`)."""
+    if every:
+        store.reset_state(connection)
+        return
+    for stream in streams:
+        store.reset_state(connection, stream)
+
+
 def _config_file(endpoint: Endpoint, where: str) -> bytes:
     return json.dumps(resolve_env(endpoint.config, where)).encode()
 
@@ -357,6 +446,7 @@ def _counts(stats: SyncStats) -> list[StreamCounts]:
             s.bytes_sent,
             s.records_committed,
             s.bytes_committed,
+            s.records_rejected,
         )
         for s in stats.streams.values()
     ]

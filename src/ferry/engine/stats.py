@@ -24,6 +24,7 @@ class StreamStats:
     records_since_state: int = 0  # for comparing with a STREAM state's sourceStats
     states_sent: int = 0
     states_committed: int = 0
+    records_rejected: int = 0  # the destination's rejectedRecordCount in its echoes
     estimate_rows: int | None = None
     status: str | None = None  # last STREAM_STATUS the source reported
 
@@ -37,6 +38,7 @@ class StreamStats:
             "bytes_committed": self.bytes_committed,
             "states_sent": self.states_sent,
             "states_committed": self.states_committed,
+            "records_rejected": self.records_rejected,
         }
 
 
@@ -49,6 +51,7 @@ class SyncStats:
     states_committed: int = 0
     mismatches: list[str] = field(default_factory=list)
     log_lines: int = 0
+    records_rejected_unattributed: int = 0  # rejected under a GLOBAL state of several streams
 
     def stream(self, name: str, namespace: str | None) -> StreamStats:
         key = (name, namespace)
@@ -72,6 +75,12 @@ class SyncStats:
     @property
     def bytes_committed(self) -> int:
         return sum(s.bytes_committed for s in self.streams.values())
+
+    @property
+    def records_rejected(self) -> int:
+        return self.records_rejected_unattributed + sum(
+            s.records_rejected for s in self.streams.values()
+        )
 
     @property
     def elapsed(self) -> float:

@@ -1,12 +1,12 @@
 """One sync attempt: start the destination's write and the source's read, pump, commit states.
 
-Stream statuses: before the source's first byte the destination gets a STREAM_STATUS STARTED
-for every configured stream, so it knows a status-aware orchestrator will tell it how each
-stream ends; the source's own statuses are forwarded in place. When the source has exited 0
-without a TRACE ERROR and all its output was pumped, every stream it did not report COMPLETE or
-INCOMPLETE gets COMPLETE; otherwise every stream it did not report COMPLETE gets INCOMPLETE (a
-destination then keeps what an overwrite would have replaced). Then the destination's stdin is
-closed.
+What the destination receives is what Airbyte's platform sends it: the source's RECORD and
+STATE lines (see `pump`); then, only when the source has exited 0 without a TRACE ERROR, was not
+stopped and all its output was pumped, one STREAM_STATUS COMPLETE per configured stream; then
+EOF. Never STARTED, RUNNING or INCOMPLETE (destinations on the Kotlin bulk CDK exit on
+INCOMPLETE): a destination that sees EOF without a stream's COMPLETE knows that stream did not
+end, and keeps what an overwrite would have replaced. The source's own statuses go to the stats
+and the log only.
 
 Failure semantics:
 - the source fails → the destination's stdin is closed so it flushes and echoes what it has;
@@ -50,17 +50,17 @@ from ferry.protocol import decode_message, encode
 from ferry.protocol.messages import (
     LOG,
     STATE,
+    STATE_GLOBAL,
     STATE_STREAM,
     STREAM_COMPLETE,
-    STREAM_INCOMPLETE,
-    STREAM_STARTED,
     TRACE,
     AirbyteMessage,
     AirbyteStateMessage,
     ConfiguredAirbyteCatalog,
+    StateStats,
     StreamDescriptor,
 )
-from ferry.protocol.stream_status import stream_status_lines, stream_status_of
+from ferry.protocol.stream_status import stream_status_lines
 from ferry.runtimes.base import (
     ByteReader,
     ByteWriter,
@@ -72,6 +72,7 @@ from ferry.runtimes.base import (
     Runtime,
     Verb,
 )
+from ferry.store.state import streams_touched
 
 logger = logging.getLogger("ferry.sync")
 
@@ -149,7 +150,6 @@ class Attempt:
         self._streams = [
             StreamDescriptor(c.stream.name, c.stream.namespace) for c in plan.catalog.streams
         ]
-        self._source_statuses: dict[StreamDescriptor, str] = {}  # the last one of each stream
         self._source_exit: asyncio.Future[int] | None = None
         self._errors: dict[Role, FerryError] = {}
         self._symptoms: set[Role] = set()  # whose error is a symptom its exit code explains
@@ -294,7 +294,6 @@ class Attempt:
         assert destination.stdin is not None
         stdin = _TimedWriter(destination.stdin, self._idle)
         try:
-            await self._write_statuses(stdin, STREAM_STARTED, self._streams)
             try:
                 await pump(_TimedReader(source.stdout, self._idle), stdin, router)
             except FerryError as error:
@@ -302,7 +301,7 @@ class Attempt:
                 await source.terminate(TERMINATE_GRACE)
             # A destination gone by now is reported by its exit code, not by this write.
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                await self._write_final_statuses(stdin, source)
+                await self._write_completions(stdin, source)
         except (BrokenPipeError, ConnectionResetError):
             self._fail("destination", _early_exit(), symptom=True)
             await source.terminate(TERMINATE_GRACE)
@@ -310,27 +309,16 @@ class Attempt:
             with contextlib.suppress(OSError):
                 await stdin.close()
 
-    async def _write_final_statuses(self, stdin: ByteWriter, source: ConnectorProcess) -> None:
-        """COMPLETE for the streams a successful source left open, else INCOMPLETE."""
+    async def _write_completions(self, stdin: ByteWriter, source: ConnectorProcess) -> None:
+        """COMPLETE for every configured stream after a successful source; else nothing."""
         try:
             code: int | None = await asyncio.shield(self._source_exited(source))
         except FerryError:  # raised again where the exit is checked
             code = None
-        succeeded = code == 0 and "source" not in self._errors and not self._stop.is_set()
-        reported = self._source_statuses
-        if succeeded:
-            ended = (STREAM_COMPLETE, STREAM_INCOMPLETE)
-            left = [s for s in self._streams if reported.get(s) not in ended]
-            await self._write_statuses(stdin, STREAM_COMPLETE, left)
-        else:
-            left = [s for s in self._streams if reported.get(s) != STREAM_COMPLETE]
-            await self._write_statuses(stdin, STREAM_INCOMPLETE, left)
-
-    async def _write_statuses(
-        self, stdin: ByteWriter, status: str, streams: list[StreamDescriptor]
-    ) -> None:
-        if streams:
-            await stdin.write(stream_status_lines(streams, status, time.time() * 1000))
+        if code == 0 and "source" not in self._errors and not self._stop.is_set():
+            await stdin.write(
+                stream_status_lines(self._streams, STREAM_COMPLETE, time.time() * 1000)
+            )
 
     async def _read_destination(self, destination: ConnectorProcess) -> None:
         async for block in complete_lines(destination.stdout):
@@ -354,18 +342,32 @@ class Attempt:
         except ProtocolViolation as error:
             self._fail("destination", error)
             return []
-        reported = echoed.destinationStats.recordCount if echoed.destinationStats else None
-        last = confirmed[-1]
-        if (
-            reported is not None
-            and last.state.type == STATE_STREAM
-            and int(reported) != last.covers_records
-        ):
+        self._reconcile(echoed.destinationStats, confirmed[-1])
+        return confirmed
+
+    def _reconcile(self, reported: StateStats | None, last: PendingState) -> None:
+        """Rejected records go to their stream's stats; written + rejected must be what ferry
+        sent for the state (STREAM and GLOBAL states, as the platform checks them)."""
+        if reported is None or last.state.type not in (STATE_STREAM, STATE_GLOBAL):
+            return
+        rejected = int(reported.rejectedRecordCount or 0)
+        if rejected:
+            touched = streams_touched(last.state)
+            if len(touched) == 1:
+                self.stats.stream(
+                    touched[0].name, touched[0].namespace
+                ).records_rejected += rejected
+            else:  # a GLOBAL state's count is not split by stream
+                self.stats.records_rejected_unattributed += rejected
+        if reported.recordCount is None:
+            return
+        written = int(reported.recordCount)
+        if written + rejected != last.covers_records:
+            also = f" (+{rejected} rejected)" if rejected else ""
             self.stats.mismatches.append(
-                f"destination said {int(reported)} records for state #{last.sequence},"
+                f"destination said {written} records{also} for state #{last.sequence},"
                 f" ferry sent {last.covers_records}"
             )
-        return confirmed
 
     def _commit(self, confirmed: list[PendingState]) -> None:
         self.commit([entry.state for entry in confirmed])
@@ -380,9 +382,6 @@ class Attempt:
                 counts.records_committed, counts.bytes_committed = records, size
 
     def _on_source_message(self, message: AirbyteMessage) -> None:
-        status = stream_status_of(message)
-        if status is not None:
-            self._source_statuses[status.stream_descriptor] = status.status
         self._on_message("source", message)
 
     def _on_text(self, text: str) -> None:

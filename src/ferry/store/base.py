@@ -4,6 +4,9 @@ Synchronous and small on purpose: every call is one short transaction (a few mil
 SQLite), so the engine calls it straight from its event loop. A Postgres store would implement
 the same class; the state merge rules live in `ferry.store.state` and are shared.
 
+Generations: one number per connection and stream, raised by every refresh, clear and full
+refresh (see `bump_generations`); the configured catalog carries it to the destination.
+
 Runs and attempts: a run is one `ferry sync` of a connection; it makes one or more attempts (a
 retry after a transient failure is a new attempt that resumes from the committed state). Every
 run records the host, pid and process start time of the ferry that owns it, so a run left
@@ -42,6 +45,7 @@ class StreamCounts:
     bytes_sent: int = 0
     records_committed: int = 0
     bytes_committed: int = 0
+    records_rejected: int = 0  # the destination's rejectedRecordCount
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class StreamTotals:
     states_committed: int
     records_committed: int = 0
     bytes_committed: int = 0
+    records_rejected: int = 0
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,10 @@ class RunRecord:
         return sum(s.bytes_committed for s in self.streams)
 
     @property
+    def records_rejected(self) -> int:
+        return sum(s.records_rejected for s in self.streams)
+
+    @property
     def states_committed(self) -> int:
         return sum(a.states_committed for a in self.attempts)
 
@@ -151,6 +160,22 @@ class Store(abc.ABC):
 
         ConfigError for one stream of a LEGACY state (a single blob for every stream).
         """
+
+    # -- generations -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def generations(self, connection: str) -> dict[StreamDescriptor, int]:
+        """The current generation of each stream that has one (a stream without one is at 0).
+
+        A generation counts the refreshes and clears of a stream (as Airbyte's platform keeps
+        them): rows a destination wrote carry it, so a truncating sync can drop older ones.
+        """
+
+    @abc.abstractmethod
+    def bump_generations(
+        self, connection: str, streams: Sequence[StreamDescriptor]
+    ) -> dict[StreamDescriptor, int]:
+        """Raise the generation of `streams` by one, in one transaction; their new generations."""
 
     # -- runs ------------------------------------------------------------------------------
 

@@ -115,10 +115,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE UNIQUE INDEX attempt_streams_key
             ON attempt_streams (attempt_id, name, coalesce(namespace, x'00'))""",
     ),
-    # 1 -> 2: records/bytes are those sent to the destination; these, those it committed.
+    # 1 -> 2: records/bytes are those sent to the destination; these, those it committed;
+    # generations (refreshes, clears); rejected records.
     (
         "ALTER TABLE attempt_streams ADD COLUMN records_committed INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE attempt_streams ADD COLUMN bytes_committed INTEGER NOT NULL DEFAULT 0",
+        """CREATE TABLE stream_generation (
+            connection TEXT NOT NULL,
+            name TEXT NOT NULL,
+            namespace TEXT,
+            generation INTEGER NOT NULL,
+            updated_at REAL NOT NULL
+        )""",
+        """CREATE UNIQUE INDEX stream_generation_key
+            ON stream_generation (connection, name, coalesce(namespace, x'00'))""",
+        "ALTER TABLE attempt_streams ADD COLUMN records_rejected INTEGER NOT NULL DEFAULT 0",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -299,6 +310,32 @@ class SqliteStore(Store):
                 return False
             _write_state(db, connection, old, new, None, time.time())
             return True
+
+    # -- generations -----------------------------------------------------------------------
+
+    def generations(self, connection: str) -> dict[StreamDescriptor, int]:
+        with self._read() as db:
+            return _generations(db, connection)
+
+    def bump_generations(
+        self, connection: str, streams: Sequence[StreamDescriptor]
+    ) -> dict[StreamDescriptor, int]:
+        with self._write() as db:
+            current = _generations(db, connection)
+            bumped = {stream: current.get(stream, 0) + 1 for stream in streams}
+            now = time.time()
+            for stream, generation in bumped.items():
+                db.execute(
+                    "DELETE FROM stream_generation"
+                    " WHERE connection = ? AND name = ? AND namespace IS ?",
+                    (connection, stream.name, stream.namespace),
+                )
+                db.execute(
+                    "INSERT INTO stream_generation"
+                    " (connection, name, namespace, generation, updated_at) VALUES (?, ?, ?, ?, ?)",
+                    (connection, stream.name, stream.namespace, generation, now),
+                )
+            return bumped
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -554,6 +591,16 @@ def _count_commit(
             )
 
 
+def _generations(db: sqlite3.Connection, connection: str) -> dict[StreamDescriptor, int]:
+    return {
+        StreamDescriptor(name=name, namespace=namespace): generation
+        for name, namespace, generation in db.execute(
+            "SELECT name, namespace, generation FROM stream_generation WHERE connection = ?",
+            (connection,),
+        )
+    }
+
+
 def _set_counts(db: sqlite3.Connection, attempt_id: int, counts: StreamCounts) -> None:
     stream = counts.stream
     values = (
@@ -561,16 +608,19 @@ def _set_counts(db: sqlite3.Connection, attempt_id: int, counts: StreamCounts) -
         counts.bytes_sent,
         counts.records_committed,
         counts.bytes_committed,
+        counts.records_rejected,
     )
     cursor = db.execute(
         "UPDATE attempt_streams SET records = ?, bytes = ?, records_committed = ?,"
-        " bytes_committed = ? WHERE attempt_id = ? AND name = ? AND namespace IS ?",
+        " bytes_committed = ?, records_rejected = ?"
+        " WHERE attempt_id = ? AND name = ? AND namespace IS ?",
         (*values, attempt_id, stream.name, stream.namespace),
     )
     if cursor.rowcount == 0:
         db.execute(
             "INSERT INTO attempt_streams (attempt_id, name, namespace, records, bytes,"
-            " records_committed, bytes_committed) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " records_committed, bytes_committed, records_rejected)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (attempt_id, stream.name, stream.namespace, *values),
         )
 
@@ -626,10 +676,10 @@ def _run_records(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[Ru
             streams = tuple(
                 sorted(
                     (
-                        StreamTotals(StreamDescriptor(name=n, namespace=ns), r, b, s, rc, bc)
-                        for n, ns, r, b, s, rc, bc in db.execute(
+                        StreamTotals(StreamDescriptor(name=n, namespace=ns), *counts)
+                        for n, ns, *counts in db.execute(
                             "SELECT name, namespace, records, bytes, states_committed,"
-                            " records_committed, bytes_committed"
+                            " records_committed, bytes_committed, records_rejected"
                             " FROM attempt_streams WHERE attempt_id = ?",
                             (a_id,),
                         )
@@ -679,6 +729,7 @@ def _sum_streams(attempts: list[AttemptRecord]) -> tuple[StreamTotals, ...]:
                 s.states_committed,
                 s.records_committed,
                 s.bytes_committed,
+                s.records_rejected,
             )
             summed = totals.setdefault(s.stream, [0] * len(counts))
             summed[:] = [a + b for a, b in zip(summed, counts, strict=True)]

@@ -6,8 +6,8 @@ Config: count, state_every, crash_after (exit 1 after that many records of this 
 trace), crash_once (a file path: crash only while that file does not exist; it is created),
 trace_error (emit a TRACE ERROR of that failure_type and exit 1 after crash_after records),
 stray_stream (emit one record of a stream that is not in the catalog), garbage (print non-JSON),
-statuses (emit STREAM_STATUS STARTED before the records and COMPLETE after them), exit_code (exit
-with this code once everything was emitted).
+statuses (emit STREAM_STATUS STARTED before the records and COMPLETE after them, INCOMPLETE
+before a crash), exit_code (exit with this code once everything was emitted).
 
 Faults for tests/faults (each only while the file `once` names does not exist, if set; the
 source creates it when it starts the fault): hang_after (go silent after that many records of
@@ -94,6 +94,8 @@ def main():
         if crash_after is not None and emitted >= crash_after:
             if marker:
                 open(marker, "w").close()
+            if config.get("statuses"):  # as the Python CDK ends a failed stream
+                emit_status("INCOMPLETE")
             if config.get("trace_error"):
                 emit(
                     {
