@@ -298,7 +298,17 @@ def _runs(args: argparse.Namespace) -> int:
     ]
     print_table(
         rows,
-        ["run", "status", "started", "duration", "sent", "committed", "rejected", "bytes",
-         "attempts", "error"],
+        [
+            "run",
+            "status",
+            "started",
+            "duration",
+            "sent",
+            "committed",
+            "rejected",
+            "bytes",
+            "attempts",
+            "error",
+        ],
     )
     return 0

@@ -43,6 +43,7 @@ from ferry.runtimes.base import (
     Runtime,
     check_options_apply,
 )
+from ferry.runtimes.docker.gc import collect_docker
 from ferry.runtimes.resolve import resolve_reference
 from ferry.store import Store, StreamCounts
 from ferry.store.state import keeping_streams
@@ -193,8 +194,6 @@ class SyncRunner:
         the `ferry gc` of what a killed sync left there. Pods stop themselves (heartbeat)."""
         if "docker" not in self.runtimes:
             return
-        from ferry.runtimes.gc import collect_docker
-
         try:
             for line in await asyncio.to_thread(collect_docker, False):
                 logger.info("%s", line)

@@ -29,7 +29,6 @@ from pathlib import Path
 
 from ferry.errors import ConnectorNotFound, FerryError, RuntimeUnavailable
 from ferry.home import make_run_dir
-from ferry.runtimes import supervisor
 from ferry.runtimes.base import (
     ByteReader,
     ByteWriter,
@@ -40,6 +39,7 @@ from ferry.runtimes.base import (
     fingerprint_of,
     protocol_args,
 )
+from ferry.runtimes.local import supervisor
 from ferry.runtimes.local.install import load_manifest
 
 PIPE_SIZE = 1 << 20  # Linux's default /proc/sys/fs/pipe-max-size
