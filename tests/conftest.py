@@ -78,7 +78,7 @@ def installed_faker_home() -> Path:
     import fcntl
     import sys
 
-    from ferry.runtimes.install import load_manifest
+    from ferry.runtimes.local.install import load_manifest
 
     home = TEST_CACHE / f"source-faker-{FAKER_VERSION}-layout{INSTALL_LAYOUT}"
     connector = home / "connectors" / "source-faker"

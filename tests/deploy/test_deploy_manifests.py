@@ -12,13 +12,13 @@ import yaml
 from lightkube import codecs
 
 from ferry.engine.connection import parse_connection
-from ferry.runtimes.manifests import KubernetesSettings
+from ferry.runtimes.pods.manifests import KubernetesSettings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 FILES = sorted(DEPLOY.glob("*.yaml"))
 
-# What ferry calls: runtimes/kubernetes.py (create, watch, delete pods; create, patch, get and
-# delete Secrets) and runtimes/pod_gc.py (list and delete both).
+# What ferry calls: runtimes/pods/kubernetes.py (create, watch, delete pods; create, patch, get and
+# delete Secrets) and runtimes/pods/gc.py (list and delete both).
 NEEDED = {
     "pods": {"create", "get", "list", "watch", "delete"},
     "secrets": {"create", "get", "list", "patch", "delete"},

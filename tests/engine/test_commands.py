@@ -20,7 +20,7 @@ from ferry.errors import (
 )
 from ferry.protocol.messages import ConnectorSpecification
 from ferry.runtimes.base import ConnectorRef
-from ferry.runtimes.local import LocalRuntime
+from ferry.runtimes.local.process import LocalRuntime
 from ferry.runtimes.resolve import resolve_reference
 
 GOOD = {"api_key": "key-1234", "count": 3}

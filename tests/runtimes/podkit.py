@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
+from ferry.relay import HeartbeatSettings
 from ferry.store import open_store
-from ferry.wrapper import HeartbeatSettings
 
 FAKER = "ferry-test/source-faker:dev"
 DUCKDB = "ferry-test/destination-duckdb:dev"
@@ -71,7 +71,7 @@ def heartbeat_budget() -> float:
 
 
 def stream_records(summary: dict[str, Any]) -> dict[str, int]:
-    return {s["stream"]: s["records"] for s in summary["streams"]}
+    return {s["stream"]: s["records_sent"] for s in summary["streams"]}
 
 
 def write_connection(tmp_path: Path, name: str, **fields: Any) -> Path:

@@ -30,7 +30,6 @@ from ferry.errors import (
 )
 from ferry.protocol import decode_message
 from ferry.runtimes import get_runtime
-from ferry.runtimes._docker_attach import Demuxer
 from ferry.runtimes.base import (
     OWNER_ID,
     ByteWriter,
@@ -38,20 +37,16 @@ from ferry.runtimes.base import (
     ConnectorOptions,
     ConnectorRef,
 )
-from ferry.runtimes.docker import (
-    DockerProcess,
-    DockerRuntime,
-    lookup_ids,
-    parse_cpu,
-    parse_memory,
-)
-from ferry.runtimes.gc import (
+from ferry.runtimes.docker.attach import Demuxer
+from ferry.runtimes.docker.containers import lookup_ids, parse_cpu, parse_memory
+from ferry.runtimes.docker.gc import collect_docker
+from ferry.runtimes.docker.runtime import DockerProcess, DockerRuntime
+from ferry.runtimes.gc import collect_garbage
+from ferry.runtimes.owner import (
     HOST_LABEL,
     OWNER_LABEL,
     PID_LABEL,
     PID_START_LABEL,
-    collect_docker,
-    collect_garbage,
     orphan_reason,
     process_start,
     split_owner,
@@ -701,7 +696,7 @@ def test_remote_engine_over_tls_with_client_certificates(tiny_images: Any, tls_e
 GC_CHILD = """
 import asyncio, sys, time
 from ferry.runtimes.base import ConnectorInvocation, ConnectorOptions, ConnectorRef, RunLabels
-from ferry.runtimes.docker import DockerRuntime
+from ferry.runtimes.docker.runtime import DockerRuntime
 
 async def main():
     ref = ConnectorRef("docker", sys.argv[1], options=ConnectorOptions(env={"TINY": "sleep 3600"}))

@@ -28,10 +28,10 @@ from ferry.engine.runner import SyncOptions, SyncRunner
 from ferry.errors import ConfigError, ConnectorCrashed, ImageUnavailable, RuntimeUnavailable
 from ferry.runtimes import get_runtime
 from ferry.runtimes.base import ConnectorOptions, ConnectorRef
-from ferry.runtimes.gc import HOST_LABEL, OWNER_LABEL, PID_LABEL, this_host
-from ferry.runtimes.kubernetes import KubernetesRuntime, assess_pod, relay_host
-from ferry.runtimes.manifests import KubernetesSettings
-from ferry.runtimes.pod_gc import collect_kubernetes
+from ferry.runtimes.owner import HOST_LABEL, OWNER_LABEL, PID_LABEL, this_host
+from ferry.runtimes.pods.gc import collect_kubernetes
+from ferry.runtimes.pods.kubernetes import KubernetesRuntime, assess_pod, relay_host
+from ferry.runtimes.pods.manifests import KubernetesSettings
 from ferry.store import open_store
 
 NAMESPACE = "ferry-test"
@@ -187,7 +187,7 @@ async def test_sync_with_source_and_destination_pods(cluster: FakeCluster, tmp_p
     with open_store(str(tmp_path / "ferry.db")) as store:
         result = await SyncRunner(connection, store, SyncOptions(retries=0)).run()
         assert result.error is None, result.error
-        assert result.stats.records == 25
+        assert result.stats.records_sent == 25
         assert result.stats.states_committed == 3
         saved = store.load_state("k8s-sync").to_messages()
     assert saved[0].stream is not None

@@ -39,18 +39,18 @@ from podkit import (
 
 from ferry.engine import commands
 from ferry.errors import ConfigError, ConnectorCrashed, ImageUnavailable
+from ferry.relay import LOOPBACK_HOST, RelayEndpoint
+from ferry.relay.wrapper import DEFAULT_GRACE
 from ferry.runtimes.base import (
     ConnectorInvocation,
     ConnectorOptions,
     ConnectorRef,
     RunLabels,
 )
-from ferry.runtimes.gc import HOST_LABEL, OWNER_LABEL, PID_LABEL, process_start, this_host
-from ferry.runtimes.manifests import build_manifests, for_podman, podman_secret
-from ferry.runtimes.pod_gc import collect_podman
-from ferry.runtimes.podman import PodmanRuntime
-from ferry.wrapper import LOOPBACK_HOST, RelayEndpoint
-from ferry.wrapper.script import DEFAULT_GRACE
+from ferry.runtimes.owner import HOST_LABEL, OWNER_LABEL, PID_LABEL, process_start, this_host
+from ferry.runtimes.pods.gc import collect_podman
+from ferry.runtimes.pods.manifests import build_manifests, for_podman, podman_secret
+from ferry.runtimes.pods.podman import PodmanRuntime
 
 pytestmark = pytest.mark.podman
 
@@ -150,7 +150,7 @@ def test_sigint_mid_sync_is_cancelled_and_leaves_no_pod(
     summary = json.loads(stdout)
     assert summary["status"] == "cancelled", summary
     assert summary["states_committed"] >= 1
-    assert summary["records"] > 0
+    assert summary["records_sent"] > 0
     deadline = time.monotonic() + 10
     while pods_of(connection_name) and time.monotonic() < deadline:
         time.sleep(0.5)

@@ -34,9 +34,15 @@ def control_stream(records: int) -> bytes:
         sent = line(state(cursor)).rstrip(b"\n")
         envelope = json.loads(sent)["state"]
         payload = json.dumps(envelope).encode()
-        events.append(state_event("state", payload, cursor - previous))
+        totals = {("items", None): (cursor, 100 * cursor)}
+        events.append(state_event("state", payload, cursor - previous, totals))
         events.append(state_event("echo", payload))
-    stats = {"name": "items", "namespace": None, "records": records, "bytes": 100 * records}
+    stats = {
+        "name": "items",
+        "namespace": None,
+        "records_sent": records,
+        "bytes_sent": 100 * records,
+    }
     events += [Event("stats", streams=[stats]), Event("end", cancelled=False)]
     return b"".join(map(encode_event, events))
 
@@ -75,7 +81,8 @@ async def test_one_pod_one_secret_commits_on_echoes(cluster: FakeCluster, tmp_pa
     kubelet = Kubelet(cluster, single_pod(Outcome(stdout=control_stream(25))))
     result = await sync(tmp_path, node_selector={"pool": "etl"})
     assert result.error is None, result.error
-    assert result.stats.records == 25
+    assert result.stats.records_sent == 25
+    assert result.stats.records_committed == 25  # the totals the pump sent with each state
     assert result.stats.states_committed == 3
     with open_store(str(tmp_path / "ferry.db")) as store:
         saved = store.load_state("k8s-single").to_messages()

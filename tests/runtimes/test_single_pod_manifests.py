@@ -15,9 +15,9 @@ from ferry.engine.control import Event, apply_stats, error_events, error_of, sta
 from ferry.engine.runner import check_single_pod
 from ferry.engine.stats import SyncStats
 from ferry.errors import ConfigError, ConnectorCrashed, ConnectorFailed
+from ferry.relay import RelayEndpoint
 from ferry.runtimes.base import ConnectorInvocation, ConnectorOptions, ConnectorRef, RunLabels
-from ferry.runtimes.single_pod import PodLayout, PodPair, build_single_pod
-from ferry.wrapper import RelayEndpoint
+from ferry.runtimes.pods.single_pod import PodLayout, PodPair, build_single_pod
 
 
 def pair(
@@ -93,13 +93,13 @@ def test_bad_settings_are_config_errors(make: Any, says: str) -> None:
 def test_control_events_carry_counts_and_errors() -> None:
     pod = SyncStats()
     stream = pod.stream("users", None)
-    stream.records, stream.states_sent, stream.states_committed = 10, 2, 99
+    stream.records_sent, stream.states_sent, stream.records_committed = 10, 2, 99
     pod.mismatches.append("source said 3")
     here = SyncStats()
-    here.stream("users", None).states_committed = 1
+    here.stream("users", None).records_committed = 1
     apply_stats(stats_event(pod), here)
-    assert here.stream("users", None).records == 10
-    assert here.stream("users", None).states_committed == 1  # the launching ferry's own count
+    assert here.stream("users", None).records_sent == 10
+    assert here.stream("users", None).records_committed == 1  # the launching ferry's own count
     assert here.mismatches == ["source said 3"]
     failed, crashed = error_events(
         [

@@ -30,8 +30,8 @@ from ferry.engine.sync import AttemptOutcome, AttemptPlan
 from ferry.errors import ConnectorCrashed
 from ferry.protocol.messages import ConfiguredAirbyteCatalog
 from ferry.runtimes.base import ConnectorOptions, ConnectorRef, RunLabels
-from ferry.runtimes.podman import PodmanRuntime
-from ferry.runtimes.single_pod import PodLayout
+from ferry.runtimes.pods.podman import PodmanRuntime
+from ferry.runtimes.pods.single_pod import PodLayout
 from ferry.store import open_store
 
 pytestmark = pytest.mark.podman
@@ -151,5 +151,5 @@ def test_missing_entrypoint_is_explained_and_auto_derives_it(
     assert f"AIRBYTE_ENTRYPOINT is not set in image {NO_ENTRYPOINT}" in str(missing.error)
     auto = asyncio.run(attempt(ConnectorOptions(entrypoint="auto")))
     assert auto.error is None, auto.error
-    assert auto.stats.records == 10
+    assert auto.stats.records_sent == 10
     assert leftovers(connection_name) == NOTHING

@@ -15,7 +15,7 @@ from ferry.engine.config import load_config
 from ferry.protocol import to_builtins
 from ferry.protocol.messages import AirbyteCatalog, AirbyteStream
 from ferry.runtimes.base import RUNTIME_NAMES, ConnectorRef
-from ferry.runtimes.install import connectors_dir, install_connector, list_installed
+from ferry.runtimes.local.install import connectors_dir, install_connector, list_installed
 from ferry.runtimes.resolve import resolve_reference
 
 CONNECTOR_HELP = (

@@ -35,6 +35,7 @@ from ferry.protocol.messages import (
     CONTROL,
     LOG,
     SPEC,
+    STATE,
     TRACE,
     AirbyteCatalog,
     AirbyteConnectionStatus,
@@ -43,7 +44,14 @@ from ferry.protocol.messages import (
     ConnectorSpecification,
 )
 from ferry.runtimes import get_runtime
-from ferry.runtimes.base import ByteReader, ConnectorInvocation, ConnectorRef, Runtime, Verb
+from ferry.runtimes.base import (
+    ByteReader,
+    ConnectorInvocation,
+    ConnectorRef,
+    RunLabels,
+    Runtime,
+    Verb,
+)
 
 logger = logging.getLogger("ferry.commands")
 
@@ -223,6 +231,30 @@ async def run_command(
     finally:
         await process.terminate(TERMINATE_GRACE)
     return output.result_or_error(exit_code, process.stderr_tail())
+
+
+async def write_input(
+    ref: ConnectorRef,
+    files: Mapping[str, bytes],
+    runtime: Runtime,
+    stdin: bytes,
+    labels: RunLabels | None = None,
+) -> None:
+    """Run a destination's `write` with `stdin` as its whole input (a clear: no record, one
+    COMPLETE per stream); raise why when it exits non-zero or reports an error."""
+    output = CommandOutput(connector_name(ref), STATE)
+    invocation = ConnectorInvocation(ref, "write", files, labels or RunLabels())
+    process = await runtime.start(invocation, output.stderr_line)
+    try:
+        assert process.stdin is not None
+        await process.stdin.write(stdin)
+        await process.stdin.close()
+        await output.consume(process.stdout)
+        exit_code = await process.wait()
+    finally:
+        await process.terminate(TERMINATE_GRACE)
+    if exit_code != 0 or output.error is not None:
+        raise output._failure(exit_code, process.stderr_tail())
 
 
 class CommandOutput:

@@ -33,6 +33,12 @@ _JsonCompatibleLoader.yaml_implicit_resolvers = {
 }
 
 
+def load_yaml(text: str) -> Any:
+    """The one YAML reader of every config file ferry reads (connection files, --config
+    files): safe, and every scalar stays what JSON could hold (dates stay strings as written)."""
+    return yaml.load(text, Loader=_JsonCompatibleLoader)  # a SafeLoader
+
+
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Read a JSON or YAML object from `path` and resolve its `${NAME}` references."""
     path = Path(path)
@@ -64,7 +70,7 @@ def parse_config(text: str, origin: str) -> dict[str, Any]:
             ) from None
     else:
         try:
-            value = yaml.load(text, Loader=_JsonCompatibleLoader)  # a SafeLoader
+            value = load_yaml(text)
         except yaml.YAMLError as error:
             raise ConfigError(
                 f"{origin} is not valid JSON or YAML: {_yaml_problem(error)}"

@@ -35,13 +35,23 @@ from ferry.runtimes.base import Role
 
 STOP_COMMAND = b'{"command": "stop"}\n'
 # Counters the launching ferry keeps itself (from echoes and messages), not from the pump.
-_OWN_FIELDS = {"name", "namespace", "states_committed", "status", "estimate_rows"}
+_OWN_FIELDS = {
+    "name",
+    "namespace",
+    "states_committed",
+    "records_committed",
+    "bytes_committed",
+    "records_rejected",
+    "status",
+    "estimate_rows",
+}
 
 
 class Event(msgspec.Struct, omit_defaults=True):
     event: str
     role: str | None = None
     counted: int | None = None
+    totals: list[tuple[str, str | None, int, int]] | None = None  # per stream: records, bytes
     state: msgspec.Raw = msgspec.Raw()
     message: msgspec.Raw = msgspec.Raw()
     text: str | None = None
@@ -78,9 +88,22 @@ def decode_state(raw: msgspec.Raw) -> AirbyteStateMessage:
     return _state_decoder.decode(raw)
 
 
-def state_event(kind: str, state: bytes, counted: int | None = None) -> Event:
-    """`kind` "state" (sent to the destination) or "echo" (echoed by it); `state` is its JSON."""
-    return Event(kind, counted=counted, state=msgspec.Raw(state))
+Totals = dict[tuple[str, str | None], tuple[int, int]]
+
+
+def state_event(
+    kind: str, state: bytes, counted: int | None = None, totals: Totals | None = None
+) -> Event:
+    """`kind` "state" (sent to the destination, with the records it covers and the streams'
+    running totals) or "echo" (echoed by it); `state` is its JSON."""
+    rows = [(n, ns, r, b) for (n, ns), (r, b) in totals.items()] if totals else None
+    return Event(kind, counted=counted, totals=rows, state=msgspec.Raw(state))
+
+
+def totals_of(event: Event) -> Totals:
+    return {
+        (name, namespace): (records, size) for name, namespace, records, size in event.totals or ()
+    }
 
 
 def stats_event(stats: SyncStats) -> Event:

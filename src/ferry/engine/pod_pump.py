@@ -35,6 +35,7 @@ import msgspec
 from ferry.engine.control import (
     STOP_COMMAND,
     Event,
+    Totals,
     encode_event,
     error_events,
     state_event,
@@ -50,9 +51,9 @@ from ferry.protocol.messages import (
     AirbyteStateMessage,
     ConfiguredAirbyteCatalog,
 )
+from ferry.relay import EXIT_FILE, TERMINATE_FILE, handshake_line
 from ferry.runtimes.base import ConnectorProcess, ConnectorRef, Role, RunLabels
 from ferry.runtimes.fifo import FifoProcess
-from ferry.wrapper import EXIT_FILE, TERMINATE_FILE, handshake_line
 
 logger = logging.getLogger("ferry.pump")
 
@@ -106,9 +107,11 @@ class ForwardingLedger(StateLedger):
         super().__init__()
         self._control = control
 
-    def record_sent(self, state: AirbyteStateMessage, covers_records: int) -> PendingState:
-        self._control.send(state_event("state", encode(state), covers_records))
-        return super().record_sent(state, covers_records)
+    def record_sent(
+        self, state: AirbyteStateMessage, covers_records: int, totals: Totals | None = None
+    ) -> PendingState:
+        self._control.send(state_event("state", encode(state), covers_records, totals))
+        return super().record_sent(state, covers_records, totals)
 
 
 class PodAttempt(Attempt):

@@ -1,6 +1,6 @@
 """One sync attempt in the single-pod layout, seen from the launching ferry.
 
-The source, the destination and ferry's pump run in one pod (`ferry.runtimes.single_pod`); the
+The source, the destination and ferry's pump run in one pod (`ferry.runtimes.pods.single_pod`); the
 pump runs the same attempt as a local sync inside it (`ferry.engine.pod_pump`). This side follows
 the pod's control stream (`ferry.engine.control`) and keeps what must outlive the pod: the ledger
 records every state the pump sent, in order, and a state is committed to the store only when the
@@ -25,6 +25,7 @@ from ferry.engine.control import (
     decode_event,
     decode_state,
     error_of,
+    totals_of,
 )
 from ferry.engine.pump import complete_lines
 from ferry.engine.sync import TERMINATE_GRACE, Attempt, AttemptOutcome, AttemptPlan, CommitStates
@@ -37,7 +38,7 @@ from ferry.runtimes.base import (
     RunLabels,
     Runtime,
 )
-from ferry.runtimes.single_pod import PairRuntime, PodLayout, PodPair
+from ferry.runtimes.pods.single_pod import PodLayout, PodPair
 
 logger = logging.getLogger("ferry.pump")
 
@@ -94,13 +95,11 @@ class SinglePodAttempt(Attempt):
         )
 
     async def run(self) -> AttemptOutcome:
+        from ferry.runtimes.pods.pod_pair import start_pair  # container clients: on demand
+
         runtime = self.runtimes[self.plan.source.runtime]
-        if not hasattr(runtime, "start_pair"):
-            raise ConnectorCrashed(f"the {runtime.name} runtime cannot run a single pod")
-        starter: PairRuntime = runtime  # type: ignore[assignment]
-        pod = self._pod = await starter.start_pair(
-            self.pair(), lambda line: logger.info("%s", line)
-        )
+        log = lambda line: logger.info("%s", line)  # noqa: E731 - the pump's own log
+        pod = self._pod = await start_pair(runtime, self.pair(), log)
         if self._stop.is_set():
             await self._send_stop(pod)
         try:
@@ -132,7 +131,7 @@ class SinglePodAttempt(Attempt):
         role = _ROLES.get(event.role, "connector")
         kind = event.event
         if kind == "state":
-            self.ledger.record_sent(decode_state(event.state), event.counted or 0)
+            self.ledger.record_sent(decode_state(event.state), event.counted or 0, totals_of(event))
         elif kind == "echo":
             confirmed = self._confirm(decode_state(event.state))
             if confirmed:

@@ -1,8 +1,11 @@
-"""Building a configured catalog from a discovered one (pure)."""
+"""Building a configured catalog from a discovered one, and its generations (pure)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+
+import msgspec
 
 from ferry.errors import ConfigError
 from ferry.protocol.messages import (
@@ -15,6 +18,7 @@ from ferry.protocol.messages import (
     AirbyteStream,
     ConfiguredAirbyteCatalog,
     ConfiguredAirbyteStream,
+    StreamDescriptor,
 )
 
 DESTINATION_SYNC_MODES = frozenset({APPEND, OVERWRITE, APPEND_DEDUP})
@@ -129,3 +133,66 @@ def _find(catalog: AirbyteCatalog, selection: StreamSelection) -> AirbyteStream:
     known = ", ".join(sorted({_label(s.name, s.namespace) for s in catalog.streams})) or "none"
     wanted = _label(selection.name, selection.namespace)
     raise ConfigError(f"stream {wanted} is not in the catalog (streams: {known})")
+
+
+def stream_descriptor(configured: ConfiguredAirbyteStream) -> StreamDescriptor:
+    return StreamDescriptor(configured.stream.name, configured.stream.namespace)
+
+
+def select_streams(
+    catalog: ConfiguredAirbyteCatalog, names: Sequence[str]
+) -> list[StreamDescriptor]:
+    """The configured streams `names` name (NAME or NAMESPACE.NAME); every stream when none.
+
+    A ConfigError names every name that is not a configured stream.
+    """
+    streams = [stream_descriptor(c) for c in catalog.streams]
+    if not names:
+        return streams
+    chosen: list[StreamDescriptor] = []
+    unknown = []
+    for name in names:
+        matches = [s for s in streams if name in (s.name, f"{s.namespace}.{s.name}")]
+        if not matches:
+            unknown.append(name)
+        chosen += [s for s in matches if s not in chosen]
+    if unknown:
+        known = ", ".join(sorted(_label(s.name, s.namespace) for s in streams)) or "none"
+        raise ConfigError(
+            f"not a stream of this connection: {', '.join(map(repr, unknown))} (streams: {known})"
+        )
+    return chosen
+
+
+def truncates_on_sync(configured: ConfiguredAirbyteStream) -> bool:
+    """A full refresh into overwrite replaces the stream's data: each sync is a new generation."""
+    return configured.sync_mode == FULL_REFRESH and configured.destination_sync_mode == OVERWRITE
+
+
+def with_generations(
+    catalog: ConfiguredAirbyteCatalog,
+    sync_id: int,
+    generations: Mapping[StreamDescriptor, int],
+    truncate: Collection[StreamDescriptor] = (),
+) -> ConfiguredAirbyteCatalog:
+    """The catalog with `sync_id`, `generation_id` and `minimum_generation_id` on every stream.
+
+    As Airbyte's platform sets them (CatalogGenerationSetter): the stream's current generation
+    (0 if it has none); the minimum is that generation for a full refresh into overwrite and
+    for the streams in `truncate` (a truncate refresh, a clear), so the destination drops older
+    generations once the stream is complete; otherwise 0, which keeps every generation.
+    """
+    streams = []
+    for configured in catalog.streams:
+        descriptor = stream_descriptor(configured)
+        generation = generations.get(descriptor, 0)
+        truncating = descriptor in truncate or truncates_on_sync(configured)
+        streams.append(
+            msgspec.structs.replace(
+                configured,
+                sync_id=sync_id,
+                generation_id=generation,
+                minimum_generation_id=generation if truncating else 0,
+            )
+        )
+    return ConfiguredAirbyteCatalog(streams=streams)

@@ -28,19 +28,19 @@ __all__ = [
 def get_runtime(name: str) -> Runtime:
     """A fresh runtime of that name; imported lazily so `local` never loads container clients."""
     if name == "local":
-        from ferry.runtimes.local import LocalRuntime
+        from ferry.runtimes.local.process import LocalRuntime
 
         return LocalRuntime()
     if name == "docker":
-        from ferry.runtimes.docker import DockerRuntime
+        from ferry.runtimes.docker.runtime import DockerRuntime
 
         return DockerRuntime()
     if name == "podman":
-        from ferry.runtimes.podman import PodmanRuntime
+        from ferry.runtimes.pods.podman import PodmanRuntime
 
         return PodmanRuntime()
     if name == "kubernetes":
-        from ferry.runtimes.kubernetes import KubernetesRuntime
+        from ferry.runtimes.pods.kubernetes import KubernetesRuntime
 
         return KubernetesRuntime()
     raise ConfigError(f"unknown runtime {name!r}; choose one of {', '.join(RUNTIME_NAMES)}")

@@ -1,6 +1,6 @@
 """A connector seen through the FIFOs of ferry's wrapper, from a process sharing its directory.
 
-The wrapper (ferry.wrapper) runs a connector with stdin/stdout/stderr on FIFOs in a directory and
+The wrapper (ferry.relay) runs a connector with stdin/stdout/stderr on FIFOs in a directory and
 writes its exit code to `exit` there; the `terminate` marker makes it stop the connector. A
 process that shares that directory (the pump container of a single pod, or ferry itself when a
 local Docker engine's container has it bind-mounted) reads and writes the FIFOs as plain pipes:
@@ -19,9 +19,9 @@ import os
 from pathlib import Path
 
 from ferry.errors import ConnectorCrashed
+from ferry.relay import EXIT_FILE, STDERR, STDIN, STDOUT, TERMINATE_FILE, read_exit_file
 from ferry.runtimes.base import ByteReader, ByteWriter, LogSink, StderrTail
-from ferry.runtimes.local import PipeReader, PipeWriter, _enlarge_pipe
-from ferry.wrapper import EXIT_FILE, STDERR, STDIN, STDOUT, TERMINATE_FILE, read_exit_file
+from ferry.runtimes.pipes import PipeReader, PipeWriter, enlarge_pipe
 
 POLL = 0.05  # seconds between looks at the exit file, and at a missing reader of stdin
 STDERR_CHUNK = 64 << 10
@@ -34,7 +34,7 @@ class FifoReader(PipeReader):
 
     def __init__(self, path: Path) -> None:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        _enlarge_pipe(fd)  # 1 MiB instead of 64 KiB: the writer keeps going while ferry routes
+        enlarge_pipe(fd)  # 1 MiB instead of 64 KiB: the writer keeps going while ferry routes
         super().__init__(fd)
         self._writer_seen = False
 
@@ -73,7 +73,7 @@ class LazyFifoWriter:
             except OSError:  # ENXIO: no reader yet
                 await asyncio.sleep(POLL)
                 continue
-            _enlarge_pipe(fd)
+            enlarge_pipe(fd)
             self._writer = PipeWriter(fd)
         return self._writer
 

@@ -4,6 +4,9 @@ Synchronous and small on purpose: every call is one short transaction (a few mil
 SQLite), so the engine calls it straight from its event loop. A Postgres store would implement
 the same class; the state merge rules live in `ferry.store.state` and are shared.
 
+Generations: one number per connection and stream, raised by every refresh, clear and full
+refresh (see `bump_generations`); the configured catalog carries it to the destination.
+
 Runs and attempts: a run is one `ferry sync` of a connection; it makes one or more attempts (a
 retry after a transient failure is a new attempt that resumes from the committed state). Every
 run records the host, pid and process start time of the ferry that owns it, so a run left
@@ -34,11 +37,15 @@ STATUSES = frozenset({RUNNING, ABANDONED}) | FINAL_STATUSES
 
 @dataclass(frozen=True)
 class StreamCounts:
-    """What the engine counted for one stream in one attempt (records and bytes forwarded)."""
+    """What the engine counted for one stream in one attempt: records and bytes sent (written
+    to the destination) and committed (covered by a state the destination echoed)."""
 
     stream: StreamDescriptor
-    records: int = 0
-    bytes: int = 0
+    records_sent: int = 0
+    bytes_sent: int = 0
+    records_committed: int = 0
+    bytes_committed: int = 0
+    records_rejected: int = 0  # the destination's rejectedRecordCount
 
 
 @dataclass(frozen=True)
@@ -46,9 +53,12 @@ class StreamTotals:
     """Counts of one stream in an attempt or a run; `states_committed` is kept by the store."""
 
     stream: StreamDescriptor
-    records: int
-    bytes: int
+    records_sent: int
+    bytes_sent: int
     states_committed: int
+    records_committed: int = 0
+    bytes_committed: int = 0
+    records_rejected: int = 0
 
 
 @dataclass(frozen=True)
@@ -84,12 +94,24 @@ class RunRecord:
         return len(self.attempts)
 
     @property
-    def records(self) -> int:
-        return sum(s.records for s in self.streams)
+    def records_sent(self) -> int:
+        return sum(s.records_sent for s in self.streams)
 
     @property
-    def bytes(self) -> int:
-        return sum(s.bytes for s in self.streams)
+    def bytes_sent(self) -> int:
+        return sum(s.bytes_sent for s in self.streams)
+
+    @property
+    def records_committed(self) -> int:
+        return sum(s.records_committed for s in self.streams)
+
+    @property
+    def bytes_committed(self) -> int:
+        return sum(s.bytes_committed for s in self.streams)
+
+    @property
+    def records_rejected(self) -> int:
+        return sum(s.records_rejected for s in self.streams)
 
     @property
     def states_committed(self) -> int:
@@ -138,6 +160,22 @@ class Store(abc.ABC):
 
         ConfigError for one stream of a LEGACY state (a single blob for every stream).
         """
+
+    # -- generations -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def generations(self, connection: str) -> dict[StreamDescriptor, int]:
+        """The current generation of each stream that has one (a stream without one is at 0).
+
+        A generation counts the refreshes and clears of a stream (as Airbyte's platform keeps
+        them): rows a destination wrote carry it, so a truncating sync can drop older ones.
+        """
+
+    @abc.abstractmethod
+    def bump_generations(
+        self, connection: str, streams: Sequence[StreamDescriptor]
+    ) -> dict[StreamDescriptor, int]:
+        """Raise the generation of `streams` by one, in one transaction; their new generations."""
 
     # -- runs ------------------------------------------------------------------------------
 

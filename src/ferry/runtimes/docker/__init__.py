@@ -1,0 +1,1 @@
+"""Docker containers through the Engine API: plain containers (attach) and relay mode."""

@@ -1,0 +1,1 @@
+"""Local connectors: processes on this machine, installed into their own venvs."""

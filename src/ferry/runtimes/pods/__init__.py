@@ -1,0 +1,1 @@
+"""Pod runtimes: manifests, Podman (`kube play`), Kubernetes, their image registry and gc."""

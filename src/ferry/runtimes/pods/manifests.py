@@ -1,0 +1,882 @@
+"""The Secret and Pod of one connector run, for Kubernetes and `podman kube play` alike (pure).
+
+For one ConnectorInvocation, `build_manifests` returns plain dicts:
+
+- a **Secret** named like the pod, holding `config.json`, `catalog.json`, `state.json` (those the
+  invocation has). It is created before the pod and then owned by it (`secret_owner_patch`, once
+  the pod's uid is known), so deleting the pod deletes it;
+- a **Pod** with `restartPolicy: Never`:
+  - init container `ferry-init`: makes the FIFOs in the pod's own emptyDir (volume name unique per
+    pod: podman's emptyDirs are named volumes, global by name) and makes it writable for
+    connectors running as another user;
+  - `connector`: the image, running ferry's wrapper (`wrapper_command`: the protocol arguments
+    are positional parameters, the entrypoint comes from AIRBYTE_ENTRYPOINT or ferry's override),
+    config files mounted read-only from the Secret at /ferry/files;
+  - sidecars from the sidecar image: `relay-stdout`, `relay-stderr`, `relay-stdin` (destinations
+    only) carry the FIFOs to ferry's ONE relay port with the per-connector token, `heartbeat`
+    polls ferry and stops the connector when ferry is gone;
+  - `ferry.*` labels (run, connection, role, owner, host, pid), user labels and annotations,
+    requests AND limits on every container (defaults that pass a ResourceQuota), nodeSelector,
+    tolerations, affinity, imagePullSecrets, serviceAccountName, securityContext,
+    activeDeadlineSeconds, priorityClassName.
+
+No generated command, argument or environment value contains `$(` or `$$` (Kubernetes rewrites
+both, Podman 4.3 does neither): the relay layer checks its own, this module checks the rest.
+
+The `kubernetes:` block of a connector is validated strictly by `KubernetesSettings.parse`:
+unknown keys and wrongly typed values are ConfigErrors, and the Kubernetes-typed parts
+(tolerations, affinity, securityContext) are checked against lightkube's models, unknown nested
+keys included. `render_dry_run` prints the manifests as YAML with the Secret's values redacted.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import math
+import posixpath
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import msgspec
+import yaml
+
+from ferry.errors import ConfigError
+from ferry.relay import (
+    IO_DIR,
+    SIDECAR_IMAGE,
+    STDERR,
+    STDIN,
+    STDOUT,
+    HeartbeatSettings,
+    RelayEndpoint,
+    check_portable,
+    sidecar_commands,
+    unsafe_for_kubernetes,
+    wrapper_command,
+)
+from ferry.runtimes.base import ConnectorInvocation, ConnectorOptions, protocol_args
+
+FILES_DIR = "/ferry/files"
+CONNECTOR_CONTAINER = "connector"
+INIT_CONTAINER = "ferry-init"
+HEARTBEAT_CONTAINER = "heartbeat"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "ferry"
+# Annotations carrying the full (unsanitised) owner labels, for gc: label values are limited.
+ANNOTATION_PREFIX = "ferry.dev/"
+REDACTED = "<redacted>"
+
+PULL_POLICIES = {"never": "Never", "if-not-present": "IfNotPresent", "always": "Always"}
+
+# Defaults chosen to pass a ResourceQuota that requires requests and limits on every container,
+# without throttling the relays (Airbyte's 0.2 CPU sidecars were a bottleneck).
+DEFAULT_CONNECTOR_RESOURCES: dict[str, dict[str, str]] = {
+    "requests": {"cpu": "250m", "memory": "256Mi"},
+    "limits": {"cpu": "2", "memory": "2Gi"},
+}
+DEFAULT_SIDECAR_RESOURCES: dict[str, dict[str, str]] = {
+    "requests": {"cpu": "50m", "memory": "32Mi"},
+    "limits": {"cpu": "1", "memory": "128Mi"},
+}
+DEFAULT_SMALL_RESOURCES: dict[str, dict[str, str]] = {  # init and heartbeat containers
+    "requests": {"cpu": "10m", "memory": "16Mi"},
+    "limits": {"cpu": "100m", "memory": "32Mi"},
+}
+DEFAULT_TERMINATION_GRACE = 30
+# A pod may wait this long for a node: a cluster autoscaler typically adds one in a few minutes.
+DEFAULT_SCHEDULE_TIMEOUT = 600
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtpe]?)(i?)(b?)\s*$", re.IGNORECASE)
+_BINARY = {
+    "": 1,
+    "k": 1 << 10,
+    "m": 1 << 20,
+    "g": 1 << 30,
+    "t": 1 << 40,
+    "p": 1 << 50,
+    "e": 1 << 60,
+}
+
+
+# --- quantities ---------------------------------------------------------------------------------
+
+
+def memory_quantity(value: str | int, where: str = "memory") -> str:
+    """A Kubernetes memory quantity for ferry's `512m`/`1g`/`512Mi`/`1Gi`/bytes (k/m/g binary,
+    as in Docker: `512m` is 512 MiB here, never Kubernetes' 0.512 bytes)."""
+    text = str(value)
+    match = _MEMORY.match(text)
+    if match is None or (match.group(3) and not match.group(2)):
+        raise ConfigError(
+            f"{where}: invalid memory {text!r}; use bytes or a size like 512Mi, 2Gi, 512m, 1g"
+        )
+    size = float(match.group(1)) * _BINARY[match.group(2).lower()]
+    if size < 1 << 20:
+        raise ConfigError(f"{where}: memory {text!r} is below 1 MiB")
+    size_int = int(size)
+    for suffix, unit in (("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
+        if size_int % unit == 0:
+            return f"{size_int // unit}{suffix}"
+    return str(size_int)
+
+
+def cpu_quantity(value: str | int | float, where: str = "cpu") -> str:
+    """A Kubernetes CPU quantity (`500m`, `2`) for `0.5`, `2`, `500m`."""
+    text = str(value).strip()
+    try:
+        cpus = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    except ValueError:
+        raise ConfigError(f"{where}: invalid cpu {text!r}; use 0.5, 2 or 500m") from None
+    if not math.isfinite(cpus) or cpus <= 0:
+        raise ConfigError(f"{where}: cpu {text!r} must be a positive number of CPUs")
+    millis = max(1, round(cpus * 1000))
+    return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+
+def _resources_block(value: Any, where: str) -> dict[str, dict[str, str]]:
+    """Validate `{requests: {cpu, memory}, limits: {cpu, memory}}`; quantities normalised."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: expected a mapping with requests and/or limits")
+    out: dict[str, dict[str, str]] = {}
+    for kind, amounts in value.items():
+        if kind not in ("requests", "limits"):
+            raise ConfigError(f"{where}: unknown key {kind!r} (expected requests, limits)")
+        if not isinstance(amounts, Mapping):
+            raise ConfigError(f"{where}.{kind}: expected a mapping with cpu and/or memory")
+        section: dict[str, str] = {}
+        for resource, amount in amounts.items():
+            if resource == "cpu":
+                section["cpu"] = cpu_quantity(amount, f"{where}.{kind}.cpu")
+            elif resource == "memory":
+                section["memory"] = memory_quantity(amount, f"{where}.{kind}.memory")
+            elif resource == "ephemeral-storage":
+                section[resource] = memory_quantity(amount, f"{where}.{kind}.{resource}")
+            else:
+                raise ConfigError(
+                    f"{where}.{kind}: unknown resource {resource!r} "
+                    "(expected cpu, memory, ephemeral-storage)"
+                )
+        out[kind] = section
+    return out
+
+
+def merge_resources(
+    base: Mapping[str, Mapping[str, str]], override: Mapping[str, Mapping[str, str]]
+) -> dict[str, dict[str, str]]:
+    """`base` with `override`'s amounts replacing its own, per requests/limits and resource."""
+    merged = {kind: dict(base.get(kind, {})) for kind in ("requests", "limits")}
+    for kind, amounts in override.items():
+        merged.setdefault(kind, {}).update(amounts)
+    return merged
+
+
+def _model_dict(value: Any, model_path: str, where: str) -> dict[str, Any]:
+    """Validate a Kubernetes-typed mapping against a lightkube model; unknown keys are errors."""
+    module_name, _, class_name = model_path.rpartition(".")
+    model = getattr(importlib.import_module(module_name), class_name)
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: expected a mapping ({class_name})")
+    try:
+        parsed = model.from_dict(dict(value))
+    except (msgspec.ValidationError, TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: not a valid {class_name}: {e}") from None
+    normalised: dict[str, Any] = parsed.to_dict()
+    unknown = _first_dropped(dict(value), normalised, where)
+    if unknown is not None:
+        raise ConfigError(f"{unknown}: unknown key for a {class_name} (Kubernetes field names)")
+    return normalised
+
+
+def _first_dropped(given: Any, kept: Any, where: str) -> str | None:
+    """The path of the first key of `given` that a model round trip dropped (an unknown key)."""
+    if isinstance(given, Mapping):
+        if not isinstance(kept, Mapping):
+            return None
+        for key, value in given.items():
+            path = f"{where}.{key}"
+            if key not in kept:
+                if value is None:
+                    continue
+                return path
+            found = _first_dropped(value, kept[key], path)
+            if found is not None:
+                return found
+    elif isinstance(given, list) and isinstance(kept, list):
+        for index, (item, kept_item) in enumerate(zip(given, kept, strict=False)):
+            found = _first_dropped(item, kept_item, f"{where}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _string_map(value: Any, where: str, *, keys: re.Pattern[str] | None = None) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of strings")
+    out: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or (keys is not None and not _valid_key(key, keys)):
+            raise ConfigError(f"{where}: invalid key {key!r}")
+        if isinstance(item, bool) or not isinstance(item, str | int | float):
+            raise ConfigError(f"{where}.{key}: expected a string, got {type(item).__name__}")
+        out[key] = str(item)
+    return out
+
+
+def _valid_key(key: str, name: re.Pattern[str]) -> bool:
+    """A label/annotation key: optional DNS-subdomain prefix, '/', name."""
+    prefix, slash, rest = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        return False
+    return bool(name.match(rest if slash else key))
+
+
+def _positive_int(value: Any, where: str, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{where}: expected an integer >= {minimum}")
+    return value
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: expected a non-empty string")
+    return value.strip()
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false")
+    return value
+
+
+@dataclass(frozen=True)
+class KubernetesSettings:
+    """The validated `kubernetes:` block of a connector (also used by the Podman runtime).
+
+    Keys (all optional): namespace, relay_host, sidecar_image, labels, annotations,
+    node_selector, tolerations, affinity, image_pull_secrets, service_account_name,
+    automount_service_account_token, security_context (the pod's), container_security_context
+    (every container's), resources (the connector's requests/limits), sidecar_resources,
+    active_deadline_seconds, termination_grace_period_seconds, priority_class_name, host_network,
+    schedule_timeout_seconds (how long a Kubernetes pod may stay unschedulable: room for a cluster
+    autoscaler to add a node, not forever).
+    """
+
+    namespace: str | None = None
+    relay_host: str | None = None
+    sidecar_image: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: Sequence[Mapping[str, Any]] = ()
+    affinity: Mapping[str, Any] | None = None
+    image_pull_secrets: Sequence[str] = ()
+    service_account_name: str | None = None
+    automount_service_account_token: bool = False
+    security_context: Mapping[str, Any] | None = None
+    container_security_context: Mapping[str, Any] | None = None
+    resources: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    sidecar_resources: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    active_deadline_seconds: int | None = None
+    termination_grace_period_seconds: int = DEFAULT_TERMINATION_GRACE
+    priority_class_name: str | None = None
+    host_network: bool | None = None
+    schedule_timeout_seconds: int = DEFAULT_SCHEDULE_TIMEOUT
+
+    KEYS = (
+        "namespace",
+        "relay_host",
+        "sidecar_image",
+        "labels",
+        "annotations",
+        "node_selector",
+        "tolerations",
+        "affinity",
+        "image_pull_secrets",
+        "service_account_name",
+        "automount_service_account_token",
+        "security_context",
+        "container_security_context",
+        "resources",
+        "sidecar_resources",
+        "active_deadline_seconds",
+        "termination_grace_period_seconds",
+        "priority_class_name",
+        "host_network",
+        "schedule_timeout_seconds",
+    )
+
+    @classmethod
+    def parse(
+        cls, block: Mapping[str, Any] | None, where: str = "kubernetes"
+    ) -> KubernetesSettings:
+        """Validate a connector's `kubernetes:` block; every problem is a ConfigError."""
+        if not block:
+            return cls()
+        if not isinstance(block, Mapping):
+            raise ConfigError(f"{where}: expected a mapping")
+        unknown = sorted(str(k) for k in block if k not in cls.KEYS)
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(cls.KEYS)}"
+            )
+        kw: dict[str, Any] = {}
+        for key, value in block.items():
+            at = f"{where}.{key}"
+            if value is None:
+                continue
+            if key == "namespace":
+                name = _string(value, at)
+                if not _DNS_LABEL.match(name):
+                    raise ConfigError(f"{at}: {name!r} is not a valid namespace name")
+                kw[key] = name
+            elif key == "relay_host":
+                host = _string(value, at)
+                try:
+                    RelayEndpoint(host, 1)
+                except ValueError as e:
+                    raise ConfigError(f"{at}: {e}") from None
+                kw[key] = host
+            elif key in ("sidecar_image", "priority_class_name"):
+                kw[key] = _string(value, at)
+            elif key == "service_account_name":
+                name = _string(value, at)
+                if not _DNS_SUBDOMAIN.match(name):
+                    raise ConfigError(f"{at}: {name!r} is not a valid service account name")
+                kw[key] = name
+            elif key == "labels":
+                labels = _string_map(value, at, keys=_LABEL_NAME)
+                for k, v in labels.items():
+                    if k.startswith("ferry.") or k == MANAGED_BY_LABEL:
+                        raise ConfigError(f"{at}: label {k!r} is reserved for ferry")
+                    if not _LABEL_VALUE.match(v):
+                        raise ConfigError(f"{at}.{k}: {v!r} is not a valid label value")
+                kw[key] = labels
+            elif key in ("annotations", "node_selector"):
+                kw[key] = _string_map(value, at, keys=_LABEL_NAME)
+            elif key == "tolerations":
+                if not isinstance(value, list):
+                    raise ConfigError(f"{at}: expected a list of tolerations")
+                kw[key] = tuple(
+                    _model_dict(item, "lightkube.models.core_v1.Toleration", f"{at}[{i}]")
+                    for i, item in enumerate(value)
+                )
+            elif key == "affinity":
+                kw[key] = _model_dict(value, "lightkube.models.core_v1.Affinity", at)
+            elif key == "security_context":
+                kw[key] = _model_dict(value, "lightkube.models.core_v1.PodSecurityContext", at)
+            elif key == "container_security_context":
+                kw[key] = _model_dict(value, "lightkube.models.core_v1.SecurityContext", at)
+            elif key == "image_pull_secrets":
+                if not isinstance(value, list):
+                    raise ConfigError(f"{at}: expected a list of Secret names")
+                names = tuple(_string(item, f"{at}[{i}]") for i, item in enumerate(value))
+                kw[key] = names
+            elif key in ("resources", "sidecar_resources"):
+                kw[key] = _resources_block(value, at)
+            elif key in ("active_deadline_seconds", "schedule_timeout_seconds"):
+                kw[key] = _positive_int(value, at)
+            elif key == "termination_grace_period_seconds":
+                kw[key] = _positive_int(value, at, minimum=0)
+            elif key in ("automount_service_account_token", "host_network"):
+                kw[key] = _bool(value, at)
+        settings = cls(**kw)
+        for kind in ("resources", "sidecar_resources"):
+            _check_requests_within_limits(getattr(settings, kind), f"{where}.{kind}")
+        return settings
+
+
+def _quantity_value(quantity: str) -> float:
+    """A rough numeric value of a normalised quantity, for request <= limit checks."""
+    for suffix, unit in (("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10), ("m", 1e-3)):
+        if quantity.endswith(suffix):
+            return float(quantity[: -len(suffix)]) * unit
+    return float(quantity)
+
+
+def _check_requests_within_limits(resources: Mapping[str, Mapping[str, str]], where: str) -> None:
+    requests, limits = resources.get("requests", {}), resources.get("limits", {})
+    for name, amount in requests.items():
+        limit = limits.get(name)
+        if limit is not None and _quantity_value(amount) > _quantity_value(limit):
+            raise ConfigError(f"{where}: requests.{name} {amount} is above limits.{name} {limit}")
+
+
+# --- names and labels ---------------------------------------------------------------------------
+
+
+def _dns_part(text: str, size: int) -> str:
+    part = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    return part[:size].strip("-") or "x"
+
+
+def pod_name(invocation: ConnectorInvocation, suffix: str | None = None) -> str:
+    """`ferry-<connection>-<role>-<verb>-<8 hex>`: a DNS label (<= 63), unique per run."""
+    labels = invocation.labels
+    suffix = suffix or uuid.uuid4().hex[:8]
+    role = {"source": "src", "destination": "dst", "connector": "cmd"}.get(labels.role, "cmd")
+    connection = _dns_part(labels.connection, 63 - len(f"ferry--{role}-{invocation.verb}-{suffix}"))
+    name = f"ferry-{connection}-{role}-{invocation.verb}-{suffix}"
+    if not _DNS_LABEL.match(name):  # pragma: no cover - guaranteed by construction
+        raise ValueError(f"generated an invalid pod name {name!r}")
+    return name
+
+
+def label_value(text: str) -> str:
+    """`text` made a valid label value: disallowed characters become '-', at most 63 characters
+    (the end is kept: owner ids end with the pid and a random part)."""
+    value = re.sub(r"[^A-Za-z0-9_.-]+", "-", text)[-63:]
+    return value.strip("-_.")
+
+
+def pod_labels(
+    invocation: ConnectorInvocation,
+    extra: Mapping[str, str] | None = None,
+    user: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The `ferry.*` labels (sanitised as label values), user labels, managed-by."""
+    raw = {**invocation.labels.as_labels(), **(extra or {})}
+    labels = dict(user or {})
+    labels.update({key: label_value(value) for key, value in raw.items()})
+    labels[MANAGED_BY_LABEL] = MANAGED_BY
+    return labels
+
+
+def owner_annotations(
+    invocation: ConnectorInvocation, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The `ferry.*` labels unabridged, as `ferry.dev/<label>` annotations (gc reads them)."""
+    raw = {**invocation.labels.as_labels(), **(extra or {})}
+    return {ANNOTATION_PREFIX + key: value for key, value in raw.items()}
+
+
+def labels_for_gc(labels: Mapping[str, str], annotations: Mapping[str, str]) -> dict[str, str]:
+    """The `ferry.*` labels of a pod/secret, with the full values of its annotations winning."""
+    merged = {k: v for k, v in labels.items() if k.startswith("ferry.")}
+    for key, value in annotations.items():
+        if key.startswith(ANNOTATION_PREFIX):
+            merged[key[len(ANNOTATION_PREFIX) :]] = value
+    return merged
+
+
+# --- the manifests ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PodManifests:
+    """The Secret and Pod of one run. `io_volume` is the emptyDir's (unique) volume name."""
+
+    name: str
+    namespace: str
+    secret: dict[str, Any]
+    pod: dict[str, Any]
+    io_volume: str
+    files: dict[str, str]  # file name (config/catalog/state) -> path in the connector container
+
+    @property
+    def secret_name(self) -> str:
+        return str(self.secret["metadata"]["name"])
+
+
+def file_paths(files: Iterable[str]) -> dict[str, str]:
+    return {name: f"{FILES_DIR}/{name}.json" for name in files}
+
+
+def _init_script(reads_stdin: bool, io_dir: str) -> str:
+    fifos = " ".join([STDOUT, STDERR] + ([STDIN] if reads_stdin else []))
+    return (
+        "umask 0\n"
+        f"cd {io_dir} || exit 1\n"
+        "chmod 0777 . 2>/dev/null\n"
+        f"for f in {fifos}; do\n"
+        '  [ -p "$f" ] || mkfifo -m 666 "$f" || {\n'
+        f'    echo "ferry-init: cannot create the FIFO {io_dir}/$f (is the emptyDir writable by '
+        'this user?)" >&2\n'
+        "    exit 1\n"
+        "  }\n"
+        "done\n"
+    )
+
+
+def _user_env(env: Mapping[str, str], where: str) -> list[dict[str, str]]:
+    out = []
+    for name, value in env.items():
+        if not _ENV_NAME.match(name):
+            raise ConfigError(f"{where}: {name!r} is not a valid environment variable name")
+        if unsafe_for_kubernetes(str(value)):
+            raise ConfigError(
+                f"{where}.{name}: the value contains '$(' or '$$', which Kubernetes rewrites in "
+                "environment values and Podman does not; pass it in the connector's config instead"
+            )
+        out.append({"name": name, "value": str(value)})
+    return out
+
+
+def _host_volumes(volumes: Mapping[str, str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    specs: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    for index, (host, target) in enumerate(sorted(volumes.items())):
+        if not posixpath.isabs(target) or not posixpath.isabs(host):
+            raise ConfigError(
+                f"volumes: {host!r} -> {target!r}: both must be absolute paths (host dir -> "
+                "container path)"
+            )
+        name = f"ferry-host-{index}"
+        specs.append({"name": name, "hostPath": {"path": host, "type": "DirectoryOrCreate"}})
+        mounts.append({"name": name, "mountPath": target})
+    return specs, mounts
+
+
+def connector_resources_of(
+    options: ConnectorOptions, override: Mapping[str, Mapping[str, str]]
+) -> dict[str, dict[str, str]]:
+    """A connector container's requests and limits: the defaults, its `resources: {cpu,
+    memory}` option, then its `kubernetes.resources`."""
+    resources = merge_resources(DEFAULT_CONNECTOR_RESOURCES, {})
+    if options.cpu:
+        cpu = cpu_quantity(options.cpu, "resources.cpu")
+        resources["limits"]["cpu"] = cpu
+        if _quantity_value(resources["requests"]["cpu"]) > _quantity_value(cpu):
+            resources["requests"]["cpu"] = cpu
+    if options.memory:
+        memory = memory_quantity(options.memory, "resources.memory")
+        resources["limits"]["memory"] = memory
+        resources["requests"]["memory"] = memory
+    return merge_resources(resources, override)
+
+
+def apply_pod_settings(spec: dict[str, Any], settings: KubernetesSettings) -> None:
+    """Set the pod-level fields of `settings` (deadline, scheduling, identity) on a pod spec."""
+    if settings.active_deadline_seconds is not None:
+        spec["activeDeadlineSeconds"] = settings.active_deadline_seconds
+    if settings.service_account_name:
+        spec["serviceAccountName"] = settings.service_account_name
+    if settings.node_selector:
+        spec["nodeSelector"] = dict(settings.node_selector)
+    if settings.tolerations:
+        spec["tolerations"] = [dict(t) for t in settings.tolerations]
+    if settings.affinity:
+        spec["affinity"] = dict(settings.affinity)
+    if settings.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": s} for s in settings.image_pull_secrets]
+    if settings.security_context:
+        spec["securityContext"] = dict(settings.security_context)
+    if settings.priority_class_name:
+        spec["priorityClassName"] = settings.priority_class_name
+    if settings.host_network:
+        spec["hostNetwork"] = True
+
+
+def build_manifests(
+    invocation: ConnectorInvocation,
+    *,
+    token: str,
+    endpoint: RelayEndpoint,
+    settings: KubernetesSettings | None = None,
+    namespace: str = "default",
+    entrypoint: str | None = None,
+    extra_labels: Mapping[str, str] | None = None,
+    heartbeat: HeartbeatSettings | None = None,
+    grace: float = 10.0,
+    suffix: str | None = None,
+    sidecar_image: str = SIDECAR_IMAGE,
+) -> PodManifests:
+    """The Secret and Pod of `invocation`.
+
+    `token`/`endpoint`: the relay registration and where pods reach ferry; `entrypoint` overrides
+    the image's AIRBYTE_ENTRYPOINT (a shell command line; an explicit `entrypoint:` option that is
+    not `auto` is used when this is None); `extra_labels`: more `ferry.*` labels (gc's owner
+    labels); `grace`: the wrapper's TERM-to-KILL time when ferry is gone; `suffix`: the pod name's
+    random part (for tests). Settings' namespace and sidecar image win over the arguments.
+    """
+    settings = settings or KubernetesSettings()
+    ref = invocation.connector
+    options = ref.options
+    namespace = settings.namespace or namespace
+    image_sidecar = settings.sidecar_image or sidecar_image
+    name = pod_name(invocation, suffix)
+    io_volume = f"{name}-io"
+    files_volume = f"{name}-files"
+    paths = file_paths(invocation.files)
+
+    if options.pull not in PULL_POLICIES:
+        raise ConfigError(
+            f"invalid pull policy {options.pull!r}: use one of {', '.join(PULL_POLICIES)}"
+        )
+    pull_policy = PULL_POLICIES[options.pull]
+    if entrypoint is None and options.entrypoint and options.entrypoint.strip() != "auto":
+        entrypoint = options.entrypoint
+    args = [*ref.args, *protocol_args(invocation.verb, paths)]
+    try:
+        check_portable(args, "the connector's arguments")
+        wrapper = wrapper_command(
+            args,
+            image=ref.target,
+            reads_stdin=invocation.reads_stdin,
+            entrypoint=entrypoint,
+            grace=grace,
+        )
+        sidecars = sidecar_commands(
+            token=token,
+            endpoint=endpoint,
+            reads_stdin=invocation.reads_stdin,
+            heartbeat=heartbeat,
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+    labels = pod_labels(invocation, extra_labels, settings.labels)
+    annotations = {**settings.annotations, **owner_annotations(invocation, extra_labels)}
+    annotations[ANNOTATION_PREFIX + "image"] = ref.target
+
+    connector_resources = connector_resources_of(options, settings.resources)
+    sidecar_resources = merge_resources(DEFAULT_SIDECAR_RESOURCES, settings.sidecar_resources)
+    small_resources = merge_resources(DEFAULT_SMALL_RESOURCES, {})
+    for where, resources in (
+        ("the connector's resources", connector_resources),
+        ("kubernetes.sidecar_resources", sidecar_resources),
+    ):
+        _check_requests_within_limits(resources, where)
+
+    io_mount = {"name": io_volume, "mountPath": IO_DIR}
+    host_specs, host_mounts = _host_volumes(options.volumes)
+
+    def container(
+        cname: str, image: str, command: Sequence[str], resources: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "name": cname,
+            "image": image,
+            "imagePullPolicy": pull_policy,
+            "command": list(command),
+            "resources": {kind: dict(amounts) for kind, amounts in resources.items()},
+            "volumeMounts": [dict(io_mount)],
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+        }
+        if settings.container_security_context:
+            spec["securityContext"] = dict(settings.container_security_context)
+        return spec
+
+    connector = container(CONNECTOR_CONTAINER, ref.target, wrapper.argv, connector_resources)
+    env = [e for e in _user_env(options.env, "env") if e["name"] not in wrapper.env]
+    env += [{"name": key, "value": value} for key, value in wrapper.env.items()]
+    connector["env"] = env
+    if paths:
+        connector["volumeMounts"].append(
+            {"name": files_volume, "mountPath": FILES_DIR, "readOnly": True}
+        )
+    connector["volumeMounts"] += host_mounts
+
+    sidecar_pull = "IfNotPresent" if pull_policy == "Always" else pull_policy
+    init = container(
+        INIT_CONTAINER,
+        image_sidecar,
+        ["/bin/sh", "-c", _init_script(invocation.reads_stdin, IO_DIR)],
+        small_resources,
+    )
+    init["imagePullPolicy"] = sidecar_pull
+    containers = [connector]
+    for cname, command in sidecars.items():
+        resources = small_resources if cname == HEARTBEAT_CONTAINER else sidecar_resources
+        sidecar = container(cname, image_sidecar, command, resources)
+        sidecar["imagePullPolicy"] = sidecar_pull
+        containers.append(sidecar)
+    check_portable(init["command"], "the init container's command")
+
+    volumes: list[dict[str, Any]] = [{"name": io_volume, "emptyDir": {}}]
+    if paths:
+        volumes.append(
+            {
+                "name": files_volume,
+                # `optional: false` spelled out: podman 4.3 dereferences it without a nil check.
+                "secret": {"secretName": name, "defaultMode": 0o444, "optional": False},
+            }
+        )
+    volumes += host_specs
+
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": settings.termination_grace_period_seconds,
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": settings.automount_service_account_token,
+        "initContainers": [init],
+        "containers": containers,
+        "volumes": volumes,
+    }
+    apply_pod_settings(spec, settings)
+
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": annotations,
+        },
+        "spec": spec,
+    }
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": dict(labels),
+            "annotations": owner_annotations(invocation, extra_labels),
+        },
+        "immutable": True,
+        "data": {
+            f"{file}.json": base64.b64encode(data).decode("ascii")
+            for file, data in invocation.files.items()
+        },
+    }
+    return PodManifests(
+        name=name,
+        namespace=namespace,
+        secret=secret,
+        pod=pod,
+        io_volume=io_volume,
+        files=paths,
+    )
+
+
+def secret_owner_patch(pod_name: str, pod_uid: str) -> dict[str, Any]:
+    """The patch making the Secret owned by its Pod (set once the pod's uid is known)."""
+    return {
+        "metadata": {
+            "ownerReferences": [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": pod_name,
+                    "uid": pod_uid,
+                    "controller": False,
+                    "blockOwnerDeletion": False,
+                }
+            ]
+        }
+    }
+
+
+# --- Podman adaptation --------------------------------------------------------------------------
+
+
+def podman_secret(manifests: PodManifests) -> dict[str, Any]:
+    """What `podman secret create` must hold for `podman kube play` to mount the files.
+
+    Podman 4.3 reads a Secret volume from a podman secret holding a Secret document and writes
+    its `data` values to the files AS THEY ARE (an inline `kind: Secret` would therefore mount
+    base64 text): so `data` carries the plain file contents.
+    """
+    data = manifests.secret["data"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": manifests.secret_name},
+        "data": {key: base64.b64decode(value).decode("utf-8") for key, value in data.items()},
+    }
+
+
+def for_podman(manifests: PodManifests, *, host_network: bool = True) -> PodManifests:
+    """The same Pod adapted to `podman kube play` 4.3.
+
+    - `hostNetwork: true` unless disabled (then pods reach ferry at host.containers.internal);
+    - namespace dropped (podman has none);
+    - `activeDeadlineSeconds` and `terminationGracePeriodSeconds` are ignored by podman: the
+      runtime enforces the deadline itself and stops pods with its own grace period.
+    """
+    pod = _deep_copy(manifests.pod)
+    pod["metadata"].pop("namespace", None)
+    if host_network:
+        pod["spec"]["hostNetwork"] = True
+    else:
+        pod["spec"].pop("hostNetwork", None)
+    return replace(manifests, pod=pod)
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+# --- dry run ------------------------------------------------------------------------------------
+
+
+class _Dumper(yaml.SafeDumper):
+    """YAML with multi-line strings (the wrapper and sidecar scripts) as literal blocks."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+DRY_RUN_TOKEN = "dry-run-token"
+DRY_RUN_ENDPOINT = RelayEndpoint("relay-host.invalid", 65535)
+
+
+def redacted(manifests: PodManifests) -> PodManifests:
+    """A copy with the Secret's values and the user's environment values redacted."""
+    secret = _deep_copy(manifests.secret)
+    secret["data"] = {
+        key: f"{REDACTED} ({len(base64.b64decode(value))} bytes)"
+        for key, value in secret.get("data", {}).items()
+    }
+    pod = _deep_copy(manifests.pod)
+    for spec in pod["spec"]["containers"]:
+        for item in spec.get("env", []):
+            if not str(item["name"]).startswith("FERRY_"):
+                item["value"] = REDACTED
+    return replace(manifests, secret=secret, pod=pod)
+
+
+def render_dry_run(
+    invocations: Iterable[ConnectorInvocation],
+    *,
+    runtime: str = "kubernetes",
+    endpoint: RelayEndpoint | None = None,
+    namespace: str = "default",
+) -> str:
+    """The Secret and Pod of each invocation as YAML documents, secret values redacted.
+
+    The relay token and (unless given) endpoint are placeholders: ferry picks them when it runs.
+    `runtime` "podman" shows the manifests as `podman kube play` receives them.
+    """
+    documents: list[str] = [
+        "# ferry dry run: the manifests ferry would create (Secret values and environment values "
+        "redacted;\n# the relay token and endpoint are placeholders chosen when ferry runs)\n"
+    ]
+    for invocation in invocations:
+        where = f"{invocation.labels.role}.kubernetes"
+        settings = KubernetesSettings.parse(invocation.connector.options.kubernetes, where)
+        manifests = build_manifests(
+            invocation,
+            token=DRY_RUN_TOKEN,
+            endpoint=endpoint or DRY_RUN_ENDPOINT,
+            settings=settings,
+            namespace=namespace,
+        )
+        if runtime == "podman":
+            manifests = for_podman(manifests, host_network=settings.host_network is not False)
+        manifests = redacted(manifests)
+        for document in (manifests.secret, manifests.pod):
+            documents.append(yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=100))
+    return "---\n".join(documents)

@@ -1,0 +1,177 @@
+"""Starting a single pod (`single_pod.build_single_pod`) on podman or Kubernetes.
+
+The pod is followed like a per-connector pod (`PodProcess` over the relay registration of its
+token), with the pump container as the pod's main container: its stdout channel is the control
+stream, its stdin channel takes the launching ferry's commands, its stderr is the pump's log. A
+failure of any container is reported naming it: a pull error before the pod starts, an init
+container's failure, an OOMKilled source, destination or pump.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from ferry.errors import ConfigError, ConnectorCrashed
+from ferry.relay import LOOPBACK_HOST, PODMAN_HOST, derive_entrypoint, shared_listener
+from ferry.runtimes.base import ConnectorInvocation, LogSink, Runtime, StderrTail
+from ferry.runtimes.owner import owner_labels
+from ferry.runtimes.pods.kubernetes import OOM_HINTS, KubernetesPod, KubernetesRuntime, relay_host
+from ferry.runtimes.pods.manifests import PodManifests, for_podman
+from ferry.runtimes.pods.podman import PodmanPod, PodmanRuntime, clean_stderr, podman
+from ferry.runtimes.pods.single_pod import PUMP_CONTAINER, ROLES, PodPair, build_single_pod
+from ferry.runtimes.relayed import PodProcess, stderr_sink
+
+logger = logging.getLogger("ferry.runtimes.pod")
+
+Entrypoint = Callable[[ConnectorInvocation], Awaitable[str | None]]
+
+
+class PodmanPairPod(PodmanPod):
+    """A played single pod: its result is the pump's exit, and an OOMKilled connector says so."""
+
+    def __init__(self, manifests: PodManifests, *, deadline: int | None) -> None:
+        super().__init__(manifests, deadline=deadline, has_secret=True)
+        self.container = f"{manifests.name}-{PUMP_CONTAINER}"
+
+    async def _wait(self) -> int:
+        """The pump's exit code; one `podman inspect` also tells whether a container was
+        OOMKilled (podman wait and inspect cost 0.1-0.5 s each)."""
+        await podman("wait", self.container, limit=None)
+        containers = [self.container] + [f"{self.name}-{role}" for role in ROLES]
+        state = await podman(
+            "inspect", "--format", "{{.State.OOMKilled}} {{.State.ExitCode}}", *containers
+        )
+        rows = [row.split(" ") for row in state.stdout.strip().splitlines()]
+        if state.code != 0 or len(rows) != len(containers):
+            raise ConnectorCrashed(
+                f"{self.description}: cannot read the state of its containers (removed under "
+                f"ferry?): {clean_stderr(state.stderr)}"
+            )
+        for name, (oom, _) in zip([PUMP_CONTAINER, *ROLES], rows, strict=True):
+            if oom == "true":
+                raise ConnectorCrashed(
+                    f"{self.description}: the {name} container was OOMKilled; raise "
+                    f"{OOM_HINTS[name]}"
+                )
+        return int(rows[0][1])
+
+
+class KubernetesPairPod(KubernetesPod):
+    """A single pod on Kubernetes: the pump's exit is the result; an OOMKilled connector is
+    reported once the pump has drained what it did."""
+
+    main_container = PUMP_CONTAINER
+    deferred_containers = frozenset(ROLES)
+
+
+async def _entrypoints(pair: PodPair, auto: Entrypoint) -> dict[str, str | None]:
+    found: dict[str, str | None] = {}
+    for invocation in pair.invocations():
+        option = invocation.connector.options.entrypoint
+        if option and option.strip() == "auto":
+            found[invocation.labels.role] = await auto(invocation)
+    return found
+
+
+async def start_podman_pair(runtime: PodmanRuntime, pair: PodPair, log: LogSink) -> PodProcess:
+    settings = pair.layout.settings
+    sidecar_image = settings.sidecar_image or runtime.sidecar_image
+    images = [(i.connector.target, i.connector.options.pull) for i in pair.invocations()]
+    images += [(sidecar_image, "if-not-present"), (pair.layout.image(), "if-not-present")]
+    await asyncio.gather(*(runtime._ensure_image(image, pull) for image, pull in images))
+
+    async def auto(invocation: ConnectorInvocation) -> str | None:
+        return derive_entrypoint(await runtime._image_config(invocation.connector.target))
+
+    entrypoints = await _entrypoints(pair, auto)
+    host_network = settings.host_network is not False
+    host = settings.relay_host or (LOOPBACK_HOST if host_network else PODMAN_HOST)
+    listener = await shared_listener()
+    tail = StderrTail()
+    registration = listener.register(
+        f"single pod of {pair.labels.connection}",
+        reads_stdin=True,
+        log=stderr_sink(log, tail),
+        connect_timeout=None,
+    )
+    try:
+        manifests = build_single_pod(
+            pair,
+            token=registration.token,
+            endpoint=listener.endpoint(host),
+            entrypoints=entrypoints,
+            extra_labels=owner_labels(),
+            sidecar_image=sidecar_image,
+        )
+        manifests = for_podman(manifests, host_network=host_network)
+        for container in manifests.pod["spec"]["containers"]:  # pulled above
+            container["imagePullPolicy"] = "IfNotPresent"
+    except BaseException:
+        listener.unregister(registration.token)
+        raise
+    pod = PodmanPairPod(manifests, deadline=settings.active_deadline_seconds)
+    try:
+        await runtime._play(manifests, True)
+    except BaseException:
+        listener.unregister(registration.token)
+        await asyncio.shield(pod.remove())
+        raise
+    return PodProcess(pod, listener, registration, tail)
+
+
+async def start_kubernetes_pair(
+    runtime: KubernetesRuntime, pair: PodPair, log: LogSink
+) -> PodProcess:
+    settings = pair.layout.settings
+    client = await runtime._connect()
+    namespace = settings.namespace or runtime.default_namespace
+
+    async def auto(invocation: ConnectorInvocation) -> str | None:
+        return await runtime._auto_entrypoint(
+            client, invocation.connector.target, namespace, settings.image_pull_secrets
+        )
+
+    entrypoints = await _entrypoints(pair, auto)
+    listener = await shared_listener()
+    tail = StderrTail()
+    registration = listener.register(
+        f"single pod of {pair.labels.connection}",
+        reads_stdin=True,
+        log=stderr_sink(log, tail),
+        connect_timeout=None,  # set once the pod runs (pulls and scheduling take their time)
+    )
+    try:
+        manifests = build_single_pod(
+            pair,
+            token=registration.token,
+            endpoint=listener.endpoint(relay_host(settings)),
+            namespace=namespace,
+            entrypoints=entrypoints,
+            extra_labels=owner_labels(),
+            sidecar_image=runtime.sidecar_image,
+        )
+    except BaseException:
+        listener.unregister(registration.token)
+        raise
+    pod = KubernetesPairPod(client, manifests, settings.schedule_timeout_seconds)
+    try:
+        await pod.create()
+    except BaseException:
+        listener.unregister(registration.token)
+        with contextlib.suppress(Exception):
+            await asyncio.shield(pod.remove())
+        raise
+    return PodProcess(pod, listener, registration, tail)
+
+
+async def start_pair(runtime: Runtime, pair: PodPair, log: LogSink) -> PodProcess:
+    """Start `pair` as one pod on `runtime` (podman or kubernetes); its stdout is the control
+    stream, its stdin takes commands, `log` gets the pump's own log lines."""
+    if isinstance(runtime, PodmanRuntime):
+        return await start_podman_pair(runtime, pair, log)
+    if isinstance(runtime, KubernetesRuntime):
+        return await start_kubernetes_pair(runtime, pair, log)
+    raise ConfigError(f"the {runtime.name} runtime cannot run a single pod (podman, kubernetes)")

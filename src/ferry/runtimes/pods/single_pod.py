@@ -1,0 +1,376 @@
+"""The single-pod layout: one pod holds the source, the destination and ferry's pump (pure).
+
+`kubernetes: {layout: single-pod}` in a connection file (or `ferry sync --layout single-pod`)
+runs a sync as ONE pod, Airbyte 1.x's replication-pod layout:
+
+- init container `ferry-init` (sidecar image) makes the FIFOs in the pod's emptyDir (its volume
+  name is unique per pod: podman's emptyDirs are global by name): `source/{stdout,stderr}` and
+  `destination/{stdin,stdout,stderr}`;
+- `source` and `destination` run their images under ferry's wrapper (`eval "$AIRBYTE_ENTRYPOINT"`,
+  or the `entrypoint:` override), each with its own directory of that emptyDir;
+- `pump` runs `python -m ferry.engine.pod_pump` from the ferry image (FERRY_IMAGE): the same
+  routing as a local sync between the FIFOs; only its control stream leaves the pod, over
+  ferry's one relay port with the pod's token;
+- `heartbeat` (sidecar image) polls ferry; when ferry is gone it writes the termination marker,
+  and the pump stops both connectors.
+
+One Secret (owned by the pod, as in the per-connector layout) holds `<role>-<file>.json` for the
+config, catalog and state of both connectors. Every container has requests and limits.
+
+The connection-level `kubernetes:` block holds `layout`, `ferry_image`, `pump_resources` and any
+pod-level key of a connector's block (namespace, labels, node_selector, host_network ...); a
+connector's own block may only set what applies to its container there (`resources`,
+`container_security_context`).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ferry.errors import ConfigError
+from ferry.relay import (
+    IO_DIR,
+    SIDECAR_IMAGE,
+    HeartbeatSettings,
+    RelayEndpoint,
+    check_portable,
+    heartbeat_sidecar_command,
+    io_path,
+    wrapper_command,
+)
+from ferry.runtimes.base import (
+    ConnectorInvocation,
+    RunLabels,
+    protocol_args,
+)
+from ferry.runtimes.pods.manifests import (
+    ANNOTATION_PREFIX,
+    DEFAULT_SMALL_RESOURCES,
+    FILES_DIR,
+    INIT_CONTAINER,
+    PULL_POLICIES,
+    KubernetesSettings,
+    PodManifests,
+    _check_requests_within_limits,
+    _dns_part,
+    _host_volumes,
+    _init_script,
+    _resources_block,
+    _user_env,
+    apply_pod_settings,
+    connector_resources_of,
+    merge_resources,
+    owner_annotations,
+    pod_labels,
+)
+
+LAYOUTS = ("pod-per-connector", "single-pod")
+DEFAULT_LAYOUT = "pod-per-connector"
+ENV_FERRY_IMAGE = "FERRY_IMAGE"
+# The image of the pump container: python with ferry installed (scripts/build_images.py builds it).
+DEFAULT_FERRY_IMAGE = "ferry-test/ferry:dev"
+PUMP_CONTAINER = "pump"
+HEARTBEAT_CONTAINER = "heartbeat"
+ROLES = ("source", "destination")
+PUMP_COMMAND = ("python", "-m", "ferry.engine.pod_pump")
+DEFAULT_PUMP_RESOURCES: dict[str, dict[str, str]] = {
+    "requests": {"cpu": "250m", "memory": "128Mi"},
+    "limits": {"cpu": "2", "memory": "512Mi"},
+}
+# Keys of a connector's own `kubernetes:` block that apply to its container in a single pod.
+CONTAINER_KEYS = ("resources", "container_security_context")
+_POD_KEYS = ("layout", "ferry_image", "pump_resources")
+
+
+@dataclass(frozen=True)
+class PodLayout:
+    """The connection-level `kubernetes:` block: the layout and, for a single pod, its settings."""
+
+    layout: str = DEFAULT_LAYOUT
+    ferry_image: str | None = None
+    pump_resources: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    settings: KubernetesSettings = field(default_factory=KubernetesSettings)
+
+    @property
+    def single_pod(self) -> bool:
+        return self.layout == "single-pod"
+
+    @classmethod
+    def parse(cls, block: Mapping[str, Any] | None, layout: str | None = None) -> PodLayout:
+        """Validate the block; `layout` (from `--layout`) wins over the block's."""
+        block = dict(block or {})
+        chosen = layout or block.get("layout") or DEFAULT_LAYOUT
+        if chosen not in LAYOUTS:
+            raise ConfigError(f"kubernetes.layout: {chosen!r} is not one of {', '.join(LAYOUTS)}")
+        image = block.get("ferry_image")
+        if image is not None and (not isinstance(image, str) or not image.strip()):
+            raise ConfigError("kubernetes.ferry_image: expected an image reference")
+        pump = block.get("pump_resources")
+        rest = {k: v for k, v in block.items() if k not in _POD_KEYS}
+        return cls(
+            layout=chosen,
+            ferry_image=image.strip() if image else None,
+            pump_resources=_resources_block(pump, "kubernetes.pump_resources") if pump else {},
+            settings=KubernetesSettings.parse(rest, "kubernetes"),
+        )
+
+    def image(self) -> str:
+        return self.ferry_image or os.environ.get(ENV_FERRY_IMAGE) or DEFAULT_FERRY_IMAGE
+
+
+@dataclass(frozen=True)
+class PodPair:
+    """A sync's source read and destination write, to run together in one pod."""
+
+    source: ConnectorInvocation
+    destination: ConnectorInvocation
+    layout: PodLayout
+    labels: RunLabels
+
+    def invocations(self) -> tuple[ConnectorInvocation, ConnectorInvocation]:
+        return self.source, self.destination
+
+
+def container_settings(invocation: ConnectorInvocation) -> KubernetesSettings:
+    """A connector's own `kubernetes:` block, which may only set what its container takes."""
+    role = invocation.labels.role
+    block = invocation.connector.options.kubernetes
+    misplaced = sorted(k for k in block if k not in CONTAINER_KEYS)
+    if misplaced:
+        raise ConfigError(
+            f"{role}.kubernetes: {', '.join(misplaced)} apply to the whole pod in the single-pod "
+            "layout: set them in the connection's kubernetes: block (a connector's block may set "
+            f"only {', '.join(CONTAINER_KEYS)})"
+        )
+    return KubernetesSettings.parse(block, f"{role}.kubernetes")
+
+
+def secret_key(role: str, file: str) -> str:
+    return f"{role}-{file}.json"
+
+
+def _container(
+    name: str,
+    image: str,
+    command: list[str] | tuple[str, ...],
+    resources: Mapping[str, Mapping[str, str]],
+    mounts: list[dict[str, Any]],
+    *,
+    pull: str = "IfNotPresent",
+    security: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": pull,
+        "command": list(command),
+        "resources": {kind: dict(amounts) for kind, amounts in resources.items()},
+        "volumeMounts": [dict(mount) for mount in mounts],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if security:
+        spec["securityContext"] = dict(security)
+    return spec
+
+
+def _connector_container(
+    invocation: ConnectorInvocation,
+    entrypoint: str | None,
+    mounts: list[dict[str, Any]],
+    pod_settings: KubernetesSettings,
+    grace: float,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The container of one connector under the wrapper, and its host volumes."""
+    ref = invocation.connector
+    options = ref.options
+    role = invocation.labels.role
+    own = container_settings(invocation)
+    if options.pull not in PULL_POLICIES:
+        raise ConfigError(f"{role}: invalid pull policy {options.pull!r}")
+    if entrypoint is None and options.entrypoint and options.entrypoint.strip() != "auto":
+        entrypoint = options.entrypoint
+    paths = {name: f"{FILES_DIR}/{secret_key(role, name)}" for name in invocation.files}
+    args = [*ref.args, *protocol_args(invocation.verb, paths)]
+    try:
+        check_portable(args, f"the {role}'s arguments")
+        wrapper = wrapper_command(
+            args,
+            image=ref.target,
+            reads_stdin=invocation.reads_stdin,
+            entrypoint=entrypoint,
+            io_dir=io_path(role),
+            grace=grace,
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    resources = connector_resources_of(options, own.resources)
+    _check_requests_within_limits(resources, f"the {role}'s resources")
+    host_specs, host_mounts = _host_volumes(options.volumes)
+    host_specs = [{**spec, "name": f"{role}-{spec['name']}"} for spec in host_specs]
+    host_mounts = [{**mount, "name": f"{role}-{mount['name']}"} for mount in host_mounts]
+    spec = _container(
+        role,
+        ref.target,
+        wrapper.argv,
+        resources,
+        mounts + host_mounts,
+        pull=PULL_POLICIES[options.pull],
+        security=own.container_security_context or pod_settings.container_security_context,
+    )
+    env = [e for e in _user_env(options.env, f"{role}.env") if e["name"] not in wrapper.env]
+    spec["env"] = env + [{"name": key, "value": value} for key, value in wrapper.env.items()]
+    return spec, host_specs
+
+
+def build_single_pod(
+    pair: PodPair,
+    *,
+    token: str,
+    endpoint: RelayEndpoint,
+    namespace: str = "default",
+    entrypoints: Mapping[str, str | None] | None = None,
+    extra_labels: Mapping[str, str] | None = None,
+    heartbeat: HeartbeatSettings | None = None,
+    grace: float = 10.0,
+    suffix: str | None = None,
+    sidecar_image: str = SIDECAR_IMAGE,
+) -> PodManifests:
+    """The Secret and Pod running `pair` in one pod (see the module docstring)."""
+    import uuid
+
+    settings = pair.layout.settings
+    namespace = settings.namespace or namespace
+    sidecar_image = settings.sidecar_image or sidecar_image
+    connection = pair.labels.connection
+    suffix = suffix or uuid.uuid4().hex[:8]
+    name = f"ferry-{_dns_part(connection, 63 - len(f'ferry--pod-{suffix}'))}-pod-{suffix}"
+    io_volume, files_volume = f"{name}-io", f"{name}-files"
+    io_mount = {"name": io_volume, "mountPath": IO_DIR}
+    files_mount = {"name": files_volume, "mountPath": FILES_DIR, "readOnly": True}
+    pod_invocation = replace(pair.source, labels=pair.labels)
+
+    containers: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = [{"name": io_volume, "emptyDir": {}}]
+    for invocation in pair.invocations():
+        role = invocation.labels.role
+        connector, host_specs = _connector_container(
+            invocation,
+            (entrypoints or {}).get(role),
+            [io_mount, files_mount],
+            settings,
+            grace,
+        )
+        containers.append(connector)
+        volumes += host_specs
+    pump_resources = merge_resources(DEFAULT_PUMP_RESOURCES, pair.layout.pump_resources)
+    _check_requests_within_limits(pump_resources, "kubernetes.pump_resources")
+    pump = _container(
+        PUMP_CONTAINER,
+        pair.layout.image(),
+        PUMP_COMMAND,
+        pump_resources,
+        [io_mount, files_mount],
+        security=settings.container_security_context,
+    )
+    pump["env"] = [
+        {"name": "FERRY_PUMP_DIR", "value": IO_DIR},
+        {"name": "FERRY_PUMP_CATALOG", "value": f"{FILES_DIR}/{secret_key('source', 'catalog')}"},
+        {"name": "FERRY_PUMP_RELAY", "value": f"{endpoint.host}:{endpoint.port}"},
+        {"name": "FERRY_PUMP_TOKEN", "value": token},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    small = merge_resources(DEFAULT_SMALL_RESOURCES, {})
+    try:
+        beat = heartbeat_sidecar_command(token=token, endpoint=endpoint, settings=heartbeat)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    containers.append(pump)
+    containers.append(_container(HEARTBEAT_CONTAINER, sidecar_image, beat, small, [io_mount]))
+    init_script = (
+        f"chmod 0777 {IO_DIR} 2>/dev/null\nmkdir -p {io_path('source')} {io_path('destination')}"
+        f" || exit 1\n(\n{_init_script(False, io_path('source'))}) || exit 1\n"
+        f"{_init_script(True, io_path('destination'))}"
+    )
+    init = _container(
+        INIT_CONTAINER, sidecar_image, ["/bin/sh", "-c", init_script], small, [io_mount]
+    )
+    check_portable(init["command"], "the init container's command")
+    volumes.append(
+        {
+            "name": files_volume,
+            "secret": {"secretName": name, "defaultMode": 0o444, "optional": False},
+        }
+    )
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": settings.termination_grace_period_seconds,
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": settings.automount_service_account_token,
+        "initContainers": [init],
+        "containers": containers,
+        "volumes": volumes,
+    }
+    apply_pod_settings(spec, settings)
+    labels = pod_labels(pod_invocation, extra_labels, settings.labels)
+    annotations = {**settings.annotations, **owner_annotations(pod_invocation, extra_labels)}
+    for invocation in pair.invocations():
+        annotations[f"{ANNOTATION_PREFIX}{invocation.labels.role}-image"] = (
+            invocation.connector.target
+        )
+    metadata = {"name": name, "namespace": namespace}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {**metadata, "labels": labels, "annotations": annotations},
+        "spec": spec,
+    }
+    data = {
+        secret_key(invocation.labels.role, file): base64.b64encode(content).decode("ascii")
+        for invocation in pair.invocations()
+        for file, content in invocation.files.items()
+    }
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            **metadata,
+            "labels": dict(labels),
+            "annotations": owner_annotations(pod_invocation, extra_labels),
+        },
+        "immutable": True,
+        "data": data,
+    }
+    files = {key: f"{FILES_DIR}/{key}" for key in data}
+    return PodManifests(name, namespace, secret, pod, io_volume, files)
+
+
+def render_pair_dry_run(pair: PodPair, *, runtime: str = "kubernetes") -> str:
+    """The single pod's Secret and Pod as YAML, secret values redacted (see `render_dry_run`)."""
+    import yaml
+
+    from ferry.runtimes.pods.manifests import (
+        DRY_RUN_ENDPOINT,
+        DRY_RUN_TOKEN,
+        _Dumper,
+        for_podman,
+        redacted,
+    )
+
+    manifests = build_single_pod(pair, token=DRY_RUN_TOKEN, endpoint=DRY_RUN_ENDPOINT)
+    if runtime == "podman":
+        manifests = for_podman(
+            manifests, host_network=pair.layout.settings.host_network is not False
+        )
+    manifests = redacted(manifests)
+    documents = [
+        "# ferry dry run: the single pod ferry would create (Secret values and environment values "
+        "redacted;\n# the relay token and endpoint are placeholders chosen when ferry runs)\n"
+    ]
+    for document in (manifests.secret, manifests.pod):
+        documents.append(yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=100))
+    return "---\n".join(documents)
