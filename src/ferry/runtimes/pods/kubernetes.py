@@ -49,7 +49,13 @@ from ferry.errors import (
     ImageUnavailable,
     RuntimeUnavailable,
 )
-from ferry.relay import SIDECAR_IMAGE, derive_entrypoint, shared_listener
+from ferry.relay import (
+    SIDECAR_IMAGE,
+    RelayListener,
+    RelayRegistration,
+    derive_entrypoint,
+    shared_listener,
+)
 from ferry.runtimes.base import (
     ConnectorInvocation,
     ConnectorRef,
@@ -408,6 +414,19 @@ class KubernetesPod:
                     api_error("patch the Secret", e),
                 )
 
+    async def launch(
+        self, listener: RelayListener, registration: RelayRegistration, tail: StderrTail
+    ) -> PodProcess:
+        """Create the pod and follow it; if that fails, withdraw the token and delete it."""
+        try:
+            await self.create()
+        except BaseException:
+            listener.unregister(registration.token)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.remove())
+            raise
+        return PodProcess(self, listener, registration, tail)
+
     async def wait_connector(self, on_running: Callable[[], None]) -> int:
         """The connector's exit code; fails when the pod is not on a node by the schedule timeout
         (an unschedulable pod would otherwise wait for activeDeadlineSeconds, or forever)."""
@@ -574,14 +593,7 @@ class KubernetesRuntime:
             listener.unregister(registration.token)
             raise
         pod = KubernetesPod(client, manifests, settings.schedule_timeout_seconds)
-        try:
-            await pod.create()
-        except BaseException:
-            listener.unregister(registration.token)
-            with contextlib.suppress(Exception):
-                await asyncio.shield(pod.remove())
-            raise
-        return PodProcess(pod, listener, registration, tail)
+        return await pod.launch(listener, registration, tail)
 
     async def _auto_entrypoint(
         self, client: Any, image: str, namespace: str, pull_secrets: Sequence[str]

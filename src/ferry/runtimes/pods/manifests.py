@@ -556,8 +556,23 @@ def connector_resources_of(
     return merge_resources(resources, override)
 
 
-def apply_pod_settings(spec: dict[str, Any], settings: KubernetesSettings) -> None:
-    """Set the pod-level fields of `settings` (deadline, scheduling, identity) on a pod spec."""
+def pod_spec(
+    settings: KubernetesSettings,
+    init: dict[str, Any],
+    containers: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """A ferry pod's spec: never restarted, the pod-level fields of `settings` (deadline,
+    scheduling, identity) set."""
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": settings.termination_grace_period_seconds,
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": settings.automount_service_account_token,
+        "initContainers": [init],
+        "containers": containers,
+        "volumes": volumes,
+    }
     if settings.active_deadline_seconds is not None:
         spec["activeDeadlineSeconds"] = settings.active_deadline_seconds
     if settings.service_account_name:
@@ -576,6 +591,7 @@ def apply_pod_settings(spec: dict[str, Any], settings: KubernetesSettings) -> No
         spec["priorityClassName"] = settings.priority_class_name
     if settings.host_network:
         spec["hostNetwork"] = True
+    return spec
 
 
 def build_manifests(
@@ -705,16 +721,7 @@ def build_manifests(
         )
     volumes += host_specs
 
-    spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "terminationGracePeriodSeconds": settings.termination_grace_period_seconds,
-        "enableServiceLinks": False,
-        "automountServiceAccountToken": settings.automount_service_account_token,
-        "initContainers": [init],
-        "containers": containers,
-        "volumes": volumes,
-    }
-    apply_pod_settings(spec, settings)
+    spec = pod_spec(settings, init, containers, volumes)
 
     pod = {
         "apiVersion": "v1",

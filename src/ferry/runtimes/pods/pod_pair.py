@@ -10,12 +10,18 @@ container's failure, an OOMKilled source, destination or pump.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from ferry.errors import ConfigError, ConnectorCrashed
-from ferry.relay import LOOPBACK_HOST, PODMAN_HOST, derive_entrypoint, shared_listener
+from ferry.relay import (
+    LOOPBACK_HOST,
+    PODMAN_HOST,
+    RelayListener,
+    RelayRegistration,
+    derive_entrypoint,
+    shared_listener,
+)
 from ferry.runtimes.base import ConnectorInvocation, LogSink, Runtime, StderrTail
 from ferry.runtimes.owner import owner_labels
 from ferry.runtimes.pods.kubernetes import OOM_HINTS, KubernetesPod, KubernetesRuntime, relay_host
@@ -76,6 +82,22 @@ async def _entrypoints(pair: PodPair, auto: Entrypoint) -> dict[str, str | None]
     return found
 
 
+async def _register(
+    pair: PodPair, log: LogSink
+) -> tuple[RelayListener, RelayRegistration, StderrTail]:
+    """The pod's token on ferry's relay listener; its channels may connect whenever the pod runs
+    (pulls and scheduling take their time)."""
+    listener = await shared_listener()
+    tail = StderrTail()
+    registration = listener.register(
+        f"single pod of {pair.labels.connection}",
+        reads_stdin=True,
+        log=stderr_sink(log, tail),
+        connect_timeout=None,
+    )
+    return listener, registration, tail
+
+
 async def start_podman_pair(runtime: PodmanRuntime, pair: PodPair, log: LogSink) -> PodProcess:
     settings = pair.layout.settings
     sidecar_image = settings.sidecar_image or runtime.sidecar_image
@@ -89,14 +111,7 @@ async def start_podman_pair(runtime: PodmanRuntime, pair: PodPair, log: LogSink)
     entrypoints = await _entrypoints(pair, auto)
     host_network = settings.host_network is not False
     host = settings.relay_host or (LOOPBACK_HOST if host_network else PODMAN_HOST)
-    listener = await shared_listener()
-    tail = StderrTail()
-    registration = listener.register(
-        f"single pod of {pair.labels.connection}",
-        reads_stdin=True,
-        log=stderr_sink(log, tail),
-        connect_timeout=None,
-    )
+    listener, registration, tail = await _register(pair, log)
     try:
         manifests = build_single_pod(
             pair,
@@ -135,14 +150,7 @@ async def start_kubernetes_pair(
         )
 
     entrypoints = await _entrypoints(pair, auto)
-    listener = await shared_listener()
-    tail = StderrTail()
-    registration = listener.register(
-        f"single pod of {pair.labels.connection}",
-        reads_stdin=True,
-        log=stderr_sink(log, tail),
-        connect_timeout=None,  # set once the pod runs (pulls and scheduling take their time)
-    )
+    listener, registration, tail = await _register(pair, log)
     try:
         manifests = build_single_pod(
             pair,
@@ -157,14 +165,7 @@ async def start_kubernetes_pair(
         listener.unregister(registration.token)
         raise
     pod = KubernetesPairPod(client, manifests, settings.schedule_timeout_seconds)
-    try:
-        await pod.create()
-    except BaseException:
-        listener.unregister(registration.token)
-        with contextlib.suppress(Exception):
-            await asyncio.shield(pod.remove())
-        raise
-    return PodProcess(pod, listener, registration, tail)
+    return await pod.launch(listener, registration, tail)
 
 
 async def start_pair(runtime: Runtime, pair: PodPair, log: LogSink) -> PodProcess:

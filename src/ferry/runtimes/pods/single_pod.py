@@ -61,11 +61,11 @@ from ferry.runtimes.pods.manifests import (
     _init_script,
     _resources_block,
     _user_env,
-    apply_pod_settings,
     connector_resources_of,
     merge_resources,
     owner_annotations,
     pod_labels,
+    pod_spec,
 )
 
 LAYOUTS = ("pod-per-connector", "single-pod")
@@ -305,16 +305,7 @@ def build_single_pod(
             "secret": {"secretName": name, "defaultMode": 0o444, "optional": False},
         }
     )
-    spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "terminationGracePeriodSeconds": settings.termination_grace_period_seconds,
-        "enableServiceLinks": False,
-        "automountServiceAccountToken": settings.automount_service_account_token,
-        "initContainers": [init],
-        "containers": containers,
-        "volumes": volumes,
-    }
-    apply_pod_settings(spec, settings)
+    spec = pod_spec(settings, init, containers, volumes)
     labels = pod_labels(pod_invocation, extra_labels, settings.labels)
     annotations = {**settings.annotations, **owner_annotations(pod_invocation, extra_labels)}
     for invocation in pair.invocations():
