@@ -310,7 +310,13 @@ def test_a_container_killed_under_its_memory_limit_says_so(tiny_images: Any) -> 
 
 @pytest.mark.docker
 @pytest.mark.usefixtures("docker_engine")
-def test_files_are_uploaded_not_mounted(tiny_images: Any) -> None:
+@pytest.mark.parametrize("fifo", ["1", "0"], ids=["fifo", "attach"])
+def test_files_are_uploaded_not_mounted(
+    tiny_images: Any, fifo: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The files are uploaded either way; on this (local) engine the connector's stdio goes
+    through FIFOs in a bind-mounted directory, or with FERRY_DOCKER_FIFO=0 the attach stream."""
+    monkeypatch.setenv("FERRY_DOCKER_FIFO", fifo)
     config = json.dumps({"password": SECRET}).encode()
     state = b'{"cursor": 1}'
     script = 'for f in /ferry/*.json; do stat -c "%n %a %u" "$f"; done; cat /ferry/config.json; echo; cat'
@@ -343,9 +349,9 @@ def test_files_are_uploaded_not_mounted(tiny_images: Any) -> None:
         b"/ferry/state.json 600 0",
     ]
     assert lines[3:] == [config, b""]
-    assert details["Mounts"] == []
-    assert not details["HostConfig"]["Binds"]
-    assert details["Args"] == [
+    mounts = [(m["Type"], m["Destination"]) for m in details["Mounts"]]
+    assert mounts == ([("bind", "/ferry/io")] if fifo == "1" else [])  # the FIFOs, no file
+    assert details["Args"][-7:] == [
         "write",
         "--config",
         "/ferry/config.json",
