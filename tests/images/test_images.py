@@ -22,7 +22,7 @@ from imagekit import BUILD_SCRIPT, REPO, run_build
 pytestmark = pytest.mark.slow
 
 PY_CONNECTORS = ["source-faker", "destination-null", "source-generator", "destination-duckdb"]
-ALL_IMAGES = [*PY_CONNECTORS, "no-entrypoint", "sidecar", "hello", "bonjour"]
+ALL_IMAGES = [*PY_CONNECTORS, "no-entrypoint", "sidecar", "ferry", "hello", "bonjour"]
 GREETINGS = {"hello": "Hello World", "bonjour": "Bonjour World"}
 FAKER_CONFIG = {"count": 5, "seed": 1}
 
