@@ -12,17 +12,20 @@ from typing import Any
 from ferry.engine import commands
 from ferry.engine.config import resolve_env
 from ferry.engine.connection import Connection, Endpoint
-from ferry.engine.secrets import register_secrets
+from ferry.engine.connector_config import ConnectorConfigs
 from ferry.engine.stats import SyncStats
 from ferry.engine.sync import Attempt, AttemptOutcome, AttemptPlan
 from ferry.errors import Cancelled, ConfigError, FerryError
 from ferry.protocol import configure_catalog
+from ferry.protocol.catalog import check_destination_operations, needs_destination_catalog
 from ferry.protocol.messages import (
     CATALOG,
+    DESTINATION_CATALOG,
     OVERWRITE,
     AirbyteStateMessage,
     ConfiguredAirbyteCatalog,
     ConnectorSpecification,
+    DestinationCatalog,
     StreamDescriptor,
 )
 from ferry.runtimes import get_runtime
@@ -117,6 +120,7 @@ class SyncRunner:
         self.on_attempt = on_attempt
         self.runtimes: dict[str, Runtime] = {}
         self._committed_this_run: set[StreamDescriptor] = set()
+        self.configs: ConnectorConfigs | None = None  # set by `plan`
         self._current: Attempt | None = None
         self._stopping = False
 
@@ -138,31 +142,59 @@ class SyncRunner:
         source_spec, destination_spec = await asyncio.gather(
             self._spec(source), self._spec(destination)
         )
-        register_secrets(source_spec, source_config)
-        register_secrets(destination_spec, destination_config)
+        configs = self.configs = ConnectorConfigs(
+            self.store,
+            self.connection.name,
+            {"source": source_config, "destination": destination_config},
+            {"source": source_spec, "destination": destination_spec},
+        )
         commands.validate_config(source_spec, source_config, "source.config")
         commands.validate_config(destination_spec, destination_config, "destination.config")
         # The config was validated above: run discover directly rather than validating again.
         discovered = await commands.run_command(
             source,
             "discover",
-            {"config": json.dumps(source_config).encode()},
+            {"config": json.dumps(configs.current("source")).encode()},
             self.runtimes[source.runtime],
             CATALOG,
+            on_config=lambda config: configs.update("source", config),
         )
         assert discovered.catalog is not None
-        catalog = discovered.catalog
         configured = configure_catalog(
-            catalog, self.connection.streams, full_refresh=self.options.full_refresh
+            discovered.catalog, self.connection.streams, full_refresh=self.options.full_refresh
         )
+        if needs_destination_catalog(configured):
+            offered, why_none = await self._destination_catalog(destination)
+            check_destination_operations(configured, offered, why_none)
         return AttemptPlan(
             source=source,
             destination=destination,
-            source_config=json.dumps(source_config).encode(),
-            destination_config=json.dumps(destination_config).encode(),
+            source_config=json.dumps(configs.current("source")).encode(),
+            destination_config=json.dumps(configs.current("destination")).encode(),
             catalog=configured,
             labels=RunLabels("pending", self.connection.name),
         )
+
+    async def _destination_catalog(
+        self, destination: ConnectorRef
+    ) -> tuple[DestinationCatalog | None, str]:
+        """The destination's DESTINATION_CATALOG, or None and why there is none."""
+        configs = self.configs
+        assert configs is not None
+        try:
+            message = await commands.run_command(
+                destination,
+                "discover",
+                {"config": json.dumps(configs.current("destination")).encode()},
+                self.runtimes[destination.runtime],
+                DESTINATION_CATALOG,
+                on_config=lambda config: configs.update("destination", config),
+            )
+        except FerryError as error:
+            logger.debug("the destination's discover failed: %s", error)
+            return None, f"its discover failed: {error}"
+        name = commands.connector_name(destination)
+        return commands.destination_catalog_of(message, name), ""
 
     async def _spec(self, ref: ConnectorRef) -> ConnectorSpecification:
         runtime = self.runtimes[ref.runtime]
@@ -268,7 +300,16 @@ class SyncRunner:
         def commit(states: Sequence[AirbyteStateMessage]) -> None:
             self.store.commit_states(name, attempt_id, states, progress=_counts(attempt.stats))
 
-        attempt = self._current = Attempt(plan, self.runtimes, state, commit)
+        configs = self.configs
+        if configs is not None:  # a connector may have sent a new config since the last attempt
+            plan = replace(
+                plan,
+                source_config=json.dumps(configs.current("source")).encode(),
+                destination_config=json.dumps(configs.current("destination")).encode(),
+            )
+        attempt = self._current = Attempt(
+            plan, self.runtimes, state, commit, number=number, keep_config=self._keep_config
+        )
         self.on_attempt(attempt)
         if self._stopping:
             attempt.request_stop()
@@ -291,6 +332,10 @@ class SyncRunner:
             getattr(outcome.error, "failure_type", None),
         )
         return outcome
+
+    def _keep_config(self, role: Role, config: dict[str, Any]) -> None:
+        if self.configs is not None and role != "connector":
+            self.configs.update(role, config)
 
     def _resume_state(self, catalog: ConfiguredAirbyteCatalog, attempt: int) -> bytes | None:
         """The `--state` file an attempt's read resumes from.

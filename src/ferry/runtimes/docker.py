@@ -176,7 +176,7 @@ def container_spec(
         name=_container_name(invocation),
         command=[*ref.args, *protocol_args(invocation.verb, paths)],
         entrypoint=entrypoint,
-        environment=dict(options.env),
+        environment=invocation.environment,
         labels={**invocation.labels.as_labels(), **owner_labels()},
         host_config=host_config,
         stdin=invocation.reads_stdin,
