@@ -118,9 +118,14 @@ async def check(
 ) -> AirbyteConnectionStatus:
     """The connector's verdict on `config` (SUCCEEDED or FAILED); the config is validated first."""
     async with _runtime_for(ref, runtime) as running:
-        files = await _checked_config_files(ref, config, running, spec)
+        spec = await _checked_spec(ref, config, running, spec)
         message = await run_command(
-            ref, "check", files, running, CONNECTION_STATUS, on_config=on_config
+            ref,
+            "check",
+            _config_files(config),
+            running,
+            CONNECTION_STATUS,
+            on_config=_masking(spec, on_config),
         )
     assert message.connectionStatus is not None
     return message.connectionStatus
@@ -154,9 +159,14 @@ async def discover_any(
 ) -> AirbyteCatalog | DestinationCatalog:
     """A source's CATALOG or a destination's DESTINATION_CATALOG, whichever it answers."""
     async with _runtime_for(ref, runtime) as running:
-        files = await _checked_config_files(ref, config, running, spec)
+        spec = await _checked_spec(ref, config, running, spec)
         message = await run_command(
-            ref, "discover", files, running, (CATALOG, DESTINATION_CATALOG), on_config=on_config
+            ref,
+            "discover",
+            _config_files(config),
+            running,
+            (CATALOG, DESTINATION_CATALOG),
+            on_config=_masking(spec, on_config),
         )
     if message.catalog is not None:
         return message.catalog
@@ -186,16 +196,33 @@ async def _runtime_for(ref: ConnectorRef, runtime: Runtime | None) -> AsyncItera
         await own.close()
 
 
-async def _checked_config_files(
+async def _checked_spec(
     ref: ConnectorRef,
     config: Mapping[str, Any],
     runtime: Runtime,
     spec: ConnectorSpecification | None,
-) -> dict[str, bytes]:
+) -> ConnectorSpecification:
+    """The connector's spec, once `config` is valid under it (and its secrets masked)."""
     spec = spec or await cached_spec(ref, runtime)
     register_secrets(spec, config)
     validate_config(spec, config)
+    return spec
+
+
+def _config_files(config: Mapping[str, Any]) -> dict[str, bytes]:
     return {"config": json.dumps(config).encode()}
+
+
+def _masking(spec: ConnectorSpecification, on_config: ConfigSink | None) -> ConfigSink | None:
+    """`on_config`, after masking the secrets of the config it receives."""
+    if on_config is None:
+        return None
+
+    def receive(config: dict[str, Any]) -> None:
+        register_secrets(spec, config)
+        on_config(config)
+
+    return receive
 
 
 def validate_config(

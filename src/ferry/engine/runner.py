@@ -12,7 +12,8 @@ from typing import Any
 from ferry.engine import commands
 from ferry.engine.config import resolve_env
 from ferry.engine.connection import Connection, Endpoint
-from ferry.engine.connector_config import ConnectorConfigs
+from ferry.engine.connector_config import ConnectorConfigs, config_fingerprint
+from ferry.engine.secrets import masked_config
 from ferry.engine.stats import SyncStats
 from ferry.engine.sync import Attempt, AttemptOutcome, AttemptPlan
 from ferry.errors import Cancelled, ConfigError, FerryError
@@ -38,7 +39,7 @@ from ferry.runtimes.base import (
     check_options_apply,
 )
 from ferry.runtimes.resolve import resolve_reference
-from ferry.store import Store, StreamCounts
+from ferry.store import Store, StoredConfig, StreamCounts
 from ferry.store.state import keeping_streams
 
 logger = logging.getLogger("ferry.sync")
@@ -359,6 +360,32 @@ class SyncRunner:
             )
 
         return keeping_streams(self.store.load_state(self.connection.name), resumes).state_file()
+
+
+async def shown_config(connection: Connection, stored: StoredConfig) -> dict[str, Any]:
+    """A stored connector config for display: secrets masked (by the connector's spec; every
+    value when the spec cannot be had), and whether the file's config changed since."""
+    endpoint = connection.source if stored.role == "source" else connection.destination
+    where = f"{stored.role}.config"
+    try:
+        file_config = resolve_env(endpoint.config, where)
+        file_changed: bool | None = config_fingerprint(file_config) != stored.file_fingerprint
+    except ConfigError:
+        file_changed = None  # a variable it uses is unset here
+    spec: ConnectorSpecification | None = None
+    ref = resolve_endpoint(endpoint, connection, SyncOptions(), stored.role)
+    runtime = get_runtime(ref.runtime)
+    try:
+        spec = await commands.cached_spec(ref, runtime)
+    except FerryError as error:
+        logger.warning("cannot get the %s's spec (%s); every value is masked", stored.role, error)
+    finally:
+        await runtime.close()
+    return {
+        "updated_at": stored.updated_at.isoformat(timespec="seconds"),
+        "file_changed": file_changed,
+        "config": masked_config(stored.config, spec),
+    }
 
 
 def _config_file(endpoint: Endpoint, where: str) -> bytes:

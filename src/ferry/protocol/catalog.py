@@ -109,14 +109,18 @@ def check_destination_operations(
             continue
         where = f"stream {_label(configured.stream.name, configured.stream.namespace)}"
         if offered is None:
-            what = f"destination_object_name {name!r}" if name else f"destination_sync_mode {mode!r}"
+            what = (
+                f"destination_object_name {name!r}" if name else f"destination_sync_mode {mode!r}"
+            )
             raise ConfigError(
                 f"{where}: {what} needs a destination that lists its objects and modes in a "
                 f"DESTINATION_CATALOG, and this one does not ({why_none or 'no catalog'}); "
                 f"use {', '.join(sorted(PLAIN_DESTINATION_SYNC_MODES))} without an object name"
             )
         if name is None:
-            raise ConfigError(f"{where}: destination_sync_mode {mode!r} needs destination_object_name")
+            raise ConfigError(
+                f"{where}: destination_sync_mode {mode!r} needs destination_object_name"
+            )
         if (name, mode) not in operations:
             modes = sorted(m for n, m in operations if n == name)
             offers = (
