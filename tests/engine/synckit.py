@@ -52,7 +52,8 @@ def rotating_source(
     shared: Path, *, image: str | None = None, count: int = 5, **options: Any
 ) -> dict[str, Any]:
     """A connection file's block for tests/engine/data/rotating_source.py, its issued token
-    (`tok-0` to begin with) in `shared`. With `image`, it runs in that (Python) image, `shared`
+    (`tok-0` to begin with) in `shared`. With `image` (`docker:IMAGE`, `podman:IMAGE`), it
+    runs in that Python image, `shared`
     mounted at /rot with the script in it; `options` are more connector-block keys."""
     shared.mkdir(exist_ok=True)
     shared.chmod(0o777)  # whatever user the container runs as writes the token there
