@@ -231,12 +231,14 @@ class SyncRunner:
                 "write",
                 files["destination"],
                 RunLabels("dry-run", self.connection.name, "destination"),
+                job_id="dry-run",
             ),
             ConnectorInvocation(
                 source,
                 "read",
                 files["source"],
                 RunLabels("dry-run", self.connection.name, "source"),
+                job_id="dry-run",
             ),
         ]
 
