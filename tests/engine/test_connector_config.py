@@ -237,12 +237,17 @@ def operations_connection(tmp_path: Path, stream: dict[str, Any], **destination:
 
 
 def test_an_offered_destination_operation_syncs(tmp_path: Path) -> None:
+    """The destination also sends its config back (CONTROL) from discover and from write."""
     stream = {"destination_object_name": "contacts", "destination_sync_mode": "update"}
-    code, summary, stderr = sync_json(operations_connection(tmp_path, stream))
+    code, summary, stderr = sync_json(operations_connection(tmp_path, stream, control=True))
     assert code == 0, stderr
     assert summary["records"] == 3
     received = [json.loads(line) for line in (tmp_path / "in").read_text().splitlines()]
     assert sum(message["type"] == "RECORD" for message in received) == 3
+    with open_store(None) as store:
+        stored = store.load_connector_config("test-connection", "destination")
+    assert stored is not None
+    assert stored.config["controls"] == 2, "write ran with the config discover sent"
 
 
 @pytest.mark.parametrize(
