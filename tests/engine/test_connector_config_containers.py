@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +35,8 @@ def image_present(engine: str) -> None:
 
 
 @pytest.fixture
-def connection_name() -> Iterator[str]:
-    yield f"rot-{uuid.uuid4().hex[:8]}"
+def connection_name() -> str:
+    return f"rot-{uuid.uuid4().hex[:8]}"
 
 
 def rotation_rounds(
@@ -62,7 +61,8 @@ def rotation_rounds(
 
     (shared / "crash").touch()
     code, summary, stderr = sync_json(connection, "--retries", "0")
-    assert code == 3 and summary["status"] == "failed", stderr
+    assert code == 3, stderr
+    assert summary["status"] == "failed"
     assert issued_token(shared) == stored_token(name) == f"tok-{2 * syncs + 2}"
     code, summary, stderr = sync_json(connection)
     assert code == 0, stderr

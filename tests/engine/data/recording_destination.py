@@ -30,7 +30,11 @@ def main():
         return 0
     if config.get("control") and verb in ("discover", "write"):
         updated = {**config, "controls": config.get("controls", 0) + 1}
-        control = {"type": "CONNECTOR_CONFIG", "emitted_at": 0, "connectorConfig": {"config": updated}}
+        control = {
+            "type": "CONNECTOR_CONFIG",
+            "emitted_at": 0,
+            "connectorConfig": {"config": updated},
+        }
         emit({"type": "CONTROL", "control": control})
     if verb == "discover":
         if config.get("discover") is False:
