@@ -10,6 +10,7 @@ rotated.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,15 @@ from synckit import (
 )
 
 from ferry.engine.config import load_config, rewrite_config_file
+from ferry.errors import ConfigError
+from ferry.protocol.catalog import check_destination_operations
+from ferry.protocol.messages import (
+    AirbyteStream,
+    ConfiguredAirbyteCatalog,
+    ConfiguredAirbyteStream,
+    DestinationCatalog,
+    DestinationOperation,
+)
 from ferry.runtimes.base import ConnectorInvocation, ConnectorOptions, ConnectorRef
 from ferry.store import SqliteStore, open_store
 
@@ -260,29 +270,14 @@ def test_an_offered_destination_operation_syncs(tmp_path: Path) -> None:
             " it offers 'contacts' with update",
         ),
         (
-            {"destination_object_name": "leads", "destination_sync_mode": "update"},
-            {},
-            "offers no 'update' operation on 'leads'; its objects are contacts",
-        ),
-        (
-            {"destination_sync_mode": "update"},
-            {},
-            "stream 'items': destination_sync_mode 'update' needs destination_object_name",
-        ),
-        (
             {"destination_object_name": "contacts", "destination_sync_mode": "update"},
             {"discover": False},
             "stream 'items': destination_object_name 'contacts' needs a destination that lists"
             " its objects and modes in a DESTINATION_CATALOG, and this one does not (its"
             " discover failed",
         ),
-        (
-            {"destination_sync_mode": "soft_delete"},
-            {"discover": False},
-            "destination_sync_mode 'soft_delete' needs a destination that lists",
-        ),
     ],
-    ids=["mode-not-offered", "unknown-object", "no-object-name", "no-discover", "no-discover-mode"],
+    ids=["mode-not-offered", "no-discover"],
 )
 def test_destination_operations_are_checked_before_anything_is_written(
     tmp_path: Path, stream: dict[str, Any], destination: dict[str, Any], error: str
@@ -290,3 +285,42 @@ def test_destination_operations_are_checked_before_anything_is_written(
     code, _, stderr = sync_json(operations_connection(tmp_path, stream, **destination))
     assert code == 2, stderr
     assert error in stderr
+    assert not (tmp_path / "in").exists(), "the destination never ran its write"
+
+
+def configured(destination_sync_mode: str, object_name: str | None) -> ConfiguredAirbyteCatalog:
+    stream = ConfiguredAirbyteStream(
+        stream=AirbyteStream("items", {}, ["full_refresh"]),
+        sync_mode="full_refresh",
+        destination_sync_mode=destination_sync_mode,
+        destination_object_name=object_name,
+    )
+    return ConfiguredAirbyteCatalog([stream])
+
+
+@pytest.mark.parametrize(
+    ("mode", "name", "offered", "error"),
+    [
+        (
+            "update",
+            "leads",
+            True,
+            "offers no 'update' operation on 'leads'; its objects are contacts",
+        ),
+        ("update", None, True, "destination_sync_mode 'update' needs destination_object_name"),
+        ("soft_delete", None, False, "destination_sync_mode 'soft_delete' needs a destination"),
+        ("append", "contacts", False, "destination_object_name 'contacts' needs a destination"),
+        ("append", None, False, None),
+        ("update", "contacts", True, None),
+    ],
+)
+def test_which_streams_a_destination_catalog_allows(
+    mode: str, name: str | None, offered: bool, error: str | None
+) -> None:
+    catalog = configured(mode, name)
+    operations = DestinationCatalog([DestinationOperation("contacts", "update")])
+    if error is None:
+        check_destination_operations(catalog, operations if offered else None)
+    else:
+        with pytest.raises(ConfigError, match=re.escape(error)):
+            check_destination_operations(catalog, operations if offered else None, "no discover")
