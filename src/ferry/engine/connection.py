@@ -52,6 +52,7 @@ class _StreamBlock(_Strict):
     destination_sync_mode: str | None = None
     cursor_field: list[str] | None = None
     primary_key: list[list[str]] | None = None
+    destination_object_name: str | None = None
 
 
 class _TimeoutsBlock(_Strict):
@@ -217,6 +218,7 @@ def _selection(block: _StreamBlock, origin: str) -> StreamSelection:
         destination_sync_mode=block.destination_sync_mode,
         cursor_field=block.cursor_field,
         primary_key=block.primary_key,
+        destination_object_name=block.destination_object_name,
     )
 
 

@@ -33,8 +33,10 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ferry.engine.connection import IdleTimeouts
+from ferry.engine.connector_config import updated_config
 from ferry.engine.ledger import PendingState, StateLedger, decode_state_line
 from ferry.engine.pump import SourceRouter, complete_lines, pump, split_envelopes
 from ferry.engine.secrets import mask
@@ -91,6 +93,8 @@ _LOG_LEVELS = {
 }
 
 CommitStates = Callable[[Sequence[AirbyteStateMessage]], None]
+# Keeps the config a connector sent in a CONTROL message; returns before the next line is read.
+KeepConfig = Callable[[Role, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -138,11 +142,16 @@ class Attempt:
         runtimes: dict[str, Runtime],
         state_file: bytes | None,
         commit: CommitStates,
+        *,
+        number: int = 1,
+        keep_config: KeepConfig | None = None,
     ) -> None:
         self.plan = plan
         self.runtimes = runtimes
         self.state_file = state_file
         self.commit = commit
+        self.number = number
+        self.keep_config = keep_config
         self.stats = SyncStats()
         for configured in plan.catalog.streams:
             self.stats.stream(configured.stream.name, configured.stream.namespace)
@@ -229,7 +238,9 @@ class Attempt:
     ) -> ConnectorProcess:
         verb: Verb = "read" if role == "source" else "write"
         labels = RunLabels(self.plan.labels.run_id, self.plan.labels.connection, role)
-        invocation = ConnectorInvocation(ref, verb, files, labels)
+        invocation = ConnectorInvocation(
+            ref, verb, files, labels, job_id=labels.run_id, attempt=self.number
+        )
         log = connector_logger(role)
         return await self.runtimes[ref.runtime].start(invocation, lambda line: log.info("%s", line))
 
@@ -391,6 +402,10 @@ class Attempt:
         connector_logger(role).info("%s", text)
 
     def _on_message(self, role: Role, message: AirbyteMessage) -> None:
+        config = updated_config(message)
+        if config is not None and self.keep_config is not None:
+            self.keep_config(role, config)
+            return
         trace = message.trace
         if trace is not None and trace.error is not None:
             error = trace.error

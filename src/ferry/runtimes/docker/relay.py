@@ -414,7 +414,7 @@ class DockerPod:
             main_host["nano_cpus"] = parse_cpu(options.cpu)
         if options.volumes:
             main_host["binds"] = volume_binds(options.volumes)
-        environment = {**options.env, **self.wrapper.env}
+        environment = {**self._invocation.environment, **self.wrapper.env}
         creations = [
             self._create(
                 api,

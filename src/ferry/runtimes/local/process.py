@@ -329,7 +329,7 @@ async def _spawn(
     argv: list[str], invocation: ConnectorInvocation, workdir: Path, log: LogSink
 ) -> LocalProcess:
     ref = invocation.connector
-    env = {**os.environ, **ref.options.env}
+    env = {**os.environ, **invocation.environment}
     stdout_read, stdout_write = os.pipe()
     stderr_read, stderr_write = os.pipe()
     stdin_read, stdin_write = os.pipe() if invocation.reads_stdin else (None, None)

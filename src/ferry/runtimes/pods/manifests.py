@@ -639,7 +639,7 @@ def build_manifests(
         return spec
 
     connector = container(CONNECTOR_CONTAINER, ref.target, wrapper.argv, connector_resources)
-    env = [e for e in _user_env(options.env, "env") if e["name"] not in wrapper.env]
+    env = [e for e in _user_env(invocation.environment, "env") if e["name"] not in wrapper.env]
     env += [{"name": key, "value": value} for key, value in wrapper.env.items()]
     connector["env"] = env
     if paths:
