@@ -54,7 +54,7 @@ def rotation_rounds(
     for number in range(1, syncs + 1):
         code, summary, stderr = sync_json(connection)
         assert code == 0, stderr
-        assert summary["records"] == 5
+        assert summary["records_sent"] == 5
         assert issued_token(shared) == stored_token(name) == f"tok-{2 * number}"
     env = dumped_env(shared, "read")
     assert env["WORKER_JOB_ID"] == str(summary["run_id"])
