@@ -540,7 +540,7 @@ def test_rejected_counts_are_kept_per_stream(store: Store) -> None:
     store.finish_run(run, SUCCEEDED)
     record = store.get_run(run)
     assert record is not None
-    assert [(s.records, s.records_rejected) for s in record.streams] == [(10, 3)]
+    assert [(s.records_sent, s.records_rejected) for s in record.streams] == [(10, 3)]
     assert record.records_rejected == 3
 
 
