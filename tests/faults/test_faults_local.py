@@ -12,11 +12,14 @@ import os
 import signal
 import sqlite3
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from faultkit import (
+    HANG_GUARD,
     WRAPPED_SOURCE,
     Connection,
     assert_fails_clearly,
@@ -279,3 +282,28 @@ def test_a_read_only_store(connection: Connection, ferry_home: Path) -> None:
     rerun = connection.sync()
     assert rerun.code == 0, rerun.err
     assert connection.rows() == list(range(1, connection.count + 1))
+
+
+def test_sigkill_of_ferry_takes_source_fakers_worker_pool_along(
+    connection: Connection, source_faker: str
+) -> None:
+    """The real source-faker generates in a multiprocessing Pool of `parallelism` workers."""
+    connection.path.write_text(
+        yaml.safe_dump(
+            {
+                "name": connection.name,
+                "source": {"connector": source_faker, "config": {"count": 10**7, "parallelism": 3}},
+                "destination": {"connector": "destination-null"},
+            }
+        )
+    )
+    process = connection.start()
+    deadline = time.monotonic() + HANG_GUARD
+    # The faker process and its 3 workers.
+    while len([p for p in leftovers(connection.mark, wait=0) if "source-faker" in p]) < 4:
+        assert process.poll() is None, finish(process).err
+        assert time.monotonic() < deadline, "source-faker never started its workers"
+        time.sleep(0.1)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert leftovers(connection.mark) == [], "source-faker's workers outlived ferry"
