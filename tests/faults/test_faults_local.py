@@ -221,6 +221,19 @@ def test_a_stop_signal_cancels_and_keeps_commits(
     assert_recovers(connection, ferry_home)
 
 
+def test_ctrl_c_wins_over_a_connector_that_reacts_to_it_too(
+    connection: Connection, ferry_home: Path
+) -> None:
+    """The source gets the same Ctrl-C (were it in the terminal's group) and exits 130 at once:
+    whichever ferry notices first, the run is cancelled, not a crash."""
+    connection.write({"interrupt_after": 25})
+    result = connection.sync()
+    assert_fails_clearly(result, 130, "the sync was stopped; committed state is kept")
+    assert result.summary["status"] == "cancelled"
+    assert connection.committed_cursor() == 20
+    assert_recovers(connection, ferry_home)
+
+
 def test_a_second_sigterm_stops_a_hung_destination(
     connection: Connection, ferry_home: Path
 ) -> None:
