@@ -163,8 +163,8 @@ def test_an_idle_source_fails_the_attempt_naming_it(
     connection: Connection, ferry_home: Path
 ) -> None:
     connection.write({"hang_after": 25})
-    result = connection.sync("--idle-timeout", "1")
-    assert_fails_clearly(result, 3, "the source sent nothing for", "timeouts.source_idle 1.0s")
+    result = connection.sync("--idle-timeout", "2")
+    assert_fails_clearly(result, 3, "the source sent nothing for", "timeouts.source_idle 2.0s")
     assert connection.committed_cursor() == 20  # the destination drained what it got
     assert_recovers(connection, ferry_home)
 
@@ -252,7 +252,8 @@ def test_a_second_sigterm_stops_a_hung_destination(
 def test_one_sigterm_with_a_hung_destination_ends_within_its_idle_timeout(
     connection: Connection, ferry_home: Path
 ) -> None:
-    bulky(connection, {"hang_after": 1500}, timeouts={"destination_idle": 1})
+    # Long enough for the SIGTERM to come first, short enough to end the stop.
+    bulky(connection, {"hang_after": 1500}, timeouts={"destination_idle": 3})
     process = connection.start()
     connection.wait_for_echo(1)
     os.kill(process.pid, signal.SIGTERM)
