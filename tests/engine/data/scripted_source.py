@@ -14,11 +14,14 @@ source creates it when it starts the fault): hang_after (go silent after that ma
 this run, forever), fork_workers (fork that many worker processes that sleep until killed),
 huge_record_bytes (the first record carries a string of that size), stderr_flood_bytes (write that
 much to stderr first), delay (seconds to sleep after each record), stray_once (like stray_stream).
+interrupt_after (after that many records, send SIGINT to ferry, the supervisor's parent, and
+exit 130 at once: what a connector in the terminal's process group does on Ctrl-C).
 Not a fault: pad (every record carries a string of that many bytes).
 """
 
 import json
 import os
+import signal
 import sys
 import time
 
@@ -86,6 +89,7 @@ def main():
     hang_after = fault(config, "hang_after")
     huge = fault(config, "huge_record_bytes")
     delay = fault(config, "delay")
+    interrupt_after = fault(config, "interrupt_after")
     pad = "x" * config.get("pad", 0)
     if config.get("statuses"):
         emit_status("STARTED")
@@ -112,6 +116,11 @@ def main():
                 )
             sys.stdout.flush()
             return 1
+        if interrupt_after is not None and emitted >= interrupt_after:
+            sys.stdout.flush()
+            with open(f"/proc/{os.getppid()}/stat") as stat:  # the supervisor's parent: ferry
+                os.kill(int(stat.read().rsplit(")", 1)[1].split()[1]), signal.SIGINT)
+            return 130
         if hang_after is not None and emitted >= hang_after:
             sys.stdout.flush()
             while True:
