@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from wrapperkit import HANG_GUARD, FifoReader, Shell, until, wait_for, write_script
 
-from ferry.errors import ConnectorCrashed
+from ferry.errors import ConfigError, ConnectorCrashed, InternalError
 from ferry.relay import (
     SIDECAR_IMAGE,
     HeartbeatSettings,
@@ -565,11 +565,11 @@ def test_sidecar_commands_shape() -> None:
         "262144", "30",
     ]  # fmt: skip
     assert HeartbeatSettings().give_up_within() < 30
-    with pytest.raises(ValueError, match="url-safe"):
+    with pytest.raises(InternalError, match="url-safe"):
         sidecar_commands(token="a b", endpoint=endpoint, reads_stdin=True)
-    with pytest.raises(ValueError, match="host name"):
+    with pytest.raises(ConfigError, match="host name"):
         RelayEndpoint("::1", 1)
-    with pytest.raises(ValueError, match="unknown relay channel"):
+    with pytest.raises(InternalError, match="unknown relay channel"):
         relay_sidecar_command("stdexit", token="t", endpoint=endpoint)
 
 

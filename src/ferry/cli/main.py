@@ -16,9 +16,7 @@ from collections.abc import Sequence
 from ferry.cli import connector_commands, sync_commands
 from ferry.cli.common import masked_output, setup_logging
 from ferry.engine.secrets import mask
-from ferry.errors import EXIT_CRASHED, EXIT_INVALID_INPUT, FerryError
-
-EXIT_INTERRUPTED = 130
+from ferry.errors import EXIT_CANCELLED, EXIT_CRASHED, EXIT_INVALID_INPUT, FerryError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,7 +87,7 @@ def _run(args: argparse.Namespace, debug: bool) -> int:
         return error.exit_code
     except KeyboardInterrupt:
         print("ferry: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_CANCELLED
     except Exception as error:
         hint = "" if debug else " (run with --debug for the traceback)"
         _report(f"unexpected {type(error).__name__}: {error}{hint}", debug)

@@ -16,10 +16,9 @@ import yaml
 
 from ferry.errors import ConfigError
 from ferry.protocol import StreamSelection
-from ferry.runtimes.base import RUNTIME_NAMES, ConnectorOptions
+from ferry.runtimes.base import PULL_POLICIES, RUNTIME_NAMES, ConnectorOptions
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-PULL_POLICIES = ("never", "if-not-present", "always")
 
 
 class _Strict(msgspec.Struct, forbid_unknown_fields=True):

@@ -15,7 +15,7 @@ from ferry.engine.connection import Connection, Endpoint
 from ferry.engine.secrets import register_secrets
 from ferry.engine.stats import SyncStats
 from ferry.engine.sync import Attempt, AttemptOutcome, AttemptPlan
-from ferry.errors import Cancelled, ConfigError, FerryError
+from ferry.errors import Cancelled, ConfigError, FerryError, ProtocolViolation
 from ferry.protocol import configure_catalog
 from ferry.protocol.messages import (
     CATALOG,
@@ -25,14 +25,13 @@ from ferry.protocol.messages import (
     ConnectorSpecification,
     StreamDescriptor,
 )
-from ferry.runtimes import get_runtime
+from ferry.runtimes import check_options_apply, get_runtime
 from ferry.runtimes.base import (
     ConnectorInvocation,
     ConnectorRef,
     Role,
     RunLabels,
     Runtime,
-    check_options_apply,
 )
 from ferry.runtimes.resolve import resolve_reference
 from ferry.store import Store, StreamCounts
@@ -79,7 +78,7 @@ class SyncResult:
             "states_committed": self.stats.states_committed,
             "streams": [s.as_dict() for s in self.stats.streams.values()],
             "error": str(self.error) if self.error else None,
-            "failure_type": getattr(self.error, "failure_type", None),
+            "failure_type": self.error.failure_type if self.error else None,
             "warnings": self.warnings,
         }
 
@@ -150,8 +149,9 @@ class SyncRunner:
             self.runtimes[source.runtime],
             CATALOG,
         )
-        assert discovered.catalog is not None
         catalog = discovered.catalog
+        if catalog is None:
+            raise ProtocolViolation("the source's discover sent no catalog")
         configured = configure_catalog(
             catalog, self.connection.streams, full_refresh=self.options.full_refresh
         )
@@ -247,7 +247,7 @@ class SyncRunner:
         if status == "cancelled" and error is None:
             error = Cancelled("the sync was stopped; committed state is kept")
         self.store.finish_run(
-            run_id, status, str(error) if error else None, getattr(error, "failure_type", None)
+            run_id, status, str(error) if error else None, error.failure_type if error else None
         )
         return SyncResult(
             connection=name,
@@ -288,7 +288,7 @@ class SyncRunner:
             _status(outcome, self._stopping),
             _counts(outcome.stats),
             str(outcome.error) if outcome.error else None,
-            getattr(outcome.error, "failure_type", None),
+            outcome.error.failure_type if outcome.error else None,
         )
         return outcome
 

@@ -107,7 +107,13 @@ from typing import Any
 
 import docker.errors
 
-from ferry.errors import ConfigError, ConnectorCrashed, FerryError, RuntimeUnavailable
+from ferry.errors import (
+    ConfigError,
+    ConnectorCrashed,
+    FerryError,
+    InternalError,
+    RuntimeUnavailable,
+)
 from ferry.relay import (
     DOCKER_BRIDGE_HOST,
     IO_DIR,
@@ -120,6 +126,7 @@ from ferry.relay import (
     RelayListener,
     RelayRegistration,
     check_portable,
+    check_relay_host,
     derive_entrypoint,
     shared_listener,
     sidecar_commands,
@@ -136,9 +143,8 @@ from ferry.runtimes.docker.attach import OutputStream, StderrLines
 from ferry.runtimes.docker.containers import (
     FILES_DIR,
     container_name,
-    parse_cpu,
-    parse_memory,
-    volume_binds,
+    options_host_config,
+    standard_host_config,
 )
 from ferry.runtimes.docker.endpoint import Endpoint
 from ferry.runtimes.docker.engine import DockerEngine, engine_error
@@ -277,6 +283,7 @@ async def relay_host(engine: DockerEngine, network: str | None) -> str:
     """The address at which containers on `network` reach ferry's machine."""
     override = os.environ.get(ENV_RELAY_HOST, "").strip()
     if override:
+        check_relay_host(override, ENV_RELAY_HOST)
         return override
     if network == "host":
         return LOOPBACK_HOST
@@ -352,17 +359,14 @@ class DockerPod:
         self.name = container_name(invocation)
         self.description = f"docker relay pod {self.name}"
         ref = invocation.connector
-        try:
-            check_portable(args, "the connector's arguments")
-            self.wrapper = wrapper_command(
-                args, image=ref.target, reads_stdin=invocation.reads_stdin, entrypoint=entrypoint
-            )
-            self.sidecars = sidecar_commands(
-                token=registration.token, endpoint=relay, reads_stdin=invocation.reads_stdin
-            )
-            self.sandbox = sandbox_command(relay.port)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+        check_portable(args, "the connector's arguments")
+        self.wrapper = wrapper_command(
+            args, image=ref.target, reads_stdin=invocation.reads_stdin, entrypoint=entrypoint
+        )
+        self.sidecars = sidecar_commands(
+            token=registration.token, endpoint=relay, reads_stdin=invocation.reads_stdin
+        )
+        self.sandbox = sandbox_command(relay.port)
         self.parts = [SANDBOX, CONNECTOR, *self.sidecars]
         self.ids: dict[str, str] = {}
         self._closers: list[Callable[[], None]] = []
@@ -378,14 +382,6 @@ class DockerPod:
     def labels(self, part: str) -> dict[str, str]:
         return {**self._invocation.labels.as_labels(), **owner_labels(), PART_LABEL: part}
 
-    def _host_config(self, **extra: Any) -> dict[str, Any]:
-        return {
-            "auto_remove": True,
-            "log_config": {"type": "none", "config": {}},
-            "init": True,
-            **extra,
-        }
-
     async def launch(self) -> None:
         """Create everything, put the FIFOs and files in, attach, start. Cleanup is the caller's."""
         api = await self._engine.api()
@@ -400,20 +396,14 @@ class DockerPod:
             self.sandbox,
             environment={"FERRY_BUSY_STATES": " ".join(BUSY_TCP_STATES)},
             volumes=[IO_DIR],
-            host_config=self._host_config(**sandbox_host),
+            host_config=standard_host_config(**sandbox_host),
         )
         fifos = fifo_archive(self._invocation.reads_stdin)
         await self._engine.put_archive(sandbox_id, fifos, f"the FIFOs in {IO_DIR}")
         await self._engine.call("start the relay sandbox", api.start, sandbox_id)
 
         shared = {"network_mode": f"container:{sandbox_id}", "volumes_from": [f"{sandbox_id}:rw"]}
-        main_host = self._host_config(**shared)
-        if options.memory:
-            main_host["mem_limit"] = parse_memory(options.memory)
-        if options.cpu:
-            main_host["nano_cpus"] = parse_cpu(options.cpu)
-        if options.volumes:
-            main_host["binds"] = volume_binds(options.volumes)
+        main_host = standard_host_config(**shared, **options_host_config(options))
         environment = {**options.env, **self.wrapper.env}
         creations = [
             self._create(
@@ -427,7 +417,7 @@ class DockerPod:
         ]
         creations += [
             self._create(
-                api, part, self.sidecar_image, argv, host_config=self._host_config(**shared)
+                api, part, self.sidecar_image, argv, host_config=standard_host_config(**shared)
             )
             for part, argv in self.sidecars.items()
         ]
@@ -492,13 +482,15 @@ class DockerPod:
 
     async def wait_connector(self, on_running: Callable[[], None]) -> int:
         """The connector container's exit status; fails early when a relay sidecar died unconnected."""
-        assert self._main_exit is not None
+        main_exit = self._main_exit
+        if main_exit is None:
+            raise InternalError(f"{self.description}: waited for before it was launched")
         on_running()
-        pending: set[asyncio.Task[int]] = {self._main_exit, *self._sidecar_exits}
+        pending: set[asyncio.Task[int]] = {main_exit, *self._sidecar_exits}
         while True:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            if self._main_exit in done:
-                return self._main_exit.result()
+            if main_exit in done:
+                return main_exit.result()
             for task in done:
                 self._check_sidecar(self._sidecar_exits[task], task)
 

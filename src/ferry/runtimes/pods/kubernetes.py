@@ -49,7 +49,7 @@ from ferry.errors import (
     ImageUnavailable,
     RuntimeUnavailable,
 )
-from ferry.relay import SIDECAR_IMAGE, derive_entrypoint, shared_listener
+from ferry.relay import SIDECAR_IMAGE, check_relay_host, derive_entrypoint, shared_listener
 from ferry.runtimes.base import (
     ConnectorInvocation,
     ConnectorRef,
@@ -266,15 +266,19 @@ def is_digest_pinned(image: str) -> bool:
 def relay_host(settings: KubernetesSettings, environ: Mapping[str, str] | None = None) -> str:
     """Where pods reach ferry: relay_host option, FERRY_RELAY_HOST, FERRY_POD_IP; else an error."""
     env = os.environ if environ is None else environ
-    host = settings.relay_host or env.get(ENV_RELAY_HOST) or env.get(ENV_POD_IP)
-    if not host:
-        raise ConfigError(
-            "Kubernetes pods must reach ferry's relay port, but no address is configured: set "
-            f"`kubernetes: {{relay_host: ...}}` in the connector block or {ENV_RELAY_HOST} (an "
-            f"address of this machine the cluster can reach), or, when ferry runs in a pod, "
-            f"{ENV_POD_IP} from the downward API (status.podIP; see deploy/)"
-        )
-    return host
+    if settings.relay_host:
+        return settings.relay_host
+    for variable in (ENV_RELAY_HOST, ENV_POD_IP):
+        host = env.get(variable)
+        if host:
+            check_relay_host(host, variable)
+            return host
+    raise ConfigError(
+        "Kubernetes pods must reach ferry's relay port, but no address is configured: set "
+        f"`kubernetes: {{relay_host: ...}}` in the connector block or {ENV_RELAY_HOST} (an "
+        f"address of this machine the cluster can reach), or, when ferry runs in a pod, "
+        f"{ENV_POD_IP} from the downward API (status.podIP; see deploy/)"
+    )
 
 
 def status_of(error: BaseException) -> tuple[int, str] | None:

@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ferry.errors import ConfigError, ConnectorCrashed, ImageUnavailable, RuntimeUnavailable
+from ferry.errors import ConnectorCrashed, ImageUnavailable, RuntimeUnavailable
 from ferry.relay import (
     LOOPBACK_HOST,
     PODMAN_HOST,
@@ -69,7 +69,6 @@ from ferry.runtimes.relayed import PodProcess, stderr_sink
 logger = logging.getLogger(__name__)
 
 ENV_SIDECAR_IMAGE = "FERRY_SIDECAR_IMAGE"
-PULL_POLICIES = ("never", "if-not-present", "always")
 COMMAND_TIMEOUT = 300.0
 
 
@@ -114,9 +113,8 @@ async def podman(
         with contextlib.suppress(Exception):
             await process.wait()
         raise
-    assert process.returncode is not None
     return Completed(
-        process.returncode,
+        await process.wait(),  # at once: communicate() saw the process end
         out.decode("utf-8", errors="replace"),
         err.decode("utf-8", errors="replace"),
     )
@@ -242,10 +240,6 @@ class PodmanRuntime:
         options = ref.options
         role = invocation.labels.role
         settings = KubernetesSettings.parse(options.kubernetes, f"{role}.kubernetes")
-        if options.pull not in PULL_POLICIES:
-            raise ConfigError(
-                f"invalid pull policy {options.pull!r}: use one of {', '.join(PULL_POLICIES)}"
-            )
         sidecar_image = settings.sidecar_image or self.sidecar_image
         await asyncio.gather(
             self._ensure_image(ref.target, options.pull),
