@@ -22,7 +22,7 @@ Accepted sockets have TCP keepalive on (on Linux: idle 10 s, probes every 5 s, 3
 30 s TCP_USER_TIMEOUT for unacknowledged sends). A connection reset or error before a clean EOF,
 and a channel that does not connect within the connection timeout, fail the read/write with
 ConnectorCrashed, never a hang. An EOF on stdout does not prove success: the runtime must also get
-the exit code (reported by the heartbeat sidecar, `wait_exit`/`require_exit`, or from the
+the exit code (reported by the heartbeat sidecar, `wait_exit`, or from the
 container runtime) and treat a run without one as crashed.
 
 Data moves with plain non-blocking recv/send on the socket (no StreamReader buffering): one
@@ -338,20 +338,6 @@ class RelayRegistration:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._exit_reported.wait(), within)
         return self._exit_code
-
-    async def require_exit(self, within: float) -> int:
-        """The reported exit code; ConnectorCrashed if none arrives within `within` seconds.
-
-        Call it once the channels have closed: output that ended without an exit code means the
-        wrapper or its container was killed, so the run must count as failed.
-        """
-        code = await self.wait_exit(within)
-        if code is None:
-            raise ConnectorCrashed(
-                f"{self.name}: its output ended but ferry never learned its exit code within "
-                f"{within:g}s (the connector's container or the wrapper was killed)"
-            )
-        return code
 
     async def wait_stderr(self) -> None:
         """Return once stderr reached EOF and every line went to the log callback.

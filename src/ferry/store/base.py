@@ -29,7 +29,6 @@ CANCELLED = "cancelled"
 ABANDONED = "abandoned"  # the owning ferry process is gone; set by the store, never passed in
 
 FINAL_STATUSES = frozenset({SUCCEEDED, FAILED, CANCELLED})
-STATUSES = frozenset({RUNNING, ABANDONED}) | FINAL_STATUSES
 
 
 @dataclass(frozen=True)

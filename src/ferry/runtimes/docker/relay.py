@@ -65,31 +65,9 @@ heartbeat then stops the connector), `docker stop`s the connector and removes ev
 ends, stdin writes are a broken pipe and `wait()` gives the exit status (`PodProcess` does that
 for every pod runtime), so a cancelled sync ends as cancelled (130), not crashed.
 
-Measured on this 2-core VM (dockerd 20.10, cgroup v1, load average 5-6 from other jobs), the
-same sync three ways in one run, interleaved (local, docker, relay, local, ...), 5 reps:
-source-generator -> destination-null, 2 streams x 1M records of ~200 bytes (400 MB of JSON
-lines), a STATE every 10 000 records per stream. "sync" is the sync's own elapsed time (the
-read/write containers' start included), "wall" the whole `ferry sync` (spec, discover too);
-CPU seconds from RUSAGE_SELF (ferry), /proc (dockerd + containerd) and each container's
-cpuacct cgroup (sampled every 0.1 s); medians:
-
-    path            wall    sync   MB/s   M rec/s   ferry CPU   dockerd+containerd CPU
-    local           3.0 s   2.4 s   169     0.85      1.7 s        0.0 s
-    plain docker    6.9 s   5.0 s    80     0.40      2.3 s        1.1 s  (the attach copies)
-    docker relay    6.8 s   4.1 s    96     0.48      1.9 s        1.0 s  (26 container lives)
-
-    relay-mode containers, CPU seconds per sync (400 MB through each data relay):
-    source:       relay-stdout 0.18   relay-stderr 0.04   heartbeat 0.03   sandbox 0.03
-    destination:  relay-stdin  0.19   relay-stdout 0.04   relay-stderr 0.03   heartbeat 0.04
-                  sandbox 0.03        (connectors: source 0.57, destination 1.11)
-
-Spread between reps is large (relay sync 3.1-6.1 s, plain docker 4.3-5.9 s, local 1.5-2.9 s):
-the machine's other jobs set the pace. The relays are not the bottleneck: socat moves 400 MB
-in ~0.2 CPU-seconds (~2 GB/s per core), ferry spends less CPU on relay sockets than on
-demultiplexing attach streams, and no byte goes through dockerd. What relay mode costs is
-start-up: five or six containers per connector run instead of one. A `spec` of the hello image,
-start to everything removed, medians of 7: plain 0.33 s, relay 0.82 s; a sync pays it five times
-(spec x2, discover, read, write), which the faster data path made up for in the runs above.
+What relay mode costs is start-up: five or six containers per connector run instead of one;
+its data path is faster than plain mode's attach streams, and no byte goes through dockerd
+(benchmarks/README.md, "Design measurements").
 """
 
 from __future__ import annotations

@@ -48,6 +48,7 @@ from ferry.runtimes.pods.manifests import (
     label_value,
     labels_for_gc,
 )
+from ferry.runtimes.pods.podman import pod_teardown
 
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
@@ -198,7 +199,9 @@ def collect_podman(
         if dry_run:
             lines.append(f"podman: would remove {what}")
             continue
-        problem = _podman_remove("pod", "rm", "-f", "-t", "0", name)
+        stop, remove = pod_teardown(name)
+        _podman(*stop)
+        problem = _podman_remove(*remove)
         lines.append(
             f"podman: could not remove {what}: {problem}" if problem else f"podman: removed {what}"
         )
