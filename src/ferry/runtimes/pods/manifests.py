@@ -61,7 +61,12 @@ from ferry.relay import (
     unsafe_for_kubernetes,
     wrapper_command,
 )
-from ferry.runtimes.base import PULL_POLICIES, ConnectorInvocation, protocol_args
+from ferry.runtimes.base import (
+    PULL_POLICIES,
+    ConnectorInvocation,
+    ConnectorOptions,
+    protocol_args,
+)
 from ferry.runtimes.quantity import cpu_amount, memory_bytes
 
 FILES_DIR = "/ferry/files"
@@ -537,13 +542,8 @@ def build_manifests(
     ref = invocation.connector
     options = ref.options
     namespace = settings.namespace or namespace
-    image_sidecar = settings.sidecar_image or sidecar_image
     name = pod_name(invocation, suffix)
-    io_volume = f"{name}-io"
-    files_volume = f"{name}-files"
     paths = file_paths(invocation.files)
-
-    pull_policy = KUBERNETES_PULL_POLICIES[options.pull]
     if entrypoint is None and options.entrypoint and options.entrypoint.strip() != "auto":
         entrypoint = options.entrypoint
     args = [*ref.args, *protocol_args(invocation.verb, paths)]
@@ -558,115 +558,33 @@ def build_manifests(
     sidecars = sidecar_commands(
         token=token, endpoint=endpoint, reads_stdin=invocation.reads_stdin, heartbeat=heartbeat
     )
+    layout = _PodLayout(
+        name=name,
+        settings=settings,
+        pull_policy=KUBERNETES_PULL_POLICIES[options.pull],
+        sidecar_image=settings.sidecar_image or sidecar_image,
+    )
+    connector = layout.container(
+        CONNECTOR_CONTAINER, ref.target, wrapper.argv, _connector_resources(options, settings)
+    )
+    env = [e for e in _user_env(options.env, "env") if e["name"] not in wrapper.env]
+    connector["env"] = env + [{"name": k, "value": v} for k, v in wrapper.env.items()]
+    host_volumes, host_mounts = _host_volumes(options.volumes)
+    if paths:
+        connector["volumeMounts"].append(
+            {"name": layout.files_volume, "mountPath": FILES_DIR, "readOnly": True}
+        )
+    connector["volumeMounts"] += host_mounts
+    init = layout.sidecar(
+        INIT_CONTAINER, ["/bin/sh", "-c", _init_script(invocation.reads_stdin, IO_DIR)]
+    )
+    check_portable(init["command"], "the init container's command")
+    containers = [connector] + [layout.sidecar(c, command) for c, command in sidecars.items()]
+    volumes = [*layout.volumes(with_files=bool(paths)), *host_volumes]
 
     labels = pod_labels(invocation, extra_labels, settings.labels)
     annotations = {**settings.annotations, **owner_annotations(invocation, extra_labels)}
     annotations[ANNOTATION_PREFIX + "image"] = ref.target
-
-    connector_resources = merge_resources(DEFAULT_CONNECTOR_RESOURCES, {})
-    if options.cpu:
-        cpu = cpu_quantity(options.cpu, "resources.cpu")
-        connector_resources["limits"]["cpu"] = cpu
-        request = connector_resources["requests"]["cpu"]
-        if _amount("cpu", request, "resources.cpu") > _amount("cpu", cpu, "resources.cpu"):
-            connector_resources["requests"]["cpu"] = cpu
-    if options.memory:
-        memory = memory_quantity(options.memory, "resources.memory")
-        connector_resources["limits"]["memory"] = memory
-        connector_resources["requests"]["memory"] = memory
-    connector_resources = merge_resources(connector_resources, settings.resources)
-    sidecar_resources = merge_resources(DEFAULT_SIDECAR_RESOURCES, settings.sidecar_resources)
-    small_resources = merge_resources(DEFAULT_SMALL_RESOURCES, {})
-    for where, resources in (
-        ("the connector's resources", connector_resources),
-        ("kubernetes.sidecar_resources", sidecar_resources),
-    ):
-        _check_requests_within_limits(resources, where)
-
-    io_mount = {"name": io_volume, "mountPath": IO_DIR}
-    host_specs, host_mounts = _host_volumes(options.volumes)
-
-    def container(
-        cname: str, image: str, command: Sequence[str], resources: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        spec: dict[str, Any] = {
-            "name": cname,
-            "image": image,
-            "imagePullPolicy": pull_policy,
-            "command": list(command),
-            "resources": {kind: dict(amounts) for kind, amounts in resources.items()},
-            "volumeMounts": [dict(io_mount)],
-            "terminationMessagePolicy": "FallbackToLogsOnError",
-        }
-        if settings.container_security_context:
-            spec["securityContext"] = dict(settings.container_security_context)
-        return spec
-
-    connector = container(CONNECTOR_CONTAINER, ref.target, wrapper.argv, connector_resources)
-    env = [e for e in _user_env(options.env, "env") if e["name"] not in wrapper.env]
-    env += [{"name": key, "value": value} for key, value in wrapper.env.items()]
-    connector["env"] = env
-    if paths:
-        connector["volumeMounts"].append(
-            {"name": files_volume, "mountPath": FILES_DIR, "readOnly": True}
-        )
-    connector["volumeMounts"] += host_mounts
-
-    sidecar_pull = "IfNotPresent" if pull_policy == "Always" else pull_policy
-    init = container(
-        INIT_CONTAINER,
-        image_sidecar,
-        ["/bin/sh", "-c", _init_script(invocation.reads_stdin, IO_DIR)],
-        small_resources,
-    )
-    init["imagePullPolicy"] = sidecar_pull
-    containers = [connector]
-    for cname, command in sidecars.items():
-        resources = small_resources if cname == HEARTBEAT_CONTAINER else sidecar_resources
-        sidecar = container(cname, image_sidecar, command, resources)
-        sidecar["imagePullPolicy"] = sidecar_pull
-        containers.append(sidecar)
-    check_portable(init["command"], "the init container's command")
-
-    volumes: list[dict[str, Any]] = [{"name": io_volume, "emptyDir": {}}]
-    if paths:
-        volumes.append(
-            {
-                "name": files_volume,
-                # `optional: false` spelled out: podman 4.3 dereferences it without a nil check.
-                "secret": {"secretName": name, "defaultMode": 0o444, "optional": False},
-            }
-        )
-    volumes += host_specs
-
-    spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "terminationGracePeriodSeconds": settings.termination_grace_period_seconds,
-        "enableServiceLinks": False,
-        "automountServiceAccountToken": settings.automount_service_account_token,
-        "initContainers": [init],
-        "containers": containers,
-        "volumes": volumes,
-    }
-    if settings.active_deadline_seconds is not None:
-        spec["activeDeadlineSeconds"] = settings.active_deadline_seconds
-    if settings.service_account_name:
-        spec["serviceAccountName"] = settings.service_account_name
-    if settings.node_selector:
-        spec["nodeSelector"] = dict(settings.node_selector)
-    if settings.tolerations:
-        spec["tolerations"] = [dict(t) for t in settings.tolerations]
-    if settings.affinity:
-        spec["affinity"] = dict(settings.affinity)
-    if settings.image_pull_secrets:
-        spec["imagePullSecrets"] = [{"name": s} for s in settings.image_pull_secrets]
-    if settings.security_context:
-        spec["securityContext"] = dict(settings.security_context)
-    if settings.priority_class_name:
-        spec["priorityClassName"] = settings.priority_class_name
-    if settings.host_network:
-        spec["hostNetwork"] = True
-
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -676,7 +594,7 @@ def build_manifests(
             "labels": labels,
             "annotations": annotations,
         },
-        "spec": spec,
+        "spec": _pod_spec(settings, init, containers, volumes),
     }
     secret = {
         "apiVersion": "v1",
@@ -699,9 +617,122 @@ def build_manifests(
         namespace=namespace,
         secret=secret,
         pod=pod,
-        io_volume=io_volume,
+        io_volume=layout.io_volume,
         files=paths,
     )
+
+
+def _connector_resources(
+    options: ConnectorOptions, settings: KubernetesSettings
+) -> dict[str, dict[str, str]]:
+    """The defaults, then the `resources:` option (its cpu a limit, its memory both), then the
+    `kubernetes:` block's own requests/limits."""
+    resources = merge_resources(DEFAULT_CONNECTOR_RESOURCES, {})
+    if options.cpu:
+        cpu = cpu_quantity(options.cpu, "resources.cpu")
+        resources["limits"]["cpu"] = cpu
+        request = resources["requests"]["cpu"]
+        if _amount("cpu", request, "resources.cpu") > _amount("cpu", cpu, "resources.cpu"):
+            resources["requests"]["cpu"] = cpu
+    if options.memory:
+        memory = memory_quantity(options.memory, "resources.memory")
+        resources["limits"]["memory"] = memory
+        resources["requests"]["memory"] = memory
+    resources = merge_resources(resources, settings.resources)
+    _check_requests_within_limits(resources, "the connector's resources")
+    return resources
+
+
+@dataclass(frozen=True)
+class _PodLayout:
+    """What every container of one pod shares: its volumes, pull policy, security context."""
+
+    name: str
+    settings: KubernetesSettings
+    pull_policy: str
+    sidecar_image: str
+
+    @property
+    def io_volume(self) -> str:
+        return f"{self.name}-io"
+
+    @property
+    def files_volume(self) -> str:
+        return f"{self.name}-files"
+
+    def container(
+        self, name: str, image: str, command: Sequence[str], resources: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "name": name,
+            "image": image,
+            "imagePullPolicy": self.pull_policy,
+            "command": list(command),
+            "resources": {kind: dict(amounts) for kind, amounts in resources.items()},
+            "volumeMounts": [{"name": self.io_volume, "mountPath": IO_DIR}],
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+        }
+        if self.settings.container_security_context:
+            spec["securityContext"] = dict(self.settings.container_security_context)
+        return spec
+
+    def sidecar(self, name: str, command: Sequence[str]) -> dict[str, Any]:
+        """The init container, a relay or the heartbeat: the sidecar image, its resources, and
+        pulled only when missing even under `pull: always` (the connector's policy)."""
+        small = name in (INIT_CONTAINER, HEARTBEAT_CONTAINER)
+        defaults = DEFAULT_SMALL_RESOURCES if small else DEFAULT_SIDECAR_RESOURCES
+        resources = merge_resources(defaults, {} if small else self.settings.sidecar_resources)
+        if not small:
+            _check_requests_within_limits(resources, "kubernetes.sidecar_resources")
+        spec = self.container(name, self.sidecar_image, command, resources)
+        spec["imagePullPolicy"] = (
+            "IfNotPresent" if self.pull_policy == "Always" else self.pull_policy
+        )
+        return spec
+
+    def volumes(self, *, with_files: bool) -> list[dict[str, Any]]:
+        volumes: list[dict[str, Any]] = [{"name": self.io_volume, "emptyDir": {}}]
+        if with_files:
+            # `optional: false` spelled out: podman 4.3 dereferences it without a nil check.
+            secret = {"secretName": self.name, "defaultMode": 0o444, "optional": False}
+            volumes.append({"name": self.files_volume, "secret": secret})
+        return volumes
+
+
+# The pod spec fields of the `kubernetes:` block's optional settings, set when present.
+_OPTIONAL_POD_FIELDS: tuple[tuple[str, str, Callable[[Any], Any]], ...] = (
+    ("active_deadline_seconds", "activeDeadlineSeconds", int),
+    ("service_account_name", "serviceAccountName", str),
+    ("node_selector", "nodeSelector", dict),
+    ("tolerations", "tolerations", lambda items: [dict(item) for item in items]),
+    ("affinity", "affinity", dict),
+    ("image_pull_secrets", "imagePullSecrets", lambda names: [{"name": n} for n in names]),
+    ("security_context", "securityContext", dict),
+    ("priority_class_name", "priorityClassName", str),
+    ("host_network", "hostNetwork", bool),
+)
+
+
+def _pod_spec(
+    settings: KubernetesSettings,
+    init: dict[str, Any],
+    containers: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": settings.termination_grace_period_seconds,
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": settings.automount_service_account_token,
+        "initContainers": [init],
+        "containers": containers,
+        "volumes": volumes,
+    }
+    for setting, field, spelled in _OPTIONAL_POD_FIELDS:
+        value = getattr(settings, setting)
+        if value:
+            spec[field] = spelled(value)
+    return spec
 
 
 def secret_owner_patch(pod_name: str, pod_uid: str) -> dict[str, Any]:
