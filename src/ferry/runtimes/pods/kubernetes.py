@@ -388,7 +388,7 @@ def is_not_found(error: BaseException) -> bool:
     return found is not None and found[0] == 404
 
 
-def load_config() -> Any:
+def load_config() -> KubeConfig:
     """The in-cluster service account's config, else KUBECONFIG's (or ~/.kube/config's)."""
     try:
         return KubeConfig.from_env()
@@ -403,7 +403,7 @@ def load_config() -> Any:
 class KubernetesPod:
     """One pod of one run (a PodBackend)."""
 
-    def __init__(self, client: Any, manifests: PodManifests, schedule_timeout: float) -> None:
+    def __init__(self, client: AsyncClient, manifests: PodManifests, schedule_timeout: float) -> None:
         self.client = client
         self.manifests = manifests
         self.schedule_timeout = schedule_timeout
@@ -472,7 +472,7 @@ class KubernetesPod:
                     Pod, namespace=self.namespace, fields={"metadata.name": self.name}
                 ):
                     failures = 0
-                    pod = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+                    pod = obj.to_dict()
                     code = self._observe(event, pod, on_running, schedule_guard)
                     if code is not None:
                         return code
@@ -561,14 +561,14 @@ class KubernetesRuntime:
 
     name = "kubernetes"
 
-    def __init__(self, *, config: Any = None, sidecar_image: str | None = None) -> None:
+    def __init__(self, *, config: KubeConfig | None = None, sidecar_image: str | None = None) -> None:
         self._config = config
         self.sidecar_image = sidecar_image or os.environ.get(ENV_SIDECAR_IMAGE) or SIDECAR_IMAGE
-        self._client: Any = None
+        self._client: AsyncClient | None = None
         self._lock = asyncio.Lock()
         self._entrypoints: dict[str, str | None] = {}
 
-    async def _connect(self) -> Any:
+    async def _connect(self) -> AsyncClient:
         async with self._lock:
             if self._client is None:
                 config = self._config or load_config()
@@ -629,7 +629,7 @@ class KubernetesRuntime:
         return PodProcess(pod, listener, registration, tail)
 
     async def _auto_entrypoint(
-        self, client: Any, image: str, namespace: str, pull_secrets: Sequence[str]
+        self, client: AsyncClient, image: str, namespace: str, pull_secrets: Sequence[str]
     ) -> str | None:
         """`entrypoint: auto`: the entrypoint derived from the image's registry config, when the image has no
         AIRBYTE_ENTRYPOINT; credentials from the pod's imagePullSecrets, then the local docker
