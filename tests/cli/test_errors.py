@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from clikit import Ferry
+from clikit import Ferry, WriteConfig
 
 from ferry.cli.main import _run
 
@@ -47,7 +46,7 @@ def test_connector_crash_without_output_shows_its_stderr(ferry: Ferry, connector
 
 
 def test_non_json_output_is_the_connectors_log_and_the_command_succeeds(
-    ferry: Ferry, protocol_sh: str, write_config: Callable[[str], str]
+    ferry: Ferry, protocol_sh: str, write_config: WriteConfig
 ) -> None:
     result = ferry("discover", protocol_sh, "--config", write_config(GOOD), "-v")
     assert result.code == 0
@@ -66,7 +65,7 @@ def test_config_file_missing(ferry: Ferry, protocol_sh: str, tmp_path: Path) -> 
     [('{"count": 1,}', "is not valid JSON"), ("count: [1\n", "is not valid JSON or YAML")],
 )
 def test_config_file_not_json_or_yaml(
-    ferry: Ferry, protocol_sh: str, write_config: Callable[[str], str], text: str, problem: str
+    ferry: Ferry, protocol_sh: str, write_config: WriteConfig, text: str, problem: str
 ) -> None:
     result = ferry("check", protocol_sh, "--config", write_config(text))
     assert result.code == 2
@@ -81,7 +80,7 @@ def test_no_spec_message(ferry: Ferry, connectors_sh: Path) -> None:
 
 
 def test_config_violating_the_spec_names_field_and_rule(
-    ferry: Ferry, protocol_sh: str, write_config: Callable[[str], str]
+    ferry: Ferry, protocol_sh: str, write_config: WriteConfig
 ) -> None:
     result = ferry(
         "check", protocol_sh, "--config", write_config('{"api_key": "key-1234", "count": -1}')
@@ -94,7 +93,7 @@ def test_config_violating_the_spec_names_field_and_rule(
 def test_unset_environment_variable(
     ferry: Ferry,
     protocol_sh: str,
-    write_config: Callable[[str], str],
+    write_config: WriteConfig,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("FERRY_TEST_API_KEY", raising=False)
@@ -107,7 +106,7 @@ def test_unset_environment_variable(
 
 
 def test_a_config_error_trace_exits_1(
-    ferry: Ferry, protocol_sh: str, write_config: Callable[[str], str]
+    ferry: Ferry, protocol_sh: str, write_config: WriteConfig
 ) -> None:
     config = write_config('{"api_key": "key-1234", "count": 1, "mode": "config_error"}')
     result = ferry("check", protocol_sh, "--config", config)

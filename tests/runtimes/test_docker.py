@@ -35,6 +35,7 @@ from ferry.runtimes.base import (
     ByteWriter,
     ConnectorInvocation,
     ConnectorOptions,
+    ConnectorProcess,
     ConnectorRef,
 )
 from ferry.runtimes.docker.attach import Demuxer
@@ -66,7 +67,7 @@ def tiny_ref(image: str, script: str | None = None, **options: Any) -> Connector
     return ConnectorRef("docker", image, options=ConnectorOptions(env=env, **options))
 
 
-async def read_all(process: DockerProcess) -> bytes:
+async def read_all(process: ConnectorProcess) -> bytes:
     chunks = []
     while chunk := await process.stdout.read(1 << 20):
         chunks.append(chunk)
@@ -326,6 +327,7 @@ def test_files_are_uploaded_not_mounted(tiny_images: Any) -> None:
                 run_id,
             )
             process = await runtime.start(inv, lambda line: None)
+            assert isinstance(process, DockerProcess)
             details = inspect(process.container_id)  # while it runs (cat waits for stdin)
             assert process.stdin is not None
             await process.stdin.close()
@@ -393,6 +395,7 @@ def test_labels_options_and_removal_after_exit(tiny_images: Any, tmp_path: Path)
         runtime = DockerRuntime()
         try:
             process = await runtime.start(invocation(ref, "write", run_id=run_id), lambda _: None)
+            assert isinstance(process, DockerProcess)
             details = inspect(process.container_id)
             assert process.stdin is not None
             await process.stdin.close()

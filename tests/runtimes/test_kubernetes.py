@@ -141,8 +141,8 @@ def mini_connector(records: int = 25) -> Any:
 @pytest_asyncio.fixture
 async def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeCluster]:
     async with FakeCluster() as kube, kmock.Server(kube) as server:
-        kube.resources["v1/pods"] = {}
-        kube.resources["v1/secrets"] = {}
+        kube.resources["v1/pods"] = kmock.ResourceInfo()
+        kube.resources["v1/secrets"] = kmock.ResourceInfo()
         config = kubeconfig(tmp_path / "kubeconfig", str(server.url).rstrip("/"), NAMESPACE)
         monkeypatch.setenv("KUBECONFIG", str(config))
         monkeypatch.setenv("FERRY_RELAY_HOST", "127.0.0.1")
@@ -343,7 +343,7 @@ def test_no_kubeconfig_is_runtime_unavailable(
 
 
 def test_assess_pod_reads_statuses() -> None:
-    pod = {"metadata": {"name": "p"}, "spec": {}, "status": {"phase": "Pending"}}
+    pod: dict[str, Any] = {"metadata": {"name": "p"}, "spec": {}, "status": {"phase": "Pending"}}
     assert assess_pod(pod).running is False
     pod["status"] = {
         "phase": "Running",

@@ -13,13 +13,14 @@ with this code once everything was emitted).
 import json
 import os
 import sys
+from typing import Any
 
 
-def emit(message):
+def emit(message: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(message) + "\n")
 
 
-def emit_status(status):
+def emit_status(status: str) -> None:
     stream_status = {"stream_descriptor": {"name": "items"}, "status": status}
     emit(
         {
@@ -29,7 +30,7 @@ def emit_status(status):
     )
 
 
-def main():
+def main() -> int:
     verb = sys.argv[1]
     args = dict(zip(sys.argv[2::2], sys.argv[3::2]))
     if verb == "spec":
@@ -102,7 +103,7 @@ def main():
             )
     if config.get("statuses"):
         emit_status("COMPLETE")
-    return config.get("exit_code", 0)
+    return int(config.get("exit_code", 0))
 
 
 if __name__ == "__main__":

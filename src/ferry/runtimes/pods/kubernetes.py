@@ -403,7 +403,9 @@ def load_config() -> KubeConfig:
 class KubernetesPod:
     """One pod of one run (a PodBackend)."""
 
-    def __init__(self, client: AsyncClient, manifests: PodManifests, schedule_timeout: float) -> None:
+    def __init__(
+        self, client: AsyncClient, manifests: PodManifests, schedule_timeout: float
+    ) -> None:
         self.client = client
         self.manifests = manifests
         self.schedule_timeout = schedule_timeout
@@ -561,7 +563,9 @@ class KubernetesRuntime:
 
     name = "kubernetes"
 
-    def __init__(self, *, config: KubeConfig | None = None, sidecar_image: str | None = None) -> None:
+    def __init__(
+        self, *, config: KubeConfig | None = None, sidecar_image: str | None = None
+    ) -> None:
         self._config = config
         self.sidecar_image = sidecar_image or os.environ.get(ENV_SIDECAR_IMAGE) or SIDECAR_IMAGE
         self._client: AsyncClient | None = None
