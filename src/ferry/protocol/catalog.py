@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from ferry.errors import ConfigError
 from ferry.protocol.messages import (
@@ -20,9 +20,9 @@ from ferry.protocol.messages import (
 DESTINATION_SYNC_MODES = frozenset({APPEND, OVERWRITE, APPEND_DEDUP})
 
 
-@dataclass(frozen=True)
-class StreamSelection:
-    """What a user asked for one stream; None means "the best the catalog allows"."""
+class StreamSelection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What a user asked for one stream (a connection file's `streams:` entry, read strictly);
+    None means "the best the catalog allows"."""
 
     name: str
     namespace: str | None = None

@@ -127,7 +127,7 @@ from ferry.runtimes.docker.containers import (
 from ferry.runtimes.docker.endpoint import Endpoint
 from ferry.runtimes.docker.engine import DockerEngine, engine_error
 from ferry.runtimes.owner import owner_labels
-from ferry.runtimes.relayed import PodProcess, stderr_sink
+from ferry.runtimes.relayed import PodProcess, start_pod
 
 logger = logging.getLogger(__name__)
 
@@ -563,15 +563,9 @@ async def start_relayed(
     listener = await shared_listener()
     host = await relay_host(engine, options.network)
     check_reachable(listener, host)
-    tail = StderrTail()
-    registration = listener.register(
-        f"{invocation.labels.role} {ref.target}",
-        reads_stdin=invocation.reads_stdin,
-        log=stderr_sink(log, tail),
-        connect_timeout=None,
-    )
-    try:
-        pod = DockerPod(
+
+    def make_pod(registration: RelayRegistration) -> DockerPod:
+        return DockerPod(
             engine,
             endpoint,
             invocation,
@@ -582,16 +576,8 @@ async def start_relayed(
             image_config=image_config,
             sidecar_image=side_image,
         )
-    except BaseException:
-        listener.unregister(registration.token)
-        raise
-    try:
-        await pod.launch()
-    except BaseException:
-        listener.unregister(registration.token)
-        await asyncio.shield(pod.remove())
-        raise
-    return PodProcess(pod, listener, registration, tail)
+
+    return await start_pod(invocation, log, listener, make_pod)
 
 
 async def _gather_all(calls: Sequence[Any]) -> None:

@@ -49,12 +49,17 @@ from ferry.errors import (
     ImageUnavailable,
     RuntimeUnavailable,
 )
-from ferry.relay import SIDECAR_IMAGE, check_relay_host, derive_entrypoint, shared_listener
+from ferry.relay import (
+    SIDECAR_IMAGE,
+    RelayRegistration,
+    check_relay_host,
+    derive_entrypoint,
+    shared_listener,
+)
 from ferry.runtimes.base import (
     ConnectorInvocation,
     ConnectorRef,
     LogSink,
-    StderrTail,
     fingerprint_of,
 )
 from ferry.runtimes.owner import owner_labels
@@ -69,7 +74,7 @@ from ferry.runtimes.pods.registry import (
     docker_configs_from_pull_secrets,
     fetch_image_config,
 )
-from ferry.runtimes.relayed import PodProcess, stderr_sink
+from ferry.runtimes.relayed import PodProcess, start_pod
 
 logger = logging.getLogger(__name__)
 
@@ -418,7 +423,7 @@ class KubernetesPod:
         self._noted: set[str] = set()
         self._running_seen = False
 
-    async def create(self) -> None:
+    async def launch(self) -> None:
         """Secret, Pod, then the Secret's ownerReference to the Pod."""
         has_secret = bool(self.manifests.secret.get("data"))
         if has_secret:
@@ -601,14 +606,8 @@ class KubernetesRuntime:
                 client, ref.target, namespace, settings.image_pull_secrets
             )
         listener = await shared_listener()
-        tail = StderrTail()
-        registration = listener.register(
-            f"{role} {ref.target}",
-            reads_stdin=invocation.reads_stdin,
-            log=stderr_sink(log, tail),
-            connect_timeout=None,  # set once the pod runs (pulls and scheduling take their time)
-        )
-        try:
+
+        def make_pod(registration: RelayRegistration) -> KubernetesPod:
             manifests = build_manifests(
                 invocation,
                 token=registration.token,
@@ -619,18 +618,9 @@ class KubernetesRuntime:
                 extra_labels=owner_labels(),
                 sidecar_image=self.sidecar_image,
             )
-        except BaseException:
-            listener.unregister(registration.token)
-            raise
-        pod = KubernetesPod(client, manifests, settings.schedule_timeout_seconds)
-        try:
-            await pod.create()
-        except BaseException:
-            listener.unregister(registration.token)
-            with contextlib.suppress(Exception):
-                await asyncio.shield(pod.remove())
-            raise
-        return PodProcess(pod, listener, registration, tail)
+            return KubernetesPod(client, manifests, settings.schedule_timeout_seconds)
+
+        return await start_pod(invocation, log, listener, make_pod)
 
     async def _auto_entrypoint(
         self, client: AsyncClient, image: str, namespace: str, pull_secrets: Sequence[str]

@@ -45,6 +45,7 @@ from ferry.relay import (
     LOOPBACK_HOST,
     PODMAN_HOST,
     SIDECAR_IMAGE,
+    RelayRegistration,
     derive_entrypoint,
     shared_listener,
 )
@@ -52,7 +53,6 @@ from ferry.runtimes.base import (
     ConnectorInvocation,
     ConnectorRef,
     LogSink,
-    StderrTail,
     fingerprint_of,
 )
 from ferry.runtimes.owner import owner_labels
@@ -64,7 +64,7 @@ from ferry.runtimes.pods.manifests import (
     for_podman,
     podman_secret,
 )
-from ferry.runtimes.relayed import PodProcess, stderr_sink
+from ferry.runtimes.relayed import PodProcess, start_pod
 
 logger = logging.getLogger(__name__)
 
@@ -135,15 +135,42 @@ def clean_stderr(text: str) -> str:
 class PodmanPod:
     """One played pod (a PodBackend)."""
 
-    def __init__(self, manifests: PodManifests, *, deadline: int | None, has_secret: bool) -> None:
+    def __init__(self, manifests: PodManifests, *, deadline: int | None) -> None:
         self.manifests = manifests
         self.name = manifests.name
         self.description = f"podman pod {manifests.name}"
         self.container = f"{manifests.name}-{CONNECTOR_CONTAINER}"
         self._deadline = deadline
-        self._has_secret = has_secret
+        self._has_secret = bool(manifests.secret["data"])
         self._removed = False
         self._remove_lock = asyncio.Lock()
+
+    async def launch(self) -> None:
+        """The secret (`podman secret create`), then the pod (`podman kube play`)."""
+        manifests = self.manifests
+        labels = manifests.pod["metadata"]["labels"]
+        if self._has_secret:
+            label_args = [arg for k, v in labels.items() for arg in ("--label", f"{k}={v}")]
+            created = await podman(
+                "secret",
+                "create",
+                *label_args,
+                manifests.secret_name,
+                "-",
+                input=json.dumps(podman_secret(manifests)).encode(),
+            )
+            if created.code != 0:
+                raise RuntimeUnavailable(
+                    f"podman could not create the secret {manifests.secret_name}: "
+                    f"{clean_stderr(created.stderr)}"
+                )
+        played = await podman(
+            "kube", "play", "--quiet", "-", input=json.dumps(manifests.pod).encode()
+        )
+        if played.code != 0:
+            raise RuntimeUnavailable(
+                f"podman kube play of pod {manifests.name} failed: {clean_stderr(played.stderr)}"
+            )
 
     async def wait_connector(self, on_running: Callable[[], None]) -> int:
         on_running()  # `podman kube play` returned: the containers run
@@ -268,14 +295,8 @@ class PodmanRuntime:
         host_network = settings.host_network is not False
         host = settings.relay_host or (LOOPBACK_HOST if host_network else PODMAN_HOST)
         listener = await shared_listener()
-        tail = StderrTail()
-        registration = listener.register(
-            f"{role} {ref.target}",
-            reads_stdin=invocation.reads_stdin,
-            log=stderr_sink(log, tail),
-            connect_timeout=None,
-        )
-        try:
+
+        def make_pod(registration: RelayRegistration) -> PodmanPod:
             manifests = build_manifests(
                 invocation,
                 token=registration.token,
@@ -289,43 +310,9 @@ class PodmanRuntime:
             if options.pull == "always":  # pulled above; do not let kube play pull again
                 for container in manifests.pod["spec"]["containers"]:
                     container["imagePullPolicy"] = "IfNotPresent"
-        except BaseException:
-            listener.unregister(registration.token)
-            raise
-        has_secret = bool(manifests.secret["data"])
-        pod = PodmanPod(manifests, deadline=settings.active_deadline_seconds, has_secret=has_secret)
-        try:
-            await self._play(manifests, has_secret)
-        except BaseException:
-            listener.unregister(registration.token)
-            await asyncio.shield(pod.remove())
-            raise
-        return PodProcess(pod, listener, registration, tail)
+            return PodmanPod(manifests, deadline=settings.active_deadline_seconds)
 
-    async def _play(self, manifests: PodManifests, has_secret: bool) -> None:
-        labels = manifests.pod["metadata"]["labels"]
-        if has_secret:
-            label_args = [arg for k, v in labels.items() for arg in ("--label", f"{k}={v}")]
-            created = await podman(
-                "secret",
-                "create",
-                *label_args,
-                manifests.secret_name,
-                "-",
-                input=json.dumps(podman_secret(manifests)).encode(),
-            )
-            if created.code != 0:
-                raise RuntimeUnavailable(
-                    f"podman could not create the secret {manifests.secret_name}: "
-                    f"{clean_stderr(created.stderr)}"
-                )
-        played = await podman(
-            "kube", "play", "--quiet", "-", input=json.dumps(manifests.pod).encode()
-        )
-        if played.code != 0:
-            raise RuntimeUnavailable(
-                f"podman kube play of pod {manifests.name} failed: {clean_stderr(played.stderr)}"
-            )
+        return await start_pod(invocation, log, listener, make_pod)
 
     async def _ensure_image(self, image: str, policy: str) -> None:
         if image in self._ready_images and policy != "always":
