@@ -224,11 +224,14 @@ def collect_podman(
     sweep = _Sweep(
         "podman", "remove", dry_run, time.time() if now is None else now, ttls(ttl), probe
     )
+    # Volumes are listed first: a pod started meanwhile is then in the pod list with its volume
+    # (listed the other way round, a starting pod's volume looked like nobody's).
+    volumes = _podman_json("volume", "ls", "--format", "json")
     pods = _podman_json("pod", "ps", "--filter", f"label={SELECTOR}", "--format", "json")
     containers = _podman_json("ps", "-a", "--filter", f"label={SELECTOR}", "--format", "json")
     _sweep_podman_pods(sweep, pods, containers)
     secret_names = _sweep_podman_secrets(sweep, _podman_secrets())
-    _sweep_podman_volumes(sweep, _podman_json("volume", "ls", "--format", "json"), secret_names)
+    _sweep_podman_volumes(sweep, volumes, secret_names)
     return sweep.lines
 
 
