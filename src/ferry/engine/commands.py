@@ -13,29 +13,27 @@ import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jsonschema
 from jsonschema.exceptions import ValidationError
 
 from ferry.engine import spec_cache
+from ferry.engine.connector_log import ConnectorLog
+from ferry.engine.pump import complete_lines
 from ferry.engine.secrets import register_secrets
 from ferry.errors import (
     ConfigError,
     ConnectorCrashed,
     ConnectorFailed,
-    DecodeError,
     FerryError,
+    InternalError,
     ProtocolViolation,
 )
-from ferry.protocol import decode_message, encode
 from ferry.protocol.messages import (
     CATALOG,
     CONNECTION_STATUS,
-    CONTROL,
-    LOG,
     SPEC,
-    TRACE,
     AirbyteCatalog,
     AirbyteConnectionStatus,
     AirbyteErrorTraceMessage,
@@ -46,19 +44,11 @@ from ferry.runtimes import get_runtime
 from ferry.runtimes.base import ByteReader, ConnectorInvocation, ConnectorRef, Runtime, Verb
 
 logger = logging.getLogger("ferry.commands")
+T = TypeVar("T")
 
 CHUNK_SIZE = 1 << 20
 TERMINATE_GRACE = 5.0
 _MAX_RULE_LENGTH = 300
-_LOG_LEVELS = {
-    "FATAL": logging.CRITICAL,
-    "ERROR": logging.ERROR,
-    "WARN": logging.WARNING,
-    "WARNING": logging.WARNING,
-    "INFO": logging.INFO,
-    "DEBUG": logging.DEBUG,
-    "TRACE": logging.DEBUG,
-}
 # Where each result message keeps its content.
 _PAYLOAD = {SPEC: "spec", CONNECTION_STATUS: "connectionStatus", CATALOG: "catalog"}
 # Failure types the connector reports about its input or a passing condition; anything else
@@ -74,10 +64,10 @@ async def fetch_spec(
         # Taken before the run: code replaced meanwhile must not get the old code's spec.
         fingerprint = await running.fingerprint(ref) if refresh_cache else None
         message = await run_command(ref, "spec", {}, running, SPEC)
-    assert message.spec is not None
+    spec = _content(message.spec, SPEC)
     if fingerprint is not None:
-        spec_cache.store_spec(fingerprint, message.spec)
-    return message.spec
+        spec_cache.store_spec(fingerprint, spec)
+    return spec
 
 
 async def cached_spec(ref: ConnectorRef, runtime: Runtime) -> ConnectorSpecification:
@@ -107,8 +97,7 @@ async def check(
     async with _runtime_for(ref, runtime) as running:
         files = await _checked_config_files(ref, config, running, spec)
         message = await run_command(ref, "check", files, running, CONNECTION_STATUS)
-    assert message.connectionStatus is not None
-    return message.connectionStatus
+    return _content(message.connectionStatus, CONNECTION_STATUS)
 
 
 async def discover(
@@ -121,8 +110,14 @@ async def discover(
     async with _runtime_for(ref, runtime) as running:
         files = await _checked_config_files(ref, config, running, spec)
         message = await run_command(ref, "discover", files, running, CATALOG)
-    assert message.catalog is not None
-    return message.catalog
+    return _content(message.catalog, CATALOG)
+
+
+def _content(content: T | None, what: str) -> T:
+    """The content of a result message (`run_command` returns only messages that have it)."""
+    if content is None:
+        raise InternalError(f"a {what} message without its content was taken as the result")
+    return content
 
 
 @contextlib.asynccontextmanager
@@ -231,71 +226,31 @@ class CommandOutput:
     def __init__(self, name: str, expected: str) -> None:
         self.name = name
         self.expected = expected
-        self.log = logging.getLogger(f"ferry.connector.{name}")
+        self.connector_log = ConnectorLog(name)
+        self.log = self.connector_log.log
         self.result: AirbyteMessage | None = None
         self.error: AirbyteErrorTraceMessage | None = None
 
     def stderr_line(self, line: str) -> None:
-        self.log.info("%s", line)
+        self.connector_log.text(line)
 
     async def consume(self, stdout: ByteReader) -> None:
-        pending: list[bytes] = []  # the start of a line that spans chunks (a big catalog)
-        while chunk := await stdout.read(CHUNK_SIZE):
-            end = chunk.rfind(b"\n")
-            if end < 0:
-                pending.append(chunk)
-                continue
-            pending.append(chunk[:end])
-            for line in b"".join(pending).split(b"\n"):
-                self.line(line)
-            pending = [chunk[end + 1 :]]
-        self.line(b"".join(pending))
-
-    def line(self, line: bytes) -> None:
-        line = line.strip()
-        if not line:
-            return
-        try:
-            message = decode_message(line) if line.startswith(b"{") else None
-        except DecodeError:
-            message = None
-        if message is None:
-            self.log.info("%s", line.decode("utf-8", "replace"))
-        else:
-            self.message(message)
+        async for block in complete_lines(stdout, CHUNK_SIZE):
+            for line in block.split(b"\n"):
+                message = self.connector_log.line(line)
+                if message is not None:
+                    self.message(message)
 
     def message(self, message: AirbyteMessage) -> None:
-        if message.type == self.expected:
-            if getattr(message, _PAYLOAD[self.expected]) is None:
-                self.log.warning("printed a %s message without its content", message.type)
-            elif self.result is None:
-                self.result = message
-        elif message.type == LOG and message.log is not None:
-            level = _LOG_LEVELS.get(message.log.level.upper(), logging.INFO)
-            self.log.log(level, "%s", message.log.message)
-            if message.log.stack_trace:
-                self.log.debug("%s", message.log.stack_trace)
-        elif message.type == TRACE and message.trace is not None:
-            self._trace(message)
-        elif message.type == CONTROL:
-            self.log.info("asked to update its config; ferry does not persist connector configs")
-        else:
-            self.log.debug("ignored a %s message", message.type)
-
-    def _trace(self, message: AirbyteMessage) -> None:
-        assert message.trace is not None
-        error = message.trace.error
-        if error is None:
-            self.log.debug("trace %s", encode(message.trace).decode())
-            return
-        # INFO: the error reaches the user anyway, as the command's error or its result.
-        self.log.info("%s", error.message)
-        if error.internal_message:
-            self.log.debug("%s", error.internal_message)
-        if error.stack_trace:
-            self.log.debug("%s", error.stack_trace)
-        if self.error is None:
-            self.error = error
+        if message.type != self.expected:
+            # INFO for a TRACE error: it reaches the user anyway, as the command's error.
+            error = self.connector_log.message(message)
+            if self.error is None:
+                self.error = error
+        elif getattr(message, _PAYLOAD[self.expected]) is None:
+            self.log.warning("printed a %s message without its content", message.type)
+        elif self.result is None:
+            self.result = message
 
     def result_or_error(self, exit_code: int, stderr_tail: list[str]) -> AirbyteMessage:
         if self.result is not None:

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from ferry.engine.connector_log import ConnectorLog
 from ferry.engine.ledger import PendingState, StateLedger, decode_state_line
 from ferry.engine.pump import SourceRouter, complete_lines, pump, split_envelopes
 from ferry.engine.stats import SyncStats
@@ -32,17 +33,16 @@ from ferry.errors import (
     ConnectorCrashed,
     ConnectorFailed,
     FerryError,
+    InternalError,
     ProtocolViolation,
 )
 from ferry.protocol import decode_message, encode
 from ferry.protocol.messages import (
-    LOG,
     STATE,
     STATE_STREAM,
     STREAM_COMPLETE,
     STREAM_INCOMPLETE,
     STREAM_STARTED,
-    TRACE,
     AirbyteMessage,
     AirbyteStateMessage,
     ConfiguredAirbyteCatalog,
@@ -63,15 +63,6 @@ from ferry.runtimes.base import (
 logger = logging.getLogger("ferry.sync")
 
 TERMINATE_GRACE = 10.0
-_LOG_LEVELS = {
-    "FATAL": logging.CRITICAL,
-    "ERROR": logging.ERROR,
-    "WARN": logging.WARNING,
-    "INFO": logging.INFO,
-    "DEBUG": logging.DEBUG,
-    "TRACE": logging.DEBUG,
-}
-
 CommitStates = Callable[[Sequence[AirbyteStateMessage]], None]
 
 
@@ -93,21 +84,6 @@ class AttemptOutcome:
     error: FerryError | None = None
     warnings: list[str] = field(default_factory=list)
     cancelled: bool = False
-
-
-def connector_logger(role: Role) -> logging.Logger:
-    return logging.getLogger(f"ferry.connector.{role}")
-
-
-def log_message(role: Role, message: AirbyteMessage) -> None:
-    """A LOG or TRACE (non-error) message from a connector, to ferry's log."""
-    log = connector_logger(role)
-    if message.type == LOG and message.log is not None:
-        log.log(_LOG_LEVELS.get(message.log.level, logging.INFO), "%s", message.log.message)
-    elif message.type == TRACE and message.trace is not None:
-        log.debug("trace %s", encode(message.trace).decode())
-    else:
-        log.debug("ignored %s message", message.type)
 
 
 class Attempt:
@@ -137,6 +113,10 @@ class Attempt:
         self._stop = asyncio.Event()
         self._destination: ConnectorProcess | None = None
         self._forced_stop: asyncio.Future[None] | None = None
+        self._logs = {
+            role: ConnectorLog(role, error_level=logging.ERROR)
+            for role in ("source", "destination")
+        }
 
     def request_stop(self) -> None:
         """First call: stop the source and let the destination drain; second: stop both."""
@@ -190,11 +170,9 @@ class Attempt:
         verb: Verb = "read" if role == "source" else "write"
         labels = RunLabels(self.plan.labels.run_id, self.plan.labels.connection, role)
         invocation = ConnectorInvocation(ref, verb, files, labels)
-        log = connector_logger(role)
-        return await self.runtimes[ref.runtime].start(invocation, lambda line: log.info("%s", line))
+        return await self.runtimes[ref.runtime].start(invocation, self._logs[role].text)
 
     async def _drive(self, source: ConnectorProcess, destination: ConnectorProcess) -> None:
-        assert destination.stdin is not None
         router = SourceRouter(self.stats, self.ledger, self._on_source_message, self._on_text)
         pumping = asyncio.create_task(self._pump(source, destination, router))
         echoing = asyncio.create_task(self._read_destination(destination))
@@ -232,7 +210,8 @@ class Attempt:
         self, source: ConnectorProcess, destination: ConnectorProcess, router: SourceRouter
     ) -> None:
         stdin = destination.stdin
-        assert stdin is not None
+        if stdin is None:
+            raise InternalError("the destination was started without a stdin")
         try:
             await self._write_statuses(stdin, STREAM_STARTED, self._streams)
             try:
@@ -324,15 +303,11 @@ class Attempt:
         self._on_text_from("source", text)
 
     def _on_text_from(self, role: Role, text: str) -> None:
-        connector_logger(role).info("%s", text)
+        self._logs[role].text(text)
 
     def _on_message(self, role: Role, message: AirbyteMessage) -> None:
-        trace = message.trace
-        if trace is not None and trace.error is not None:
-            error = trace.error
-            connector_logger(role).error("%s", error.message)
-            if error.internal_message:
-                connector_logger(role).debug("%s", error.internal_message)
+        error = self._logs[role].message(message)
+        if error is not None:
             self._fail(
                 role,
                 ConnectorFailed(
@@ -341,6 +316,7 @@ class Attempt:
                 ),
             )
             return
+        trace = message.trace
         if trace is not None and trace.stream_status is not None:
             descriptor = trace.stream_status.stream_descriptor
             self.stats.stream(
@@ -351,7 +327,6 @@ class Attempt:
             self.stats.stream(
                 estimate.name, estimate.namespace
             ).estimate_rows = estimate.row_estimate
-        log_message(role, message)
 
     def _fail(self, role: Role, error: FerryError) -> None:
         self._errors.setdefault(role, error)
