@@ -356,7 +356,6 @@ class SourceRouter:
             return True
         if kind == "":
             if line.strip():
-                self.stats.log_lines += 1
                 self.on_text(line.decode("utf-8", "replace"))
             return False
         try:

@@ -16,7 +16,6 @@ class StreamStats:
     records_since_state: int = 0  # for comparing with a STREAM state's sourceStats
     states_sent: int = 0
     states_committed: int = 0
-    estimate_rows: int | None = None
     status: str | None = None  # last STREAM_STATUS the source reported
 
     def as_dict(self) -> dict[str, Any]:
@@ -38,7 +37,6 @@ class SyncStats:
     states_sent: int = 0
     states_committed: int = 0
     mismatches: list[str] = field(default_factory=list)
-    log_lines: int = 0
 
     def stream(self, name: str, namespace: str | None) -> StreamStats:
         key = (name, namespace)

@@ -322,11 +322,6 @@ class Attempt:
             self.stats.stream(
                 descriptor.name, descriptor.namespace
             ).status = trace.stream_status.status
-        elif trace is not None and trace.estimate is not None:
-            estimate = trace.estimate
-            self.stats.stream(
-                estimate.name, estimate.namespace
-            ).estimate_rows = estimate.row_estimate
 
     def _fail(self, role: Role, error: FerryError) -> None:
         self._errors.setdefault(role, error)
