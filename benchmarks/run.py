@@ -252,10 +252,10 @@ class Bench:
         if summary.get("warnings"):
             raise BenchError(f"{what}: ferry sync warnings: {summary['warnings']}")
         if expected is not None:
-            _expect(summary["records"], expected, what)
+            _expect(summary["records_sent"], expected, what)
         sample = Sample(
             wall,
-            summary["records"],
+            summary["records_sent"],
             cpu=usage["user"] + usage["sys"],
             rss_mb=usage["maxrss_kb"] / 1024,
             sync_seconds=summary.get("seconds"),
@@ -467,12 +467,12 @@ def rss_flatness(bench: Bench, small: int, large: int) -> Json:
         connection = bench.connection(f"rss-{records}", records)
         sample, summary = bench.ferry_sync(connection, _expected(records), f"rss {records}")
         out[str(records)] = {
-            "records": summary["records"],
-            "bytes": summary["bytes"],
+            "records": summary["records_sent"],
+            "bytes": summary["bytes_sent"],
             "wall_s": round(sample.wall, 2),
-            "mb_per_s": round(summary["bytes"] / sample.wall / 1e6, 1),
+            "mb_per_s": round(summary["bytes_sent"] / sample.wall / 1e6, 1),
             "sync_seconds": summary.get("seconds"),
-            "sync_mb_per_s": round(summary["bytes"] / summary["seconds"] / 1e6, 1),
+            "sync_mb_per_s": round(summary["bytes_sent"] / summary["seconds"] / 1e6, 1),
             "ferry_peak_rss_mb": round(sample.rss_mb or 0, 1),
             "ferry_cpu_s": round(sample.cpu or 0, 2),
         }
@@ -500,13 +500,13 @@ def correctness(bench: Bench, big_payload: int, tiny_records: int) -> Json:
             + len(b'"},"emitted_at":1700000000000}}\n')
             for i in range(1, config["count"] + 1)
         )
-        ok = summary["records"] == config["count"] and summary["bytes"] == expected_bytes
+        ok = summary["records_sent"] == config["count"] and summary["bytes_sent"] == expected_bytes
         out[case] = {
             "payload_bytes": config["payload_bytes"],
             "records_expected": config["count"],
-            "records": summary["records"],
+            "records": summary["records_sent"],
             "bytes_expected": expected_bytes,
-            "bytes": summary["bytes"],
+            "bytes": summary["bytes_sent"],
             "states_committed": summary["states_committed"],
             "ok": ok,
             "wall_s": round(sample.wall, 2),
@@ -514,7 +514,9 @@ def correctness(bench: Bench, big_payload: int, tiny_records: int) -> Json:
         }
         if not ok:
             raise BenchError(f"correctness {case}: {out[case]}")
-        progress(f"  {case}: {summary['records']} records, {summary['bytes']} bytes, exact")
+        progress(
+            f"  {case}: {summary['records_sent']} records, {summary['bytes_sent']} bytes, exact"
+        )
     return out
 
 
@@ -596,7 +598,7 @@ def faker(bench: Bench, faker_exe: str | None, count: int, repeat: int, venv: Pa
         sample, summary = bench.ferry_sync(connection, None, "faker through ferry")
         through.append(sample.wall)
         phase.append(sample.sync_seconds or sample.wall)
-        records["ferry"] = summary["records"]
+        records["ferry"] = summary["records_sent"]
         if pyairbyte_note is None:
             try:
                 wall, result = run_command(

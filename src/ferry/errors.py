@@ -61,13 +61,23 @@ class ConnectorCrashed(FerryError):
         self, message: str, *, exit_code: int | None = None, stderr_tail: str = ""
     ) -> None:
         if stderr_tail:
-            message = f"{message}\n--- last stderr lines ---\n{stderr_tail}"
+            # The first line names the cause on its own; the tail follows for context.
+            last = next((line for line in reversed(stderr_tail.splitlines()) if line.strip()), "")
+            message = f"{message}: {last.strip()}\n--- last stderr lines ---\n{stderr_tail}"
         super().__init__(message)
         self.process_exit_code = exit_code
 
 
+class IdleTimeout(ConnectorCrashed):
+    """A connector gave no sign of life for longer than its idle timeout; it was stopped."""
+
+
 class ProtocolViolation(FerryError):
     """A connector broke the protocol (a record for an unknown stream, a state out of order)."""
+
+
+class RecordCountMismatch(ProtocolViolation):
+    """The destination confirmed other record counts than ferry sent (`--strict-counts`)."""
 
 
 class DecodeError(ProtocolViolation):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,11 +41,11 @@ def test_connector_not_executable(ferry: Ferry, tmp_path: Path) -> None:
 def test_connector_crash_without_output_shows_its_stderr(ferry: Ferry, connectors_sh: Path) -> None:
     result = ferry("spec", str(connectors_sh / "crash.sh"))
     assert result.code == 3
-    assert (
-        error_line(result.err)
-        == "connector crash.sh exited with code 3 without printing a SPEC message"
+    assert error_line(result.err) == (
+        "connector crash.sh exited with code 3 without printing a SPEC message:"
+        " RuntimeError: the connector broke on purpose"
     )
-    assert "RuntimeError: the connector broke on purpose" in result.err
+    assert 'File "connector.py", line 1' in result.err  # the tail follows
 
 
 def test_non_json_output_is_the_connectors_log_and_the_command_succeeds(
@@ -150,3 +153,23 @@ def test_errors_from_a_real_process(ferry_process: Ferry, connectors_sh: Path) -
     assert "ferry: error: connector crash.sh exited with code 3" in result.err
     assert "Traceback" in result.err  # the connector's, shown as its last stderr lines
     assert "ferry/cli" not in result.err  # but not ferry's own traceback
+
+
+def test_output_closed_by_its_reader_ends_ferry_quietly(tmp_path: Path) -> None:
+    """`ferry runs C --json | head -0`: the reader is gone before ferry writes."""
+    connection = tmp_path / "c.yaml"
+    connection.write_text("name: c\nsource: {connector: a}\ndestination: {connector: b}\n")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "ferry", "runs", str(connection), "--json"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (141, "")

@@ -201,7 +201,7 @@ async def test_sync_with_source_and_destination_pods(cluster: FakeCluster, tmp_p
     with open_store(str(tmp_path / "ferry.db")) as store:
         result = await SyncRunner(connection, store, SyncOptions(retries=0)).run()
         assert result.error is None, result.error
-        assert result.stats.records == 25
+        assert result.stats.records_sent == 25
         assert result.stats.states_committed == 3
         saved = store.load_state("k8s-sync").to_messages()
     assert saved[0].stream is not None

@@ -127,7 +127,7 @@ def ferry_sync(connection: Path) -> tuple[int, dict[str, Any], str]:
 
 
 def stream_records(summary: dict[str, Any]) -> dict[str, int]:
-    return {s["stream"]: s["records"] for s in summary["streams"]}
+    return {s["stream"]: s["records_sent"] for s in summary["streams"]}
 
 
 # The heartbeat sidecar's budget once ferry is gone: it gives up on ferry within
@@ -239,7 +239,7 @@ def test_sigint_mid_sync_is_cancelled_and_leaves_no_pod(
     summary = json.loads(stdout)
     assert summary["status"] == "cancelled", summary
     assert summary["states_committed"] >= 1
-    assert summary["records"] > 0
+    assert summary["records_sent"] > 0
     deadline = time.monotonic() + 10
     while pods_of(connection_name) and time.monotonic() < deadline:
         time.sleep(0.5)

@@ -3,8 +3,8 @@
 The one-shot commands (spec, check, discover) and a sync's two connectors hand each line that is
 not data here: text lines (not JSON) are the connector's log output, LOG messages are logged at
 their level, a TRACE error is logged and handed back to the caller (which decides what it
-means), other TRACE messages and the rest go to the debug log. Everything lands in the logger
-`ferry.connector.<name>`.
+means), other TRACE messages and the rest go to the debug log (the config of a CONTROL message
+is the caller's to keep). Everything lands in the logger `ferry.connector.<name>`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 
 from ferry.errors import DecodeError
 from ferry.protocol import decode_message, encode
-from ferry.protocol.messages import CONTROL, LOG, TRACE, AirbyteErrorTraceMessage, AirbyteMessage
+from ferry.protocol.messages import LOG, TRACE, AirbyteErrorTraceMessage, AirbyteMessage
 
 # Airbyte log levels (any case) to Python's; an unknown level is INFO.
 LOG_LEVELS = {
@@ -68,8 +68,6 @@ class ConnectorLog:
                 if detail:
                     self.log.debug("%s", detail)
             return error
-        elif message.type == CONTROL:
-            self.log.info("asked to update its config; ferry does not persist connector configs")
         else:
             self.log.debug("ignored a %s message", message.type)
         return None

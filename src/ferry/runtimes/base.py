@@ -96,16 +96,38 @@ class RunLabels:
 
 @dataclass(frozen=True)
 class ConnectorInvocation:
-    """One run of one connector command. `files` maps config/catalog/state to their bytes."""
+    """One run of one connector command. `files` maps config/catalog/state to their bytes.
+
+    `job_id` and `attempt` are what Airbyte's platform calls the job and attempt: a sync's run id
+    and attempt number; a command outside a sync (spec, check, discover) is a job of its own.
+    """
 
     connector: ConnectorRef
     verb: Verb
     files: Mapping[str, bytes] = field(default_factory=dict)
     labels: RunLabels = field(default_factory=RunLabels)
+    job_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    attempt: int = 1
 
     @property
     def reads_stdin(self) -> bool:
         return self.verb == "write"
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """The variables every runtime sets for the connector: those Airbyte's platform sets
+        (connectors read them, e.g. to choose the data channel), then the connection's `env`,
+        which wins."""
+        platform = {
+            "WORKER_JOB_ID": self.job_id,
+            "WORKER_JOB_ATTEMPT": str(self.attempt),
+            "USE_STREAM_CAPABLE_STATE": "true",
+            "DATA_CHANNEL_MEDIUM": "STDIO",
+            "DATA_CHANNEL_FORMAT": "JSONL",
+        }
+        if self.connector.runtime != "local":
+            platform["WORKER_CONNECTOR_IMAGE"] = self.connector.target
+        return {**platform, **self.connector.options.env}
 
 
 def protocol_args(verb: Verb, paths: Mapping[str, str]) -> list[str]:

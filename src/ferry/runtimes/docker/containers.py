@@ -99,7 +99,7 @@ def container_spec(
         name=container_name(invocation),
         command=[*ref.args, *protocol_args(invocation.verb, paths)],
         entrypoint=entrypoint,
-        environment=dict(options.env),
+        environment=invocation.environment,
         labels={**invocation.labels.as_labels(), **owner_labels()},
         host_config=standard_host_config(**options_host_config(options), **network),
         stdin=invocation.reads_stdin,

@@ -189,9 +189,9 @@ class StdinStream:
     def abort(self) -> None:
         """Drop the connection now (cleanup after a failed start or a terminate)."""
         self._closed = True
-        transport = self._writer.transport
-        if not transport.is_closing():
-            transport.abort()
+        # Also when a close() is under way: a graceful close waits for the engine to take the
+        # buffered bytes, which it never does for a dead container (that close hung forever).
+        self._writer.transport.abort()
 
     async def close(self) -> None:
         """Close the connection: the engine then closes the container's stdin (StdinOnce)."""

@@ -382,7 +382,7 @@ class DockerPod:
 
         shared = {"network_mode": f"container:{sandbox_id}", "volumes_from": [f"{sandbox_id}:rw"]}
         main_host = standard_host_config(**shared, **options_host_config(options))
-        environment = {**options.env, **self.wrapper.env}
+        environment = {**self._invocation.environment, **self.wrapper.env}
         creations = [
             self._create(
                 api,

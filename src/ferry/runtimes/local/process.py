@@ -1,32 +1,34 @@
 """The local runtime: a connector is a plain child process of ferry.
 
-Files (config, catalog, state) go to a private temp dir (0700, files 0600), removed when the
-process is waited for or terminated. Stdout and stderr are pipes read straight from their file
-descriptors in large chunks (no StreamReader copies); the pipes are enlarged to 1 MiB so a fast
-connector is not woken up every 64 KiB.
+Files (config, catalog, state) go to a private dir under $FERRY_HOME/run (0700, files 0600),
+removed when the process is waited for or terminated; a SIGKILLed ferry's are swept by the next
+ferry command. Stdout and stderr are pipes read straight from their file descriptors in large
+chunks (no StreamReader copies); the pipes are enlarged to 1 MiB so a fast connector is not
+woken up every 64 KiB.
 
-Connectors stay in ferry's process group, so killing the group reaches them; on Linux they also
-get PR_SET_PDEATHSIG, so they die with ferry even when ferry alone is SIGKILLed. (The signal
-fires when the *thread* that started the child exits: start connectors from the thread that
-runs the event loop for as long as they run, which asyncio does.)
+Each connector runs under a small supervisor (supervisor.py) that leads a session and process
+group of its own: a Ctrl-C at ferry's terminal does not reach connectors (ferry stops them), a
+stop signals the whole group, and when the connector exits, or ferry dies (even by SIGKILL: the
+supervisor gets PR_SET_PDEATHSIG), the supervisor kills every process the connector left, forked
+workers and daemons included. (The death signal fires when the *thread* that started the child
+exits: start connectors from the thread that runs the event loop for as long as they run, which
+asyncio does.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import fcntl
 import importlib.util
 import os
 import shutil
 import signal
 import sys
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from ferry.errors import ConnectorNotFound, FerryError, RuntimeUnavailable
+from ferry.home import make_run_dir
 from ferry.runtimes.base import (
     ByteReader,
     ByteWriter,
@@ -37,40 +39,15 @@ from ferry.runtimes.base import (
     fingerprint_of,
     protocol_args,
 )
+from ferry.runtimes.local import supervisor
 from ferry.runtimes.local.install import load_manifest
 
 PIPE_SIZE = 1 << 20  # Linux's default /proc/sys/fs/pipe-max-size
 STDERR_CHUNK = 64 * 1024
 STDERR_MAX_LINE = 64 * 1024  # longer stderr "lines" are logged in pieces
 _F_SETPIPE_SZ = 1031
-_PR_SET_PDEATHSIG = 1
-
-
-def _load_prctl() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return prctl
-
-
-# Resolved once here: the code that runs between fork and exec must not load libraries.
-_prctl = _load_prctl()
-
-
-def _die_with_parent(parent_pid: int) -> Callable[[], None]:
-    """A preexec_fn asking the kernel to SIGKILL the child when ferry dies."""
-
-    def preexec() -> None:
-        if _prctl is not None:
-            _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
-        # ferry may have died between fork and prctl: then nobody would send the signal.
-        if os.getppid() != parent_pid:
-            os._exit(1)
-
-    return preexec
+# Standalone (-I -S: no site, no environment): it must start fast and import nothing of ferry.
+SUPERVISOR = [sys.executable, "-I", "-S", supervisor.__file__]
 
 
 def _enlarge_pipe(fd: int) -> None:
@@ -256,8 +233,12 @@ class LocalProcess:
             self._remove_files()
 
     def _signal(self, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            self._process.send_signal(signum)
+        """To the supervisor's group: the connector and all it forked (the supervisor itself
+        outlives SIGTERM to kill what is left once the connector exits)."""
+        if self._exit.done():  # reaped: its group id may belong to someone else by now
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._process.pid, signum)
 
     def stderr_tail(self) -> list[str]:
         return self._tail.lines()
@@ -267,8 +248,9 @@ class LocalProcess:
 
 
 def write_private_files(files: dict[str, bytes]) -> tuple[Path, dict[str, str]]:
-    """A fresh 0700 temp dir holding each file as NAME.json (0600); returns it and the paths."""
-    workdir = Path(tempfile.mkdtemp(prefix="ferry-"))
+    """A fresh 0700 dir under $FERRY_HOME/run holding each file as NAME.json (0600); returns
+    it and the paths."""
+    workdir = make_run_dir("connector")
     paths: dict[str, str] = {}
     try:
         for name, data in files.items():
@@ -347,7 +329,7 @@ async def _spawn(
     argv: list[str], invocation: ConnectorInvocation, workdir: Path, log: LogSink
 ) -> LocalProcess:
     ref = invocation.connector
-    env = {**os.environ, **ref.options.env}
+    env = {**os.environ, **invocation.environment}
     stdout_read, stdout_write = os.pipe()
     stderr_read, stderr_write = os.pipe()
     stdin_read, stdin_write = os.pipe() if invocation.reads_stdin else (None, None)
@@ -357,13 +339,16 @@ async def _spawn(
     child_ends = [stdout_write, stderr_write] + ([stdin_read] if stdin_read is not None else [])
     parent_ends = [stdout_read, stderr_read] + ([stdin_write] if stdin_write is not None else [])
     try:
+        _check_executable(argv[0])
         process = await asyncio.create_subprocess_exec(
+            *SUPERVISOR,
+            str(os.getpid()),
             *argv,
             stdin=stdin_read if stdin_read is not None else asyncio.subprocess.DEVNULL,
             stdout=stdout_write,
             stderr=stderr_write,
             env=env,
-            preexec_fn=_die_with_parent(os.getpid()),
+            start_new_session=True,
         )
     except BaseException as error:
         for fd in parent_ends:
@@ -376,6 +361,15 @@ async def _spawn(
             os.close(fd)
     name = Path(ref.target).name
     return LocalProcess(process, stdout_read, stderr_read, stdin_write, workdir, log, name)
+
+
+def _check_executable(target: str) -> None:
+    """The supervisor starts the connector: say here what would stop it from starting."""
+    if shutil.which(target) is not None:
+        return
+    if os.path.exists(target) and "/" in target:
+        raise PermissionError(target)
+    raise FileNotFoundError(target)
 
 
 def _start_error(target: str, error: OSError) -> FerryError:

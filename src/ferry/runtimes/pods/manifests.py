@@ -567,7 +567,7 @@ def build_manifests(
     connector = layout.container(
         CONNECTOR_CONTAINER, ref.target, wrapper.argv, _connector_resources(options, settings)
     )
-    env = [e for e in _user_env(options.env, "env") if e["name"] not in wrapper.env]
+    env = [e for e in _user_env(invocation.environment, "env") if e["name"] not in wrapper.env]
     connector["env"] = env + [{"name": k, "value": v} for k, v in wrapper.env.items()]
     host_volumes, host_mounts = _host_volumes(options.volumes)
     if paths:
