@@ -67,7 +67,7 @@ def test_a_rotated_token_is_used_by_every_later_command(tmp_path: Path) -> None:
     for number in (1, 2, 3):  # discover then read rotate: tok-2, tok-4, tok-6
         code, summary, stderr = sync_json(connection)
         assert code == 0, stderr
-        assert summary["records"] == 5
+        assert summary["records_sent"] == 5
         assert issued_token(shared) == stored_token() == f"tok-{2 * number}"
     assert "tok-" not in stderr, "a rotated token is a secret: masked"
 
@@ -251,7 +251,7 @@ def test_an_offered_destination_operation_syncs(tmp_path: Path) -> None:
     stream = {"destination_object_name": "contacts", "destination_sync_mode": "update"}
     code, summary, stderr = sync_json(operations_connection(tmp_path, stream, control=True))
     assert code == 0, stderr
-    assert summary["records"] == 3
+    assert summary["records_sent"] == 3
     received = [json.loads(line) for line in (tmp_path / "in").read_text().splitlines()]
     assert sum(message["type"] == "RECORD" for message in received) == 3
     with open_store(None) as store:
