@@ -54,7 +54,6 @@ from ferry.runtimes.base import (
     RunLabels,
     Runtime,
 )
-from ferry.runtimes.docker.gc import collect_docker
 from ferry.runtimes.resolve import resolve_reference
 from ferry.store import Store, StoredConfig, StreamCounts
 from ferry.store.state import keeping_streams
@@ -210,16 +209,15 @@ class SyncRunner:
         return IdleTimeouts(source=seconds, destination=seconds)
 
     async def _sweep_orphans(self) -> None:
-        """Remove the containers of ferry processes that were killed (SIGKILL leaves them no
-        chance to stop their containers) before starting new ones: a sync on Docker is also
-        the `ferry gc` of what a killed sync left there. Pods stop themselves (heartbeat)."""
-        if "docker" not in self.runtimes:
-            return
-        try:
-            for line in await asyncio.to_thread(collect_docker, False):
-                logger.info("%s", line)
-        except FerryError as error:
-            logger.debug("could not look for orphaned containers: %s", error)
+        """Remove what killed ferry processes left on the runtimes of this sync (SIGKILL leaves
+        them no chance to stop their containers) before starting new connectors: a sync on
+        Docker is also the `ferry gc` of what a killed sync left there."""
+        for runtime in self.runtimes.values():
+            try:
+                for line in await runtime.sweep_orphans():
+                    logger.info("%s", line)
+            except FerryError as error:
+                logger.debug("could not look for what killed syncs left: %s", error)
 
     async def _destination_catalog(
         self, destination: ConnectorRef

@@ -186,6 +186,12 @@ class Runtime(Protocol):
         without starting the connector; None when this runtime cannot know that."""
         ...
 
+    async def sweep_orphans(self) -> list[str]:
+        """Before a sync starts connectors, remove what killed ferry processes left on this
+        runtime (a SIGKILL leaves them no chance to); lines say what went. Raises FerryError
+        when the engine cannot be asked."""
+        ...
+
     async def close(self) -> None:
         """Release what the runtime holds (clients, listeners). Idempotent."""
         ...

@@ -51,6 +51,7 @@ from ferry.runtimes.docker.attach import OutputStream, StderrLines
 from ferry.runtimes.docker.containers import FILES_DIR, container_spec, resolve_entrypoint
 from ferry.runtimes.docker.endpoint import StdinStream
 from ferry.runtimes.docker.engine import DockerEngine
+from ferry.runtimes.docker.gc import collect_docker
 from ferry.runtimes.docker.relay import start_relayed
 from ferry.runtimes.relayed import PodProcess
 
@@ -242,6 +243,10 @@ class DockerRuntime:
             await asyncio.shield(self.engine.remove(container))
         except FerryError as e:
             logger.warning("could not remove container %s: %s", container, e)
+
+    async def sweep_orphans(self) -> list[str]:
+        """The containers of killed ferry processes, removed (what `ferry gc` does for Docker)."""
+        return await asyncio.to_thread(collect_docker, False)
 
     async def close(self) -> None:
         await self.engine.close()

@@ -667,6 +667,9 @@ class KubernetesRuntime:
             return None
         return fingerprint_of(ref, image=ref.target, entrypoint=ref.options.entrypoint)
 
+    async def sweep_orphans(self) -> list[str]:
+        return []  # pods stop themselves once ferry is gone (heartbeat); `ferry gc` removes them
+
     async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:

@@ -362,5 +362,8 @@ class PodmanRuntime:
             return None
         return fingerprint_of(ref, image_id=image_id, entrypoint=ref.options.entrypoint)
 
+    async def sweep_orphans(self) -> list[str]:
+        return []  # pods stop themselves once ferry is gone (heartbeat); `ferry gc` removes them
+
     async def close(self) -> None:
         """Nothing to release: pods are removed by their processes, the listener is shared."""
