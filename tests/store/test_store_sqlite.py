@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ferry.errors import ConfigError, ProtocolViolation, StoreError
+from ferry.errors import ConfigError, InternalError, ProtocolViolation, StoreError
 from ferry.protocol import decode_message
 from ferry.protocol.messages import AirbyteStateMessage, StreamDescriptor
 from ferry.store import (
@@ -318,9 +318,9 @@ def test_finishing_a_run_ends_its_running_attempts(store: Store) -> None:
 
 def test_run_and_attempt_misuse(store: Store) -> None:
     run = store.start_run("c")
-    with pytest.raises(ValueError, match="status"):
+    with pytest.raises(InternalError, match="status"):
         store.finish_run(run, RUNNING)
-    with pytest.raises(ValueError, match="status"):
+    with pytest.raises(InternalError, match="status"):
         store.finish_attempt(store.start_attempt(run), "great")
     with pytest.raises(StoreError):
         store.finish_run(999, SUCCEEDED)
