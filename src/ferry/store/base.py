@@ -239,10 +239,6 @@ class Store(abc.ABC):
         """End a run (attempts still running end with the same status)."""
 
     @abc.abstractmethod
-    def get_run(self, run_id: int) -> RunRecord | None:
-        """One run, or None if there is no such run."""
-
-    @abc.abstractmethod
     def list_runs(self, connection: str, limit: int = 20) -> list[RunRecord]:
         """The connection's latest runs, newest first."""
 

@@ -495,12 +495,6 @@ class SqliteStore(Store):
                 (status, now, run_id, RUNNING),
             )
 
-    def get_run(self, run_id: int) -> RunRecord | None:
-        with self._read() as db:
-            rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
-            records = _run_records(db, rows.fetchall())
-        return records[0] if records else None
-
     def list_runs(self, connection: str, limit: int = 20) -> list[RunRecord]:
         with self._read() as db:
             rows = db.execute(
