@@ -14,13 +14,15 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jsonschema
 from jsonschema.exceptions import ValidationError
 
 from ferry.engine import spec_cache
 from ferry.engine.connector_config import updated_config
+from ferry.engine.connector_log import ConnectorLog
+from ferry.engine.pump import complete_lines
 from ferry.engine.secrets import register_secrets
 from ferry.errors import (
     ConfigError,
@@ -28,18 +30,17 @@ from ferry.errors import (
     ConnectorFailed,
     DecodeError,
     FerryError,
+    InternalError,
     ProtocolViolation,
 )
-from ferry.protocol import convert, decode_message, encode
+from ferry.protocol import convert
 from ferry.protocol.messages import (
     CATALOG,
     CONNECTION_STATUS,
     CONTROL,
     DESTINATION_CATALOG,
-    LOG,
     SPEC,
     STATE,
-    TRACE,
     AirbyteCatalog,
     AirbyteConnectionStatus,
     AirbyteErrorTraceMessage,
@@ -58,19 +59,11 @@ from ferry.runtimes.base import (
 )
 
 logger = logging.getLogger("ferry.commands")
+T = TypeVar("T")
 
 CHUNK_SIZE = 1 << 20
 TERMINATE_GRACE = 5.0
 _MAX_RULE_LENGTH = 300
-_LOG_LEVELS = {
-    "FATAL": logging.CRITICAL,
-    "ERROR": logging.ERROR,
-    "WARN": logging.WARNING,
-    "WARNING": logging.WARNING,
-    "INFO": logging.INFO,
-    "DEBUG": logging.DEBUG,
-    "TRACE": logging.DEBUG,
-}
 # Where each result message keeps its content.
 _PAYLOAD = {
     SPEC: "spec",
@@ -94,10 +87,10 @@ async def fetch_spec(
         # Taken before the run: code replaced meanwhile must not get the old code's spec.
         fingerprint = await running.fingerprint(ref) if refresh_cache else None
         message = await run_command(ref, "spec", {}, running, SPEC)
-    assert message.spec is not None
+    spec = _content(message.spec, SPEC)
     if fingerprint is not None:
-        spec_cache.store_spec(fingerprint, message.spec)
-    return message.spec
+        spec_cache.store_spec(fingerprint, spec)
+    return spec
 
 
 async def cached_spec(ref: ConnectorRef, runtime: Runtime) -> ConnectorSpecification:
@@ -135,8 +128,7 @@ async def check(
             CONNECTION_STATUS,
             on_config=_masking(spec, on_config),
         )
-    assert message.connectionStatus is not None
-    return message.connectionStatus
+    return _content(message.connectionStatus, CONNECTION_STATUS)
 
 
 async def discover(
@@ -189,6 +181,13 @@ def destination_catalog_of(message: AirbyteMessage, name: str) -> DestinationCat
         raise ProtocolViolation(
             f"connector {name} printed a malformed DESTINATION_CATALOG: {error}"
         ) from None
+
+
+def _content(content: T | None, what: str) -> T:
+    """The content of a result message (`run_command` returns only messages that have it)."""
+    if content is None:
+        raise InternalError(f"a {what} message without its content was taken as the result")
+    return content
 
 
 @contextlib.asynccontextmanager
@@ -324,7 +323,8 @@ async def write_input(
     invocation = ConnectorInvocation(ref, "write", files, labels or RunLabels())
     process = await runtime.start(invocation, output.stderr_line)
     try:
-        assert process.stdin is not None
+        if process.stdin is None:
+            raise InternalError(f"{invocation.verb} was started without a stdin")
         await process.stdin.write(stdin)
         await process.stdin.close()
         await output.consume(process.stdout)
@@ -332,7 +332,7 @@ async def write_input(
     finally:
         await process.terminate(TERMINATE_GRACE)
     if exit_code != 0 or output.error is not None:
-        raise output._failure(exit_code, process.stderr_tail())
+        raise output.failure(exit_code, process.stderr_tail())
 
 
 class CommandOutput:
@@ -344,38 +344,20 @@ class CommandOutput:
         self.name = name
         self.expected = (expected,) if isinstance(expected, str) else expected
         self.on_config = on_config
-        self.log = logging.getLogger(f"ferry.connector.{name}")
+        self.connector_log = ConnectorLog(name)
+        self.log = self.connector_log.log
         self.result: AirbyteMessage | None = None
         self.error: AirbyteErrorTraceMessage | None = None
 
     def stderr_line(self, line: str) -> None:
-        self.log.info("%s", line)
+        self.connector_log.text(line)
 
     async def consume(self, stdout: ByteReader) -> None:
-        pending: list[bytes] = []  # the start of a line that spans chunks (a big catalog)
-        while chunk := await stdout.read(CHUNK_SIZE):
-            end = chunk.rfind(b"\n")
-            if end < 0:
-                pending.append(chunk)
-                continue
-            pending.append(chunk[:end])
-            for line in b"".join(pending).split(b"\n"):
-                self.line(line)
-            pending = [chunk[end + 1 :]]
-        self.line(b"".join(pending))
-
-    def line(self, line: bytes) -> None:
-        line = line.strip()
-        if not line:
-            return
-        try:
-            message = decode_message(line) if line.startswith(b"{") else None
-        except DecodeError:
-            message = None
-        if message is None:
-            self.log.info("%s", line.decode("utf-8", "replace"))
-        else:
-            self.message(message)
+        async for block in complete_lines(stdout, CHUNK_SIZE):
+            for line in block.split(b"\n"):
+                message = self.connector_log.line(line)
+                if message is not None:
+                    self.message(message)
 
     def message(self, message: AirbyteMessage) -> None:
         if message.type in self.expected:
@@ -383,17 +365,13 @@ class CommandOutput:
                 self.log.warning("printed a %s message without its content", message.type)
             elif self.result is None:
                 self.result = message
-        elif message.type == LOG and message.log is not None:
-            level = _LOG_LEVELS.get(message.log.level.upper(), logging.INFO)
-            self.log.log(level, "%s", message.log.message)
-            if message.log.stack_trace:
-                self.log.debug("%s", message.log.stack_trace)
-        elif message.type == TRACE and message.trace is not None:
-            self._trace(message)
         elif message.type == CONTROL:
             self._control(message)
         else:
-            self.log.debug("ignored a %s message", message.type)
+            # INFO for a TRACE error: it reaches the user anyway, as the command's error.
+            error = self.connector_log.message(message)
+            if self.error is None:
+                self.error = error
 
     def _control(self, message: AirbyteMessage) -> None:
         config = updated_config(message)
@@ -404,29 +382,14 @@ class CommandOutput:
         else:
             self.on_config(config)
 
-    def _trace(self, message: AirbyteMessage) -> None:
-        assert message.trace is not None
-        error = message.trace.error
-        if error is None:
-            self.log.debug("trace %s", encode(message.trace).decode())
-            return
-        # INFO: the error reaches the user anyway, as the command's error or its result.
-        self.log.info("%s", error.message)
-        if error.internal_message:
-            self.log.debug("%s", error.internal_message)
-        if error.stack_trace:
-            self.log.debug("%s", error.stack_trace)
-        if self.error is None:
-            self.error = error
-
     def result_or_error(self, exit_code: int, stderr_tail: list[str]) -> AirbyteMessage:
         if self.result is not None:
             if exit_code != 0:
                 self.log.warning("exited with code %d after printing its result", exit_code)
             return self.result
-        raise self._failure(exit_code, stderr_tail)
+        raise self.failure(exit_code, stderr_tail)
 
-    def _failure(self, exit_code: int, stderr_tail: list[str]) -> FerryError:
+    def failure(self, exit_code: int, stderr_tail: list[str]) -> FerryError:
         tail = "\n".join(stderr_tail)
         error = self.error
         if error is not None and error.failure_type in _REPORTED_FAILURES:

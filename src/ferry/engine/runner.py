@@ -17,7 +17,14 @@ from ferry.engine.connector_config import ConnectorConfigs, config_fingerprint
 from ferry.engine.secrets import masked_config
 from ferry.engine.stats import SyncStats
 from ferry.engine.sync import Attempt, AttemptOutcome, AttemptPlan
-from ferry.errors import Cancelled, ConfigError, FerryError, RecordCountMismatch
+from ferry.errors import (
+    Cancelled,
+    ConfigError,
+    FerryError,
+    InternalError,
+    ProtocolViolation,
+    RecordCountMismatch,
+)
 from ferry.protocol import configure_catalog, encode
 from ferry.protocol.catalog import (
     check_destination_operations,
@@ -39,16 +46,14 @@ from ferry.protocol.messages import (
     StreamDescriptor,
 )
 from ferry.protocol.stream_status import stream_status_lines
-from ferry.runtimes import get_runtime
+from ferry.runtimes import check_options_apply, get_runtime
 from ferry.runtimes.base import (
     ConnectorInvocation,
     ConnectorRef,
     Role,
     RunLabels,
     Runtime,
-    check_options_apply,
 )
-from ferry.runtimes.docker.gc import collect_docker
 from ferry.runtimes.resolve import resolve_reference
 from ferry.store import Store, StoredConfig, StreamCounts
 from ferry.store.state import keeping_streams
@@ -101,7 +106,7 @@ class SyncResult:
             "records_rejected": self.stats.records_rejected,
             "streams": [s.as_dict() for s in self.stats.streams.values()],
             "error": str(self.error) if self.error else None,
-            "failure_type": getattr(self.error, "failure_type", None),
+            "failure_type": self.error.failure_type if self.error else None,
             "warnings": self.warnings,
         }
 
@@ -178,9 +183,11 @@ class SyncRunner:
             CATALOG,
             on_config=lambda config: configs.update("source", config),
         )
-        assert discovered.catalog is not None
+        catalog = discovered.catalog
+        if catalog is None:
+            raise ProtocolViolation("the source's discover sent no catalog")
         configured = configure_catalog(
-            discovered.catalog, self.connection.streams, full_refresh=self.options.full_refresh
+            catalog, self.connection.streams, full_refresh=self.options.full_refresh
         )
         if needs_destination_catalog(configured):
             offered, why_none = await self._destination_catalog(destination)
@@ -202,23 +209,23 @@ class SyncRunner:
         return IdleTimeouts(source=seconds, destination=seconds)
 
     async def _sweep_orphans(self) -> None:
-        """Remove the containers of ferry processes that were killed (SIGKILL leaves them no
-        chance to stop their containers) before starting new ones: a sync on Docker is also
-        the `ferry gc` of what a killed sync left there. Pods stop themselves (heartbeat)."""
-        if "docker" not in self.runtimes:
-            return
-        try:
-            for line in await asyncio.to_thread(collect_docker, False):
-                logger.info("%s", line)
-        except FerryError as error:
-            logger.debug("could not look for orphaned containers: %s", error)
+        """Remove what killed ferry processes left on the runtimes of this sync (SIGKILL leaves
+        them no chance to stop their containers) before starting new connectors: a sync on
+        Docker is also the `ferry gc` of what a killed sync left there."""
+        for runtime in self.runtimes.values():
+            try:
+                for line in await runtime.sweep_orphans():
+                    logger.info("%s", line)
+            except FerryError as error:
+                logger.debug("could not look for what killed syncs left: %s", error)
 
     async def _destination_catalog(
         self, destination: ConnectorRef
     ) -> tuple[DestinationCatalog | None, str]:
         """The destination's DESTINATION_CATALOG, or None and why there is none."""
         configs = self.configs
-        assert configs is not None
+        if configs is None:
+            raise InternalError("the destination's catalog was asked for before its config")
         try:
             message = await commands.run_command(
                 destination,
@@ -306,7 +313,7 @@ class SyncRunner:
             try:
                 await self._clear(plan, run_id, streams)
             except FerryError as error:
-                failure_type = getattr(error, "failure_type", None)
+                failure_type = error.failure_type
                 self.store.finish_run(run_id, "failed", str(error), failure_type)
                 raise
             self.store.finish_run(run_id, "succeeded")
@@ -373,7 +380,7 @@ class SyncRunner:
                 logger.warning("while stopping: %s", str(error).splitlines()[0])
             error = Cancelled("the sync was stopped; committed state is kept")
         self.store.finish_run(
-            run_id, status, str(error) if error else None, getattr(error, "failure_type", None)
+            run_id, status, str(error) if error else None, error.failure_type if error else None
         )
         return SyncResult(
             connection=name,
@@ -439,7 +446,7 @@ class SyncRunner:
             _status(outcome, self._stopping),
             _counts(outcome.stats),
             str(outcome.error) if outcome.error else None,
-            getattr(outcome.error, "failure_type", None),
+            outcome.error.failure_type if outcome.error else None,
         )
         return outcome
 

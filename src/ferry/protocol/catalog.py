@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
 
 import msgspec
 
@@ -30,9 +29,9 @@ OPERATION_SYNC_MODES = frozenset({UPDATE, SOFT_DELETE})
 DESTINATION_SYNC_MODES = PLAIN_DESTINATION_SYNC_MODES | OPERATION_SYNC_MODES
 
 
-@dataclass(frozen=True)
-class StreamSelection:
-    """What a user asked for one stream; None means "the best the catalog allows"."""
+class StreamSelection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What a user asked for one stream (a connection file's `streams:` entry, read strictly);
+    None means "the best the catalog allows"."""
 
     name: str
     namespace: str | None = None

@@ -40,7 +40,6 @@ ConfigRole = Literal["source", "destination"]
 CONFIG_ROLES: tuple[ConfigRole, ...] = ("source", "destination")
 
 FINAL_STATUSES = frozenset({SUCCEEDED, FAILED, CANCELLED})
-STATUSES = frozenset({RUNNING, ABANDONED}) | FINAL_STATUSES
 
 
 @dataclass(frozen=True)
@@ -238,10 +237,6 @@ class Store(abc.ABC):
         failure_type: str | None = None,
     ) -> None:
         """End a run (attempts still running end with the same status)."""
-
-    @abc.abstractmethod
-    def get_run(self, run_id: int) -> RunRecord | None:
-        """One run, or None if there is no such run."""
 
     @abc.abstractmethod
     def list_runs(self, connection: str, limit: int = 20) -> list[RunRecord]:

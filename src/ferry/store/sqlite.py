@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ferry.errors import ConfigError, StoreError
+from ferry.errors import ConfigError, InternalError, StoreError
 from ferry.protocol import encode
 from ferry.protocol.messages import (
     STATE_GLOBAL,
@@ -361,8 +361,7 @@ class SqliteStore(Store):
         if row is None:
             return None
         config, fingerprint, updated_at = row
-        when = _time(updated_at)
-        assert when is not None
+        when = datetime.fromtimestamp(updated_at, tz=UTC)  # NOT NULL in the schema
         return StoredConfig(connection, role, json.loads(config), fingerprint, when)
 
     def save_connector_config(
@@ -496,12 +495,6 @@ class SqliteStore(Store):
                 (status, now, run_id, RUNNING),
             )
 
-    def get_run(self, run_id: int) -> RunRecord | None:
-        with self._read() as db:
-            rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
-            records = _run_records(db, rows.fetchall())
-        return records[0] if records else None
-
     def list_runs(self, connection: str, limit: int = 20) -> list[RunRecord]:
         with self._read() as db:
             rows = db.execute(
@@ -523,13 +516,16 @@ def _create_private(path: Path) -> None:
 
 
 def _rowid(cursor: sqlite3.Cursor) -> int:
-    assert cursor.lastrowid is not None
+    if cursor.lastrowid is None:
+        raise InternalError("an INSERT reported no row id")
     return cursor.lastrowid
 
 
 def _check_final(status: str) -> None:
     if status not in FINAL_STATUSES:
-        raise ValueError(f"status must be one of {', '.join(sorted(FINAL_STATUSES))}: {status!r}")
+        raise InternalError(
+            f"status must be one of {', '.join(sorted(FINAL_STATUSES))}: {status!r}"
+        )
 
 
 def _load_raw(db: sqlite3.Connection, connection: str) -> ConnectionState:

@@ -10,14 +10,15 @@ their config back in a CONTROL message, its `controls` counter raised by one.
 
 import json
 import sys
+from typing import Any
 
 
-def emit(message):
+def emit(message: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(message) + "\n")
     sys.stdout.flush()
 
 
-def main():
+def main() -> int:
     verb = sys.argv[1]
     args = dict(zip(sys.argv[2::2], sys.argv[3::2]))
     if verb == "spec":

@@ -24,15 +24,16 @@ import os
 import signal
 import sys
 import time
+from typing import Any
 
 from once import fault
 
 
-def emit(message):
+def emit(message: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(message) + "\n")
 
 
-def emit_status(status):
+def emit_status(status: str) -> None:
     stream_status = {"stream_descriptor": {"name": "items"}, "status": status}
     emit(
         {
@@ -42,7 +43,7 @@ def emit_status(status):
     )
 
 
-def main():
+def main() -> int:
     verb = sys.argv[1]
     args = dict(zip(sys.argv[2::2], sys.argv[3::2]))
     if verb == "spec":
@@ -148,7 +149,7 @@ def main():
             )
     if config.get("statuses"):
         emit_status("COMPLETE")
-    return config.get("exit_code", 0)
+    return int(config.get("exit_code", 0))
 
 
 if __name__ == "__main__":

@@ -283,6 +283,9 @@ class LocalRuntime:
     async def fingerprint(self, ref: ConnectorRef) -> str | None:
         return executable_fingerprint(ref)
 
+    async def sweep_orphans(self) -> list[str]:
+        return []  # a local connector dies with its supervisor; nothing is left to remove
+
     async def close(self) -> None:
         """Nothing is held between connectors."""
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "engine" / "data"
 SCRIPTED = str(DATA / "scripted_source.py")
 
 
