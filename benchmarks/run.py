@@ -126,12 +126,12 @@ class Bench:
         self.home.mkdir()
         self.env = {"FERRY_HOME": str(self.home)}
         self.log: list[str] = []
-        self.catalog = self._write("catalog.json", self._catalog(STREAMS))
-        self.null_config = self._write("null.json", {})
+        self.catalog = self.write_file("catalog.json", self._catalog(STREAMS))
+        self.null_config = self.write_file("null.json", {})
 
     # ------------------------------------------------------------------ files
 
-    def _write(self, name: str, data: Any) -> str:
+    def write_file(self, name: str, data: Any) -> str:
         path = self.work / name
         path.write_text(json.dumps(data) if not isinstance(data, str) else data)
         return str(path)
@@ -193,12 +193,12 @@ class Bench:
                 {"name": n, "sync_mode": "full_refresh", "destination_sync_mode": "overwrite"}
                 for n in names
             ]
-        return self._write(f"{name}.yaml", json.dumps(body))  # JSON is YAML
+        return self.write_file(f"{name}.yaml", json.dumps(body))  # JSON is YAML
 
     # ------------------------------------------------------------------ runners
 
     def pipe(self, records: int) -> Sample:
-        config = self._write(f"gen-{records}.json", self.generator_config(records))
+        config = self.write_file(f"gen-{records}.json", self.generator_config(records))
         script = '"$0" read --config "$1" --catalog "$2" | "$3" write --config "$4" --catalog "$2"'
         argv = [
             "sh",
@@ -216,7 +216,7 @@ class Bench:
         return Sample(wall, got)
 
     def naive(self, records: int) -> Sample:
-        config = self._write(f"gen-{records}.json", self.generator_config(records))
+        config = self.write_file(f"gen-{records}.json", self.generator_config(records))
         argv = [
             PYTHON,
             NAIVE,
@@ -325,7 +325,7 @@ def _null_count(stdout: bytes) -> int:
 
 def _workload_bytes(bench: Bench, records: int) -> int:
     """Bytes the source writes for the workload (every path moves exactly these)."""
-    config = bench._write(f"gen-{records}.json", bench.generator_config(records))
+    config = bench.write_file(f"gen-{records}.json", bench.generator_config(records))
     process = subprocess.Popen(
         [str(BIN / "source-generator"), "read", "--config", config, "--catalog", bench.catalog],
         stdout=subprocess.PIPE,
@@ -573,14 +573,14 @@ def faker(bench: Bench, faker_exe: str | None, count: int, repeat: int, venv: Pa
         return {
             "skipped": "source-faker not found (ferry connectors install source-faker, or --faker)"
         }
-    config = bench._write("faker.json", {"count": count, "seed": 1})
+    config = bench.write_file("faker.json", {"count": count, "seed": 1})
     _, discovered = run_command([faker_exe, "discover", "--config", config])
     streams = []
     for line in discovered.stdout.splitlines():
         message = json.loads(line) if line.startswith(b"{") else {}
         if message.get("type") == "CATALOG":
             streams = message["catalog"]["streams"]
-    catalog = bench._write(
+    catalog = bench.write_file(
         "faker-catalog.json",
         {
             "streams": [

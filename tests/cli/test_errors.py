@@ -6,11 +6,10 @@ import argparse
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from clikit import Ferry
+from clikit import Ferry, WriteConfig
 
 from ferry.cli.main import _run
 
@@ -50,7 +49,7 @@ def test_connector_crash_without_output_shows_its_stderr(ferry: Ferry, connector
 
 
 def test_non_json_output_is_the_connectors_log_and_the_command_succeeds(
-    ferry: Ferry, protocol_sh: str, write_config: Callable[[str], str]
+    ferry: Ferry, protocol_sh: str, write_config: WriteConfig
 ) -> None:
     result = ferry("discover", protocol_sh, "--config", write_config(GOOD), "-v")
     assert result.code == 0
@@ -69,7 +68,7 @@ def test_config_file_missing(ferry: Ferry, protocol_sh: str, tmp_path: Path) -> 
     [('{"count": 1,}', "is not valid JSON"), ("count: [1\n", "is not valid JSON or YAML")],
 )
 def test_config_file_not_json_or_yaml(
-    ferry: Ferry, protocol_sh: str, write_config: Callable[[str], str], text: str, problem: str
+    ferry: Ferry, protocol_sh: str, write_config: WriteConfig, text: str, problem: str
 ) -> None:
     result = ferry("check", protocol_sh, "--config", write_config(text))
     assert result.code == 2
@@ -84,7 +83,7 @@ def test_no_spec_message(ferry: Ferry, connectors_sh: Path) -> None:
 
 
 def test_config_violating_the_spec_names_field_and_rule(
-    ferry: Ferry, protocol_sh: str, write_config: Callable[[str], str]
+    ferry: Ferry, protocol_sh: str, write_config: WriteConfig
 ) -> None:
     result = ferry(
         "check", protocol_sh, "--config", write_config('{"api_key": "key-1234", "count": -1}')
@@ -97,7 +96,7 @@ def test_config_violating_the_spec_names_field_and_rule(
 def test_unset_environment_variable(
     ferry: Ferry,
     protocol_sh: str,
-    write_config: Callable[[str], str],
+    write_config: WriteConfig,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("FERRY_TEST_API_KEY", raising=False)
@@ -110,7 +109,7 @@ def test_unset_environment_variable(
 
 
 def test_a_config_error_trace_exits_1(
-    ferry: Ferry, protocol_sh: str, write_config: Callable[[str], str]
+    ferry: Ferry, protocol_sh: str, write_config: WriteConfig
 ) -> None:
     config = write_config('{"api_key": "key-1234", "count": 1, "mode": "config_error"}')
     result = ferry("check", protocol_sh, "--config", config)

@@ -344,7 +344,7 @@ def test_source_faker_catalog_and_records(duck: Duck) -> None:
     assert users["address"] == "JSON"
     assert duck.columns("products")["price"] == "DOUBLE"
     assert duck.columns("purchases")["returned_at"] == "TIMESTAMP WITH TIME ZONE"
-    expected = {}
+    expected: dict[str, set[Any]] = {}
     for line in data.splitlines():
         message = json.loads(line)
         if message["type"] == "RECORD":
@@ -545,7 +545,7 @@ def test_states_are_echoed_in_order_with_destination_stats(duck: Duck) -> None:
         + state("other", "o1")
         + state("users", "u2")
     )
-    global_state = {
+    global_state: dict[str, Any] = {
         "type": "STATE",
         "state": {"type": "GLOBAL", "global": {"shared_state": {"g": 1}, "stream_states": []}},
     }

@@ -67,7 +67,7 @@ def test_source_faker_into_a_bulk_cdk_destination(
     assert set(report["completed"]) == set(streams)  # one COMPLETE per stream, after the data
     for name, stream in streams.items():
         received = report["records"][name] + report["rejected"][name]
-        assert received == stream["records"]
+        assert received == stream["records_sent"]
         assert stream["records_rejected"] == report["rejected"][name]
     assert summary["records_rejected"] == sum(report["rejected"].values()) > 0
     assert summary["warnings"] == []  # rejected records are no mismatch
@@ -261,7 +261,7 @@ def test_refresh_truncate_merge_and_clear_one_stream(tmp_path: Path) -> None:
 
     code, summary, stderr = sync_json(connection, "--refresh", "truncate", "--stream", "stream_0")
     assert code == 0, stderr
-    assert {s["stream"]: s["records"] for s in summary["streams"]} == {
+    assert {s["stream"]: s["records_sent"] for s in summary["streams"]} == {
         "stream_0": 150,
         "stream_1": 0,
     }

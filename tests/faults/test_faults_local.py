@@ -12,11 +12,14 @@ import os
 import signal
 import sqlite3
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from faultkit import (
+    HANG_GUARD,
     WRAPPED_SOURCE,
     Connection,
     assert_fails_clearly,
@@ -160,8 +163,8 @@ def test_an_idle_source_fails_the_attempt_naming_it(
     connection: Connection, ferry_home: Path
 ) -> None:
     connection.write({"hang_after": 25})
-    result = connection.sync("--idle-timeout", "1")
-    assert_fails_clearly(result, 3, "the source sent nothing for", "timeouts.source_idle 1.0s")
+    result = connection.sync("--idle-timeout", "2")
+    assert_fails_clearly(result, 3, "the source sent nothing for", "timeouts.source_idle 2.0s")
     assert connection.committed_cursor() == 20  # the destination drained what it got
     assert_recovers(connection, ferry_home)
 
@@ -218,6 +221,19 @@ def test_a_stop_signal_cancels_and_keeps_commits(
     assert_recovers(connection, ferry_home)
 
 
+def test_ctrl_c_wins_over_a_connector_that_reacts_to_it_too(
+    connection: Connection, ferry_home: Path
+) -> None:
+    """The source gets the same Ctrl-C (were it in the terminal's group) and exits 130 at once:
+    whichever ferry notices first, the run is cancelled, not a crash."""
+    connection.write({"interrupt_after": 25})
+    result = connection.sync()
+    assert_fails_clearly(result, 130, "the sync was stopped; committed state is kept")
+    assert result.summary["status"] == "cancelled"
+    assert connection.committed_cursor() == 20
+    assert_recovers(connection, ferry_home)
+
+
 def test_a_second_sigterm_stops_a_hung_destination(
     connection: Connection, ferry_home: Path
 ) -> None:
@@ -236,7 +252,8 @@ def test_a_second_sigterm_stops_a_hung_destination(
 def test_one_sigterm_with_a_hung_destination_ends_within_its_idle_timeout(
     connection: Connection, ferry_home: Path
 ) -> None:
-    bulky(connection, {"hang_after": 1500}, timeouts={"destination_idle": 1})
+    # Long enough for the SIGTERM to come first, short enough to end the stop.
+    bulky(connection, {"hang_after": 1500}, timeouts={"destination_idle": 3})
     process = connection.start()
     connection.wait_for_echo(1)
     os.kill(process.pid, signal.SIGTERM)
@@ -279,3 +296,28 @@ def test_a_read_only_store(connection: Connection, ferry_home: Path) -> None:
     rerun = connection.sync()
     assert rerun.code == 0, rerun.err
     assert connection.rows() == list(range(1, connection.count + 1))
+
+
+def test_sigkill_of_ferry_takes_source_fakers_worker_pool_along(
+    connection: Connection, source_faker: str
+) -> None:
+    """The real source-faker generates in a multiprocessing Pool of `parallelism` workers."""
+    connection.path.write_text(
+        yaml.safe_dump(
+            {
+                "name": connection.name,
+                "source": {"connector": source_faker, "config": {"count": 10**7, "parallelism": 3}},
+                "destination": {"connector": "destination-null"},
+            }
+        )
+    )
+    process = connection.start()
+    deadline = time.monotonic() + HANG_GUARD
+    # The faker process and its 3 workers.
+    while len([p for p in leftovers(connection.mark, wait=0) if "source-faker" in p]) < 4:
+        assert process.poll() is None, finish(process).err
+        assert time.monotonic() < deadline, "source-faker never started its workers"
+        time.sleep(0.1)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert leftovers(connection.mark) == [], "source-faker's workers outlived ferry"

@@ -1,6 +1,6 @@
 """Measure the stdout relay: FIFO -> relay sidecar (busybox sh + socat) -> TCP -> RelayListener.
 
-    .venv/bin/python tests/relay/bench_relay.py [--mib 2048] [--chunk 1048576] [--runs 3]
+    PYTHONPATH=tests/kits .venv/bin/python tests/relay/bench_relay.py [--mib 2048] [--chunk 1048576] [--runs 3]
 
 A coreutils `dd` (1 MiB blocks) writes zeros into the stdout FIFO as fast as the pipe takes them;
 the real relay sidecar command carries them to a RelayListener on 127.0.0.1 whose reader only

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from wrapperkit import HANG_GUARD, FifoReader, Shell, until, wait_for, write_script
 
-from ferry.errors import ConnectorCrashed
+from ferry.errors import ConfigError, ConnectorCrashed, InternalError
 from ferry.relay import (
     SIDECAR_IMAGE,
     HeartbeatSettings,
@@ -185,7 +185,7 @@ def test_pod_end_to_end(busybox_shell: Shell, shell: Shell, io_dir: Path, tmp_pa
             await reg.stdin.close()
             assert await received == payload
             await reg.wait_stderr()
-            assert await reg.require_exit(HANG_GUARD) == 0
+            assert await reg.wait_exit(HANG_GUARD) == 0
             codes = await pod.finish()
             assert codes == dict.fromkeys(codes, 0), pod.logs()
             assert set(codes) == {
@@ -210,7 +210,7 @@ def test_exit_code_and_missing_entrypoint_travel_through_the_relay(
             reg = await pod.start()
             assert await read_all(reg) == b""
             await reg.wait_stderr()
-            assert await reg.require_exit(HANG_GUARD) == 7
+            assert await reg.wait_exit(HANG_GUARD) == 7
             assert (await pod.finish())["main"] == 7
 
         other = tmp_path / "other"
@@ -220,7 +220,7 @@ def test_exit_code_and_missing_entrypoint_travel_through_the_relay(
             reg = await pod.start()
             assert await read_all(reg) == b""
             await reg.wait_stderr()
-            assert await reg.require_exit(HANG_GUARD) == 127
+            assert await reg.wait_exit(HANG_GUARD) == 127
             assert any(
                 "AIRBYTE_ENTRYPOINT is not set in image ferry-test/fake:1" in line
                 for line in pod.lines
@@ -240,7 +240,7 @@ def test_stdin_relay_ends_when_the_connector_ignores_stdin(
         with cleanup(pod):
             reg = await pod.start()
             assert await read_all(reg) == b""
-            assert await reg.require_exit(HANG_GUARD) == 0
+            assert await reg.wait_exit(HANG_GUARD) == 0
             # ferry never closed stdin: the stdin relay still ends on its own.
             codes = await pod.finish()
             assert codes == dict.fromkeys(codes, 0), pod.logs()
@@ -274,7 +274,7 @@ def test_connector_exiting_while_ferry_writes_stdin(busybox_shell: Shell, io_dir
                 await flood()
             await stdin.close()
             assert await read_all(reg) == b"got first line\n"
-            assert await reg.require_exit(HANG_GUARD) == 3
+            assert await reg.wait_exit(HANG_GUARD) == 3
             codes = await pod.finish()
             assert codes == {**dict.fromkeys(codes, 0), "main": 3}, pod.logs()
 
@@ -302,7 +302,7 @@ def test_relays_waiting_for_their_fifo_are_released(busybox_shell: Shell, io_dir
             (io_dir / "terminate").write_text("test: giving up\n")
             assert await read_all(reg) == b""
             await reg.wait_stderr()
-            assert await reg.require_exit(HANG_GUARD) == 143
+            assert await reg.wait_exit(HANG_GUARD) == 143
             codes = await pod.finish()
             assert codes["main"] == 143
             assert codes["relay-stdout"] == codes["relay-stderr"] == codes["heartbeat"] == 0
@@ -472,7 +472,7 @@ def test_large_output(busybox_shell: Shell, io_dir: Path) -> None:
                 total += len(chunk)
             elapsed = time.perf_counter() - started
             assert total == size
-            assert await reg.require_exit(HANG_GUARD) == 0
+            assert await reg.wait_exit(HANG_GUARD) == 0
             print(f"relayed {size >> 20} MiB in {elapsed:.2f}s: {size / elapsed / 1e6:.0f} MB/s")
             codes = await pod.finish()
             assert codes == dict.fromkeys(codes, 0), pod.logs()
@@ -565,11 +565,11 @@ def test_sidecar_commands_shape() -> None:
         "262144", "30",
     ]  # fmt: skip
     assert HeartbeatSettings().give_up_within() < 30
-    with pytest.raises(ValueError, match="url-safe"):
+    with pytest.raises(InternalError, match="url-safe"):
         sidecar_commands(token="a b", endpoint=endpoint, reads_stdin=True)
-    with pytest.raises(ValueError, match="host name"):
+    with pytest.raises(ConfigError, match="host name"):
         RelayEndpoint("::1", 1)
-    with pytest.raises(ValueError, match="unknown relay channel"):
+    with pytest.raises(InternalError, match="unknown relay channel"):
         relay_sidecar_command("stdexit", token="t", endpoint=endpoint)
 
 

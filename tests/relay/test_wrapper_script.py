@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from wrapperkit import Shell, WrapperRun, wait_for, write_script
 
+from ferry.errors import ConfigError
 from ferry.relay import (
     NO_ENTRYPOINT_EXIT_CODE,
     TERMINATED_EXIT_CODE,
@@ -65,9 +66,9 @@ def test_script_has_no_kubernetes_expansions() -> None:
 
 
 def test_command_rejects_unportable_text() -> None:
-    with pytest.raises(ValueError, match=r"\$\("):
+    with pytest.raises(ConfigError, match=r"\$\("):
         wrapper_command(["spec", "$(id)"], image="x", reads_stdin=False)
-    with pytest.raises(ValueError, match=r"\$\$"):
+    with pytest.raises(ConfigError, match=r"\$\$"):
         wrapper_command(["spec"], image="x$$", reads_stdin=False)
     # An override with both is encoded, so it passes.
     command = wrapper_command(["spec"], image="x", reads_stdin=False, entrypoint="echo $$ $(id)")

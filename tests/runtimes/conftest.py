@@ -201,8 +201,8 @@ def connection_name() -> Iterator[str]:
 @pytest_asyncio.fixture
 async def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeCluster]:
     async with FakeCluster() as kube, kmock.Server(kube) as server:
-        kube.resources["v1/pods"] = {}
-        kube.resources["v1/secrets"] = {}
+        kube.resources["v1/pods"] = kmock.ResourceInfo()
+        kube.resources["v1/secrets"] = kmock.ResourceInfo()
         config = kubeconfig(tmp_path / "kubeconfig", str(server.url).rstrip("/"))
         monkeypatch.setenv("KUBECONFIG", str(config))
         monkeypatch.setenv("FERRY_RELAY_HOST", "127.0.0.1")

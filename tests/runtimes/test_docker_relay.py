@@ -137,6 +137,9 @@ def test_relay_address_rules(monkeypatch: pytest.MonkeyPatch) -> None:
         asyncio.run(relay_host(runtime.engine, "none"))
     monkeypatch.setenv(ENV_RELAY_HOST, "10.1.2.3")
     assert asyncio.run(relay_host(runtime.engine, None)) == "10.1.2.3"
+    monkeypatch.setenv(ENV_RELAY_HOST, "10.1.2.3:80")
+    with pytest.raises(ConfigError, match=f"{ENV_RELAY_HOST}: a relay host must be"):
+        asyncio.run(relay_host(runtime.engine, None))
     check_reachable(RelayListener(bind_host="0.0.0.0"), DOCKER_BRIDGE_HOST)
     check_reachable(RelayListener(bind_host="127.0.0.1"), LOOPBACK_HOST)
     with pytest.raises(ConfigError, match="FERRY_RELAY_BIND"):

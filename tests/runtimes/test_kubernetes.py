@@ -312,6 +312,11 @@ def test_relay_host_precedence() -> None:
     assert relay_host(KubernetesSettings(relay_host="relay.example"), env) == "relay.example"
     assert relay_host(KubernetesSettings(), env) == "ferry.etl.svc"
     assert relay_host(KubernetesSettings(), {"FERRY_POD_IP": "10.1.2.3"}) == "10.1.2.3"
+    # A bad address in the environment is the user's input (exit 2), named where it came from.
+    for variable in ("FERRY_RELAY_HOST", "FERRY_POD_IP"):
+        with pytest.raises(ConfigError, match=f"{variable}: a relay host must be") as caught:
+            relay_host(KubernetesSettings(), {variable: "not a host"})
+        assert caught.value.exit_code == 2
 
 
 def test_no_kubeconfig_is_runtime_unavailable(
@@ -329,7 +334,7 @@ def test_no_kubeconfig_is_runtime_unavailable(
 
 
 def test_assess_pod_reads_statuses() -> None:
-    pod = {"metadata": {"name": "p"}, "spec": {}, "status": {"phase": "Pending"}}
+    pod: dict[str, Any] = {"metadata": {"name": "p"}, "spec": {}, "status": {"phase": "Pending"}}
     assert assess_pod(pod).running is False
     pod["status"] = {
         "phase": "Running",

@@ -355,7 +355,9 @@ def test_manifests_are_valid_kubernetes_objects() -> None:
     )
     assert Pod.from_dict(m.pod).to_dict() == m.pod
     assert Secret.from_dict(m.secret).to_dict() == m.secret
-    assert codecs.from_dict(m.pod).metadata.name == m.name
+    metadata = codecs.from_dict(m.pod).metadata
+    assert metadata is not None
+    assert metadata.name == m.name
 
 
 # --- podman -------------------------------------------------------------------------------------

@@ -518,8 +518,8 @@ def test_kubernetes_entrypoint_auto_reads_the_registry_with_the_pull_secret(
 
     async def run() -> dict[str, Any]:
         async with FakeCluster() as kube, kmock.Server(kube) as server:
-            kube.resources["v1/pods"] = {}
-            kube.resources["v1/secrets"] = {}
+            kube.resources["v1/pods"] = kmock.ResourceInfo()
+            kube.resources["v1/secrets"] = kmock.ResourceInfo()
             monkeypatch.setenv(
                 "KUBECONFIG", str(kubeconfig(tmp_path / "kubeconfig", str(server.url).rstrip("/")))
             )

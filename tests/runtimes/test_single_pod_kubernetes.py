@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 from kmock_cluster import FakeCluster, Kubelet, Outcome
-from test_kubernetes import IMAGE, line, mini_connector, state
 
 from ferry.engine.connection import parse_connection
 from ferry.engine.control import Event, encode_event, state_event
 from ferry.engine.runner import SyncOptions, SyncResult, SyncRunner
 from ferry.errors import ConnectorCrashed, ImageUnavailable
 from ferry.store import open_store
+from runtimes.test_kubernetes import IMAGE, line, mini_connector, state
 
 DESTINATION = "registry.example/dest-mini:1"
 
@@ -34,7 +34,9 @@ def control_stream(records: int) -> bytes:
         sent = line(state(cursor)).rstrip(b"\n")
         envelope = json.loads(sent)["state"]
         payload = json.dumps(envelope).encode()
-        totals = {("items", None): (cursor, 100 * cursor)}
+        totals: dict[tuple[str, str | None], tuple[int, int]] = {
+            ("items", None): (cursor, 100 * cursor)
+        }
         events.append(state_event("state", payload, cursor - previous, totals))
         events.append(state_event("echo", payload))
     stats = {
@@ -114,7 +116,7 @@ async def test_one_pod_one_secret_commits_on_echoes(cluster: FakeCluster, tmp_pa
         (
             Outcome(failure="ErrImagePull", container="destination"),
             ImageUnavailable,
-            "the destination image registry.example/dest-mini:1 cannot be pulled",
+            "the destination container image registry.example/dest-mini:1 cannot be pulled",
         ),
         (
             Outcome(failure="OOMKilled", container="destination"),

@@ -18,10 +18,9 @@ from collections.abc import Sequence
 from ferry.cli import connector_commands, sync_commands
 from ferry.cli.common import masked_output, setup_logging
 from ferry.engine.secrets import mask
-from ferry.errors import EXIT_CRASHED, EXIT_INVALID_INPUT, FerryError
+from ferry.errors import EXIT_CANCELLED, EXIT_CRASHED, EXIT_INVALID_INPUT, FerryError
 from ferry.store.owner import sweep_run_dir
 
-EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 128 + 13  # SIGPIPE
 
 
@@ -106,7 +105,7 @@ def _run(args: argparse.Namespace, debug: bool) -> int:
         return error.exit_code
     except KeyboardInterrupt:
         print("ferry: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_CANCELLED
     except Exception as error:
         return _unexpected(error, debug)
 

@@ -1,4 +1,4 @@
-"""`ferry sync`, `ferry clear`, `ferry state show|reset`, `ferry runs`."""
+"""`ferry sync`, `ferry clear`, `ferry state show|reset`, `ferry config show|reset`, `ferry runs`."""
 
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ from rich.console import Console
 from ferry.cli.common import Subparsers, print_table
 from ferry.cli.progress import Progress, human_bytes, stats_table
 from ferry.engine.connection import load_connection, parse_duration
-from ferry.engine.runner import SyncOptions, SyncResult, SyncRunner
+from ferry.engine.runner import SyncOptions, SyncResult, SyncRunner, shown_config
 from ferry.engine.secrets import mask
 from ferry.errors import ConfigError
 from ferry.protocol import to_builtins
 from ferry.protocol.messages import StreamDescriptor
 from ferry.runtimes.base import RUNTIME_NAMES
 from ferry.store import RunRecord, open_store
+from ferry.store.base import CONFIG_ROLES, ConfigRole
 from ferry.store.state import streams_touched
 
 
@@ -88,6 +89,17 @@ def register(subparsers: Subparsers) -> None:
     state.add_argument("--stream", help="only this stream (NAME or NAMESPACE.NAME)")
     _store_option(state)
     state.set_defaults(handler=_state)
+
+    config = subparsers.add_parser(
+        "config", help="show or reset the connector configs the connectors updated (CONTROL)"
+    )
+    config.add_argument("action", choices=("show", "reset"))
+    config.add_argument("connection", type=Path)
+    side = config.add_mutually_exclusive_group()
+    side.add_argument("--source", action="store_true", help="only the source's")
+    side.add_argument("--destination", action="store_true", help="only the destination's")
+    _store_option(config)
+    config.set_defaults(handler=_config)
 
     runs = subparsers.add_parser("runs", help="run history of a connection")
     runs.add_argument("connection", type=Path)
@@ -238,6 +250,27 @@ def _state(args: argparse.Namespace) -> int:
     if descriptor is not None:
         messages = [m for m in messages if descriptor in streams_touched(m)]
     print(json.dumps(to_builtins(messages), indent=2, sort_keys=True))
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    connection = load_connection(args.connection)
+    roles: tuple[ConfigRole, ...] = (
+        ("source",) if args.source else ("destination",) if args.destination else CONFIG_ROLES
+    )
+    with open_store(args.state_db) as store:
+        if args.action == "reset":
+            for role in roles:
+                removed = store.reset_connector_config(connection.name, role)
+                what = "dropped the stored" if removed else "had no stored"
+                print(f"{connection.name}: {what} {role} config")
+            return 0
+        stored = {role: store.load_connector_config(connection.name, role) for role in roles}
+    shown = {
+        role: None if config is None else asyncio.run(shown_config(connection, config))
+        for role, config in stored.items()
+    }
+    print(json.dumps(shown, indent=2))
     return 0
 
 

@@ -18,10 +18,9 @@ import yaml
 from ferry.engine.config import load_yaml
 from ferry.errors import ConfigError
 from ferry.protocol import StreamSelection
-from ferry.runtimes.base import RUNTIME_NAMES, ConnectorOptions
+from ferry.runtimes.base import PULL_POLICIES, RUNTIME_NAMES, ConnectorOptions
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-PULL_POLICIES = ("never", "if-not-present", "always")
 
 
 class _Strict(msgspec.Struct, forbid_unknown_fields=True):
@@ -46,15 +45,6 @@ class _ConnectorBlock(_Strict):
     kubernetes: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-class _StreamBlock(_Strict):
-    name: str
-    namespace: str | None = None
-    sync_mode: str | None = None
-    destination_sync_mode: str | None = None
-    cursor_field: list[str] | None = None
-    primary_key: list[list[str]] | None = None
-
-
 class _TimeoutsBlock(_Strict):
     source_idle: str | int | float | None = None
     destination_idle: str | int | float | None = None
@@ -65,7 +55,7 @@ class _ConnectionFile(_Strict):
     source: _ConnectorBlock
     destination: _ConnectorBlock
     runtime: str = "local"
-    streams: list[_StreamBlock] | None = None
+    streams: list[StreamSelection] | None = None
     kubernetes: dict[str, Any] = msgspec.field(default_factory=dict)  # the pod layout's
     timeouts: _TimeoutsBlock | None = None
 
@@ -149,8 +139,10 @@ def parse_connection(
         raise ConfigError(
             f"{origin}: runtime {raw.runtime!r} is not one of {', '.join(RUNTIME_NAMES)}"
         )
-    streams = None if raw.streams is None else [_selection(s, origin) for s in raw.streams]
+    streams = raw.streams
     if streams is not None:
+        for stream in streams:
+            _check_sync_mode(stream, origin)
         _reject_duplicates(streams, origin)
     return Connection(
         name=raw.name,
@@ -208,20 +200,12 @@ def _endpoint(block: _ConnectorBlock, where: str) -> Endpoint:
     return Endpoint(reference=block.connector.strip(), config=block.config, options=options)
 
 
-def _selection(block: _StreamBlock, origin: str) -> StreamSelection:
-    if block.sync_mode not in (None, "full_refresh", "incremental"):
+def _check_sync_mode(stream: StreamSelection, origin: str) -> None:
+    if stream.sync_mode not in (None, "full_refresh", "incremental"):
         raise ConfigError(
-            f"{origin}: stream {block.name!r}: sync_mode {block.sync_mode!r} is not "
+            f"{origin}: stream {stream.name!r}: sync_mode {stream.sync_mode!r} is not "
             "full_refresh or incremental"
         )
-    return StreamSelection(
-        name=block.name,
-        namespace=block.namespace,
-        sync_mode=block.sync_mode,
-        destination_sync_mode=block.destination_sync_mode,
-        cursor_field=block.cursor_field,
-        primary_key=block.primary_key,
-    )
 
 
 def _reject_duplicates(streams: list[StreamSelection], origin: str) -> None:

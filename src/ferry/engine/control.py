@@ -43,7 +43,6 @@ _OWN_FIELDS = {
     "bytes_committed",
     "records_rejected",
     "status",
-    "estimate_rows",
 }
 
 
@@ -57,7 +56,6 @@ class Event(msgspec.Struct, omit_defaults=True):
     text: str | None = None
     streams: list[dict[str, Any]] | None = None
     mismatches: list[str] | None = None
-    log_lines: int | None = None
     kind: str | None = None
     exit_code: int | None = None
     failure_type: str | None = None
@@ -108,9 +106,7 @@ def totals_of(event: Event) -> Totals:
 
 def stats_event(stats: SyncStats) -> Event:
     streams = [dataclasses.asdict(stream) for stream in stats.streams.values()]
-    return Event(
-        "stats", streams=streams, mismatches=list(stats.mismatches), log_lines=stats.log_lines
-    )
+    return Event("stats", streams=streams, mismatches=list(stats.mismatches))
 
 
 def apply_stats(event: Event, stats: SyncStats) -> None:
@@ -121,7 +117,6 @@ def apply_stats(event: Event, stats: SyncStats) -> None:
         for name, value in values.items():
             if name in known:
                 setattr(stream, name, value)
-    stats.log_lines = event.log_lines or 0
     for mismatch in event.mismatches or ():
         if mismatch not in stats.mismatches:
             stats.mismatches.append(mismatch)

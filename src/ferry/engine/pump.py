@@ -372,7 +372,6 @@ class SourceRouter:
             return self._state(line)
         if kind == "":
             if line.strip():
-                self.stats.log_lines += 1
                 self.on_text(line.decode("utf-8", "replace"))
             return None
         try:

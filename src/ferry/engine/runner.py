@@ -13,41 +13,51 @@ from typing import Any
 from ferry.engine import commands
 from ferry.engine.config import resolve_env
 from ferry.engine.connection import Connection, Endpoint, IdleTimeouts
-from ferry.engine.secrets import register_secrets
+from ferry.engine.connector_config import ConnectorConfigs, config_fingerprint
+from ferry.engine.secrets import masked_config
 from ferry.engine.single_pod import SinglePodAttempt
 from ferry.engine.stats import SyncStats
 from ferry.engine.sync import Attempt, AttemptOutcome, AttemptPlan
-from ferry.errors import Cancelled, ConfigError, FerryError, RecordCountMismatch
+from ferry.errors import (
+    Cancelled,
+    ConfigError,
+    FerryError,
+    InternalError,
+    ProtocolViolation,
+    RecordCountMismatch,
+)
 from ferry.protocol import configure_catalog, encode
 from ferry.protocol.catalog import (
+    check_destination_operations,
+    needs_destination_catalog,
     select_streams,
     stream_descriptor,
     with_generations,
 )
 from ferry.protocol.messages import (
     CATALOG,
+    DESTINATION_CATALOG,
     FULL_REFRESH,
     OVERWRITE,
     STREAM_COMPLETE,
     AirbyteStateMessage,
     ConfiguredAirbyteCatalog,
     ConnectorSpecification,
+    DestinationCatalog,
     StreamDescriptor,
 )
 from ferry.protocol.stream_status import stream_status_lines
-from ferry.runtimes import get_runtime
+from ferry.runtimes import check_options_apply, get_runtime
 from ferry.runtimes.base import (
     ConnectorInvocation,
     ConnectorRef,
     Role,
     RunLabels,
     Runtime,
-    check_options_apply,
 )
-from ferry.runtimes.docker.gc import collect_docker
 from ferry.runtimes.pods.single_pod import PodLayout, PodPair, container_settings
 from ferry.runtimes.resolve import resolve_reference
-from ferry.store import Store, StreamCounts
+from ferry.store import Store, StoredConfig, StreamCounts
 from ferry.store.state import keeping_streams
 
 logger = logging.getLogger("ferry.sync")
@@ -99,7 +109,7 @@ class SyncResult:
             "records_rejected": self.stats.records_rejected,
             "streams": [s.as_dict() for s in self.stats.streams.values()],
             "error": str(self.error) if self.error else None,
-            "failure_type": getattr(self.error, "failure_type", None),
+            "failure_type": self.error.failure_type if self.error else None,
             "warnings": self.warnings,
         }
 
@@ -137,6 +147,7 @@ class SyncRunner:
         self.on_attempt = on_attempt
         self.runtimes: dict[str, Runtime] = {}
         self._committed_this_run: set[StreamDescriptor] = set()
+        self.configs: ConnectorConfigs | None = None  # set by `plan`
         self._current: Attempt | None = None
         self._stopping = False
         self.layout = PodLayout.parse(connection.kubernetes, options.layout)
@@ -161,28 +172,37 @@ class SyncRunner:
         source_spec, destination_spec = await asyncio.gather(
             self._spec(source), self._spec(destination)
         )
-        register_secrets(source_spec, source_config)
-        register_secrets(destination_spec, destination_config)
+        configs = self.configs = ConnectorConfigs(
+            self.store,
+            self.connection.name,
+            {"source": source_config, "destination": destination_config},
+            {"source": source_spec, "destination": destination_spec},
+        )
         commands.validate_config(source_spec, source_config, "source.config")
         commands.validate_config(destination_spec, destination_config, "destination.config")
         # The config was validated above: run discover directly rather than validating again.
         discovered = await commands.run_command(
             source,
             "discover",
-            {"config": json.dumps(source_config).encode()},
+            {"config": json.dumps(configs.current("source")).encode()},
             self.runtimes[source.runtime],
             CATALOG,
+            on_config=lambda config: configs.update("source", config),
         )
-        assert discovered.catalog is not None
         catalog = discovered.catalog
+        if catalog is None:
+            raise ProtocolViolation("the source's discover sent no catalog")
         configured = configure_catalog(
             catalog, self.connection.streams, full_refresh=self.options.full_refresh
         )
+        if needs_destination_catalog(configured):
+            offered, why_none = await self._destination_catalog(destination)
+            check_destination_operations(configured, offered, why_none)
         return AttemptPlan(
             source=source,
             destination=destination,
-            source_config=json.dumps(source_config).encode(),
-            destination_config=json.dumps(destination_config).encode(),
+            source_config=json.dumps(configs.current("source")).encode(),
+            destination_config=json.dumps(configs.current("destination")).encode(),
             catalog=configured,
             labels=RunLabels("pending", self.connection.name),
             timeouts=self._timeouts(),
@@ -195,16 +215,37 @@ class SyncRunner:
         return IdleTimeouts(source=seconds, destination=seconds)
 
     async def _sweep_orphans(self) -> None:
-        """Remove the containers of ferry processes that were killed (SIGKILL leaves them no
-        chance to stop their containers) before starting new ones: a sync on Docker is also
-        the `ferry gc` of what a killed sync left there. Pods stop themselves (heartbeat)."""
-        if "docker" not in self.runtimes:
-            return
+        """Remove what killed ferry processes left on the runtimes of this sync (SIGKILL leaves
+        them no chance to stop their containers) before starting new connectors: a sync on
+        Docker is also the `ferry gc` of what a killed sync left there."""
+        for runtime in self.runtimes.values():
+            try:
+                for line in await runtime.sweep_orphans():
+                    logger.info("%s", line)
+            except FerryError as error:
+                logger.debug("could not look for what killed syncs left: %s", error)
+
+    async def _destination_catalog(
+        self, destination: ConnectorRef
+    ) -> tuple[DestinationCatalog | None, str]:
+        """The destination's DESTINATION_CATALOG, or None and why there is none."""
+        configs = self.configs
+        if configs is None:
+            raise InternalError("the destination's catalog was asked for before its config")
         try:
-            for line in await asyncio.to_thread(collect_docker, False):
-                logger.info("%s", line)
+            message = await commands.run_command(
+                destination,
+                "discover",
+                {"config": json.dumps(configs.current("destination")).encode()},
+                self.runtimes[destination.runtime],
+                DESTINATION_CATALOG,
+                on_config=lambda config: configs.update("destination", config),
+            )
         except FerryError as error:
-            logger.debug("could not look for orphaned containers: %s", error)
+            logger.debug("the destination's discover failed: %s", error)
+            return None, f"its discover failed: {error}"
+        name = commands.connector_name(destination)
+        return commands.destination_catalog_of(message, name), ""
 
     async def _spec(self, ref: ConnectorRef) -> ConnectorSpecification:
         runtime = self.runtimes[ref.runtime]
@@ -240,12 +281,14 @@ class SyncRunner:
                 "write",
                 files["destination"],
                 RunLabels("dry-run", self.connection.name, "destination"),
+                job_id="dry-run",
             ),
             ConnectorInvocation(
                 source,
                 "read",
                 files["source"],
                 RunLabels("dry-run", self.connection.name, "source"),
+                job_id="dry-run",
             ),
         ]
 
@@ -283,7 +326,7 @@ class SyncRunner:
             try:
                 await self._clear(plan, run_id, streams)
             except FerryError as error:
-                failure_type = getattr(error, "failure_type", None)
+                failure_type = error.failure_type
                 self.store.finish_run(run_id, "failed", str(error), failure_type)
                 raise
             self.store.finish_run(run_id, "succeeded")
@@ -350,7 +393,7 @@ class SyncRunner:
                 logger.warning("while stopping: %s", str(error).splitlines()[0])
             error = Cancelled("the sync was stopped; committed state is kept")
         self.store.finish_run(
-            run_id, status, str(error) if error else None, getattr(error, "failure_type", None)
+            run_id, status, str(error) if error else None, error.failure_type if error else None
         )
         return SyncResult(
             connection=name,
@@ -383,11 +426,21 @@ class SyncRunner:
         def commit(states: Sequence[AirbyteStateMessage]) -> None:
             self.store.commit_states(name, attempt_id, states, progress=_counts(attempt.stats))
 
+        configs = self.configs
+        if configs is not None:  # a connector may have sent a new config since the last attempt
+            plan = replace(
+                plan,
+                source_config=json.dumps(configs.current("source")).encode(),
+                destination_config=json.dumps(configs.current("destination")).encode(),
+            )
+        keep = self._keep_config
         attempt: Attempt
         if self.layout.single_pod:
-            attempt = SinglePodAttempt(plan, self.runtimes, state, commit, self.layout)
+            attempt = SinglePodAttempt(
+                plan, self.runtimes, state, commit, self.layout, number=number, keep_config=keep
+            )
         else:
-            attempt = Attempt(plan, self.runtimes, state, commit)
+            attempt = Attempt(plan, self.runtimes, state, commit, number=number, keep_config=keep)
         self._current = attempt
         self.on_attempt(attempt)
         if self._stopping:
@@ -412,9 +465,13 @@ class SyncRunner:
             _status(outcome, self._stopping),
             _counts(outcome.stats),
             str(outcome.error) if outcome.error else None,
-            getattr(outcome.error, "failure_type", None),
+            outcome.error.failure_type if outcome.error else None,
         )
         return outcome
+
+    def _keep_config(self, role: Role, config: dict[str, Any]) -> None:
+        if self.configs is not None and role != "connector":
+            self.configs.update(role, config)
 
     def _resume_state(self, catalog: ConfiguredAirbyteCatalog, attempt: int) -> bytes | None:
         """The `--state` file an attempt's read resumes from.
@@ -463,6 +520,32 @@ def drop_state(
         return
     for stream in streams:
         store.reset_state(connection, stream)
+
+
+async def shown_config(connection: Connection, stored: StoredConfig) -> dict[str, Any]:
+    """A stored connector config for display: secrets masked (by the connector's spec; every
+    value when the spec cannot be had), and whether the file's config changed since."""
+    endpoint = connection.source if stored.role == "source" else connection.destination
+    where = f"{stored.role}.config"
+    try:
+        file_config = resolve_env(endpoint.config, where)
+        file_changed: bool | None = config_fingerprint(file_config) != stored.file_fingerprint
+    except ConfigError:
+        file_changed = None  # a variable it uses is unset here
+    spec: ConnectorSpecification | None = None
+    ref = resolve_endpoint(endpoint, connection, SyncOptions(), stored.role)
+    runtime = get_runtime(ref.runtime)
+    try:
+        spec = await commands.cached_spec(ref, runtime)
+    except FerryError as error:
+        logger.warning("cannot get the %s's spec (%s); every value is masked", stored.role, error)
+    finally:
+        await runtime.close()
+    return {
+        "updated_at": stored.updated_at.isoformat(timespec="seconds"),
+        "file_changed": file_changed,
+        "config": masked_config(stored.config, spec),
+    }
 
 
 def _config_file(endpoint: Endpoint, where: str) -> bytes:

@@ -28,7 +28,14 @@ from ferry.engine.control import (
     totals_of,
 )
 from ferry.engine.pump import complete_lines
-from ferry.engine.sync import TERMINATE_GRACE, Attempt, AttemptOutcome, AttemptPlan, CommitStates
+from ferry.engine.sync import (
+    TERMINATE_GRACE,
+    Attempt,
+    AttemptOutcome,
+    AttemptPlan,
+    CommitStates,
+    KeepConfig,
+)
 from ferry.errors import ConnectorCrashed, FerryError
 from ferry.protocol import decode_message, encode
 from ferry.runtimes.base import (
@@ -55,8 +62,11 @@ class SinglePodAttempt(Attempt):
         state_file: bytes | None,
         commit: CommitStates,
         layout: PodLayout,
+        *,
+        number: int = 1,
+        keep_config: KeepConfig | None = None,
     ) -> None:
-        super().__init__(plan, runtimes, state_file, commit)
+        super().__init__(plan, runtimes, state_file, commit, number=number, keep_config=keep_config)
         self.layout = layout
         self._pod: ConnectorProcess | None = None
         self._ended = False

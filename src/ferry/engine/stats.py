@@ -25,7 +25,6 @@ class StreamStats:
     states_sent: int = 0
     states_committed: int = 0
     records_rejected: int = 0  # the destination's rejectedRecordCount in its echoes
-    estimate_rows: int | None = None
     status: str | None = None  # last STREAM_STATUS the source reported
 
     def as_dict(self) -> dict[str, Any]:
@@ -50,7 +49,6 @@ class SyncStats:
     states_sent: int = 0
     states_committed: int = 0
     mismatches: list[str] = field(default_factory=list)
-    log_lines: int = 0
     records_rejected_unattributed: int = 0  # rejected under a GLOBAL state of several streams
 
     def stream(self, name: str, namespace: str | None) -> StreamStats:

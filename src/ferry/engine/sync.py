@@ -33,8 +33,11 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ferry.engine.connection import IdleTimeouts
+from ferry.engine.connector_config import updated_config
+from ferry.engine.connector_log import ConnectorLog
 from ferry.engine.ledger import PendingState, StateLedger, decode_state_line
 from ferry.engine.pump import SourceRouter, complete_lines, pump, split_envelopes
 from ferry.engine.secrets import mask
@@ -44,16 +47,15 @@ from ferry.errors import (
     ConnectorFailed,
     FerryError,
     IdleTimeout,
+    InternalError,
     ProtocolViolation,
 )
 from ferry.protocol import decode_message, encode
 from ferry.protocol.messages import (
-    LOG,
     STATE,
     STATE_GLOBAL,
     STATE_STREAM,
     STREAM_COMPLETE,
-    TRACE,
     AirbyteMessage,
     AirbyteStateMessage,
     ConfiguredAirbyteCatalog,
@@ -81,16 +83,9 @@ TERMINATE_GRACE = 10.0
 STOP_GRACE = 60.0
 # A forced stop (a second request) gives connectors this long to exit on SIGTERM.
 FORCED_GRACE = 2.0
-_LOG_LEVELS = {
-    "FATAL": logging.CRITICAL,
-    "ERROR": logging.ERROR,
-    "WARN": logging.WARNING,
-    "INFO": logging.INFO,
-    "DEBUG": logging.DEBUG,
-    "TRACE": logging.DEBUG,
-}
-
 CommitStates = Callable[[Sequence[AirbyteStateMessage]], None]
+# Keeps the config a connector sent in a CONTROL message; returns before the next line is read.
+KeepConfig = Callable[[Role, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -114,21 +109,6 @@ class AttemptOutcome:
     cancelled: bool = False
 
 
-def connector_logger(role: Role) -> logging.Logger:
-    return logging.getLogger(f"ferry.connector.{role}")
-
-
-def log_message(role: Role, message: AirbyteMessage) -> None:
-    """A LOG or TRACE (non-error) message from a connector, to ferry's log."""
-    log = connector_logger(role)
-    if message.type == LOG and message.log is not None:
-        log.log(_LOG_LEVELS.get(message.log.level, logging.INFO), "%s", message.log.message)
-    elif message.type == TRACE and message.trace is not None:
-        log.debug("trace %s", encode(message.trace).decode())
-    else:
-        log.debug("ignored %s message", message.type)
-
-
 class Attempt:
     """Runs one attempt. `request_stop` may be called from a signal handler's callback."""
 
@@ -138,11 +118,16 @@ class Attempt:
         runtimes: dict[str, Runtime],
         state_file: bytes | None,
         commit: CommitStates,
+        *,
+        number: int = 1,
+        keep_config: KeepConfig | None = None,
     ) -> None:
         self.plan = plan
         self.runtimes = runtimes
         self.state_file = state_file
         self.commit = commit
+        self.number = number
+        self.keep_config = keep_config
         self.stats = SyncStats()
         for configured in plan.catalog.streams:
             self.stats.stream(configured.stream.name, configured.stream.namespace)
@@ -156,6 +141,10 @@ class Attempt:
         self._stop = asyncio.Event()
         self._processes: list[ConnectorProcess] = []
         self._forced_stop: asyncio.Future[list[None]] | None = None
+        self._logs = {
+            role: ConnectorLog(role, error_level=logging.ERROR)
+            for role in ("source", "destination")
+        }
         self._stop_timer: asyncio.TimerHandle | None = None
         self._idle = _IdleClocks()
 
@@ -229,12 +218,12 @@ class Attempt:
     ) -> ConnectorProcess:
         verb: Verb = "read" if role == "source" else "write"
         labels = RunLabels(self.plan.labels.run_id, self.plan.labels.connection, role)
-        invocation = ConnectorInvocation(ref, verb, files, labels)
-        log = connector_logger(role)
-        return await self.runtimes[ref.runtime].start(invocation, lambda line: log.info("%s", line))
+        invocation = ConnectorInvocation(
+            ref, verb, files, labels, job_id=labels.run_id, attempt=self.number
+        )
+        return await self.runtimes[ref.runtime].start(invocation, self._logs[role].text)
 
     async def _drive(self, source: ConnectorProcess, destination: ConnectorProcess) -> None:
-        assert destination.stdin is not None
         router = SourceRouter(self.stats, self.ledger, self._on_source_message, self._on_text)
         pumping = asyncio.create_task(self._pump(source, destination, router))
         echoing = asyncio.create_task(self._read_destination(destination))
@@ -291,7 +280,8 @@ class Attempt:
     async def _pump(
         self, source: ConnectorProcess, destination: ConnectorProcess, router: SourceRouter
     ) -> None:
-        assert destination.stdin is not None
+        if destination.stdin is None:
+            raise InternalError("the destination was started without a stdin")
         stdin = _TimedWriter(destination.stdin, self._idle)
         try:
             try:
@@ -388,15 +378,15 @@ class Attempt:
         self._on_text_from("source", text)
 
     def _on_text_from(self, role: Role, text: str) -> None:
-        connector_logger(role).info("%s", text)
+        self._logs[role].text(text)
 
     def _on_message(self, role: Role, message: AirbyteMessage) -> None:
-        trace = message.trace
-        if trace is not None and trace.error is not None:
-            error = trace.error
-            connector_logger(role).error("%s", error.message)
-            if error.internal_message:
-                connector_logger(role).debug("%s", error.internal_message)
+        config = updated_config(message)
+        if config is not None and self.keep_config is not None:
+            self.keep_config(role, config)
+            return
+        error = self._logs[role].message(message)
+        if error is not None:
             self._fail(
                 role,
                 ConnectorFailed(
@@ -405,17 +395,12 @@ class Attempt:
                 ),
             )
             return
+        trace = message.trace
         if trace is not None and trace.stream_status is not None:
             descriptor = trace.stream_status.stream_descriptor
             self.stats.stream(
                 descriptor.name, descriptor.namespace
             ).status = trace.stream_status.status
-        elif trace is not None and trace.estimate is not None:
-            estimate = trace.estimate
-            self.stats.stream(
-                estimate.name, estimate.namespace
-            ).estimate_rows = estimate.row_estimate
-        log_message(role, message)
 
     def _fail(self, role: Role, error: FerryError, *, symptom: bool = False) -> None:
         """The first error of each side is kept; a symptom (a broken pipe, output ending early)

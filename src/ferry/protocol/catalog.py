@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
 
 import msgspec
 
@@ -14,19 +13,25 @@ from ferry.protocol.messages import (
     FULL_REFRESH,
     INCREMENTAL,
     OVERWRITE,
+    SOFT_DELETE,
+    UPDATE,
     AirbyteCatalog,
     AirbyteStream,
     ConfiguredAirbyteCatalog,
     ConfiguredAirbyteStream,
+    DestinationCatalog,
     StreamDescriptor,
 )
 
-DESTINATION_SYNC_MODES = frozenset({APPEND, OVERWRITE, APPEND_DEDUP})
+PLAIN_DESTINATION_SYNC_MODES = frozenset({APPEND, OVERWRITE, APPEND_DEDUP})
+# Offered by destinations that describe their objects in a DESTINATION_CATALOG.
+OPERATION_SYNC_MODES = frozenset({UPDATE, SOFT_DELETE})
+DESTINATION_SYNC_MODES = PLAIN_DESTINATION_SYNC_MODES | OPERATION_SYNC_MODES
 
 
-@dataclass(frozen=True)
-class StreamSelection:
-    """What a user asked for one stream; None means "the best the catalog allows"."""
+class StreamSelection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What a user asked for one stream (a connection file's `streams:` entry, read strictly);
+    None means "the best the catalog allows"."""
 
     name: str
     namespace: str | None = None
@@ -34,6 +39,7 @@ class StreamSelection:
     destination_sync_mode: str | None = None
     cursor_field: list[str] | None = None
     primary_key: list[list[str]] | None = None
+    destination_object_name: str | None = None
 
 
 def default_modes(stream: AirbyteStream) -> tuple[str, str]:
@@ -79,7 +85,55 @@ def configure_stream(stream: AirbyteStream, selection: StreamSelection) -> Confi
         destination_sync_mode=destination_sync_mode,
         cursor_field=cursor_field,
         primary_key=primary_key,
+        destination_object_name=selection.destination_object_name,
     )
+
+
+def needs_destination_catalog(catalog: ConfiguredAirbyteCatalog) -> bool:
+    """Whether a stream names a destination object or an operation-only mode."""
+    return any(
+        c.destination_object_name is not None or c.destination_sync_mode in OPERATION_SYNC_MODES
+        for c in catalog.streams
+    )
+
+
+def check_destination_operations(
+    catalog: ConfiguredAirbyteCatalog, offered: DestinationCatalog | None, why_none: str = ""
+) -> None:
+    """ConfigError unless every stream's destination object and mode is an offered operation.
+
+    `offered` is None when the destination has no DESTINATION_CATALOG (`why_none` says why):
+    then only the plain modes, without an object name, are allowed.
+    """
+    operations = {(o.object_name, o.sync_mode) for o in offered.operations} if offered else set()
+    for configured in catalog.streams:
+        name, mode = configured.destination_object_name, configured.destination_sync_mode
+        if name is None and mode not in OPERATION_SYNC_MODES:
+            continue
+        where = f"stream {_label(configured.stream.name, configured.stream.namespace)}"
+        if offered is None:
+            what = (
+                f"destination_object_name {name!r}" if name else f"destination_sync_mode {mode!r}"
+            )
+            raise ConfigError(
+                f"{where}: {what} needs a destination that lists its objects and modes in a "
+                f"DESTINATION_CATALOG, and this one does not ({why_none or 'no catalog'}); "
+                f"use {', '.join(sorted(PLAIN_DESTINATION_SYNC_MODES))} without an object name"
+            )
+        if name is None:
+            raise ConfigError(
+                f"{where}: destination_sync_mode {mode!r} needs destination_object_name"
+            )
+        if (name, mode) not in operations:
+            modes = sorted(m for n, m in operations if n == name)
+            offers = (
+                f"it offers {name!r} with {', '.join(modes)}"
+                if modes
+                else f"its objects are {', '.join(sorted({n for n, _ in operations})) or 'none'}"
+            )
+            raise ConfigError(
+                f"{where}: the destination offers no {mode!r} operation on {name!r}; {offers}"
+            )
 
 
 def _natural(sync_mode: str) -> str:

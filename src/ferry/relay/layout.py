@@ -26,6 +26,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from ferry.errors import ConfigError
+
 IO_DIR = "/ferry/io"
 STDIN = "stdin"
 STDOUT = "stdout"
@@ -72,10 +74,10 @@ def unsafe_for_kubernetes(text: str) -> bool:
 
 
 def check_portable(strings: Iterable[str], what: str) -> None:
-    """Raise ValueError naming the first string that Kubernetes and Podman would treat differently."""
+    """Raise ConfigError naming the first string that Kubernetes and Podman would treat differently."""
     for text in strings:
         if unsafe_for_kubernetes(text):
-            raise ValueError(
+            raise ConfigError(
                 f"{what} must contain neither '$(' nor '$$' (Kubernetes rewrites them and Podman "
                 f"does not): {text!r}"
             )

@@ -22,7 +22,7 @@ Accepted sockets have TCP keepalive on (on Linux: idle 10 s, probes every 5 s, 3
 30 s TCP_USER_TIMEOUT for unacknowledged sends). A connection reset or error before a clean EOF,
 and a channel that does not connect within the connection timeout, fail the read/write with
 ConnectorCrashed, never a hang. An EOF on stdout does not prove success: the runtime must also get
-the exit code (reported by the heartbeat sidecar, `wait_exit`/`require_exit`, or from the
+the exit code (reported by the heartbeat sidecar, `wait_exit`, or from the
 container runtime) and treat a run without one as crashed.
 
 Data moves with plain non-blocking recv/send on the socket (no StreamReader buffering): one
@@ -42,7 +42,13 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ferry.errors import ConfigError, ConnectorCrashed, FerryError, RuntimeUnavailable
+from ferry.errors import (
+    ConfigError,
+    ConnectorCrashed,
+    FerryError,
+    InternalError,
+    RuntimeUnavailable,
+)
 from ferry.relay.heartbeat import MAX_HEADER_BYTES, handle_request, is_http, response_bytes
 from ferry.relay.layout import STDERR, STDIN, STDOUT
 from ferry.relay.sidecars import RelayEndpoint
@@ -201,7 +207,7 @@ class RelayReader(_Channel):
     async def read(self, n: int) -> bytes:
         """Up to n bytes (at most 1 MiB per call); b"" only at a clean end of stream."""
         if n <= 0:
-            raise ValueError("read() needs n > 0")
+            raise InternalError("read() needs n > 0")
         sock = self._sock
         if sock is None or self._error is not None:
             sock = await self._ready()
@@ -237,7 +243,7 @@ class RelayWriter(_Channel):
     async def write(self, data: bytes) -> None:
         """Write all of data; waits while the connector is behind (TCP backpressure)."""
         if self.closed:
-            raise RuntimeError(f"{self._registration.name}: write to stdin after close()")
+            raise InternalError(f"{self._registration.name}: write to stdin after close()")
         sock = self._sock
         if sock is None or self._error is not None:
             sock = await self._ready()
@@ -332,20 +338,6 @@ class RelayRegistration:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._exit_reported.wait(), within)
         return self._exit_code
-
-    async def require_exit(self, within: float) -> int:
-        """The reported exit code; ConnectorCrashed if none arrives within `within` seconds.
-
-        Call it once the channels have closed: output that ended without an exit code means the
-        wrapper or its container was killed, so the run must count as failed.
-        """
-        code = await self.wait_exit(within)
-        if code is None:
-            raise ConnectorCrashed(
-                f"{self.name}: its output ended but ferry never learned its exit code within "
-                f"{within:g}s (the connector's container or the wrapper was killed)"
-            )
-        return code
 
     async def wait_stderr(self) -> None:
         """Return once stderr reached EOF and every line went to the log callback.
@@ -517,12 +509,12 @@ class RelayListener:
             ) from exc
         self._sock = sock
         self._loop = loop
-        self._accept_task = loop.create_task(self._accept_loop())
+        self._accept_task = loop.create_task(self._accept_loop(loop, sock))
 
     @property
     def port(self) -> int:
         if self._sock is None:
-            raise RuntimeError("the relay listener is not started")
+            raise InternalError("the relay listener is not started")
         return int(self._sock.getsockname()[1])
 
     def endpoint(self, host: str) -> RelayEndpoint:
@@ -539,7 +531,7 @@ class RelayListener:
     ) -> RelayRegistration:
         """A new token and the channels of one connector run (`name` is used in messages)."""
         if self._sock is None or self.closed:
-            raise RuntimeError("register() needs a started relay listener")
+            raise InternalError("register() needs a started relay listener")
         token = secrets.token_urlsafe(32)
         registration = RelayRegistration(
             self,
@@ -588,10 +580,7 @@ class RelayListener:
 
     # -- connections --------------------------------------------------------------------------
 
-    async def _accept_loop(self) -> None:
-        assert self._sock is not None
-        assert self._loop is not None
-        loop, listening = self._loop, self._sock
+    async def _accept_loop(self, loop: asyncio.AbstractEventLoop, listening: socket.socket) -> None:
         while True:
             try:
                 conn, address = await loop.sock_accept(listening)
@@ -637,12 +626,12 @@ class RelayListener:
                 conn.close()
 
     async def _first_line(self, conn: socket.socket) -> tuple[bytes, bytes]:
-        assert self._loop is not None
+        loop = asyncio.get_running_loop()
         buffer = b""
         while b"\n" not in buffer:
             if len(buffer) >= MAX_FIRST_LINE:
                 raise _Refused(f"first line longer than {MAX_FIRST_LINE} bytes")
-            chunk = await self._loop.sock_recv(conn, 4096)
+            chunk = await loop.sock_recv(conn, 4096)
             if not chunk:
                 raise _Refused("closed before sending a complete first line")
             buffer += chunk
@@ -652,20 +641,20 @@ class RelayListener:
         return line.rstrip(b"\r"), rest
 
     async def _serve_http(self, conn: socket.socket, line: bytes, rest: bytes) -> None:
-        assert self._loop is not None
+        loop = asyncio.get_running_loop()
         # Read the headers, so that closing does not reset the connection under the response.
         headers = b"\n" + rest
         while b"\n\r\n" not in headers and b"\n\n" not in headers:
             if len(headers) > MAX_HEADER_BYTES:
                 raise _Refused("HTTP headers too long")
-            chunk = await self._loop.sock_recv(conn, 4096)
+            chunk = await loop.sock_recv(conn, 4096)
             if not chunk:
                 break
             headers += chunk
         status, body = handle_request(line, self.registration)
         if status >= 400 and status != 410:
             logger.warning("relay: HTTP %d for %r: %s", status, _redact_line(line), body)
-        await self._loop.sock_sendall(conn, response_bytes(status, body))
+        await loop.sock_sendall(conn, response_bytes(status, body))
         with contextlib.suppress(OSError):
             conn.shutdown(socket.SHUT_WR)
 

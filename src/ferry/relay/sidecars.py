@@ -27,6 +27,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ferry.errors import ConfigError, InternalError
 from ferry.relay.layout import IO_DIR, STDERR, STDIN, STDOUT, check_portable
 from ferry.relay.wrapper import DEFAULT_SHELL, load_script
 
@@ -37,6 +38,12 @@ RELAY_CONNECT_RETRIES = 30
 RELAY_CHANNELS = (STDOUT, STDERR, STDIN)
 
 
+def check_relay_host(host: str, where: str = "relay host") -> None:
+    """The host sidecars connect to must be a host name or an IPv4 address (as socat takes it)."""
+    if not host or any(c in host for c in " :,!'\"\\()[]{}"):
+        raise ConfigError(f"{where}: a relay host must be a host name or an IPv4 address: {host!r}")
+
+
 @dataclass(frozen=True)
 class RelayEndpoint:
     """Where containers reach ferry's relay listener (the advertised host, the listener's port)."""
@@ -45,10 +52,9 @@ class RelayEndpoint:
     port: int
 
     def __post_init__(self) -> None:
-        if not self.host or any(c in self.host for c in " :,!'\"\\()[]{}"):
-            raise ValueError(f"relay host must be a host name or an IPv4 address: {self.host!r}")
+        check_relay_host(self.host)
         if not 0 < self.port < 65536:
-            raise ValueError(f"relay port out of range: {self.port}")
+            raise InternalError(f"relay port out of range: {self.port}")
 
 
 @dataclass(frozen=True)
@@ -63,9 +69,9 @@ class HeartbeatSettings:
 
     def __post_init__(self) -> None:
         if self.tick <= 0 or self.interval < self.tick:
-            raise ValueError("heartbeat tick must be > 0 and interval >= tick")
+            raise InternalError("heartbeat tick must be > 0 and interval >= tick")
         if self.probe_timeout < 1 or self.max_failures < 1:
-            raise ValueError("heartbeat probe_timeout and max_failures must be >= 1")
+            raise InternalError("heartbeat probe_timeout and max_failures must be >= 1")
 
     @property
     def ticks_per_probe(self) -> int:
@@ -101,7 +107,7 @@ def heartbeat_script() -> str:
 
 def _check_token(token: str) -> None:
     if not token or not all(c.isalnum() or c in "-_" for c in token):
-        raise ValueError("relay tokens are url-safe base64 (letters, digits, '-', '_')")
+        raise InternalError("relay tokens are url-safe base64 (letters, digits, '-', '_')")
 
 
 def relay_sidecar_command(
@@ -116,7 +122,7 @@ def relay_sidecar_command(
 ) -> list[str]:
     """The command of the relay sidecar for `channel` (stdout, stderr or stdin)."""
     if channel not in RELAY_CHANNELS:
-        raise ValueError(f"unknown relay channel {channel!r}; expected one of {RELAY_CHANNELS}")
+        raise InternalError(f"unknown relay channel {channel!r}; expected one of {RELAY_CHANNELS}")
     _check_token(token)
     argv = [
         *shell,

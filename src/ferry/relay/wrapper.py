@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 
+from ferry.errors import InternalError
 from ferry.relay.layout import IO_DIR, check_portable, unsafe_for_kubernetes
 
 WRAPPER_NAME = "ferry-wrapper"
@@ -61,7 +62,7 @@ def load_script(name: str) -> str:
     ]
     script = "\n".join(lines) + "\n"
     if unsafe_for_kubernetes(script):  # pragma: no cover - guarded by the tests
-        raise RuntimeError(f"{name} contains '$(' or '$$'")
+        raise InternalError(f"{name} contains '$(' or '$$'")
     return script
 
 
@@ -138,11 +139,11 @@ def wrapper_command(
     `entrypoint_from_argv`); `grace` is the time between TERM and KILL when ferry is gone; `poll`
     how often the wrapper looks at the termination marker (and, while stopping, at the
     connector's processes). The runtime merges `env` into the
-    container's environment (ferry's values must win over the user's). Raises ValueError if an
+    container's environment (ferry's values must win over the user's). Raises ConfigError if an
     argument or value holds `$(` or `$$`, which Kubernetes and Podman would treat differently.
     """
     if grace < 0 or poll <= 0:
-        raise ValueError("grace must be >= 0 and poll > 0")
+        raise InternalError("grace must be >= 0 and poll > 0")
     argv = (*shell, "-c", wrapper_script(), WRAPPER_NAME, *protocol_args)
     env = {
         ENV_IMAGE: image,

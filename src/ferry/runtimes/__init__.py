@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ferry.errors import ConfigError
+from ferry.runtimes import docker, local, pods
 from ferry.runtimes.base import (
     RUNTIME_NAMES,
     ConnectorInvocation,
@@ -21,8 +24,37 @@ __all__ = [
     "ConnectorRef",
     "RunLabels",
     "Runtime",
+    "check_options_apply",
     "get_runtime",
 ]
+
+# The connector-block options each runtime honours, as its kind declares them; any other option
+# set is an error, not ignored.
+HONOURED_OPTIONS: Mapping[str, frozenset[str]] = {
+    "local": local.OPTIONS,
+    "docker": docker.OPTIONS,
+    "podman": pods.OPTIONS,
+    "kubernetes": pods.OPTIONS,
+}
+_OPTION_HINTS = {
+    "network": "a pod's network is set with kubernetes: {host_network: ...}",
+    "memory": "resource limits need a container runtime",
+    "cpu": "resource limits need a container runtime",
+}
+
+
+def check_options_apply(runtime: str, options: ConnectorOptions) -> None:
+    """Raise ConfigError naming every option that is set but that `runtime` would ignore."""
+    ignored = [name for name in options.set_options() if name not in HONOURED_OPTIONS[runtime]]
+    if not ignored:
+        return
+    hints = sorted({_OPTION_HINTS[name] for name in ignored if name in _OPTION_HINTS})
+    users = [r for r in RUNTIME_NAMES if set(ignored) <= HONOURED_OPTIONS[r]]
+    raise ConfigError(
+        f"{', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to the "
+        f"{runtime} runtime (only to {' and '.join(users) or 'other runtimes'})"
+        + "".join(f"; {hint}" for hint in hints)
+    )
 
 
 def get_runtime(name: str) -> Runtime:

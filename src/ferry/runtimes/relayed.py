@@ -25,7 +25,7 @@ from typing import Protocol
 
 from ferry.errors import ConnectorCrashed, FerryError
 from ferry.relay import TERMINATED_EXIT_CODE, RelayListener, RelayRegistration
-from ferry.runtimes.base import ByteReader, ByteWriter, LogSink, StderrTail
+from ferry.runtimes.base import ByteReader, ByteWriter, ConnectorInvocation, LogSink, StderrTail
 
 logger = logging.getLogger(__name__)
 
@@ -258,3 +258,42 @@ class PodProcess:
             await asyncio.gather(self._exit, return_exceptions=True)
             self._listener.unregister(self._registration.token)
             await asyncio.shield(self.backend.remove())
+
+
+class LaunchablePod(PodBackend, Protocol):
+    """A pod that is made, but not yet running, for `start_pod`."""
+
+    async def launch(self) -> None:
+        """Create and start what the pod is made of. Cleanup on failure is the caller's."""
+        ...
+
+
+async def start_pod(
+    invocation: ConnectorInvocation,
+    log: LogSink,
+    listener: RelayListener,
+    make_pod: Callable[[RelayRegistration], LaunchablePod],
+) -> PodProcess:
+    """Register the connector on the relay listener, make its pod with that registration and
+    launch it: the one way every relayed runtime starts a connector. Whatever fails on the way,
+    the token is withdrawn and the pod removed."""
+    tail = StderrTail()
+    registration = listener.register(
+        f"{invocation.labels.role} {invocation.connector.target}",
+        reads_stdin=invocation.reads_stdin,
+        log=stderr_sink(log, tail),
+        connect_timeout=None,  # set once the pod runs (pulls and scheduling take their time)
+    )
+    try:
+        pod = make_pod(registration)
+    except BaseException:
+        listener.unregister(registration.token)
+        raise
+    try:
+        await pod.launch()
+    except BaseException:
+        listener.unregister(registration.token)
+        with contextlib.suppress(Exception):
+            await asyncio.shield(pod.remove())
+        raise
+    return PodProcess(pod, listener, registration, tail)

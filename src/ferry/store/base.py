@@ -1,4 +1,4 @@
-"""The store interface: connection state and run history.
+"""The store interface: connection state, run history and connector configs.
 
 Synchronous and small on purpose: every call is one short transaction (a few milliseconds for
 SQLite), so the engine calls it straight from its event loop. A Postgres store would implement
@@ -12,6 +12,10 @@ retry after a transient failure is a new attempt that resumes from the committed
 run records the host, pid and process start time of the ferry that owns it, so a run left
 "running" by a ferry that was killed is reported as `abandoned`, and is marked so for good when
 the next run of that connection starts.
+
+Connector configs: a connector may send a CONTROL message with an updated config (a rotated OAuth
+refresh token); the store keeps the last one per connection and role, with the fingerprint of
+the connection file's config it replaced, so an edit of the file can be told apart.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
+from typing import Any, Literal
 
 from ferry.protocol.messages import AirbyteStateMessage, StreamDescriptor
 from ferry.store.state import ConnectionState
@@ -31,8 +36,10 @@ FAILED = "failed"
 CANCELLED = "cancelled"
 ABANDONED = "abandoned"  # the owning ferry process is gone; set by the store, never passed in
 
+ConfigRole = Literal["source", "destination"]
+CONFIG_ROLES: tuple[ConfigRole, ...] = ("source", "destination")
+
 FINAL_STATUSES = frozenset({SUCCEEDED, FAILED, CANCELLED})
-STATUSES = frozenset({RUNNING, ABANDONED}) | FINAL_STATUSES
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,17 @@ class RunRecord:
         if self.ended_at is None:
             return None
         return (self.ended_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class StoredConfig:
+    """The config a connector last sent for one side of a connection (a CONTROL message)."""
+
+    connection: str
+    role: ConfigRole
+    config: dict[str, Any]
+    file_fingerprint: str  # of the connection file's config when this one was received
+    updated_at: datetime
 
 
 class Store(abc.ABC):
@@ -221,12 +239,24 @@ class Store(abc.ABC):
         """End a run (attempts still running end with the same status)."""
 
     @abc.abstractmethod
-    def get_run(self, run_id: int) -> RunRecord | None:
-        """One run, or None if there is no such run."""
-
-    @abc.abstractmethod
     def list_runs(self, connection: str, limit: int = 20) -> list[RunRecord]:
         """The connection's latest runs, newest first."""
+
+    # -- connector configs -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    def load_connector_config(self, connection: str, role: ConfigRole) -> StoredConfig | None:
+        """The config the connection's `role` connector last sent, or None."""
+
+    @abc.abstractmethod
+    def save_connector_config(
+        self, connection: str, role: ConfigRole, config: dict[str, Any], file_fingerprint: str
+    ) -> None:
+        """Keep `config` (replacing any earlier one), durably, before returning."""
+
+    @abc.abstractmethod
+    def reset_connector_config(self, connection: str, role: ConfigRole | None = None) -> bool:
+        """Forget the stored config of one side, or of both; False if there was none."""
 
     # -- lifetime --------------------------------------------------------------------------
 

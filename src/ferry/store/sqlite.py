@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ferry.errors import ConfigError, StoreError
+from ferry.errors import ConfigError, InternalError, StoreError
 from ferry.protocol import encode
 from ferry.protocol.messages import (
     STATE_GLOBAL,
@@ -40,11 +40,14 @@ from ferry.protocol.messages import (
 )
 from ferry.store.base import (
     ABANDONED,
+    CONFIG_ROLES,
     FINAL_STATUSES,
     RUNNING,
     AttemptRecord,
+    ConfigRole,
     RunRecord,
     Store,
+    StoredConfig,
     StreamCounts,
     StreamTotals,
 )
@@ -116,7 +119,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             ON attempt_streams (attempt_id, name, coalesce(namespace, x'00'))""",
     ),
     # 1 -> 2: records/bytes are those sent to the destination; these, those it committed;
-    # generations (refreshes, clears); rejected records.
+    # generations (refreshes, clears); rejected records; configs sent by connectors in
+    # CONTROL messages (rotated OAuth tokens).
     (
         "ALTER TABLE attempt_streams ADD COLUMN records_committed INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE attempt_streams ADD COLUMN bytes_committed INTEGER NOT NULL DEFAULT 0",
@@ -130,6 +134,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE UNIQUE INDEX stream_generation_key
             ON stream_generation (connection, name, coalesce(namespace, x'00'))""",
         "ALTER TABLE attempt_streams ADD COLUMN records_rejected INTEGER NOT NULL DEFAULT 0",
+        """CREATE TABLE connector_configs (
+            connection TEXT NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('source', 'destination')),
+            config TEXT NOT NULL,  -- JSON
+            file_fingerprint TEXT NOT NULL,  -- of the connection file's config it replaced
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (connection, role)
+        )""",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -337,6 +349,41 @@ class SqliteStore(Store):
                 )
             return bumped
 
+    # -- connector configs -----------------------------------------------------------------
+
+    def load_connector_config(self, connection: str, role: ConfigRole) -> StoredConfig | None:
+        with self._read() as db:
+            row = db.execute(
+                "SELECT config, file_fingerprint, updated_at FROM connector_configs"
+                " WHERE connection = ? AND role = ?",
+                (connection, role),
+            ).fetchone()
+        if row is None:
+            return None
+        config, fingerprint, updated_at = row
+        when = datetime.fromtimestamp(updated_at, tz=UTC)  # NOT NULL in the schema
+        return StoredConfig(connection, role, json.loads(config), fingerprint, when)
+
+    def save_connector_config(
+        self, connection: str, role: ConfigRole, config: dict[str, Any], file_fingerprint: str
+    ) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO connector_configs"
+                " (connection, role, config, file_fingerprint, updated_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (connection, role) DO UPDATE SET config = excluded.config,"
+                " file_fingerprint = excluded.file_fingerprint, updated_at = excluded.updated_at",
+                (connection, role, json.dumps(config), file_fingerprint, time.time()),
+            )
+
+    def reset_connector_config(self, connection: str, role: ConfigRole | None = None) -> bool:
+        with self._write() as db:
+            cursor = db.execute(
+                "DELETE FROM connector_configs WHERE connection = ? AND role IN (?, ?)",
+                (connection, *((role, role) if role else CONFIG_ROLES)),
+            )
+            return cursor.rowcount > 0
+
     # -- runs ------------------------------------------------------------------------------
 
     def start_run(
@@ -448,12 +495,6 @@ class SqliteStore(Store):
                 (status, now, run_id, RUNNING),
             )
 
-    def get_run(self, run_id: int) -> RunRecord | None:
-        with self._read() as db:
-            rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
-            records = _run_records(db, rows.fetchall())
-        return records[0] if records else None
-
     def list_runs(self, connection: str, limit: int = 20) -> list[RunRecord]:
         with self._read() as db:
             rows = db.execute(
@@ -475,13 +516,16 @@ def _create_private(path: Path) -> None:
 
 
 def _rowid(cursor: sqlite3.Cursor) -> int:
-    assert cursor.lastrowid is not None
+    if cursor.lastrowid is None:
+        raise InternalError("an INSERT reported no row id")
     return cursor.lastrowid
 
 
 def _check_final(status: str) -> None:
     if status not in FINAL_STATUSES:
-        raise ValueError(f"status must be one of {', '.join(sorted(FINAL_STATUSES))}: {status!r}")
+        raise InternalError(
+            f"status must be one of {', '.join(sorted(FINAL_STATUSES))}: {status!r}"
+        )
 
 
 def _load_raw(db: sqlite3.Connection, connection: str) -> ConnectionState:

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import time
+from typing import Any
 
 from once import fault
 
@@ -50,7 +51,10 @@ def write(config):
                 while True:
                     time.sleep(3600)
             if received == bogus_after:
-                bogus = {"type": "STREAM", "stream": {"stream_descriptor": {"name": "items"}}}
+                bogus: dict[str, Any] = {
+                    "type": "STREAM",
+                    "stream": {"stream_descriptor": {"name": "items"}},
+                }
                 bogus["stream"]["stream_state"] = {"cursor": -1}
                 print(json.dumps({"type": "STATE", "state": bogus}), flush=True)
         elif message["type"] == "STATE":
@@ -66,7 +70,7 @@ def main():
     verb = sys.argv[1]
     args = dict(zip(sys.argv[2::2], sys.argv[3::2]))
     if verb == "spec":
-        spec = {"connectionSpecification": {"type": "object"}}
+        spec: dict[str, Any] = {"connectionSpecification": {"type": "object"}}
         spec["supported_destination_sync_modes"] = ["append", "overwrite", "append_dedup"]
         print(json.dumps({"type": "SPEC", "spec": spec}), flush=True)
         return 0

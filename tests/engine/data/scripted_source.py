@@ -14,22 +14,26 @@ source creates it when it starts the fault): hang_after (go silent after that ma
 this run, forever), fork_workers (fork that many worker processes that sleep until killed),
 huge_record_bytes (the first record carries a string of that size), stderr_flood_bytes (write that
 much to stderr first), delay (seconds to sleep after each record), stray_once (like stray_stream).
+interrupt_after (after that many records, send SIGINT to ferry, the supervisor's parent, and
+exit 130 at once: what a connector in the terminal's process group does on Ctrl-C).
 Not a fault: pad (every record carries a string of that many bytes).
 """
 
 import json
 import os
+import signal
 import sys
 import time
+from typing import Any
 
 from once import fault
 
 
-def emit(message):
+def emit(message: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(message) + "\n")
 
 
-def emit_status(status):
+def emit_status(status: str) -> None:
     stream_status = {"stream_descriptor": {"name": "items"}, "status": status}
     emit(
         {
@@ -39,7 +43,7 @@ def emit_status(status):
     )
 
 
-def main():
+def main() -> int:
     verb = sys.argv[1]
     args = dict(zip(sys.argv[2::2], sys.argv[3::2]))
     if verb == "spec":
@@ -86,6 +90,7 @@ def main():
     hang_after = fault(config, "hang_after")
     huge = fault(config, "huge_record_bytes")
     delay = fault(config, "delay")
+    interrupt_after = fault(config, "interrupt_after")
     pad = "x" * config.get("pad", 0)
     if config.get("statuses"):
         emit_status("STARTED")
@@ -112,6 +117,11 @@ def main():
                 )
             sys.stdout.flush()
             return 1
+        if interrupt_after is not None and emitted >= interrupt_after:
+            sys.stdout.flush()
+            with open(f"/proc/{os.getppid()}/stat") as stat:  # the supervisor's parent: ferry
+                os.kill(int(stat.read().rsplit(")", 1)[1].split()[1]), signal.SIGINT)
+            return 130
         if hang_after is not None and emitted >= hang_after:
             sys.stdout.flush()
             while True:
@@ -139,7 +149,7 @@ def main():
             )
     if config.get("statuses"):
         emit_status("COMPLETE")
-    return config.get("exit_code", 0)
+    return int(config.get("exit_code", 0))
 
 
 if __name__ == "__main__":

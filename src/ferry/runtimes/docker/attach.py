@@ -17,7 +17,7 @@ import json
 import struct
 from collections.abc import Callable
 
-from ferry.errors import RuntimeUnavailable
+from ferry.errors import InternalError, RuntimeUnavailable
 from ferry.runtimes.base import StderrTail
 
 STDIN, STDOUT, STDERR, SYSTEMERR = 0, 1, 2, 3
@@ -259,7 +259,8 @@ class AttachProtocol(asyncio.BufferedProtocol):
         self._buffer = memoryview(bytearray(READ_SIZE))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        if not isinstance(transport, asyncio.Transport):
+            raise InternalError(f"the attach stream needs a socket transport, got {transport!r}")
         self._transport = transport
         self._stdout.attach_transport(transport)
         transport.write(self._request)

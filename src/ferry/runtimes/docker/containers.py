@@ -8,7 +8,6 @@ container (owned by the image's USER, so a connector running as that user can re
 from __future__ import annotations
 
 import io
-import math
 import os
 import posixpath
 import re
@@ -23,39 +22,50 @@ from typing import Any
 from ferry.errors import ConfigError, ConnectorNotFound
 from ferry.runtimes.base import ConnectorInvocation, ConnectorOptions, protocol_args
 from ferry.runtimes.owner import owner_labels
+from ferry.runtimes.quantity import cpu_amount, memory_bytes
 
 FILES_DIR = "/ferry"
 
-_BINARY_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*$", re.IGNORECASE)
+# The engine refuses a smaller memory limit.
+DOCKER_MIN_MEMORY = 6 << 20
 
 
 def parse_memory(value: str) -> int:
-    """Bytes of `512m`, `1g`, `512Mi`, `1Gi`, `1.5g`, `1048576` (k/m/g/t are binary, as in Docker)."""
-    match = _MEMORY.match(value)
-    if match is None or (match.group(3) and not match.group(2)):
-        raise ConfigError(
-            f"invalid memory {value!r}: use a number of bytes or a size like 512m, 1g, 512Mi, 2Gi"
-        )
-    number, unit = float(match.group(1)), match.group(2).lower()
-    size = int(number * _BINARY_UNITS[unit])
-    if size < 6 << 20:
-        raise ConfigError(f"memory {value!r} is below Docker's minimum of 6 MiB")
+    """Bytes for `mem_limit` (see ferry.runtimes.quantity), at least Docker's minimum."""
+    size = memory_bytes(value, "resources.memory")
+    if size < DOCKER_MIN_MEMORY:
+        raise ConfigError(f"resources.memory: {value!r} is below Docker's minimum of 6 MiB")
     return size
 
 
 def parse_cpu(value: str) -> int:
     """Nano-CPUs of `0.5`, `2`, or Kubernetes millicores `500m`."""
-    text = value.strip()
-    try:
-        cpus = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
-    except ValueError:
-        raise ConfigError(
-            f"invalid cpu {value!r}: use a number of CPUs like 0.5 or 2, or 500m"
-        ) from None
-    if not math.isfinite(cpus) or cpus <= 0:
-        raise ConfigError(f"invalid cpu {value!r}: must be a positive number of CPUs")
-    return max(1, round(cpus * 1e9))
+    return max(1, round(cpu_amount(value, "resources.cpu") * 10**9))
+
+
+def standard_host_config(**extra: Any) -> dict[str, Any]:
+    """What every container ferry starts has, plus `extra`: removed once it exits, no log
+    driver (records never land in the engine's json log files), and the engine's tiny init as
+    PID 1, which forwards `docker stop`'s SIGTERM to the connector (a PID 1 without a handler
+    ignores it) and reaps zombies."""
+    return {
+        "auto_remove": True,
+        "log_config": {"type": "none", "config": {}},
+        "init": True,
+        **extra,
+    }
+
+
+def options_host_config(options: ConnectorOptions) -> dict[str, Any]:
+    """The host config of a connector's `resources:` and `volumes:` options."""
+    limits: dict[str, Any] = {}
+    if options.memory:
+        limits["mem_limit"] = parse_memory(options.memory)
+    if options.cpu:
+        limits["nano_cpus"] = parse_cpu(options.cpu)
+    if options.volumes:
+        limits["binds"] = volume_binds(options.volumes)
+    return limits
 
 
 def container_name(invocation: ConnectorInvocation) -> str:
@@ -83,29 +93,15 @@ def container_spec(
 ) -> ContainerSpec:
     ref = invocation.connector
     options = ref.options
-    host_config: dict[str, Any] = {
-        "auto_remove": True,
-        "log_config": {"type": "none", "config": {}},
-        # The engine's tiny init as PID 1: it forwards `docker stop`'s SIGTERM to the connector
-        # (a PID 1 without a handler ignores it) and reaps zombies.
-        "init": True,
-    }
-    if options.memory:
-        host_config["mem_limit"] = parse_memory(options.memory)
-    if options.cpu:
-        host_config["nano_cpus"] = parse_cpu(options.cpu)
-    if options.network:
-        host_config["network_mode"] = options.network
-    if options.volumes:
-        host_config["binds"] = volume_binds(options.volumes)
+    network = {"network_mode": options.network} if options.network else {}
     return ContainerSpec(
         image=ref.target,
         name=container_name(invocation),
         command=[*ref.args, *protocol_args(invocation.verb, paths)],
         entrypoint=entrypoint,
-        environment=dict(options.env),
+        environment=invocation.environment,
         labels={**invocation.labels.as_labels(), **owner_labels()},
-        host_config=host_config,
+        host_config=standard_host_config(**options_host_config(options), **network),
         stdin=invocation.reads_stdin,
     )
 

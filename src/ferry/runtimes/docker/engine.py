@@ -31,8 +31,6 @@ from ferry.runtimes.docker.containers import (
 )
 from ferry.runtimes.docker.endpoint import Endpoint, endpoint_of
 
-PULL_POLICIES = ("never", "if-not-present", "always")
-
 T = TypeVar("T")
 
 
@@ -78,10 +76,6 @@ class DockerEngine:
 
     async def image_config(self, image: str, policy: str) -> Mapping[str, Any]:
         """The image's config (Entrypoint, Env, User), after applying the pull policy."""
-        if policy not in PULL_POLICIES:
-            raise ConfigError(
-                f"invalid pull policy {policy!r}: use one of {', '.join(PULL_POLICIES)}"
-            )
         cached = self._images.get(image)
         if cached is not None and policy != "always":
             return cached
@@ -217,7 +211,9 @@ def engine_error(action: str, error: BaseException) -> FerryError:
     if isinstance(error, docker.errors.APIError):
         status = error.status_code or 0
         detail = _explain(error)
-        if 400 <= status < 500:
+        # A 4xx answer means the request was wrong: the connector's options, its image name,
+        # except a conflict (409: a name in use, a removal in progress), which is the engine's.
+        if 400 <= status < 500 and status != 409:
             return ConfigError(f"Docker could not {action}: {detail}")
         return RuntimeUnavailable(f"Docker could not {action}: {detail}")
     if isinstance(error, requests.exceptions.ConnectionError | OSError):

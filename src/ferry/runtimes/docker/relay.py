@@ -65,31 +65,9 @@ heartbeat then stops the connector), `docker stop`s the connector and removes ev
 ends, stdin writes are a broken pipe and `wait()` gives the exit status (`PodProcess` does that
 for every pod runtime), so a cancelled sync ends as cancelled (130), not crashed.
 
-Measured on this 2-core VM (dockerd 20.10, cgroup v1, load average 5-6 from other jobs), the
-same sync three ways in one run, interleaved (local, docker, relay, local, ...), 5 reps:
-source-generator -> destination-null, 2 streams x 1M records of ~200 bytes (400 MB of JSON
-lines), a STATE every 10 000 records per stream. "sync" is the sync's own elapsed time (the
-read/write containers' start included), "wall" the whole `ferry sync` (spec, discover too);
-CPU seconds from RUSAGE_SELF (ferry), /proc (dockerd + containerd) and each container's
-cpuacct cgroup (sampled every 0.1 s); medians:
-
-    path            wall    sync   MB/s   M rec/s   ferry CPU   dockerd+containerd CPU
-    local           3.0 s   2.4 s   169     0.85      1.7 s        0.0 s
-    plain docker    6.9 s   5.0 s    80     0.40      2.3 s        1.1 s  (the attach copies)
-    docker relay    6.8 s   4.1 s    96     0.48      1.9 s        1.0 s  (26 container lives)
-
-    relay-mode containers, CPU seconds per sync (400 MB through each data relay):
-    source:       relay-stdout 0.18   relay-stderr 0.04   heartbeat 0.03   sandbox 0.03
-    destination:  relay-stdin  0.19   relay-stdout 0.04   relay-stderr 0.03   heartbeat 0.04
-                  sandbox 0.03        (connectors: source 0.57, destination 1.11)
-
-Spread between reps is large (relay sync 3.1-6.1 s, plain docker 4.3-5.9 s, local 1.5-2.9 s):
-the machine's other jobs set the pace. The relays are not the bottleneck: socat moves 400 MB
-in ~0.2 CPU-seconds (~2 GB/s per core), ferry spends less CPU on relay sockets than on
-demultiplexing attach streams, and no byte goes through dockerd. What relay mode costs is
-start-up: five or six containers per connector run instead of one. A `spec` of the hello image,
-start to everything removed, medians of 7: plain 0.33 s, relay 0.82 s; a sync pays it five times
-(spec x2, discover, read, write), which the faster data path made up for in the runs above.
+What relay mode costs is start-up: five or six containers per connector run instead of one;
+its data path is faster than plain mode's attach streams, and no byte goes through dockerd
+(benchmarks/README.md, "Design measurements").
 """
 
 from __future__ import annotations
@@ -107,7 +85,13 @@ from typing import Any
 
 import docker.errors
 
-from ferry.errors import ConfigError, ConnectorCrashed, FerryError, RuntimeUnavailable
+from ferry.errors import (
+    ConfigError,
+    ConnectorCrashed,
+    FerryError,
+    InternalError,
+    RuntimeUnavailable,
+)
 from ferry.relay import (
     DOCKER_BRIDGE_HOST,
     IO_DIR,
@@ -120,6 +104,7 @@ from ferry.relay import (
     RelayListener,
     RelayRegistration,
     check_portable,
+    check_relay_host,
     derive_entrypoint,
     shared_listener,
     sidecar_commands,
@@ -136,14 +121,13 @@ from ferry.runtimes.docker.attach import OutputStream, StderrLines
 from ferry.runtimes.docker.containers import (
     FILES_DIR,
     container_name,
-    parse_cpu,
-    parse_memory,
-    volume_binds,
+    options_host_config,
+    standard_host_config,
 )
 from ferry.runtimes.docker.endpoint import Endpoint
 from ferry.runtimes.docker.engine import DockerEngine, engine_error
 from ferry.runtimes.owner import owner_labels
-from ferry.runtimes.relayed import PodProcess, stderr_sink
+from ferry.runtimes.relayed import PodProcess, start_pod
 
 logger = logging.getLogger(__name__)
 
@@ -277,6 +261,7 @@ async def relay_host(engine: DockerEngine, network: str | None) -> str:
     """The address at which containers on `network` reach ferry's machine."""
     override = os.environ.get(ENV_RELAY_HOST, "").strip()
     if override:
+        check_relay_host(override, ENV_RELAY_HOST)
         return override
     if network == "host":
         return LOOPBACK_HOST
@@ -352,17 +337,14 @@ class DockerPod:
         self.name = container_name(invocation)
         self.description = f"docker relay pod {self.name}"
         ref = invocation.connector
-        try:
-            check_portable(args, "the connector's arguments")
-            self.wrapper = wrapper_command(
-                args, image=ref.target, reads_stdin=invocation.reads_stdin, entrypoint=entrypoint
-            )
-            self.sidecars = sidecar_commands(
-                token=registration.token, endpoint=relay, reads_stdin=invocation.reads_stdin
-            )
-            self.sandbox = sandbox_command(relay.port)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+        check_portable(args, "the connector's arguments")
+        self.wrapper = wrapper_command(
+            args, image=ref.target, reads_stdin=invocation.reads_stdin, entrypoint=entrypoint
+        )
+        self.sidecars = sidecar_commands(
+            token=registration.token, endpoint=relay, reads_stdin=invocation.reads_stdin
+        )
+        self.sandbox = sandbox_command(relay.port)
         self.parts = [SANDBOX, CONNECTOR, *self.sidecars]
         self.ids: dict[str, str] = {}
         self._closers: list[Callable[[], None]] = []
@@ -378,14 +360,6 @@ class DockerPod:
     def labels(self, part: str) -> dict[str, str]:
         return {**self._invocation.labels.as_labels(), **owner_labels(), PART_LABEL: part}
 
-    def _host_config(self, **extra: Any) -> dict[str, Any]:
-        return {
-            "auto_remove": True,
-            "log_config": {"type": "none", "config": {}},
-            "init": True,
-            **extra,
-        }
-
     async def launch(self) -> None:
         """Create everything, put the FIFOs and files in, attach, start. Cleanup is the caller's."""
         api = await self._engine.api()
@@ -400,21 +374,15 @@ class DockerPod:
             self.sandbox,
             environment={"FERRY_BUSY_STATES": " ".join(BUSY_TCP_STATES)},
             volumes=[IO_DIR],
-            host_config=self._host_config(**sandbox_host),
+            host_config=standard_host_config(**sandbox_host),
         )
         fifos = fifo_archive(self._invocation.reads_stdin)
         await self._engine.put_archive(sandbox_id, fifos, f"the FIFOs in {IO_DIR}")
         await self._engine.call("start the relay sandbox", api.start, sandbox_id)
 
         shared = {"network_mode": f"container:{sandbox_id}", "volumes_from": [f"{sandbox_id}:rw"]}
-        main_host = self._host_config(**shared)
-        if options.memory:
-            main_host["mem_limit"] = parse_memory(options.memory)
-        if options.cpu:
-            main_host["nano_cpus"] = parse_cpu(options.cpu)
-        if options.volumes:
-            main_host["binds"] = volume_binds(options.volumes)
-        environment = {**options.env, **self.wrapper.env}
+        main_host = standard_host_config(**shared, **options_host_config(options))
+        environment = {**self._invocation.environment, **self.wrapper.env}
         creations = [
             self._create(
                 api,
@@ -427,7 +395,7 @@ class DockerPod:
         ]
         creations += [
             self._create(
-                api, part, self.sidecar_image, argv, host_config=self._host_config(**shared)
+                api, part, self.sidecar_image, argv, host_config=standard_host_config(**shared)
             )
             for part, argv in self.sidecars.items()
         ]
@@ -492,13 +460,15 @@ class DockerPod:
 
     async def wait_connector(self, on_running: Callable[[], None]) -> int:
         """The connector container's exit status; fails early when a relay sidecar died unconnected."""
-        assert self._main_exit is not None
+        main_exit = self._main_exit
+        if main_exit is None:
+            raise InternalError(f"{self.description}: waited for before it was launched")
         on_running()
-        pending: set[asyncio.Task[int]] = {self._main_exit, *self._sidecar_exits}
+        pending: set[asyncio.Task[int]] = {main_exit, *self._sidecar_exits}
         while True:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            if self._main_exit in done:
-                return self._main_exit.result()
+            if main_exit in done:
+                return main_exit.result()
             for task in done:
                 self._check_sidecar(self._sidecar_exits[task], task)
 
@@ -593,15 +563,9 @@ async def start_relayed(
     listener = await shared_listener()
     host = await relay_host(engine, options.network)
     check_reachable(listener, host)
-    tail = StderrTail()
-    registration = listener.register(
-        f"{invocation.labels.role} {ref.target}",
-        reads_stdin=invocation.reads_stdin,
-        log=stderr_sink(log, tail),
-        connect_timeout=None,
-    )
-    try:
-        pod = DockerPod(
+
+    def make_pod(registration: RelayRegistration) -> DockerPod:
+        return DockerPod(
             engine,
             endpoint,
             invocation,
@@ -612,16 +576,8 @@ async def start_relayed(
             image_config=image_config,
             sidecar_image=side_image,
         )
-    except BaseException:
-        listener.unregister(registration.token)
-        raise
-    try:
-        await pod.launch()
-    except BaseException:
-        listener.unregister(registration.token)
-        await asyncio.shield(pod.remove())
-        raise
-    return PodProcess(pod, listener, registration, tail)
+
+    return await start_pod(invocation, log, listener, make_pod)
 
 
 async def _gather_all(calls: Sequence[Any]) -> None:

@@ -21,23 +21,10 @@ DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH select the engine, remote on
 
 Streams go over raw asyncio connections hijacked from `POST /containers/{id}/attach` (HTTP
 upgrade; one stdout+stderr connection, one stdin connection whose close is the EOF), read with a
-BufferedProtocol into one reused 1 MiB buffer and demultiplexed with memoryview slices. Measured
-on this 2-core machine (dockerd 20.10, other jobs running: load 6-9), 1 GB of 200-byte lines
-(a 4 MB file `cat` 250 times in a busybox container), a consumer that discards, medians of 5 runs (MB/s; client CPU
-seconds including ~0.2 s of start-up):
-
-    hijacked asyncio socket + this module's demuxer (kept)           167 MB/s   1.5 s
-    SDK attach socket, a reader thread + call_soon_threadsafe        173 MB/s   1.7 s
-    SDK attach socket, asyncio.to_thread per 1 MiB read              187 MB/s   1.8 s
-    SDK attach socket + docker.utils.socket.frames_iter, no loop     179 MB/s   1.3 s
-    SDK attach socket, blocking 1 MiB reads, no loop at all          239 MB/s   0.7 s
-
-Run to run spread is ±50 %: dockerd's own copy (~1 s CPU per GB) and the machine's other jobs
-set the pace, and the variants that feed an event loop are within noise of each other. The
-hijacked socket is kept for what the numbers cannot separate: no thread per stream, reads that
-are cancellable, backpressure by pausing the socket, the same code on unix, tcp and tcp+TLS.
-Stdin runs at 85-113 MB/s, like `docker run -i` (60-110 MB/s). The `none` log driver matters
-more than any of these: the default json-file driver took 2-5x longer for the same gigabyte.
+BufferedProtocol into one reused 1 MiB buffer and demultiplexed with memoryview slices: no
+thread per stream, reads that are cancellable, backpressure by pausing the socket, the same code
+on unix, tcp and tcp+TLS. The `none` log driver matters more than the way the streams are read
+(benchmarks/README.md, "Design measurements").
 
 A container costs 300-600 ms from create to removal depending on load (create ~25 ms,
 put_archive ~90 ms: the engine mounts the container's filesystem, the attaches and the wait
@@ -70,6 +57,7 @@ from ferry.runtimes.docker.fifo import (
     oom_note,
     start_with_fifos,
 )
+from ferry.runtimes.docker.gc import collect_docker
 from ferry.runtimes.docker.relay import start_relayed
 from ferry.runtimes.relayed import PodProcess
 
@@ -257,6 +245,10 @@ class DockerRuntime:
             await asyncio.shield(self.engine.remove(container))
         except FerryError as e:
             logger.warning("could not remove container %s: %s", container, e)
+
+    async def sweep_orphans(self) -> list[str]:
+        """The containers of killed ferry processes, removed (what `ferry gc` does for Docker)."""
+        return await asyncio.to_thread(collect_docker, False)
 
     async def close(self) -> None:
         await self.engine.close()

@@ -174,6 +174,9 @@ class LocalRuntime:
     async def fingerprint(self, ref: ConnectorRef) -> str | None:
         return executable_fingerprint(ref)
 
+    async def sweep_orphans(self) -> list[str]:
+        return []  # a local connector dies with its supervisor; nothing is left to remove
+
     async def close(self) -> None:
         """Nothing is held between connectors."""
 
@@ -220,7 +223,7 @@ async def _spawn(
     argv: list[str], invocation: ConnectorInvocation, workdir: Path, log: LogSink
 ) -> LocalProcess:
     ref = invocation.connector
-    env = {**os.environ, **ref.options.env}
+    env = {**os.environ, **invocation.environment}
     stdout_read, stdout_write = os.pipe()
     stderr_read, stderr_write = os.pipe()
     stdin_read, stdin_write = os.pipe() if invocation.reads_stdin else (None, None)

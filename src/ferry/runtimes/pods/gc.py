@@ -6,7 +6,7 @@ unabridged as `ferry.dev/<label>` annotations (label values are limited to 63 ch
 
 A pod is garbage when
 - its owner (OWNER_ID `{nodename}-{pid}-{random}`) ran on this host and that process is gone
-  (`gc.orphan_reason`: the pid is dead, or now belongs to a process started at another time), or
+  (`owner.orphan_reason`: the pid is dead, or now belongs to a process started at another time), or
   it finished and its owner ran on another host; or
 - it finished (Succeeded: the connector exited 0; Failed: anything else) longer ago than the TTL
   of its phase (`DEFAULT_TTL`, overridable per call or with FERRY_GC_TTL_SUCCEEDED /
@@ -24,6 +24,7 @@ with the pod and secret, and when nothing of that name remains.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -31,10 +32,11 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from lightkube import Client
+from lightkube import Client, KubeConfig
 from lightkube.resources.core_v1 import Pod, Secret
 from lightkube.types import CascadeType
 
@@ -48,6 +50,7 @@ from ferry.runtimes.pods.manifests import (
     label_value,
     labels_for_gc,
 )
+from ferry.runtimes.pods.podman import pod_teardown
 
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
@@ -105,6 +108,54 @@ def describe(kind: str, name: str, labels: Mapping[str, str], reason: str) -> st
         f"{kind} {name} ({labels.get('ferry.role', '?')} of "
         f"{labels.get('ferry.connection', '?')}, run {labels.get('ferry.run', '?')}): {reason}"
     )
+
+
+@dataclass
+class _Sweep:
+    """One collector's run: its clock and TTLs, what it has seen and doomed, its lines."""
+
+    engine: str
+    verb: str  # "remove" or "delete"
+    dry_run: bool
+    clock: float
+    limits: dict[str, float]
+    probe: Probe
+    lines: list[str] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)  # kept pods (podman: every pod) by name
+    doomed: set[str] = field(default_factory=set)
+
+    def pod_reason(
+        self, labels: Mapping[str, str], phase: str | None, finished_at: float | None
+    ) -> str | None:
+        return garbage_reason(
+            labels,
+            phase=phase,
+            finished_at=finished_at,
+            now=self.clock,
+            ttl=self.limits,
+            probe=self.probe,
+        )
+
+    def unused_secret_reason(
+        self, labels: Mapping[str, str], created: float | None, relation: str
+    ) -> str | None:
+        """Why a Secret no pod `relation`s (uses, owns) is garbage: its owner is gone, or it
+        is older than the pending TTL; None to keep it."""
+        reason = orphan_reason(labels, "exited", host=label_value(this_host()), probe=self.probe)
+        if reason is not None:
+            return f"no pod {relation} it; {reason}"
+        if created is not None and self.clock - created > self.limits[PENDING]:
+            return f"no pod {relation} it and it is {self.clock - created:.0f}s old"
+        return None
+
+    def act(self, what: str, remove: Callable[[], str | None]) -> None:
+        """Say what would be removed, or remove it and say how that went."""
+        if self.dry_run:
+            self.lines.append(f"{self.engine}: would {self.verb} {what}")
+            return
+        problem = remove()
+        done = f"could not {self.verb} {what}: {problem}" if problem else f"{self.verb}d {what}"
+        self.lines.append(f"{self.engine}: {done}")
 
 
 # --- podman -------------------------------------------------------------------------------------
@@ -170,90 +221,84 @@ def collect_podman(
     probe: Probe = process_start,
 ) -> list[str]:
     """Remove the podman pods, secrets and volumes whose ferry owner is gone or that are stale."""
-    limits = ttls(ttl)
-    clock = time.time() if now is None else now
+    sweep = _Sweep(
+        "podman", "remove", dry_run, time.time() if now is None else now, ttls(ttl), probe
+    )
+    # Volumes are listed first: a pod started meanwhile is then in the pod list with its volume
+    # (listed the other way round, a starting pod's volume looked like nobody's).
+    volumes = _podman_json("volume", "ls", "--format", "json")
     pods = _podman_json("pod", "ps", "--filter", f"label={SELECTOR}", "--format", "json")
     containers = _podman_json("ps", "-a", "--filter", f"label={SELECTOR}", "--format", "json")
+    _sweep_podman_pods(sweep, pods, containers)
+    secret_names = _sweep_podman_secrets(sweep, _podman_secrets())
+    _sweep_podman_volumes(sweep, volumes, secret_names)
+    return sweep.lines
+
+
+def _sweep_podman_pods(
+    sweep: _Sweep, pods: list[Mapping[str, Any]], containers: list[Mapping[str, Any]]
+) -> None:
     by_pod: dict[str, list[Mapping[str, Any]]] = {}
     for container in containers:
         by_pod.setdefault(str(container.get("Pod") or ""), []).append(container)
-
-    lines: list[str] = []
-    pod_names: set[str] = set()
-    doomed: set[str] = set()
     for pod in pods:
         name = str(pod.get("Name") or "")
-        pod_names.add(name)
+        sweep.seen.add(name)
         labels = labels_for_gc(pod.get("Labels") or {}, {})
         phase, finished_at = _podman_phase(
             name, str(pod.get("Status") or ""), by_pod.get(str(pod.get("Id")), [])
         )
-        reason = garbage_reason(
-            labels, phase=phase, finished_at=finished_at, now=clock, ttl=limits, probe=probe
-        )
-        if reason is None:
-            continue
-        doomed.add(name)
-        what = describe("pod", name, labels, reason)
-        if dry_run:
-            lines.append(f"podman: would remove {what}")
-            continue
-        problem = _podman_remove("pod", "rm", "-f", "-t", "0", name)
-        lines.append(
-            f"podman: could not remove {what}: {problem}" if problem else f"podman: removed {what}"
-        )
+        reason = sweep.pod_reason(labels, phase, finished_at)
+        if reason is not None:
+            sweep.doomed.add(name)
+            sweep.act(describe("pod", name, labels, reason), functools.partial(_remove_pod, name))
 
-    secrets = _podman_secrets()
-    secret_names = set()
+
+def _remove_pod(name: str) -> str | None:
+    stop, remove = pod_teardown(name)
+    _podman(*stop)
+    return _podman_remove(*remove)
+
+
+def _sweep_podman_secrets(sweep: _Sweep, secrets: list[Mapping[str, Any]]) -> set[str]:
+    """Remove the secrets (and their volumes) no kept pod uses; the names of ferry's secrets."""
+    names: set[str] = set()
     for secret in secrets:
         spec = secret.get("Spec") or {}
-        name = str(spec.get("Name") or "")
-        labels = labels_for_gc(spec.get("Labels") or {}, {})
         if (spec.get("Labels") or {}).get(MANAGED_BY_LABEL) != MANAGED_BY:
             continue
-        secret_names.add(name)
-        if name in doomed:
-            reason = "its pod is being removed"
-        elif name in pod_names:
-            reason = None
+        name = str(spec.get("Name") or "")
+        names.add(name)
+        labels = labels_for_gc(spec.get("Labels") or {}, {})
+        if name in sweep.doomed:
+            reason: str | None = "its pod is being removed"
+        elif name in sweep.seen:
+            continue
         else:
-            created = _timestamp(secret.get("CreatedAt"))
-            reason = orphan_reason(labels, "exited", host=label_value(this_host()), probe=probe)
-            if reason is None and created is not None and clock - created > limits[PENDING]:
-                reason = f"no pod uses it and it is {clock - created:.0f}s old"
-            if reason is not None:
-                reason = f"no pod uses it; {reason}"
-        if reason is None:
-            continue
-        doomed.add(name)
-        what = describe("secret", name, labels, reason)
-        if dry_run:
-            lines.append(f"podman: would remove {what} (and its volume)")
-            continue
-        problem = _podman_remove("secret", "rm", name) or _podman_remove("volume", "rm", "-f", name)
-        lines.append(
-            f"podman: could not remove {what}: {problem}"
-            if problem
-            else f"podman: removed {what} (and its volume)"
-        )
+            reason = sweep.unused_secret_reason(labels, _timestamp(secret.get("CreatedAt")), "uses")
+        if reason is not None:
+            sweep.doomed.add(name)
+            what = describe("secret", name, labels, reason) + " (and its volume)"
+            sweep.act(what, functools.partial(_remove_secret, name))
+    return names
 
-    for volume in _podman_json("volume", "ls", "--format", "json"):
+
+def _remove_secret(name: str) -> str | None:
+    return _podman_remove("secret", "rm", name) or _podman_remove("volume", "rm", "-f", name)
+
+
+def _sweep_podman_volumes(
+    sweep: _Sweep, volumes: list[Mapping[str, Any]], secret_names: set[str]
+) -> None:
+    """Remove the volumes named after a pod (its emptyDir, its secret's files) nothing uses."""
+    for volume in volumes:
         name = str(volume.get("Name") or "")
         base = name.removesuffix("-io")
-        if not POD_NAME.match(base) or name in doomed:
+        if not POD_NAME.match(base) or name in sweep.doomed:
             continue
-        if base in doomed or (base not in pod_names and base not in secret_names):
-            what = f"volume {name}: no pod or secret {base} remains"
-            if dry_run:
-                lines.append(f"podman: would remove {what}")
-                continue
-            problem = _podman_remove("volume", "rm", "-f", name)
-            lines.append(
-                f"podman: could not remove {what}: {problem}"
-                if problem
-                else f"podman: removed {what}"
-            )
-    return lines
+        if base in sweep.doomed or (base not in sweep.seen and base not in secret_names):
+            remove = functools.partial(_podman_remove, "volume", "rm", "-f", name)
+            sweep.act(f"volume {name}: no pod or secret {base} remains", remove)
 
 
 def _podman_phase(
@@ -323,65 +368,76 @@ def collect_kubernetes(
     namespace: str | None = None,
     ttl: Mapping[str, float] | None = None,
     now: float | None = None,
-    config: Any = None,
+    config: KubeConfig | None = None,
     probe: Probe = process_start,
 ) -> list[str]:
     """Delete the pods and Secrets (in ferry's namespace) whose owner is gone or that are stale.
 
     `namespace`: default the kubeconfig context's (in a pod: the service account's).
     """
-
-    limits = ttls(ttl)
-    clock = time.time() if now is None else now
+    sweep = _Sweep(
+        "kubernetes", "delete", dry_run, time.time() if now is None else now, ttls(ttl), probe
+    )
     try:
         client = Client(config=config or load_config(), field_manager="ferry")
     except RuntimeUnavailable:
         raise
     except Exception as e:
         raise RuntimeUnavailable(f"cannot set up the Kubernetes client: {e}") from None
-    ns = namespace or client.namespace or "default"
     try:
-        pods = [
-            p.to_dict()
-            for p in client.list(Pod, namespace=ns, labels={MANAGED_BY_LABEL: MANAGED_BY})
-        ]
-        secrets = [
-            s.to_dict()
-            for s in client.list(Secret, namespace=ns, labels={MANAGED_BY_LABEL: MANAGED_BY})
-        ]
-    except Exception as e:
-        raise api_error(f"list ferry's pods and secrets in {ns}", e) from None
+        ns = namespace or client.namespace or "default"
+        try:
+            pods, secrets = _managed(client, Pod, ns), _managed(client, Secret, ns)
+        except Exception as e:
+            raise api_error(f"list ferry's pods and secrets in {ns}", e) from None
+        pod_uids = _sweep_kubernetes_pods(sweep, client, ns, pods)
+        _sweep_kubernetes_secrets(sweep, client, ns, secrets, pod_uids)
+    finally:
+        client.close()
+    return sweep.lines
 
-    lines: list[str] = []
-    pod_uids: dict[str, str] = {}
-    doomed_uids: set[str] = set()
-    kept_names: set[str] = set()
+
+def _managed(
+    client: Client, kind: type[Pod] | type[Secret], namespace: str
+) -> list[dict[str, Any]]:
+    listed = client.list(kind, namespace=namespace, labels={MANAGED_BY_LABEL: MANAGED_BY})
+    return [item.to_dict() for item in listed]
+
+
+def _sweep_kubernetes_pods(
+    sweep: _Sweep, client: Client, namespace: str, pods: list[dict[str, Any]]
+) -> set[str]:
+    """Delete the garbage pods (their uids become `sweep.doomed`, kept names `sweep.seen`);
+    the uids of every pod."""
+    uids: set[str] = set()
     for pod in pods:
         meta = pod.get("metadata") or {}
         name = str(meta.get("name"))
         uid = str(meta.get("uid") or "")
-        pod_uids[uid] = name
+        uids.add(uid)
         labels = labels_for_gc(meta.get("labels") or {}, meta.get("annotations") or {})
         phase, finished = _k8s_phase(pod)
-        reason = garbage_reason(
-            labels, phase=phase, finished_at=finished, now=clock, ttl=limits, probe=probe
-        )
+        reason = sweep.pod_reason(labels, phase, finished)
         if reason is None:
-            kept_names.add(name)
+            sweep.seen.add(name)
             continue
-        doomed_uids.add(uid)
-        what = describe("pod", f"{ns}/{name}", labels, reason)
-        if dry_run:
-            lines.append(f"kubernetes: would delete {what}")
-            continue
-        try:
-            client.delete(Pod, name, namespace=ns, grace_period=0, cascade=CascadeType.BACKGROUND)
-        except Exception as e:
-            if not is_not_found(e):
-                lines.append(f"kubernetes: could not delete {what}: {api_error('delete it', e)}")
-                continue
-        lines.append(f"kubernetes: deleted {what}")
+        sweep.doomed.add(uid)
+        delete = functools.partial(
+            _delete, client, Pod, name, namespace, grace_period=0, cascade=CascadeType.BACKGROUND
+        )
+        sweep.act(describe("pod", f"{namespace}/{name}", labels, reason), delete)
+    return uids
 
+
+def _sweep_kubernetes_secrets(
+    sweep: _Sweep,
+    client: Client,
+    namespace: str,
+    secrets: list[dict[str, Any]],
+    pod_uids: set[str],
+) -> None:
+    """Delete the Secrets whose pod is gone or being deleted, and those no pod owns that are
+    orphans or older than the pending TTL."""
     for secret in secrets:
         meta = secret.get("metadata") or {}
         name = str(meta.get("name"))
@@ -389,32 +445,30 @@ def collect_kubernetes(
         owners = [
             str(o.get("uid")) for o in meta.get("ownerReferences") or [] if o.get("kind") == "Pod"
         ]
-        live_owners = [uid for uid in owners if uid in pod_uids and uid not in doomed_uids]
-        if live_owners or name in kept_names:
+        live = [uid for uid in owners if uid in pod_uids and uid not in sweep.doomed]
+        if live or name in sweep.seen:
             continue
         if owners:
-            reason = "its pod is gone or being deleted"
+            reason: str | None = "its pod is gone or being deleted"
         else:
-            reason = orphan_reason(labels, "exited", host=label_value(this_host()), probe=probe)
             created = _timestamp(meta.get("creationTimestamp"))
-            if reason is None and created is not None and clock - created > limits[PENDING]:
-                reason = f"no pod owns it and it is {clock - created:.0f}s old"
-            if reason is not None:
-                reason = f"no pod owns it; {reason}"
-        if reason is None:
-            continue
-        what = describe("secret", f"{ns}/{name}", labels, reason)
-        if dry_run:
-            lines.append(f"kubernetes: would delete {what}")
-            continue
-        try:
-            client.delete(Secret, name, namespace=ns)
-        except Exception as e:
-            if not is_not_found(e):
-                lines.append(f"kubernetes: could not delete {what}: {api_error('delete it', e)}")
-                continue
-        lines.append(f"kubernetes: deleted {what}")
-    with_close = getattr(client, "close", None)
-    if callable(with_close):
-        with_close()
-    return lines
+            reason = sweep.unused_secret_reason(labels, created, "owns")
+        if reason is not None:
+            delete = functools.partial(_delete, client, Secret, name, namespace)
+            sweep.act(describe("secret", f"{namespace}/{name}", labels, reason), delete)
+
+
+def _delete(
+    client: Client,
+    kind: type[Pod] | type[Secret],
+    name: str,
+    namespace: str,
+    **options: Any,
+) -> str | None:
+    """Delete one resource; None when it is gone, else what went wrong."""
+    try:
+        client.delete(kind, name, namespace=namespace, **options)
+    except Exception as e:
+        if not is_not_found(e):
+            return str(api_error("delete it", e))
+    return None

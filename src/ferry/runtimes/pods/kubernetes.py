@@ -51,8 +51,8 @@ from ferry.errors import (
 )
 from ferry.relay import (
     SIDECAR_IMAGE,
-    RelayListener,
     RelayRegistration,
+    check_relay_host,
     derive_entrypoint,
     shared_listener,
 )
@@ -60,7 +60,6 @@ from ferry.runtimes.base import (
     ConnectorInvocation,
     ConnectorRef,
     LogSink,
-    StderrTail,
     fingerprint_of,
 )
 from ferry.runtimes.owner import owner_labels
@@ -75,7 +74,7 @@ from ferry.runtimes.pods.registry import (
     docker_configs_from_pull_secrets,
     fetch_image_config,
 )
-from ferry.runtimes.relayed import PodProcess, stderr_sink
+from ferry.runtimes.relayed import PodProcess, start_pod
 
 logger = logging.getLogger(__name__)
 
@@ -96,14 +95,13 @@ PULL_ERRORS = frozenset(
 CONFIG_ERRORS = frozenset(
     {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
 )
-WATCH_RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
-# What to raise when a container other than the main one is OOMKilled (single pod: the
-# connectors run beside the pump).
+# What to raise when a single pod's container other than the connector is OOMKilled.
 OOM_HINTS = {
     "source": "source.resources.memory or source.kubernetes.resources.limits.memory",
     "destination": "destination.resources.memory or destination.kubernetes.resources.limits.memory",
     "pump": "kubernetes.pump_resources.limits.memory",
 }
+WATCH_RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
 _DIGEST_PINNED = re.compile(r"@sha256:[0-9a-f]{64}$")
 
 
@@ -121,12 +119,65 @@ class PodAssessment:
     scheduled: bool = False  # bound to a node (so the schedule timeout no longer applies)
 
 
+@dataclass(frozen=True)
+class _PodView:
+    """The parts of a pod (a dict as the API returns it) that `assess_pod` reads."""
+
+    where: str
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any]
+    being_deleted: bool
+    phase: str
+    reason: str
+    message: str
+    connector: Mapping[str, Any]  # the main container's status ({} before it has one)
+    main: str = CONNECTOR_CONTAINER  # the connector's, or a single pod's pump
+    deferred: frozenset[str] = frozenset()  # their OOMKilled is told once the main one ended
+
+    @classmethod
+    def of(
+        cls,
+        pod: Mapping[str, Any],
+        main: str = CONNECTOR_CONTAINER,
+        deferred: frozenset[str] = frozenset(),
+    ) -> _PodView:
+        metadata = pod.get("metadata") or {}
+        status = pod.get("status") or {}
+        where = f"pod {metadata.get('name', '?')}"
+        if metadata.get("namespace"):
+            where += f" (namespace {metadata['namespace']})"
+        connector: Mapping[str, Any] = {}
+        for container in _statuses(status, "containerStatuses"):
+            if container.get("name") == main:
+                connector = container
+        return cls(
+            where=where,
+            spec=pod.get("spec") or {},
+            status=status,
+            being_deleted=bool(metadata.get("deletionTimestamp")),
+            phase=str(status.get("phase") or ""),
+            reason=str(status.get("reason") or ""),
+            message=str(status.get("message") or "").strip() or "no message",
+            connector=connector,
+            main=main,
+            deferred=deferred,
+        )
+
+    def containers(self, kind: str) -> dict[str, Mapping[str, Any]]:
+        """The containers of the spec by name: `containers` or `initContainers`."""
+        return {c.get("name"): c for c in self.spec.get(kind) or []}
+
+
 def _statuses(status: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
     return list(status.get(key) or [])
 
 
 def _reason(state: Mapping[str, Any]) -> tuple[str, str]:
-    return str(state.get("reason") or ""), str(state.get("message") or "").strip()
+    return str(state.get("reason") or ""), str(state.get("message") or "").strip() or "no message"
+
+
+def _crashed(message: str) -> PodAssessment:
+    return PodAssessment(error=ConnectorCrashed(message))
 
 
 def assess_pod(
@@ -137,151 +188,173 @@ def assess_pod(
     main: str = CONNECTOR_CONTAINER,
     deferred: frozenset[str] = frozenset(),
 ) -> PodAssessment:
-    """Interpret a pod (a dict as the API returns it) for its main container (the connector's,
-    or the pump's in a single pod).
+    """Interpret a pod (a dict as the API returns it) for its main container: the connector's,
+    or a single pod's pump, whose `deferred` containers (the connectors) may end before it: an
+    OOMKilled one is told once the pump has drained what it did.
 
     `deleted`: the watch reported DELETED; `deleting`: ferry itself is deleting the pod (then a
-    deletion is no failure); `deferred`: containers whose OOMKilled is reported once the main
-    container ended (a single pod's connectors: the pump still drains what they did).
+    deletion is no failure). The first reading that applies wins: the connector's exit, a
+    deletion, Kubernetes stopping the pod, a container that cannot run, the pod's end; else how
+    far the pod got.
     """
-    metadata = pod.get("metadata") or {}
-    spec = pod.get("spec") or {}
-    status = pod.get("status") or {}
-    name = metadata.get("name", "?")
-    where = f"pod {name}"
-    if metadata.get("namespace"):
-        where += f" (namespace {metadata['namespace']})"
-    containers = {c.get("name"): c for c in spec.get("containers") or []}
-    init_containers = {c.get("name"): c for c in spec.get("initContainers") or []}
+    view = _PodView.of(pod, main, deferred)
+    found = (
+        _connector_exit(view)
+        or (None if deleting else _deletion(view, deleted))
+        or _stopped_by_kubernetes(view)
+        or _container_problem(view)
+        or _pod_ended(view)
+    )
+    return found or _progress(view)
 
-    connector_status: Mapping[str, Any] | None = None
-    for cs in _statuses(status, "containerStatuses"):
-        if cs.get("name") == main:
-            connector_status = cs
-    terminated = (connector_status or {}).get("state", {}).get("terminated")
-    if terminated:
-        reason, message = _reason(terminated)
-        code = int(terminated.get("exitCode", -1))
-        if reason == "OOMKilled":
-            limit = containers.get(main, {}).get("resources", {}).get("limits", {})
-            return PodAssessment(
-                exit_code=code,
-                error=ConnectorCrashed(
-                    f"{where}: the {main} container was OOMKilled (memory limit "
-                    f"{limit.get('memory', 'unset')}); raise `resources: {{memory: ...}}` or "
-                    "`kubernetes.resources.limits.memory`",
-                    exit_code=code,
-                ),
-            )
-        for cs in _statuses(status, "containerStatuses"):
-            killed = (cs.get("state") or {}).get("terminated") or {}
-            if cs.get("name") in deferred and killed.get("reason") == "OOMKilled":
-                return PodAssessment(
-                    exit_code=code,
-                    error=ConnectorCrashed(
-                        f"{where}: the {cs['name']} container was OOMKilled; raise "
-                        + OOM_HINTS.get(str(cs["name"]), "its memory limit")
-                    ),
-                )
-        return PodAssessment(exit_code=code)
 
-    if deleted and not deleting:
-        return PodAssessment(
-            error=ConnectorCrashed(
-                f"{where} was deleted while the connector ran (by someone else, a node drain or "
-                "an eviction); committed state is kept, the next attempt resumes from it"
-            )
-        )
-    if metadata.get("deletionTimestamp") and not deleting:
-        return PodAssessment(
-            error=ConnectorCrashed(
-                f"{where} is being deleted while the connector runs (by someone else, a node "
-                "drain or an eviction)"
-            )
-        )
-    phase = str(status.get("phase") or "")
-    pod_reason = str(status.get("reason") or "")
-    pod_message = str(status.get("message") or "").strip()
-    if pod_reason == "Evicted":
-        return PodAssessment(
-            error=ConnectorCrashed(f"{where} was evicted: {pod_message or 'no message'}")
-        )
-    if pod_reason == "DeadlineExceeded":
-        deadline = spec.get("activeDeadlineSeconds")
-        return PodAssessment(
-            error=ConnectorCrashed(
-                f"{where}: DeadlineExceeded: it ran longer than activeDeadlineSeconds "
-                f"({deadline}s) and was stopped; raise kubernetes.active_deadline_seconds"
-            )
-        )
+def _connector_exit(view: _PodView) -> PodAssessment | None:
+    terminated = (view.connector.get("state") or {}).get("terminated")
+    if not terminated:
+        return None
+    reason, _ = _reason(terminated)
+    code = int(terminated.get("exitCode", -1))
+    if reason != "OOMKilled":
+        return PodAssessment(exit_code=code, error=_deferred_oom(view))
+    connector = view.containers("containers").get(view.main, {})
+    limit = (connector.get("resources") or {}).get("limits") or {}
+    return PodAssessment(
+        exit_code=code,
+        error=ConnectorCrashed(
+            f"{view.where}: the {_which(view.main)} was OOMKilled (memory limit "
+            f"{limit.get('memory', 'unset')}); raise `resources: {{memory: ...}}` or "
+            "`kubernetes.resources.limits.memory`",
+            exit_code=code,
+        ),
+    )
 
-    for key, specs in (
-        ("initContainerStatuses", init_containers),
-        ("containerStatuses", containers),
+
+def _deferred_oom(view: _PodView) -> FerryError | None:
+    for container in _statuses(view.status, "containerStatuses"):
+        terminated = (container.get("state") or {}).get("terminated") or {}
+        name = str(container.get("name"))
+        if name in view.deferred and terminated.get("reason") == "OOMKilled":
+            return ConnectorCrashed(
+                f"{view.where}: the {name} container was OOMKilled; raise {OOM_HINTS[name]}"
+            )
+    return None
+
+
+def _which(name: str) -> str:
+    """How a message names a container: the connector, a single pod's source, destination or
+    pump container, or a sidecar."""
+    if name == CONNECTOR_CONTAINER:
+        return "connector"
+    return f"{name} container" if name in OOM_HINTS else f"{name} sidecar"
+
+
+def _deletion(view: _PodView, deleted: bool) -> PodAssessment | None:
+    if deleted:
+        return _crashed(
+            f"{view.where} was deleted while the connector ran (by someone else, a node drain or "
+            "an eviction); committed state is kept, the next attempt resumes from it"
+        )
+    if view.being_deleted:
+        return _crashed(
+            f"{view.where} is being deleted while the connector runs (by someone else, a node "
+            "drain or an eviction)"
+        )
+    return None
+
+
+def _stopped_by_kubernetes(view: _PodView) -> PodAssessment | None:
+    if view.reason == "Evicted":
+        return _crashed(f"{view.where} was evicted: {view.message}")
+    if view.reason == "DeadlineExceeded":
+        deadline = view.spec.get("activeDeadlineSeconds")
+        return _crashed(
+            f"{view.where}: DeadlineExceeded: it ran longer than activeDeadlineSeconds "
+            f"({deadline}s) and was stopped; raise kubernetes.active_deadline_seconds"
+        )
+    return None
+
+
+def _container_problem(view: _PodView) -> PodAssessment | None:
+    """An image that cannot be pulled, a container that cannot be created, a failed init
+    container or an OOMKilled sidecar."""
+    for key, kind in (
+        ("initContainerStatuses", "initContainers"),
+        ("containerStatuses", "containers"),
     ):
-        for cs in _statuses(status, key):
-            cname = str(cs.get("name"))
-            image = specs.get(cname, {}).get("image") or cs.get("image") or "?"
-            state = cs.get("state") or {}
-            waiting = state.get("waiting")
-            if waiting:
-                reason, message = _reason(waiting)
-                if reason in PULL_ERRORS:
-                    which = (
-                        cname if cname in (CONNECTOR_CONTAINER, *OOM_HINTS) else f"{cname} sidecar"
-                    )
-                    return PodAssessment(
-                        error=ImageUnavailable(
-                            f"{where}: the {which} image {image} cannot be pulled ({reason}: "
-                            f"{message or 'no message'}); check the image name, the registry "
-                            "and kubernetes.image_pull_secrets"
-                        )
-                    )
-                if reason in CONFIG_ERRORS:
-                    return PodAssessment(
-                        error=RuntimeUnavailable(
-                            f"{where}: container {cname} cannot be created ({reason}: "
-                            f"{message or 'no message'})"
-                        )
-                    )
-            side_terminated = state.get("terminated")
-            if side_terminated and cname != main:
-                reason, message = _reason(side_terminated)
-                code = int(side_terminated.get("exitCode", -1))
-                if key == "initContainerStatuses" and code != 0:
-                    return PodAssessment(
-                        error=ConnectorCrashed(
-                            f"{where}: init container {cname} failed (exit code {code}, "
-                            f"{reason or 'no reason'}): {message or 'no message'}"
-                        )
-                    )
-                if reason == "OOMKilled" and cname not in deferred:
-                    return PodAssessment(
-                        error=ConnectorCrashed(
-                            f"{where}: the {cname} container was OOMKilled; raise "
-                            + OOM_HINTS.get(cname, "kubernetes.sidecar_resources.limits.memory")
-                        )
-                    )
+        specs = view.containers(kind)
+        for container in _statuses(view.status, key):
+            name = str(container.get("name"))
+            image = specs.get(name, {}).get("image") or container.get("image") or "?"
+            state = container.get("state") or {}
+            found = _waiting_problem(view, name, image, state.get("waiting"))
+            if found is None and name != view.main:
+                found = _sidecar_ended(view, name, kind, state.get("terminated"))
+            if found is not None:
+                return found
+    return None
 
-    if phase == "Failed":
+
+def _waiting_problem(
+    view: _PodView, name: str, image: str, waiting: Mapping[str, Any] | None
+) -> PodAssessment | None:
+    if not waiting:
+        return None
+    reason, message = _reason(waiting)
+    if reason in PULL_ERRORS:
+        which = _which(name)
         return PodAssessment(
-            error=ConnectorCrashed(
-                f"{where} failed ({pod_reason or 'no reason'}): {pod_message or 'no message'}"
+            error=ImageUnavailable(
+                f"{view.where}: the {which} image {image} cannot be pulled ({reason}: "
+                f"{message}); check the image name, the registry and "
+                "kubernetes.image_pull_secrets"
             )
         )
-    if phase == "Succeeded":
+    if reason in CONFIG_ERRORS:
         return PodAssessment(
-            error=ConnectorCrashed(f"{where} succeeded but reported no connector exit code")
+            error=RuntimeUnavailable(
+                f"{view.where}: container {name} cannot be created ({reason}: {message})"
+            )
         )
-    running = bool((connector_status or {}).get("state", {}).get("running")) or phase == "Running"
-    scheduled = bool(spec.get("nodeName") or status.get("containerStatuses")) or running
+    return None
+
+
+def _sidecar_ended(
+    view: _PodView, name: str, kind: str, terminated: Mapping[str, Any] | None
+) -> PodAssessment | None:
+    if not terminated:
+        return None
+    reason, message = _reason(terminated)
+    code = int(terminated.get("exitCode", -1))
+    if kind == "initContainers" and code != 0:
+        return _crashed(
+            f"{view.where}: init container {name} failed (exit code {code}, "
+            f"{reason or 'no reason'}): {message}"
+        )
+    if reason == "OOMKilled" and name not in view.deferred:
+        hint = OOM_HINTS.get(name, "kubernetes.sidecar_resources.limits.memory")
+        return _crashed(f"{view.where}: the {_which(name)} was OOMKilled; raise {hint}")
+    return None
+
+
+def _pod_ended(view: _PodView) -> PodAssessment | None:
+    if view.phase == "Failed":
+        return _crashed(f"{view.where} failed ({view.reason or 'no reason'}): {view.message}")
+    if view.phase == "Succeeded":
+        return _crashed(f"{view.where} succeeded but reported no connector exit code")
+    return None
+
+
+def _progress(view: _PodView) -> PodAssessment:
+    """Whether the connector runs and the pod is scheduled, and why not yet."""
+    running = bool((view.connector.get("state") or {}).get("running")) or view.phase == "Running"
+    scheduled = bool(view.spec.get("nodeName") or view.status.get("containerStatuses")) or running
     note = None
-    for condition in status.get("conditions") or []:
+    for condition in view.status.get("conditions") or []:
         if condition.get("type") == "PodScheduled":
             scheduled = scheduled or condition.get("status") == "True"
             if condition.get("status") == "False":
                 note = (
-                    f"{where} is not scheduled yet ({condition.get('reason', '')}: "
+                    f"{view.where} is not scheduled yet ({condition.get('reason', '')}: "
                     f"{condition.get('message', '')})"
                 )
     return PodAssessment(running=running, note=note, scheduled=scheduled)
@@ -298,15 +371,19 @@ def is_digest_pinned(image: str) -> bool:
 def relay_host(settings: KubernetesSettings, environ: Mapping[str, str] | None = None) -> str:
     """Where pods reach ferry: relay_host option, FERRY_RELAY_HOST, FERRY_POD_IP; else an error."""
     env = os.environ if environ is None else environ
-    host = settings.relay_host or env.get(ENV_RELAY_HOST) or env.get(ENV_POD_IP)
-    if not host:
-        raise ConfigError(
-            "Kubernetes pods must reach ferry's relay port, but no address is configured: set "
-            f"`kubernetes: {{relay_host: ...}}` in the connector block or {ENV_RELAY_HOST} (an "
-            f"address of this machine the cluster can reach), or, when ferry runs in a pod, "
-            f"{ENV_POD_IP} from the downward API (status.podIP; see deploy/)"
-        )
-    return host
+    if settings.relay_host:
+        return settings.relay_host
+    for variable in (ENV_RELAY_HOST, ENV_POD_IP):
+        host = env.get(variable)
+        if host:
+            check_relay_host(host, variable)
+            return host
+    raise ConfigError(
+        "Kubernetes pods must reach ferry's relay port, but no address is configured: set "
+        f"`kubernetes: {{relay_host: ...}}` in the connector block or {ENV_RELAY_HOST} (an "
+        f"address of this machine the cluster can reach), or, when ferry runs in a pod, "
+        f"{ENV_POD_IP} from the downward API (status.podIP; see deploy/)"
+    )
 
 
 def status_of(error: BaseException) -> tuple[int, str] | None:
@@ -355,7 +432,7 @@ def is_not_found(error: BaseException) -> bool:
     return found is not None and found[0] == 404
 
 
-def load_config() -> Any:
+def load_config() -> KubeConfig:
     """The in-cluster service account's config, else KUBECONFIG's (or ~/.kube/config's)."""
     try:
         return KubeConfig.from_env()
@@ -373,7 +450,9 @@ class KubernetesPod:
     main_container = CONNECTOR_CONTAINER  # whose exit code is the pod's result
     deferred_containers: frozenset[str] = frozenset()  # see assess_pod
 
-    def __init__(self, client: Any, manifests: PodManifests, schedule_timeout: float) -> None:
+    def __init__(
+        self, client: AsyncClient, manifests: PodManifests, schedule_timeout: float
+    ) -> None:
         self.client = client
         self.manifests = manifests
         self.schedule_timeout = schedule_timeout
@@ -384,8 +463,9 @@ class KubernetesPod:
         self._removed = False
         self._remove_lock = asyncio.Lock()
         self._noted: set[str] = set()
+        self._running_seen = False
 
-    async def create(self) -> None:
+    async def launch(self) -> None:
         """Secret, Pod, then the Secret's ownerReference to the Pod."""
         has_secret = bool(self.manifests.secret.get("data"))
         if has_secret:
@@ -414,19 +494,6 @@ class KubernetesPod:
                     api_error("patch the Secret", e),
                 )
 
-    async def launch(
-        self, listener: RelayListener, registration: RelayRegistration, tail: StderrTail
-    ) -> PodProcess:
-        """Create the pod and follow it; if that fails, withdraw the token and delete it."""
-        try:
-            await self.create()
-        except BaseException:
-            listener.unregister(registration.token)
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.remove())
-            raise
-        return PodProcess(self, listener, registration, tail)
-
     async def wait_connector(self, on_running: Callable[[], None]) -> int:
         """The connector's exit code; fails when the pod is not on a node by the schedule timeout
         (an unschedulable pod would otherwise wait for activeDeadlineSeconds, or forever)."""
@@ -448,53 +515,67 @@ class KubernetesPod:
         self, on_running: Callable[[], None], schedule_guard: asyncio.Timeout
     ) -> int:
         failures = 0
-        notified = False
         while True:
             try:
                 async for event, obj in self.client.watch(
                     Pod, namespace=self.namespace, fields={"metadata.name": self.name}
                 ):
                     failures = 0
-                    pod = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
-                    if (pod.get("metadata") or {}).get("name") != self.name:
-                        continue
-                    verdict = assess_pod(
-                        pod,
-                        deleted=event == "DELETED",
-                        deleting=self.deleting,
-                        main=self.main_container,
-                        deferred=self.deferred_containers,
-                    )
-                    if verdict.error is not None:
-                        raise verdict.error
-                    if verdict.exit_code is not None:
-                        return verdict.exit_code
-                    if verdict.scheduled:
-                        schedule_guard.reschedule(None)
-                    if verdict.running and not notified:
-                        notified = True
-                        on_running()
-                    if verdict.note and verdict.note not in self._noted:
-                        self._noted.add(verdict.note)
-                        logger.warning("%s", verdict.note)
-                    if event == "DELETED":
-                        raise ConnectorCrashed(f"{self.description} was deleted")
-            except FerryError:
-                raise
-            except asyncio.CancelledError:
+                    pod = obj.to_dict()
+                    code = self._observe(event, pod, on_running, schedule_guard)
+                    if code is not None:
+                        return code
+            except (FerryError, asyncio.CancelledError):
                 raise
             except Exception as e:
-                error = api_error(f"watch {self.description}", e)
-                found = status_of(e)
-                delay = WATCH_RETRY_SECONDS[min(failures, len(WATCH_RETRY_SECONDS) - 1)]
                 failures += 1
-                if failures > 20 or (found is not None and found[0] in (401, 403)):
-                    raise error from None
-                logger.warning("%s; retrying in %gs", error, delay)
-                await asyncio.sleep(delay)
+                await self._before_watching_again(e, failures)
                 continue
             # The server ended the watch without an error: look at the pod and watch again.
             await asyncio.sleep(WATCH_RETRY_SECONDS[0])
+
+    def _observe(
+        self,
+        event: str,
+        pod: Mapping[str, Any],
+        on_running: Callable[[], None],
+        schedule_guard: asyncio.Timeout,
+    ) -> int | None:
+        """Act on one watch event: the connector's exit code once known, else None."""
+        if (pod.get("metadata") or {}).get("name") != self.name:
+            return None
+        verdict = assess_pod(
+            pod,
+            deleted=event == "DELETED",
+            deleting=self.deleting,
+            main=self.main_container,
+            deferred=self.deferred_containers,
+        )
+        if verdict.error is not None:
+            raise verdict.error
+        if verdict.exit_code is not None:
+            return verdict.exit_code
+        if verdict.scheduled:
+            schedule_guard.reschedule(None)
+        if verdict.running and not self._running_seen:
+            self._running_seen = True
+            on_running()
+        if verdict.note and verdict.note not in self._noted:
+            self._noted.add(verdict.note)
+            logger.warning("%s", verdict.note)
+        if event == "DELETED":
+            raise ConnectorCrashed(f"{self.description} was deleted")
+        return None
+
+    async def _before_watching_again(self, error: Exception, failures: int) -> None:
+        """Wait after the watch failed `failures` times in a row; raise when retrying is futile."""
+        failure = api_error(f"watch {self.description}", error)
+        found = status_of(error)
+        if failures > 20 or (found is not None and found[0] in (401, 403)):
+            raise failure from None
+        delay = WATCH_RETRY_SECONDS[min(failures - 1, len(WATCH_RETRY_SECONDS) - 1)]
+        logger.warning("%s; retrying in %gs", failure, delay)
+        await asyncio.sleep(delay)
 
     async def stop(self, grace: float) -> None:
         self.deleting = True
@@ -535,14 +616,16 @@ class KubernetesRuntime:
 
     name = "kubernetes"
 
-    def __init__(self, *, config: Any = None, sidecar_image: str | None = None) -> None:
+    def __init__(
+        self, *, config: KubeConfig | None = None, sidecar_image: str | None = None
+    ) -> None:
         self._config = config
         self.sidecar_image = sidecar_image or os.environ.get(ENV_SIDECAR_IMAGE) or SIDECAR_IMAGE
-        self._client: Any = None
+        self._client: AsyncClient | None = None
         self._lock = asyncio.Lock()
         self._entrypoints: dict[str, str | None] = {}
 
-    async def _connect(self) -> Any:
+    async def client(self) -> AsyncClient:
         async with self._lock:
             if self._client is None:
                 config = self._config or load_config()
@@ -563,22 +646,16 @@ class KubernetesRuntime:
         role = invocation.labels.role
         settings = KubernetesSettings.parse(ref.options.kubernetes, f"{role}.kubernetes")
         host = relay_host(settings)
-        client = await self._connect()
+        client = await self.client()
         namespace = settings.namespace or self.default_namespace
         entrypoint = None
         if ref.options.entrypoint and ref.options.entrypoint.strip() == "auto":
-            entrypoint = await self._auto_entrypoint(
+            entrypoint = await self.auto_entrypoint(
                 client, ref.target, namespace, settings.image_pull_secrets
             )
         listener = await shared_listener()
-        tail = StderrTail()
-        registration = listener.register(
-            f"{role} {ref.target}",
-            reads_stdin=invocation.reads_stdin,
-            log=stderr_sink(log, tail),
-            connect_timeout=None,  # set once the pod runs (pulls and scheduling take their time)
-        )
-        try:
+
+        def make_pod(registration: RelayRegistration) -> KubernetesPod:
             manifests = build_manifests(
                 invocation,
                 token=registration.token,
@@ -589,14 +666,12 @@ class KubernetesRuntime:
                 extra_labels=owner_labels(),
                 sidecar_image=self.sidecar_image,
             )
-        except BaseException:
-            listener.unregister(registration.token)
-            raise
-        pod = KubernetesPod(client, manifests, settings.schedule_timeout_seconds)
-        return await pod.launch(listener, registration, tail)
+            return KubernetesPod(client, manifests, settings.schedule_timeout_seconds)
 
-    async def _auto_entrypoint(
-        self, client: Any, image: str, namespace: str, pull_secrets: Sequence[str]
+        return await start_pod(invocation, log, listener, make_pod)
+
+    async def auto_entrypoint(
+        self, client: AsyncClient, image: str, namespace: str, pull_secrets: Sequence[str]
     ) -> str | None:
         """`entrypoint: auto`: the entrypoint derived from the image's registry config, when the image has no
         AIRBYTE_ENTRYPOINT; credentials from the pod's imagePullSecrets, then the local docker
@@ -639,6 +714,9 @@ class KubernetesRuntime:
         if not is_digest_pinned(ref.target):
             return None
         return fingerprint_of(ref, image=ref.target, entrypoint=ref.options.entrypoint)
+
+    async def sweep_orphans(self) -> list[str]:
+        return []  # pods stop themselves once ferry is gone (heartbeat); `ferry gc` removes them
 
     async def close(self) -> None:
         client, self._client = self._client, None

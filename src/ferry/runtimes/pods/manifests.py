@@ -32,19 +32,21 @@ keys included. `render_dry_run` prints the manifests as YAML with the Secret's v
 from __future__ import annotations
 
 import base64
-import importlib
-import math
+import functools
 import posixpath
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Annotated, Any
 
 import msgspec
 import yaml
+from lightkube.core.schema import DictMixin
+from lightkube.models.core_v1 import Affinity, PodSecurityContext, SecurityContext, Toleration
 
-from ferry.errors import ConfigError
+from ferry.errors import ConfigError, InternalError
 from ferry.relay import (
     IO_DIR,
     SIDECAR_IMAGE,
@@ -54,11 +56,18 @@ from ferry.relay import (
     HeartbeatSettings,
     RelayEndpoint,
     check_portable,
+    check_relay_host,
     sidecar_commands,
     unsafe_for_kubernetes,
     wrapper_command,
 )
-from ferry.runtimes.base import ConnectorInvocation, ConnectorOptions, protocol_args
+from ferry.runtimes.base import (
+    PULL_POLICIES,
+    ConnectorInvocation,
+    ConnectorOptions,
+    protocol_args,
+)
+from ferry.runtimes.quantity import cpu_amount, memory_bytes
 
 FILES_DIR = "/ferry/files"
 CONNECTOR_CONTAINER = "connector"
@@ -70,7 +79,10 @@ MANAGED_BY = "ferry"
 ANNOTATION_PREFIX = "ferry.dev/"
 REDACTED = "<redacted>"
 
-PULL_POLICIES = {"never": "Never", "if-not-present": "IfNotPresent", "always": "Always"}
+# The `pull:` policies (ferry.runtimes.base.PULL_POLICIES) in Kubernetes' words.
+KUBERNETES_PULL_POLICIES = dict(
+    zip(PULL_POLICIES, ("Never", "IfNotPresent", "Always"), strict=True)
+)
 
 # Defaults chosen to pass a ResourceQuota that requires requests and limits on every container,
 # without throttling the relays (Airbyte's 0.2 CPU sidecars were a bottleneck).
@@ -95,57 +107,46 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtpe]?)(i?)(b?)\s*$", re.IGNORECASE)
-_BINARY = {
-    "": 1,
-    "k": 1 << 10,
-    "m": 1 << 20,
-    "g": 1 << 30,
-    "t": 1 << 40,
-    "p": 1 << 50,
-    "e": 1 << 60,
-}
 
 
 # --- quantities ---------------------------------------------------------------------------------
 
 
 def memory_quantity(value: str | int, where: str = "memory") -> str:
-    """A Kubernetes memory quantity for ferry's `512m`/`1g`/`512Mi`/`1Gi`/bytes (k/m/g binary,
-    as in Docker: `512m` is 512 MiB here, never Kubernetes' 0.512 bytes)."""
-    text = str(value)
-    match = _MEMORY.match(text)
-    if match is None or (match.group(3) and not match.group(2)):
-        raise ConfigError(
-            f"{where}: invalid memory {text!r}; use bytes or a size like 512Mi, 2Gi, 512m, 1g"
-        )
-    size = float(match.group(1)) * _BINARY[match.group(2).lower()]
-    if size < 1 << 20:
-        raise ConfigError(f"{where}: memory {text!r} is below 1 MiB")
-    size_int = int(size)
+    """A Kubernetes memory quantity (`512Mi`, `2Gi`, bytes) for a size ferry reads
+    (`quantity.memory_bytes`: `512m` is 512 MiB here, never Kubernetes' 0.512 bytes)."""
+    size = memory_bytes(value, where)
     for suffix, unit in (("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
-        if size_int % unit == 0:
-            return f"{size_int // unit}{suffix}"
-    return str(size_int)
+        if size % unit == 0:
+            return f"{size // unit}{suffix}"
+    return str(size)
 
 
 def cpu_quantity(value: str | int | float, where: str = "cpu") -> str:
     """A Kubernetes CPU quantity (`500m`, `2`) for `0.5`, `2`, `500m`."""
-    text = str(value).strip()
-    try:
-        cpus = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
-    except ValueError:
-        raise ConfigError(f"{where}: invalid cpu {text!r}; use 0.5, 2 or 500m") from None
-    if not math.isfinite(cpus) or cpus <= 0:
-        raise ConfigError(f"{where}: cpu {text!r} must be a positive number of CPUs")
-    millis = max(1, round(cpus * 1000))
+    millis = max(1, round(cpu_amount(value, where) * 1000))
     return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
+
+
+# The resources a requests/limits block may name, each with how its amounts are stated.
+_QUANTITIES: dict[str, Callable[[str, str], str]] = {
+    "cpu": cpu_quantity,
+    "memory": memory_quantity,
+    "ephemeral-storage": memory_quantity,
+}
+
+
+def _amount(resource: str, quantity: str, where: str) -> Decimal:
+    """The number a quantity of `resource` stands for, to compare requests with limits."""
+    if resource == "cpu":
+        return cpu_amount(quantity, where)
+    return Decimal(memory_bytes(quantity, where))
 
 
 # --- settings -----------------------------------------------------------------------------------
 
 
-def _resources_block(value: Any, where: str) -> dict[str, dict[str, str]]:
+def _resources_block(value: object, where: str) -> dict[str, dict[str, str]]:
     """Validate `{requests: {cpu, memory}, limits: {cpu, memory}}`; quantities normalised."""
     if not isinstance(value, Mapping):
         raise ConfigError(f"{where}: expected a mapping with requests and/or limits")
@@ -157,19 +158,23 @@ def _resources_block(value: Any, where: str) -> dict[str, dict[str, str]]:
             raise ConfigError(f"{where}.{kind}: expected a mapping with cpu and/or memory")
         section: dict[str, str] = {}
         for resource, amount in amounts.items():
-            if resource == "cpu":
-                section["cpu"] = cpu_quantity(amount, f"{where}.{kind}.cpu")
-            elif resource == "memory":
-                section["memory"] = memory_quantity(amount, f"{where}.{kind}.memory")
-            elif resource == "ephemeral-storage":
-                section[resource] = memory_quantity(amount, f"{where}.{kind}.{resource}")
-            else:
+            if resource not in _QUANTITIES:
                 raise ConfigError(
                     f"{where}.{kind}: unknown resource {resource!r} "
-                    "(expected cpu, memory, ephemeral-storage)"
+                    f"(expected {', '.join(_QUANTITIES)})"
                 )
+            section[resource] = _QUANTITIES[resource](amount, f"{where}.{kind}.{resource}")
         out[kind] = section
+    _check_requests_within_limits(out, where)
     return out
+
+
+def _check_requests_within_limits(resources: Mapping[str, Mapping[str, str]], where: str) -> None:
+    requests, limits = resources.get("requests", {}), resources.get("limits", {})
+    for name, amount in requests.items():
+        limit = limits.get(name)
+        if limit is not None and _amount(name, amount, where) > _amount(name, limit, where):
+            raise ConfigError(f"{where}: requests.{name} {amount} is above limits.{name} {limit}")
 
 
 def merge_resources(
@@ -182,24 +187,23 @@ def merge_resources(
     return merged
 
 
-def _model_dict(value: Any, model_path: str, where: str) -> dict[str, Any]:
+def _model_dict(value: object, where: str, *, model: type[DictMixin]) -> dict[str, Any]:
     """Validate a Kubernetes-typed mapping against a lightkube model; unknown keys are errors."""
-    module_name, _, class_name = model_path.rpartition(".")
-    model = getattr(importlib.import_module(module_name), class_name)
+    name = model.__name__
     if not isinstance(value, Mapping):
-        raise ConfigError(f"{where}: expected a mapping ({class_name})")
+        raise ConfigError(f"{where}: expected a mapping ({name})")
     try:
         parsed = model.from_dict(dict(value))
     except (msgspec.ValidationError, TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: not a valid {class_name}: {e}") from None
+        raise ConfigError(f"{where}: not a valid {name}: {e}") from None
     normalised: dict[str, Any] = parsed.to_dict()
     unknown = _first_dropped(dict(value), normalised, where)
     if unknown is not None:
-        raise ConfigError(f"{unknown}: unknown key for a {class_name} (Kubernetes field names)")
+        raise ConfigError(f"{unknown}: unknown key for a {name} (Kubernetes field names)")
     return normalised
 
 
-def _first_dropped(given: Any, kept: Any, where: str) -> str | None:
+def _first_dropped(given: object, kept: object, where: str) -> str | None:
     """The path of the first key of `given` that a model round trip dropped (an unknown key)."""
     if isinstance(given, Mapping):
         if not isinstance(kept, Mapping):
@@ -221,12 +225,41 @@ def _first_dropped(given: Any, kept: Any, where: str) -> str | None:
     return None
 
 
-def _string_map(value: Any, where: str, *, keys: re.Pattern[str] | None = None) -> dict[str, str]:
+def _list(value: object, where: str, what: str) -> list[object]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected a list of {what}")
+    return value
+
+
+def _string(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: expected a non-empty string")
+    return value.strip()
+
+
+def _named(pattern: re.Pattern[str], what: str) -> Callable[[object, str], str]:
+    def name(value: object, where: str) -> str:
+        text = _string(value, where)
+        if not pattern.match(text):
+            raise ConfigError(f"{where}: {text!r} is not a valid {what} name")
+        return text
+
+    return name
+
+
+def _relay_host(value: object, where: str) -> str:
+    host = _string(value, where)
+    check_relay_host(host, where)
+    return host
+
+
+def _string_map(value: object, where: str) -> dict[str, str]:
+    """Label-like keys (optional DNS-subdomain prefix, '/', name) with string (or number) values."""
     if not isinstance(value, Mapping):
         raise ConfigError(f"{where}: expected a mapping of strings")
     out: dict[str, str] = {}
     for key, item in value.items():
-        if not isinstance(key, str) or (keys is not None and not _valid_key(key, keys)):
+        if not isinstance(key, str) or not _valid_key(key):
             raise ConfigError(f"{where}: invalid key {key!r}")
         if isinstance(item, bool) or not isinstance(item, str | int | float):
             raise ConfigError(f"{where}.{key}: expected a string, got {type(item).__name__}")
@@ -234,34 +267,36 @@ def _string_map(value: Any, where: str, *, keys: re.Pattern[str] | None = None) 
     return out
 
 
-def _valid_key(key: str, name: re.Pattern[str]) -> bool:
-    """A label/annotation key: optional DNS-subdomain prefix, '/', name."""
+def _valid_key(key: str) -> bool:
     prefix, slash, rest = key.rpartition("/")
     if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
         return False
-    return bool(name.match(rest if slash else key))
+    return bool(_LABEL_NAME.match(rest if slash else key))
 
 
-def _positive_int(value: Any, where: str, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{where}: expected an integer >= {minimum}")
-    return value
+def _user_labels(value: object, where: str) -> dict[str, str]:
+    labels = _string_map(value, where)
+    for key, text in labels.items():
+        if key.startswith("ferry.") or key == MANAGED_BY_LABEL:
+            raise ConfigError(f"{where}: label {key!r} is reserved for ferry")
+        if not _LABEL_VALUE.match(text):
+            raise ConfigError(f"{where}.{key}: {text!r} is not a valid label value")
+    return labels
 
 
-def _string(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{where}: expected a non-empty string")
-    return value.strip()
+def _tolerations(value: object, where: str) -> tuple[dict[str, Any], ...]:
+    items = _list(value, where, "tolerations")
+    return tuple(
+        _model_dict(item, f"{where}[{i}]", model=Toleration) for i, item in enumerate(items)
+    )
 
 
-def _bool(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where}: expected true or false")
-    return value
+def _secret_names(value: object, where: str) -> tuple[str, ...]:
+    items = _list(value, where, "Secret names")
+    return tuple(_string(item, f"{where}[{i}]") for i, item in enumerate(items))
 
 
-@dataclass(frozen=True)
-class KubernetesSettings:
+class KubernetesSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The validated `kubernetes:` block of a connector (also used by the Podman runtime).
 
     Keys (all optional): namespace, relay_host, sidecar_image, labels, annotations,
@@ -276,141 +311,84 @@ class KubernetesSettings:
     namespace: str | None = None
     relay_host: str | None = None
     sidecar_image: str | None = None
-    labels: Mapping[str, str] = field(default_factory=dict)
-    annotations: Mapping[str, str] = field(default_factory=dict)
-    node_selector: Mapping[str, str] = field(default_factory=dict)
-    tolerations: Sequence[Mapping[str, Any]] = ()
-    affinity: Mapping[str, Any] | None = None
-    image_pull_secrets: Sequence[str] = ()
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+    annotations: dict[str, str] = msgspec.field(default_factory=dict)
+    node_selector: dict[str, str] = msgspec.field(default_factory=dict)
+    tolerations: tuple[dict[str, Any], ...] = ()
+    affinity: dict[str, Any] | None = None
+    image_pull_secrets: tuple[str, ...] = ()
     service_account_name: str | None = None
     automount_service_account_token: bool = False
-    security_context: Mapping[str, Any] | None = None
-    container_security_context: Mapping[str, Any] | None = None
-    resources: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    sidecar_resources: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    active_deadline_seconds: int | None = None
-    termination_grace_period_seconds: int = DEFAULT_TERMINATION_GRACE
+    security_context: dict[str, Any] | None = None
+    container_security_context: dict[str, Any] | None = None
+    resources: dict[str, dict[str, str]] = msgspec.field(default_factory=dict)
+    sidecar_resources: dict[str, dict[str, str]] = msgspec.field(default_factory=dict)
+    active_deadline_seconds: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    termination_grace_period_seconds: Annotated[int, msgspec.Meta(ge=0)] = DEFAULT_TERMINATION_GRACE
     priority_class_name: str | None = None
     host_network: bool | None = None
-    schedule_timeout_seconds: int = DEFAULT_SCHEDULE_TIMEOUT
-
-    KEYS = (
-        "namespace",
-        "relay_host",
-        "sidecar_image",
-        "labels",
-        "annotations",
-        "node_selector",
-        "tolerations",
-        "affinity",
-        "image_pull_secrets",
-        "service_account_name",
-        "automount_service_account_token",
-        "security_context",
-        "container_security_context",
-        "resources",
-        "sidecar_resources",
-        "active_deadline_seconds",
-        "termination_grace_period_seconds",
-        "priority_class_name",
-        "host_network",
-        "schedule_timeout_seconds",
-    )
+    schedule_timeout_seconds: Annotated[int, msgspec.Meta(ge=1)] = DEFAULT_SCHEDULE_TIMEOUT
 
     @classmethod
-    def parse(
-        cls, block: Mapping[str, Any] | None, where: str = "kubernetes"
-    ) -> KubernetesSettings:
-        """Validate a connector's `kubernetes:` block; every problem is a ConfigError."""
+    def parse(cls, block: object, where: str = "kubernetes") -> KubernetesSettings:
+        """Validate a connector's `kubernetes:` block; every problem is a ConfigError.
+
+        msgspec checks the keys and the plain types; the values with rules of their own (names,
+        labels, Kubernetes-typed objects, quantities) are normalised by `_SETTING_READERS` first.
+        A key set to null keeps its default.
+        """
         if not block:
             return cls()
         if not isinstance(block, Mapping):
             raise ConfigError(f"{where}: expected a mapping")
-        unknown = sorted(str(k) for k in block if k not in cls.KEYS)
+        known = cls.__struct_fields__
+        unknown = sorted(str(key) for key in block if key not in known)
         if unknown:
             raise ConfigError(
-                f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(cls.KEYS)}"
+                f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(known)}"
             )
-        kw: dict[str, Any] = {}
-        for key, value in block.items():
-            at = f"{where}.{key}"
-            if value is None:
-                continue
-            if key == "namespace":
-                name = _string(value, at)
-                if not _DNS_LABEL.match(name):
-                    raise ConfigError(f"{at}: {name!r} is not a valid namespace name")
-                kw[key] = name
-            elif key == "relay_host":
-                host = _string(value, at)
-                try:
-                    RelayEndpoint(host, 1)
-                except ValueError as e:
-                    raise ConfigError(f"{at}: {e}") from None
-                kw[key] = host
-            elif key in ("sidecar_image", "priority_class_name"):
-                kw[key] = _string(value, at)
-            elif key == "service_account_name":
-                name = _string(value, at)
-                if not _DNS_SUBDOMAIN.match(name):
-                    raise ConfigError(f"{at}: {name!r} is not a valid service account name")
-                kw[key] = name
-            elif key == "labels":
-                labels = _string_map(value, at, keys=_LABEL_NAME)
-                for k, v in labels.items():
-                    if k.startswith("ferry.") or k == MANAGED_BY_LABEL:
-                        raise ConfigError(f"{at}: label {k!r} is reserved for ferry")
-                    if not _LABEL_VALUE.match(v):
-                        raise ConfigError(f"{at}.{k}: {v!r} is not a valid label value")
-                kw[key] = labels
-            elif key in ("annotations", "node_selector"):
-                kw[key] = _string_map(value, at, keys=_LABEL_NAME)
-            elif key == "tolerations":
-                if not isinstance(value, list):
-                    raise ConfigError(f"{at}: expected a list of tolerations")
-                kw[key] = tuple(
-                    _model_dict(item, "lightkube.models.core_v1.Toleration", f"{at}[{i}]")
-                    for i, item in enumerate(value)
-                )
-            elif key == "affinity":
-                kw[key] = _model_dict(value, "lightkube.models.core_v1.Affinity", at)
-            elif key == "security_context":
-                kw[key] = _model_dict(value, "lightkube.models.core_v1.PodSecurityContext", at)
-            elif key == "container_security_context":
-                kw[key] = _model_dict(value, "lightkube.models.core_v1.SecurityContext", at)
-            elif key == "image_pull_secrets":
-                if not isinstance(value, list):
-                    raise ConfigError(f"{at}: expected a list of Secret names")
-                names = tuple(_string(item, f"{at}[{i}]") for i, item in enumerate(value))
-                kw[key] = names
-            elif key in ("resources", "sidecar_resources"):
-                kw[key] = _resources_block(value, at)
-            elif key in ("active_deadline_seconds", "schedule_timeout_seconds"):
-                kw[key] = _positive_int(value, at)
-            elif key == "termination_grace_period_seconds":
-                kw[key] = _positive_int(value, at, minimum=0)
-            elif key in ("automount_service_account_token", "host_network"):
-                kw[key] = _bool(value, at)
-        settings = cls(**kw)
-        for kind in ("resources", "sidecar_resources"):
-            _check_requests_within_limits(getattr(settings, kind), f"{where}.{kind}")
-        return settings
+        given = {
+            key: _SETTING_READERS.get(key, _as_given)(value, f"{where}.{key}")
+            for key, value in block.items()
+            if value is not None
+        }
+        try:
+            return msgspec.convert(given, cls, strict=True)
+        except msgspec.ValidationError as e:
+            raise ConfigError(_describe(e, where)) from None
 
 
-def _quantity_value(quantity: str) -> float:
-    """A rough numeric value of a normalised quantity, for request <= limit checks."""
-    for suffix, unit in (("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10), ("m", 1e-3)):
-        if quantity.endswith(suffix):
-            return float(quantity[: -len(suffix)]) * unit
-    return float(quantity)
+def _as_given(value: object, where: str) -> object:
+    return value
 
 
-def _check_requests_within_limits(resources: Mapping[str, Mapping[str, str]], where: str) -> None:
-    requests, limits = resources.get("requests", {}), resources.get("limits", {})
-    for name, amount in requests.items():
-        limit = limits.get(name)
-        if limit is not None and _quantity_value(amount) > _quantity_value(limit):
-            raise ConfigError(f"{where}: requests.{name} {amount} is above limits.{name} {limit}")
+def _describe(error: msgspec.ValidationError, where: str) -> str:
+    """msgspec's "Expected `bool`, got `str` - at `$.host_network`" in a connection file's words."""
+    message, _, path = str(error).partition(" - at `$")
+    message = message.replace(" | null`", "`")  # null is taken as "not set" before this
+    for plain, words in (("`bool`", "true or false"), ("`int`", "an integer")):
+        message = message.replace(f"Expected {plain}", f"expected {words}")
+    return f"{where}{path.rstrip('`')}: {message}"
+
+
+# How the keys with rules beyond their type are read (the rest msgspec checks as they are).
+_SETTING_READERS: dict[str, Callable[[object, str], object]] = {
+    "namespace": _named(_DNS_LABEL, "namespace"),
+    "relay_host": _relay_host,
+    "sidecar_image": _string,
+    "priority_class_name": _string,
+    "service_account_name": _named(_DNS_SUBDOMAIN, "service account"),
+    "labels": _user_labels,
+    "annotations": _string_map,
+    "node_selector": _string_map,
+    "tolerations": _tolerations,
+    "affinity": functools.partial(_model_dict, model=Affinity),
+    "security_context": functools.partial(_model_dict, model=PodSecurityContext),
+    "container_security_context": functools.partial(_model_dict, model=SecurityContext),
+    "image_pull_secrets": _secret_names,
+    "resources": _resources_block,
+    "sidecar_resources": _resources_block,
+}
 
 
 # --- names and labels ---------------------------------------------------------------------------
@@ -429,7 +407,7 @@ def pod_name(invocation: ConnectorInvocation, suffix: str | None = None) -> str:
     connection = _dns_part(labels.connection, 63 - len(f"ferry--{role}-{invocation.verb}-{suffix}"))
     name = f"ferry-{connection}-{role}-{invocation.verb}-{suffix}"
     if not _DNS_LABEL.match(name):  # pragma: no cover - guaranteed by construction
-        raise ValueError(f"generated an invalid pod name {name!r}")
+        raise InternalError(f"generated an invalid pod name {name!r}")
     return name
 
 
@@ -538,62 +516,6 @@ def _host_volumes(volumes: Mapping[str, str]) -> tuple[list[dict[str, Any]], lis
     return specs, mounts
 
 
-def connector_resources_of(
-    options: ConnectorOptions, override: Mapping[str, Mapping[str, str]]
-) -> dict[str, dict[str, str]]:
-    """A connector container's requests and limits: the defaults, its `resources: {cpu,
-    memory}` option, then its `kubernetes.resources`."""
-    resources = merge_resources(DEFAULT_CONNECTOR_RESOURCES, {})
-    if options.cpu:
-        cpu = cpu_quantity(options.cpu, "resources.cpu")
-        resources["limits"]["cpu"] = cpu
-        if _quantity_value(resources["requests"]["cpu"]) > _quantity_value(cpu):
-            resources["requests"]["cpu"] = cpu
-    if options.memory:
-        memory = memory_quantity(options.memory, "resources.memory")
-        resources["limits"]["memory"] = memory
-        resources["requests"]["memory"] = memory
-    return merge_resources(resources, override)
-
-
-def pod_spec(
-    settings: KubernetesSettings,
-    init: dict[str, Any],
-    containers: list[dict[str, Any]],
-    volumes: list[dict[str, Any]],
-) -> dict[str, Any]:
-    """A ferry pod's spec: never restarted, the pod-level fields of `settings` (deadline,
-    scheduling, identity) set."""
-    spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "terminationGracePeriodSeconds": settings.termination_grace_period_seconds,
-        "enableServiceLinks": False,
-        "automountServiceAccountToken": settings.automount_service_account_token,
-        "initContainers": [init],
-        "containers": containers,
-        "volumes": volumes,
-    }
-    if settings.active_deadline_seconds is not None:
-        spec["activeDeadlineSeconds"] = settings.active_deadline_seconds
-    if settings.service_account_name:
-        spec["serviceAccountName"] = settings.service_account_name
-    if settings.node_selector:
-        spec["nodeSelector"] = dict(settings.node_selector)
-    if settings.tolerations:
-        spec["tolerations"] = [dict(t) for t in settings.tolerations]
-    if settings.affinity:
-        spec["affinity"] = dict(settings.affinity)
-    if settings.image_pull_secrets:
-        spec["imagePullSecrets"] = [{"name": s} for s in settings.image_pull_secrets]
-    if settings.security_context:
-        spec["securityContext"] = dict(settings.security_context)
-    if settings.priority_class_name:
-        spec["priorityClassName"] = settings.priority_class_name
-    if settings.host_network:
-        spec["hostNetwork"] = True
-    return spec
-
-
 def build_manifests(
     invocation: ConnectorInvocation,
     *,
@@ -620,109 +542,49 @@ def build_manifests(
     ref = invocation.connector
     options = ref.options
     namespace = settings.namespace or namespace
-    image_sidecar = settings.sidecar_image or sidecar_image
     name = pod_name(invocation, suffix)
-    io_volume = f"{name}-io"
-    files_volume = f"{name}-files"
     paths = file_paths(invocation.files)
-
-    if options.pull not in PULL_POLICIES:
-        raise ConfigError(
-            f"invalid pull policy {options.pull!r}: use one of {', '.join(PULL_POLICIES)}"
-        )
-    pull_policy = PULL_POLICIES[options.pull]
     if entrypoint is None and options.entrypoint and options.entrypoint.strip() != "auto":
         entrypoint = options.entrypoint
     args = [*ref.args, *protocol_args(invocation.verb, paths)]
-    try:
-        check_portable(args, "the connector's arguments")
-        wrapper = wrapper_command(
-            args,
-            image=ref.target,
-            reads_stdin=invocation.reads_stdin,
-            entrypoint=entrypoint,
-            grace=grace,
+    check_portable(args, "the connector's arguments")
+    wrapper = wrapper_command(
+        args,
+        image=ref.target,
+        reads_stdin=invocation.reads_stdin,
+        entrypoint=entrypoint,
+        grace=grace,
+    )
+    sidecars = sidecar_commands(
+        token=token, endpoint=endpoint, reads_stdin=invocation.reads_stdin, heartbeat=heartbeat
+    )
+    layout = _PodLayout(
+        name=name,
+        settings=settings,
+        pull_policy=KUBERNETES_PULL_POLICIES[options.pull],
+        sidecar_image=settings.sidecar_image or sidecar_image,
+    )
+    connector = layout.container(
+        CONNECTOR_CONTAINER, ref.target, wrapper.argv, _connector_resources(options, settings)
+    )
+    env = [e for e in _user_env(invocation.environment, "env") if e["name"] not in wrapper.env]
+    connector["env"] = env + [{"name": k, "value": v} for k, v in wrapper.env.items()]
+    host_volumes, host_mounts = _host_volumes(options.volumes)
+    if paths:
+        connector["volumeMounts"].append(
+            {"name": layout.files_volume, "mountPath": FILES_DIR, "readOnly": True}
         )
-        sidecars = sidecar_commands(
-            token=token,
-            endpoint=endpoint,
-            reads_stdin=invocation.reads_stdin,
-            heartbeat=heartbeat,
-        )
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    connector["volumeMounts"] += host_mounts
+    init = layout.sidecar(
+        INIT_CONTAINER, ["/bin/sh", "-c", _init_script(invocation.reads_stdin, IO_DIR)]
+    )
+    check_portable(init["command"], "the init container's command")
+    containers = [connector] + [layout.sidecar(c, command) for c, command in sidecars.items()]
+    volumes = [*layout.volumes(with_files=bool(paths)), *host_volumes]
 
     labels = pod_labels(invocation, extra_labels, settings.labels)
     annotations = {**settings.annotations, **owner_annotations(invocation, extra_labels)}
     annotations[ANNOTATION_PREFIX + "image"] = ref.target
-
-    connector_resources = connector_resources_of(options, settings.resources)
-    sidecar_resources = merge_resources(DEFAULT_SIDECAR_RESOURCES, settings.sidecar_resources)
-    small_resources = merge_resources(DEFAULT_SMALL_RESOURCES, {})
-    for where, resources in (
-        ("the connector's resources", connector_resources),
-        ("kubernetes.sidecar_resources", sidecar_resources),
-    ):
-        _check_requests_within_limits(resources, where)
-
-    io_mount = {"name": io_volume, "mountPath": IO_DIR}
-    host_specs, host_mounts = _host_volumes(options.volumes)
-
-    def container(
-        cname: str, image: str, command: Sequence[str], resources: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        spec: dict[str, Any] = {
-            "name": cname,
-            "image": image,
-            "imagePullPolicy": pull_policy,
-            "command": list(command),
-            "resources": {kind: dict(amounts) for kind, amounts in resources.items()},
-            "volumeMounts": [dict(io_mount)],
-            "terminationMessagePolicy": "FallbackToLogsOnError",
-        }
-        if settings.container_security_context:
-            spec["securityContext"] = dict(settings.container_security_context)
-        return spec
-
-    connector = container(CONNECTOR_CONTAINER, ref.target, wrapper.argv, connector_resources)
-    env = [e for e in _user_env(options.env, "env") if e["name"] not in wrapper.env]
-    env += [{"name": key, "value": value} for key, value in wrapper.env.items()]
-    connector["env"] = env
-    if paths:
-        connector["volumeMounts"].append(
-            {"name": files_volume, "mountPath": FILES_DIR, "readOnly": True}
-        )
-    connector["volumeMounts"] += host_mounts
-
-    sidecar_pull = "IfNotPresent" if pull_policy == "Always" else pull_policy
-    init = container(
-        INIT_CONTAINER,
-        image_sidecar,
-        ["/bin/sh", "-c", _init_script(invocation.reads_stdin, IO_DIR)],
-        small_resources,
-    )
-    init["imagePullPolicy"] = sidecar_pull
-    containers = [connector]
-    for cname, command in sidecars.items():
-        resources = small_resources if cname == HEARTBEAT_CONTAINER else sidecar_resources
-        sidecar = container(cname, image_sidecar, command, resources)
-        sidecar["imagePullPolicy"] = sidecar_pull
-        containers.append(sidecar)
-    check_portable(init["command"], "the init container's command")
-
-    volumes: list[dict[str, Any]] = [{"name": io_volume, "emptyDir": {}}]
-    if paths:
-        volumes.append(
-            {
-                "name": files_volume,
-                # `optional: false` spelled out: podman 4.3 dereferences it without a nil check.
-                "secret": {"secretName": name, "defaultMode": 0o444, "optional": False},
-            }
-        )
-    volumes += host_specs
-
-    spec = pod_spec(settings, init, containers, volumes)
-
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -732,7 +594,7 @@ def build_manifests(
             "labels": labels,
             "annotations": annotations,
         },
-        "spec": spec,
+        "spec": _pod_spec(settings, init, containers, volumes),
     }
     secret = {
         "apiVersion": "v1",
@@ -755,9 +617,122 @@ def build_manifests(
         namespace=namespace,
         secret=secret,
         pod=pod,
-        io_volume=io_volume,
+        io_volume=layout.io_volume,
         files=paths,
     )
+
+
+def _connector_resources(
+    options: ConnectorOptions, settings: KubernetesSettings
+) -> dict[str, dict[str, str]]:
+    """The defaults, then the `resources:` option (its cpu a limit, its memory both), then the
+    `kubernetes:` block's own requests/limits."""
+    resources = merge_resources(DEFAULT_CONNECTOR_RESOURCES, {})
+    if options.cpu:
+        cpu = cpu_quantity(options.cpu, "resources.cpu")
+        resources["limits"]["cpu"] = cpu
+        request = resources["requests"]["cpu"]
+        if _amount("cpu", request, "resources.cpu") > _amount("cpu", cpu, "resources.cpu"):
+            resources["requests"]["cpu"] = cpu
+    if options.memory:
+        memory = memory_quantity(options.memory, "resources.memory")
+        resources["limits"]["memory"] = memory
+        resources["requests"]["memory"] = memory
+    resources = merge_resources(resources, settings.resources)
+    _check_requests_within_limits(resources, "the connector's resources")
+    return resources
+
+
+@dataclass(frozen=True)
+class _PodLayout:
+    """What every container of one pod shares: its volumes, pull policy, security context."""
+
+    name: str
+    settings: KubernetesSettings
+    pull_policy: str
+    sidecar_image: str
+
+    @property
+    def io_volume(self) -> str:
+        return f"{self.name}-io"
+
+    @property
+    def files_volume(self) -> str:
+        return f"{self.name}-files"
+
+    def container(
+        self, name: str, image: str, command: Sequence[str], resources: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "name": name,
+            "image": image,
+            "imagePullPolicy": self.pull_policy,
+            "command": list(command),
+            "resources": {kind: dict(amounts) for kind, amounts in resources.items()},
+            "volumeMounts": [{"name": self.io_volume, "mountPath": IO_DIR}],
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+        }
+        if self.settings.container_security_context:
+            spec["securityContext"] = dict(self.settings.container_security_context)
+        return spec
+
+    def sidecar(self, name: str, command: Sequence[str]) -> dict[str, Any]:
+        """The init container, a relay or the heartbeat: the sidecar image, its resources, and
+        pulled only when missing even under `pull: always` (the connector's policy)."""
+        small = name in (INIT_CONTAINER, HEARTBEAT_CONTAINER)
+        defaults = DEFAULT_SMALL_RESOURCES if small else DEFAULT_SIDECAR_RESOURCES
+        resources = merge_resources(defaults, {} if small else self.settings.sidecar_resources)
+        if not small:
+            _check_requests_within_limits(resources, "kubernetes.sidecar_resources")
+        spec = self.container(name, self.sidecar_image, command, resources)
+        spec["imagePullPolicy"] = (
+            "IfNotPresent" if self.pull_policy == "Always" else self.pull_policy
+        )
+        return spec
+
+    def volumes(self, *, with_files: bool) -> list[dict[str, Any]]:
+        volumes: list[dict[str, Any]] = [{"name": self.io_volume, "emptyDir": {}}]
+        if with_files:
+            # `optional: false` spelled out: podman 4.3 dereferences it without a nil check.
+            secret = {"secretName": self.name, "defaultMode": 0o444, "optional": False}
+            volumes.append({"name": self.files_volume, "secret": secret})
+        return volumes
+
+
+# The pod spec fields of the `kubernetes:` block's optional settings, set when present.
+_OPTIONAL_POD_FIELDS: tuple[tuple[str, str, Callable[[Any], Any]], ...] = (
+    ("active_deadline_seconds", "activeDeadlineSeconds", int),
+    ("service_account_name", "serviceAccountName", str),
+    ("node_selector", "nodeSelector", dict),
+    ("tolerations", "tolerations", lambda items: [dict(item) for item in items]),
+    ("affinity", "affinity", dict),
+    ("image_pull_secrets", "imagePullSecrets", lambda names: [{"name": n} for n in names]),
+    ("security_context", "securityContext", dict),
+    ("priority_class_name", "priorityClassName", str),
+    ("host_network", "hostNetwork", bool),
+)
+
+
+def _pod_spec(
+    settings: KubernetesSettings,
+    init: dict[str, Any],
+    containers: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": settings.termination_grace_period_seconds,
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": settings.automount_service_account_token,
+        "initContainers": [init],
+        "containers": containers,
+        "volumes": volumes,
+    }
+    for setting, field, spelled in _OPTIONAL_POD_FIELDS:
+        value = getattr(settings, setting)
+        if value:
+            spec[field] = spelled(value)
+    return spec
 
 
 def secret_owner_patch(pod_name: str, pod_uid: str) -> dict[str, Any]:

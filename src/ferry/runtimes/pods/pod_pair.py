@@ -17,18 +17,17 @@ from ferry.errors import ConfigError, ConnectorCrashed
 from ferry.relay import (
     LOOPBACK_HOST,
     PODMAN_HOST,
-    RelayListener,
     RelayRegistration,
     derive_entrypoint,
     shared_listener,
 )
-from ferry.runtimes.base import ConnectorInvocation, LogSink, Runtime, StderrTail
+from ferry.runtimes.base import ConnectorInvocation, ConnectorRef, LogSink, Runtime
 from ferry.runtimes.owner import owner_labels
 from ferry.runtimes.pods.kubernetes import OOM_HINTS, KubernetesPod, KubernetesRuntime, relay_host
 from ferry.runtimes.pods.manifests import PodManifests, for_podman
 from ferry.runtimes.pods.podman import PodmanPod, PodmanRuntime, clean_stderr, podman
 from ferry.runtimes.pods.single_pod import PUMP_CONTAINER, ROLES, PodPair, build_single_pod
-from ferry.runtimes.relayed import PodProcess, stderr_sink
+from ferry.runtimes.relayed import PodProcess, start_pod
 
 logger = logging.getLogger("ferry.runtimes.pod")
 
@@ -39,7 +38,7 @@ class PodmanPairPod(PodmanPod):
     """A played single pod: its result is the pump's exit, and an OOMKilled connector says so."""
 
     def __init__(self, manifests: PodManifests, *, deadline: int | None) -> None:
-        super().__init__(manifests, deadline=deadline, has_secret=True)
+        super().__init__(manifests, deadline=deadline)
         self.container = f"{manifests.name}-{PUMP_CONTAINER}"
 
     async def _wait(self) -> int:
@@ -82,20 +81,10 @@ async def _entrypoints(pair: PodPair, auto: Entrypoint) -> dict[str, str | None]
     return found
 
 
-async def _register(
-    pair: PodPair, log: LogSink
-) -> tuple[RelayListener, RelayRegistration, StderrTail]:
-    """The pod's token on ferry's relay listener; its channels may connect whenever the pod runs
-    (pulls and scheduling take their time)."""
-    listener = await shared_listener()
-    tail = StderrTail()
-    registration = listener.register(
-        f"single pod of {pair.labels.connection}",
-        reads_stdin=True,
-        log=stderr_sink(log, tail),
-        connect_timeout=None,
-    )
-    return listener, registration, tail
+def _pump_invocation(pair: PodPair, runtime: str) -> ConnectorInvocation:
+    """The pod as the relay listener sees it: the pump, which reads commands on its stdin."""
+    ref = ConnectorRef(runtime, pair.layout.image())
+    return ConnectorInvocation(ref, "write", labels=pair.labels)
 
 
 async def start_podman_pair(runtime: PodmanRuntime, pair: PodPair, log: LogSink) -> PodProcess:
@@ -103,16 +92,17 @@ async def start_podman_pair(runtime: PodmanRuntime, pair: PodPair, log: LogSink)
     sidecar_image = settings.sidecar_image or runtime.sidecar_image
     images = [(i.connector.target, i.connector.options.pull) for i in pair.invocations()]
     images += [(sidecar_image, "if-not-present"), (pair.layout.image(), "if-not-present")]
-    await asyncio.gather(*(runtime._ensure_image(image, pull) for image, pull in images))
+    await asyncio.gather(*(runtime.ensure_image(image, pull) for image, pull in images))
 
     async def auto(invocation: ConnectorInvocation) -> str | None:
-        return derive_entrypoint(await runtime._image_config(invocation.connector.target))
+        return derive_entrypoint(await runtime.image_config(invocation.connector.target))
 
     entrypoints = await _entrypoints(pair, auto)
     host_network = settings.host_network is not False
     host = settings.relay_host or (LOOPBACK_HOST if host_network else PODMAN_HOST)
-    listener, registration, tail = await _register(pair, log)
-    try:
+    listener = await shared_listener()
+
+    def make_pod(registration: RelayRegistration) -> PodmanPairPod:
         manifests = build_single_pod(
             pair,
             token=registration.token,
@@ -124,34 +114,27 @@ async def start_podman_pair(runtime: PodmanRuntime, pair: PodPair, log: LogSink)
         manifests = for_podman(manifests, host_network=host_network)
         for container in manifests.pod["spec"]["containers"]:  # pulled above
             container["imagePullPolicy"] = "IfNotPresent"
-    except BaseException:
-        listener.unregister(registration.token)
-        raise
-    pod = PodmanPairPod(manifests, deadline=settings.active_deadline_seconds)
-    try:
-        await runtime._play(manifests, True)
-    except BaseException:
-        listener.unregister(registration.token)
-        await asyncio.shield(pod.remove())
-        raise
-    return PodProcess(pod, listener, registration, tail)
+        return PodmanPairPod(manifests, deadline=settings.active_deadline_seconds)
+
+    return await start_pod(_pump_invocation(pair, "podman"), log, listener, make_pod)
 
 
 async def start_kubernetes_pair(
     runtime: KubernetesRuntime, pair: PodPair, log: LogSink
 ) -> PodProcess:
     settings = pair.layout.settings
-    client = await runtime._connect()
+    client = await runtime.client()
     namespace = settings.namespace or runtime.default_namespace
 
     async def auto(invocation: ConnectorInvocation) -> str | None:
-        return await runtime._auto_entrypoint(
+        return await runtime.auto_entrypoint(
             client, invocation.connector.target, namespace, settings.image_pull_secrets
         )
 
     entrypoints = await _entrypoints(pair, auto)
-    listener, registration, tail = await _register(pair, log)
-    try:
+    listener = await shared_listener()
+
+    def make_pod(registration: RelayRegistration) -> KubernetesPairPod:
         manifests = build_single_pod(
             pair,
             token=registration.token,
@@ -161,11 +144,9 @@ async def start_kubernetes_pair(
             extra_labels=owner_labels(),
             sidecar_image=runtime.sidecar_image,
         )
-    except BaseException:
-        listener.unregister(registration.token)
-        raise
-    pod = KubernetesPairPod(client, manifests, settings.schedule_timeout_seconds)
-    return await pod.launch(listener, registration, tail)
+        return KubernetesPairPod(client, manifests, settings.schedule_timeout_seconds)
+
+    return await start_pod(_pump_invocation(pair, "kubernetes"), log, listener, make_pod)
 
 
 async def start_pair(runtime: Runtime, pair: PodPair, log: LogSink) -> PodProcess:

@@ -40,11 +40,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ferry.errors import ConfigError, ConnectorCrashed, ImageUnavailable, RuntimeUnavailable
+from ferry.errors import ConnectorCrashed, ImageUnavailable, RuntimeUnavailable
 from ferry.relay import (
     LOOPBACK_HOST,
     PODMAN_HOST,
     SIDECAR_IMAGE,
+    RelayRegistration,
     derive_entrypoint,
     shared_listener,
 )
@@ -52,7 +53,6 @@ from ferry.runtimes.base import (
     ConnectorInvocation,
     ConnectorRef,
     LogSink,
-    StderrTail,
     fingerprint_of,
 )
 from ferry.runtimes.owner import owner_labels
@@ -64,12 +64,11 @@ from ferry.runtimes.pods.manifests import (
     for_podman,
     podman_secret,
 )
-from ferry.runtimes.relayed import PodProcess, stderr_sink
+from ferry.runtimes.relayed import PodProcess, start_pod
 
 logger = logging.getLogger(__name__)
 
 ENV_SIDECAR_IMAGE = "FERRY_SIDECAR_IMAGE"
-PULL_POLICIES = ("never", "if-not-present", "always")
 COMMAND_TIMEOUT = 300.0
 
 
@@ -114,9 +113,8 @@ async def podman(
         with contextlib.suppress(Exception):
             await process.wait()
         raise
-    assert process.returncode is not None
     return Completed(
-        process.returncode,
+        await process.wait(),  # at once: communicate() saw the process end
         out.decode("utf-8", errors="replace"),
         err.decode("utf-8", errors="replace"),
     )
@@ -137,15 +135,42 @@ def clean_stderr(text: str) -> str:
 class PodmanPod:
     """One played pod (a PodBackend)."""
 
-    def __init__(self, manifests: PodManifests, *, deadline: int | None, has_secret: bool) -> None:
+    def __init__(self, manifests: PodManifests, *, deadline: int | None) -> None:
         self.manifests = manifests
         self.name = manifests.name
         self.description = f"podman pod {manifests.name}"
         self.container = f"{manifests.name}-{CONNECTOR_CONTAINER}"
         self._deadline = deadline
-        self._has_secret = has_secret
+        self._has_secret = bool(manifests.secret["data"])
         self._removed = False
         self._remove_lock = asyncio.Lock()
+
+    async def launch(self) -> None:
+        """The secret (`podman secret create`), then the pod (`podman kube play`)."""
+        manifests = self.manifests
+        labels = manifests.pod["metadata"]["labels"]
+        if self._has_secret:
+            label_args = [arg for k, v in labels.items() for arg in ("--label", f"{k}={v}")]
+            created = await podman(
+                "secret",
+                "create",
+                *label_args,
+                manifests.secret_name,
+                "-",
+                input=json.dumps(podman_secret(manifests)).encode(),
+            )
+            if created.code != 0:
+                raise RuntimeUnavailable(
+                    f"podman could not create the secret {manifests.secret_name}: "
+                    f"{clean_stderr(created.stderr)}"
+                )
+        played = await podman(
+            "kube", "play", "--quiet", "-", input=json.dumps(manifests.pod).encode()
+        )
+        if played.code != 0:
+            raise RuntimeUnavailable(
+                f"podman kube play of pod {manifests.name} failed: {clean_stderr(played.stderr)}"
+            )
 
     async def wait_connector(self, on_running: Callable[[], None]) -> int:
         on_running()  # `podman kube play` returned: the containers run
@@ -204,14 +229,23 @@ class PodmanPod:
             await remove_pod_resources(self.name, secret=self._has_secret)
 
 
+def pod_teardown(name: str) -> tuple[list[str], list[str]]:
+    """The podman commands that remove a pod: stop it, then remove it.
+
+    Whatever still runs is killed at once (`terminate` stopped the pod gracefully before; after
+    the connector exited only the pause container and finishing sidecars are left; `ferry gc`
+    removes what nobody needs). Measured on podman 4.3: `pod stop -t 0` then `pod rm -f` takes
+    0.2-0.3 s, `pod rm -f -t 0` 3.3-3.5 s.
+    """
+    return ["pod", "stop", "-t", "0", name], ["pod", "rm", "-f", name]
+
+
 async def remove_pod_resources(name: str, *, secret: bool = True) -> list[str]:
     """Remove a pod, its secret and the secret's volume (all named `name`); the problems."""
     problems: list[str] = []
-    # Whatever still runs is killed at once (`terminate` stopped the pod gracefully before; after
-    # the connector exited only the pause container and finishing sidecars are left). Measured on
-    # podman 4.3: `pod stop -t 0` then `pod rm -f` takes 0.2-0.3 s, `pod rm -f -t 0` 3.3-3.5 s.
-    await podman("pod", "stop", "-t", "0", name)
-    result = await podman("pod", "rm", "-f", name)
+    stop, remove = pod_teardown(name)
+    await podman(*stop)
+    result = await podman(*remove)
     if result.code != 0 and "no pod with name" not in result.stderr:
         problems.append(f"pod rm: {clean_stderr(result.stderr)}")
     if secret:
@@ -242,18 +276,14 @@ class PodmanRuntime:
         options = ref.options
         role = invocation.labels.role
         settings = KubernetesSettings.parse(options.kubernetes, f"{role}.kubernetes")
-        if options.pull not in PULL_POLICIES:
-            raise ConfigError(
-                f"invalid pull policy {options.pull!r}: use one of {', '.join(PULL_POLICIES)}"
-            )
         sidecar_image = settings.sidecar_image or self.sidecar_image
         await asyncio.gather(
-            self._ensure_image(ref.target, options.pull),
-            self._ensure_image(sidecar_image, "if-not-present"),
+            self.ensure_image(ref.target, options.pull),
+            self.ensure_image(sidecar_image, "if-not-present"),
         )
         entrypoint = None
         if options.entrypoint and options.entrypoint.strip() == "auto":
-            config = await self._image_config(ref.target)
+            config = await self.image_config(ref.target)
             entrypoint = derive_entrypoint(config)
             if entrypoint is not None:
                 logger.info(
@@ -265,14 +295,8 @@ class PodmanRuntime:
         host_network = settings.host_network is not False
         host = settings.relay_host or (LOOPBACK_HOST if host_network else PODMAN_HOST)
         listener = await shared_listener()
-        tail = StderrTail()
-        registration = listener.register(
-            f"{role} {ref.target}",
-            reads_stdin=invocation.reads_stdin,
-            log=stderr_sink(log, tail),
-            connect_timeout=None,
-        )
-        try:
+
+        def make_pod(registration: RelayRegistration) -> PodmanPod:
             manifests = build_manifests(
                 invocation,
                 token=registration.token,
@@ -286,45 +310,11 @@ class PodmanRuntime:
             if options.pull == "always":  # pulled above; do not let kube play pull again
                 for container in manifests.pod["spec"]["containers"]:
                     container["imagePullPolicy"] = "IfNotPresent"
-        except BaseException:
-            listener.unregister(registration.token)
-            raise
-        has_secret = bool(manifests.secret["data"])
-        pod = PodmanPod(manifests, deadline=settings.active_deadline_seconds, has_secret=has_secret)
-        try:
-            await self._play(manifests, has_secret)
-        except BaseException:
-            listener.unregister(registration.token)
-            await asyncio.shield(pod.remove())
-            raise
-        return PodProcess(pod, listener, registration, tail)
+            return PodmanPod(manifests, deadline=settings.active_deadline_seconds)
 
-    async def _play(self, manifests: PodManifests, has_secret: bool) -> None:
-        labels = manifests.pod["metadata"]["labels"]
-        if has_secret:
-            label_args = [arg for k, v in labels.items() for arg in ("--label", f"{k}={v}")]
-            created = await podman(
-                "secret",
-                "create",
-                *label_args,
-                manifests.secret_name,
-                "-",
-                input=json.dumps(podman_secret(manifests)).encode(),
-            )
-            if created.code != 0:
-                raise RuntimeUnavailable(
-                    f"podman could not create the secret {manifests.secret_name}: "
-                    f"{clean_stderr(created.stderr)}"
-                )
-        played = await podman(
-            "kube", "play", "--quiet", "-", input=json.dumps(manifests.pod).encode()
-        )
-        if played.code != 0:
-            raise RuntimeUnavailable(
-                f"podman kube play of pod {manifests.name} failed: {clean_stderr(played.stderr)}"
-            )
+        return await start_pod(invocation, log, listener, make_pod)
 
-    async def _ensure_image(self, image: str, policy: str) -> None:
+    async def ensure_image(self, image: str, policy: str) -> None:
         if image in self._ready_images and policy != "always":
             return
         lock = self._locks.setdefault(image, asyncio.Lock())
@@ -348,7 +338,7 @@ class PodmanRuntime:
                     )
             self._ready_images.add(image)
 
-    async def _image_config(self, image: str) -> Mapping[str, Any]:
+    async def image_config(self, image: str) -> Mapping[str, Any]:
         cached = self._configs.get(image)
         if cached is not None:
             return cached
@@ -365,12 +355,15 @@ class PodmanRuntime:
     async def fingerprint(self, ref: ConnectorRef) -> str | None:
         """The image's id after the pull policy is applied (as `start` applies it), and the
         `entrypoint` option (a pod always runs the image under ferry's wrapper)."""
-        await self._ensure_image(ref.target, ref.options.pull)
+        await self.ensure_image(ref.target, ref.options.pull)
         inspected = await podman("image", "inspect", "--format", "{{.Id}}", ref.target)
         image_id = inspected.stdout.strip()
         if inspected.code != 0 or not image_id:
             return None
         return fingerprint_of(ref, image_id=image_id, entrypoint=ref.options.entrypoint)
+
+    async def sweep_orphans(self) -> list[str]:
+        return []  # pods stop themselves once ferry is gone (heartbeat); `ferry gc` removes them
 
     async def close(self) -> None:
         """Nothing to release: pods are removed by their processes, the listener is shared."""

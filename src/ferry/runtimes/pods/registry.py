@@ -192,8 +192,8 @@ def docker_configs_from_pull_secrets(secrets: Iterable[Mapping[str, Any]]) -> li
 
 async def helper_credentials(config: Mapping[str, Any], registry: str) -> Credentials | None:
     """Credentials from docker's credential helper for `registry` (credHelpers, credsStore)."""
-    helpers = config.get("credHelpers") if isinstance(config.get("credHelpers"), Mapping) else {}
-    assert isinstance(helpers, Mapping)
+    found = config.get("credHelpers")
+    helpers: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     helper = None
     for key in _auth_keys(registry):
         if key in helpers:

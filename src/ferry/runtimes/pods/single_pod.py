@@ -52,20 +52,20 @@ from ferry.runtimes.pods.manifests import (
     DEFAULT_SMALL_RESOURCES,
     FILES_DIR,
     INIT_CONTAINER,
-    PULL_POLICIES,
+    KUBERNETES_PULL_POLICIES,
     KubernetesSettings,
     PodManifests,
     _check_requests_within_limits,
+    _connector_resources,
     _dns_part,
     _host_volumes,
     _init_script,
+    _pod_spec,
     _resources_block,
     _user_env,
-    connector_resources_of,
     merge_resources,
     owner_annotations,
     pod_labels,
-    pod_spec,
 )
 
 LAYOUTS = ("pod-per-connector", "single-pod")
@@ -189,8 +189,6 @@ def _connector_container(
     options = ref.options
     role = invocation.labels.role
     own = container_settings(invocation)
-    if options.pull not in PULL_POLICIES:
-        raise ConfigError(f"{role}: invalid pull policy {options.pull!r}")
     if entrypoint is None and options.entrypoint and options.entrypoint.strip() != "auto":
         entrypoint = options.entrypoint
     paths = {name: f"{FILES_DIR}/{secret_key(role, name)}" for name in invocation.files}
@@ -207,8 +205,7 @@ def _connector_container(
         )
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    resources = connector_resources_of(options, own.resources)
-    _check_requests_within_limits(resources, f"the {role}'s resources")
+    resources = _connector_resources(options, own)
     host_specs, host_mounts = _host_volumes(options.volumes)
     host_specs = [{**spec, "name": f"{role}-{spec['name']}"} for spec in host_specs]
     host_mounts = [{**mount, "name": f"{role}-{mount['name']}"} for mount in host_mounts]
@@ -218,7 +215,7 @@ def _connector_container(
         wrapper.argv,
         resources,
         mounts + host_mounts,
-        pull=PULL_POLICIES[options.pull],
+        pull=KUBERNETES_PULL_POLICIES[options.pull],
         security=own.container_security_context or pod_settings.container_security_context,
     )
     env = [e for e in _user_env(options.env, f"{role}.env") if e["name"] not in wrapper.env]
@@ -305,7 +302,7 @@ def build_single_pod(
             "secret": {"secretName": name, "defaultMode": 0o444, "optional": False},
         }
     )
-    spec = pod_spec(settings, init, containers, volumes)
+    spec = _pod_spec(settings, init, containers, volumes)
     labels = pod_labels(pod_invocation, extra_labels, settings.labels)
     annotations = {**settings.annotations, **owner_annotations(pod_invocation, extra_labels)}
     for invocation in pair.invocations():

@@ -75,7 +75,7 @@ def stream_records(summary: dict[str, Any]) -> dict[str, int]:
 
 
 def write_connection(tmp_path: Path, name: str, **fields: Any) -> Path:
-    path = tmp_path / "connection.yaml"
+    path: Path = tmp_path / "connection.yaml"
     path.write_text(yaml.safe_dump({"name": name, **fields}))
     return path
 

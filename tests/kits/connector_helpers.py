@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "connectors" / "data"
 BIN = Path(sys.executable).parent
 
 
@@ -64,7 +64,8 @@ class Result:
     def status(self) -> dict[str, Any]:
         statuses = [m["connectionStatus"] for m in self.of_type("CONNECTION_STATUS")]
         assert len(statuses) == 1, self.stdout
-        return statuses[0]
+        status: dict[str, Any] = statuses[0]
+        return status
 
 
 def run(argv: Sequence[str], *, stdin: bytes | None = None, timeout: float = 300) -> Result:

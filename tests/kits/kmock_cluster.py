@@ -29,7 +29,7 @@ import itertools
 import json
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ import kmock
 import yaml
 from kmock._internal import enums, rendering
 
-PodHook = Callable[[dict[str, Any]], Awaitable[None]]
+PodHook = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
 _versions = itertools.count(1)
 
 
@@ -157,6 +157,8 @@ class FakeCluster(kmock.KubernetesEmulator):
 
     async def _serve_list(self, request: rendering.Request) -> Any:
         result = await super()._serve_list(request)
+        if not isinstance(result, dict):
+            return result
         result["items"] = [item for item in result["items"] if selected(request, item)]
         return result
 
