@@ -43,6 +43,7 @@ from ferry.runtimes.base import (
 from ferry.runtimes.docker.attach import Demuxer
 from ferry.runtimes.docker.containers import lookup_ids, parse_cpu, parse_memory
 from ferry.runtimes.docker.engine import engine_error
+from ferry.runtimes.docker.fifo import DockerFifoProcess
 from ferry.runtimes.docker.gc import collect_docker
 from ferry.runtimes.docker.runtime import DockerProcess, DockerRuntime
 from ferry.runtimes.gc import collect_garbage
@@ -350,7 +351,7 @@ def test_files_are_uploaded_not_mounted(
                 run_id,
             )
             process = await runtime.start(inv, lambda line: None)
-            assert isinstance(process, DockerProcess)
+            assert isinstance(process, DockerProcess | DockerFifoProcess)
             details = inspect(process.container_id)  # while it runs (cat waits for stdin)
             assert process.stdin is not None
             await process.stdin.close()
@@ -418,7 +419,7 @@ def test_labels_options_and_removal_after_exit(tiny_images: Any, tmp_path: Path)
         runtime = DockerRuntime()
         try:
             process = await runtime.start(invocation(ref, "write", run_id=run_id), lambda _: None)
-            assert isinstance(process, DockerProcess)
+            assert isinstance(process, DockerProcess | DockerFifoProcess)
             details = inspect(process.container_id)
             assert process.stdin is not None
             await process.stdin.close()
