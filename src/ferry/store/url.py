@@ -3,7 +3,8 @@
 - None: `sqlite:///$FERRY_HOME/ferry.db` (FERRY_HOME defaults to ~/.ferry)
 - `sqlite:///abs/path.db` (also `sqlite:////abs/path.db`), `sqlite://:memory:`
 - a plain file path, absolute or relative to the working directory
-- `postgres://...` / `postgresql://...`: not implemented yet (ConfigError)
+- `postgresql://USER:PASSWORD@HOST[:PORT]/DB[?PARAMS]` (also `postgres://`): a PostgreSQL
+  store shared by ferry processes on any host (libpq's URL: `?sslmode=...`, `?host=/socket/dir`)
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ def default_store_url() -> str:
     return f"sqlite://{ferry_home() / 'ferry.db'}"
 
 
-def _redacted(url: str) -> str:
-    """The URL without its password, fit for an error message."""
+def redacted(url: str) -> str:
+    """The URL without its password, fit for a message."""
     try:
         parts = urlsplit(url)
         if parts.password is None:
@@ -45,7 +46,7 @@ def sqlite_path(url: str) -> str:
             return url
         return str(Path(url).expanduser().absolute())
     if match.group(1).lower() != "sqlite":
-        raise ConfigError(f"not a SQLite store URL: {_redacted(url)}")
+        raise ConfigError(f"not a SQLite store URL: {redacted(url)}")
     rest = url[match.end() :]
     if rest == ":memory:":
         return rest
@@ -66,14 +67,13 @@ def open_store(url: str | None = None) -> Store:
     match = _SCHEME.match(url)
     scheme = match.group(1).lower() if match else None
     if scheme in ("postgres", "postgresql"):
-        raise ConfigError(
-            f"Postgres stores are not implemented yet ({_redacted(url)}); "
-            "use sqlite:///PATH or a file path"
-        )
+        from ferry.store.postgres import PostgresStore  # psycopg loads only when used
+
+        return PostgresStore(url)
     if scheme not in (None, "sqlite"):
         raise ConfigError(
-            f"unsupported store URL scheme {scheme!r} in {_redacted(url)}: "
-            "use sqlite:///PATH or a plain file path (postgres:// is planned)"
+            f"unsupported store URL scheme {scheme!r} in {redacted(url)}: "
+            "use sqlite:///PATH, a plain file path, or postgresql://USER:PASSWORD@HOST/DB"
         )
     path = sqlite_path(url)
     return SqliteStore(path, url=url if scheme else f"sqlite://{path}")
