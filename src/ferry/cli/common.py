@@ -1,4 +1,4 @@
-"""What every command module shares: the subparsers type, masked output, logging setup.
+"""What every command module shares: the subparsers type, masked output, logging, the store.
 
 Command modules expose `register(subparsers)`; each command's parser sets
 `handler=<function(args) -> exit code>` with `set_defaults`. Everything a handler prints to
@@ -10,11 +10,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from typing import IO, Any, TypeAlias
+from urllib.parse import urlsplit
 
-from ferry.engine.secrets import MaskingFilter, mask
+from ferry.engine.config import resolve_env
+from ferry.engine.secrets import MaskingFilter, mask, masker
+from ferry.store import Store, open_store
 
 # A string: argparse's class is not subscriptable at runtime on Python 3.11.
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -90,3 +94,16 @@ def print_table(rows: list[list[str]], header: list[str]) -> None:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
+
+
+def open_cli_store(args: argparse.Namespace) -> Store:
+    """The store of --state-db or $FERRY_STATE_DB; `${NAME}` in the URL comes from the
+    environment, and its password is masked in everything ferry prints from now on."""
+    url = args.state_db or os.environ.get("FERRY_STATE_DB") or None
+    if url is not None:
+        url = str(resolve_env(url, "the state store URL"))
+        with contextlib.suppress(ValueError):
+            password = urlsplit(url).password
+            if password:
+                masker.add(password)
+    return open_store(url)

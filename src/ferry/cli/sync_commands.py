@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
+import re
 import signal
 import sys
 from pathlib import Path
@@ -12,7 +14,8 @@ from typing import Any
 
 from rich.console import Console
 
-from ferry.cli.common import Subparsers, print_table
+from ferry.cli import many
+from ferry.cli.common import Subparsers, open_cli_store, print_table
 from ferry.cli.progress import Progress, human_bytes, stats_table
 from ferry.engine.connection import load_connection
 from ferry.engine.runner import SyncOptions, SyncResult, SyncRunner
@@ -21,13 +24,36 @@ from ferry.errors import ConfigError
 from ferry.protocol import to_builtins
 from ferry.protocol.messages import StreamDescriptor
 from ferry.runtimes.base import RUNTIME_NAMES
-from ferry.store import RunRecord, open_store
+from ferry.store import RunRecord
 from ferry.store.state import streams_touched
+
+DEFAULT_PARALLEL = 4
 
 
 def register(subparsers: Subparsers) -> None:
     sync = subparsers.add_parser("sync", help="stream a source into a destination")
-    sync.add_argument("connection", type=Path, help="connection file (YAML)")
+    sync.add_argument(
+        "connection",
+        type=Path,
+        nargs="+",
+        help="connection file (YAML); several files or directories of them sync concurrently",
+    )
+    sync.add_argument(
+        "--parallel",
+        type=_positive,
+        default=DEFAULT_PARALLEL,
+        metavar="N",
+        help=f"with several connections: how many sync at once (default {DEFAULT_PARALLEL})",
+    )
+    sync.add_argument(
+        "--wait",
+        nargs="?",
+        const="inf",
+        type=_duration,
+        metavar="DURATION",
+        help="if another ferry syncs the connection, wait for it to end (at most DURATION: "
+        "30s, 10m, 2h; default no limit) instead of refusing",
+    )
     sync.add_argument("--runtime", choices=RUNTIME_NAMES, help="runtime for unprefixed connectors")
     sync.add_argument("--full-refresh", action="store_true", help="ignore saved state, re-read all")
     sync.add_argument(
@@ -66,8 +92,31 @@ def register(subparsers: Subparsers) -> None:
 
 def _store_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--state-db", metavar="URL", help="state store URL (default sqlite:///$FERRY_HOME/ferry.db)"
+        "--state-db",
+        metavar="URL",
+        help="state store URL: sqlite:///PATH, a file path, or postgresql://USER:PASSWORD@HOST/DB"
+        " (default $FERRY_STATE_DB, else sqlite:///$FERRY_HOME/ferry.db)",
     )
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smh]?)$")
+
+
+def _duration(text: str) -> float:
+    """Seconds from `90`, `90s`, `15m`, `2h`; `inf` for no limit."""
+    if text == "inf":
+        return math.inf
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 30s, 10m or 2h")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
 
 
 def _non_negative(text: str) -> int:
@@ -78,20 +127,23 @@ def _non_negative(text: str) -> int:
 
 
 def _sync(args: argparse.Namespace) -> int:
-    connection = load_connection(args.connection)
     options = SyncOptions(
         runtime=args.runtime,
         full_refresh=args.full_refresh,
         retries=args.retries,
         relay=args.relay,
         spec_cache=not args.no_spec_cache,
+        wait=args.wait,
     )
+    if len(args.connection) > 1 or args.connection[0].is_dir():
+        return many.sync_many(args, connection_files(args.connection), options)
+    connection = load_connection(args.connection[0])
     if args.dry_run:
-        with open_store(args.state_db) as store:
+        with open_cli_store(args) as store:
             print(_dry_run(SyncRunner(connection, store, options)), end="")
         return 0
     progress = Progress(enabled=not args.no_progress and not args.json)
-    with open_store(args.state_db) as store:
+    with open_cli_store(args) as store:
         runner = SyncRunner(connection, store, options, on_attempt=progress.follow)
         result = asyncio.run(_run_with_signals(runner, progress))
     if args.json:
@@ -99,6 +151,20 @@ def _sync(args: argparse.Namespace) -> int:
     else:
         _print_summary(result)
     return result.exit_code
+
+
+def connection_files(paths: list[Path]) -> list[Path]:
+    """The files named, a directory standing for its *.yaml and *.yml files (sorted)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
+            if not found:
+                raise ConfigError(f"directory {path} holds no connection file (*.yaml, *.yml)")
+            files += found
+        else:
+            files.append(path)
+    return files
 
 
 def _dry_run(runner: SyncRunner) -> str:
@@ -146,7 +212,7 @@ def _print_summary(result: SyncResult) -> None:
 def _state(args: argparse.Namespace) -> int:
     connection = load_connection(args.connection)
     descriptor = _descriptor(args.stream) if args.stream else None
-    with open_store(args.state_db) as store:
+    with open_cli_store(args) as store:
         if args.action == "reset":
             removed = store.reset_state(connection.name, descriptor)
             what = f"stream {args.stream}" if descriptor else "every stream"
@@ -198,7 +264,7 @@ def run_as_dict(run: RunRecord) -> dict[str, Any]:
 
 def _runs(args: argparse.Namespace) -> int:
     connection = load_connection(args.connection)
-    with open_store(args.state_db) as store:
+    with open_cli_store(args) as store:
         runs = store.list_runs(connection.name, limit=args.limit)
     if args.json:
         print(json.dumps([run_as_dict(run) for run in runs], indent=2))

@@ -15,7 +15,7 @@ from ferry.engine.connection import Connection, Endpoint
 from ferry.engine.secrets import register_secrets
 from ferry.engine.stats import SyncStats
 from ferry.engine.sync import Attempt, AttemptOutcome, AttemptPlan
-from ferry.errors import Cancelled, ConfigError, FerryError
+from ferry.errors import Cancelled, ConfigError, ConnectionBusy, FerryError
 from ferry.protocol import configure_catalog
 from ferry.protocol.messages import (
     CATALOG,
@@ -41,6 +41,7 @@ from ferry.store.state import keeping_streams
 logger = logging.getLogger("ferry.sync")
 
 RETRY_BACKOFF_SECONDS = (1.0, 5.0, 15.0)
+BUSY_POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ class SyncOptions:
     retries: int = 2
     relay: bool = False
     spec_cache: bool = True  # False: run each connector's spec, and refresh its cached one
+    # Seconds to wait for another ferry's sync of the connection to end (inf: no limit);
+    # None refuses at once.
+    wait: float | None = None
 
 
 @dataclass
@@ -218,11 +222,7 @@ class SyncRunner:
 
     async def _run_attempts(self, plan: AttemptPlan) -> SyncResult:
         name = self.connection.name
-        run_id = self.store.start_run(
-            name,
-            full_refresh=self.options.full_refresh,
-            runtime=self.options.runtime or self.connection.runtime,
-        )
+        run_id = await self._start_run()
         plan = replace(plan, labels=RunLabels(str(run_id), name))
         outcome = AttemptOutcome(SyncStats())
         attempt_number = 0
@@ -259,6 +259,27 @@ class SyncRunner:
             error=error,
             warnings=outcome.warnings,
         )
+
+    async def _start_run(self) -> int:
+        """Start the run, waiting (with --wait) while another ferry syncs the connection."""
+        loop = asyncio.get_running_loop()
+        deadline = None if self.options.wait is None else loop.time() + self.options.wait
+        while True:
+            try:
+                return self.store.start_run(
+                    self.connection.name,
+                    full_refresh=self.options.full_refresh,
+                    runtime=self.options.runtime or self.connection.runtime,
+                )
+            except ConnectionBusy as busy:
+                if deadline is None:
+                    raise
+                if loop.time() >= deadline:
+                    raise ConnectionBusy(f"{busy} (waited {self.options.wait:.0f}s)") from None
+                if self._stopping:
+                    raise Cancelled("stopped while waiting for the connection") from None
+                logger.info("waiting: %s", busy)
+                await asyncio.sleep(min(BUSY_POLL_SECONDS, max(deadline - loop.time(), 0)))
 
     async def _attempt(self, plan: AttemptPlan, run_id: int, number: int) -> AttemptOutcome:
         name = self.connection.name

@@ -114,9 +114,14 @@ class PostgresStore(SqlStore):
                 version = self._schema_version(db)
             self._check_version(version)
             if version != SCHEMA_VERSION:
-                with self._write() as db:
-                    db.execute("SELECT pg_advisory_xact_lock(?, 0)", (_MIGRATE_LOCK,))
-                    self._migrate(db)
+                # A session lock taken before the transaction begins: the transaction then sees
+                # the tables another ferry may have just created (catalogs are read at BEGIN).
+                self._db.execute("SELECT pg_advisory_lock(%s, 0)", (_MIGRATE_LOCK,))
+                try:
+                    with self._write() as db:
+                        self._migrate(db)
+                finally:
+                    self._db.execute("SELECT pg_advisory_unlock(%s, 0)", (_MIGRATE_LOCK,))
         except BaseException:
             self.close()
             raise
