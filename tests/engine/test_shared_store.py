@@ -4,6 +4,7 @@ connection never overlap, and a SIGKILLed holder's lock is released without any 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -105,7 +106,7 @@ def test_eight_processes_distinct_connections_succeed_and_one_connection_never_o
         for r in history
     )
     # Whole seconds: a run may start in the second the previous one ended, never before.
-    for (_, ended), (started, _) in zip(spans, spans[1:], strict=False):
+    for (_, ended), (started, _) in itertools.pairwise(spans):
         assert started >= ended, f"runs of one connection overlapped: {spans}"
 
 
