@@ -4,7 +4,7 @@
 #   sudo scripts/engines.sh          # idempotent; ~1 s when everything is already in place
 #
 # What it does, each step only when needed:
-#   1. apt-get install docker.io podman catatonit busybox-static socat docker-registry
+#   1. apt-get install docker.io podman catatonit busybox-static socat docker-registry postgresql
 #      apache2-utils dash openssl (catatonit: podman's pause image for `kube play`; busybox-static,
 #      socat: test images; docker-registry + apache2-utils: a loopback registry with htpasswd;
 #      openssl: test certificates; postgresql: the PostgreSQL store tests run their own cluster).

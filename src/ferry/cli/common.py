@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Iterator
 from typing import IO, Any, TypeAlias
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ferry.engine.config import resolve_env
 from ferry.engine.secrets import MaskingFilter, mask, masker
@@ -105,5 +105,5 @@ def open_cli_store(args: argparse.Namespace) -> Store:
         with contextlib.suppress(ValueError):
             password = urlsplit(url).password
             if password:
-                masker.add(password)
+                masker.add_all({password, unquote(password)})  # as written, and decoded
     return open_store(url)

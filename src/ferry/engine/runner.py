@@ -264,6 +264,7 @@ class SyncRunner:
         """Start the run, waiting (with --wait) while another ferry syncs the connection."""
         loop = asyncio.get_running_loop()
         deadline = None if self.options.wait is None else loop.time() + self.options.wait
+        announced = False
         while True:
             try:
                 return self.store.start_run(
@@ -278,7 +279,9 @@ class SyncRunner:
                     raise ConnectionBusy(f"{busy} (waited {self.options.wait:.0f}s)") from None
                 if self._stopping:
                     raise Cancelled("stopped while waiting for the connection") from None
-                logger.info("waiting: %s", busy)
+                if not announced:
+                    logger.warning("waiting: %s", busy)
+                    announced = True
                 await asyncio.sleep(min(BUSY_POLL_SECONDS, max(deadline - loop.time(), 0)))
 
     async def _attempt(self, plan: AttemptPlan, run_id: int, number: int) -> AttemptOutcome:

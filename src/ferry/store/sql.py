@@ -82,8 +82,11 @@ class SqlStore(Store):
     # -- what a backend supplies ---------------------------------------------------------------
 
     @abc.abstractmethod
-    def _write(self) -> AbstractContextManager[Db]:
-        """One write transaction; writes of one connection's state never interleave."""
+    def _write(self, batched: bool = False) -> AbstractContextManager[Db]:
+        """One write transaction; writes of one connection's state never interleave.
+
+        `batched`: the caller reads no `rowcount`, so statements whose results it does not
+        fetch may be sent together (PostgreSQL's pipeline mode: a round trip per fetch)."""
 
     @abc.abstractmethod
     def _read(self) -> AbstractContextManager[Db]:
@@ -157,17 +160,18 @@ class SqlStore(Store):
             return
         if attempt_id is None and progress:
             raise StoreError("progress counts need the attempt they belong to")
-        with self._write() as db:
+        with self._write(batched=True) as db:
             self._serialize(db, connection)
             now = time.time()
+            # Every read first (one round trip when batched), then only writes.
+            old = _load_raw(db, connection) if states else EMPTY
+            counted = _attempt_streams(db, connection, attempt_id) if attempt_id else set()
             if states:
-                old = _load_raw(db, connection)
-                new = apply_states(old, states)
-                _write_state(db, connection, old, new, attempt_id, now)
+                _write_state(db, connection, old, apply_states(old, states), attempt_id, now)
             if attempt_id is not None:
-                _count_commit(db, connection, attempt_id, states, now)
+                _count_commit(db, attempt_id, states, counted, now)
                 for counts in progress:
-                    _set_counts(db, attempt_id, counts)
+                    _set_counts(db, attempt_id, counts, counted)
 
     def reset_state(self, connection: str, stream: StreamDescriptor | None = None) -> bool:
         with self._write() as db:
@@ -268,8 +272,9 @@ class SqlStore(Store):
             )
             if cursor.rowcount != 1:
                 raise StoreError(f"there is no attempt {attempt_id}")
+            counted = _attempt_streams(db, None, attempt_id)
             for counts in stats:
-                _set_counts(db, attempt_id, counts)
+                _set_counts(db, attempt_id, counts, counted)
             db.execute(
                 "UPDATE runs SET updated_at = ?"
                 " WHERE id = (SELECT run_id FROM attempts WHERE id = ?)",
@@ -393,17 +398,19 @@ def _check_final(status: str) -> None:
 
 def _load_raw(db: Db, connection: str) -> ConnectionState:
     """The stored state, its values left as `_Json` text."""
-    row = db.execute(
+    head = db.execute(
         "SELECT type, shared FROM connection_state WHERE connection = ?", (connection,)
-    ).fetchone()
+    )
+    rows = db.execute(
+        "SELECT name, namespace, state FROM stream_state WHERE connection = ?", (connection,)
+    )
+    row = head.fetchone()
     if row is None:
         return EMPTY
     kind, shared = row
     streams = {
         StreamDescriptor(name=name, namespace=namespace): _Json(state)
-        for name, namespace, state in db.execute(
-            "SELECT name, namespace, state FROM stream_state WHERE connection = ?", (connection,)
-        )
+        for name, namespace, state in rows.fetchall()
     }
     return ConnectionState(
         type=kind,
@@ -465,52 +472,72 @@ def _write_state(
             )
 
 
+def _attempt_streams(db: Db, connection: str | None, attempt_id: int) -> set[StreamDescriptor]:
+    """The streams an attempt has counts for; StoreError if it is not one of `connection`'s."""
+    if connection is not None:
+        found = db.execute(
+            "SELECT 1 FROM attempts JOIN runs ON runs.id = attempts.run_id"
+            " WHERE attempts.id = ? AND runs.connection = ?",
+            (attempt_id, connection),
+        )
+    rows = db.execute(
+        "SELECT name, namespace FROM attempt_streams WHERE attempt_id = ?", (attempt_id,)
+    )
+    if connection is not None and found.fetchone() is None:
+        raise StoreError(f"attempt {attempt_id} is not an attempt of connection {connection!r}")
+    return {StreamDescriptor(name=name, namespace=namespace) for name, namespace in rows.fetchall()}
+
+
 def _count_commit(
     db: Db,
-    connection: str,
     attempt_id: int,
     states: Sequence[AirbyteStateMessage],
+    counted: set[StreamDescriptor],
     now: float,
 ) -> None:
-    cursor = db.execute(
-        "UPDATE attempts SET states_committed = states_committed + ?"
-        " WHERE id = ? AND run_id IN (SELECT id FROM runs WHERE connection = ?)",
-        (len(states), attempt_id, connection),
+    """Raise the attempt's committed-state counters; `counted` gains the streams it adds."""
+    db.execute(
+        "UPDATE attempts SET states_committed = states_committed + ? WHERE id = ?",
+        (len(states), attempt_id),
     )
-    if cursor.rowcount != 1:
-        raise StoreError(f"attempt {attempt_id} is not an attempt of connection {connection!r}")
     db.execute(
         "UPDATE runs SET updated_at = ? WHERE id = (SELECT run_id FROM attempts WHERE id = ?)",
         (now, attempt_id),
     )
     touched = Counter(d for state in states for d in streams_touched(state))
     for descriptor, count in touched.items():
-        cursor = db.execute(
-            "UPDATE attempt_streams SET states_committed = states_committed + ?"
-            " WHERE attempt_id = ? AND name = ? AND namespace IS ?",
-            (count, attempt_id, descriptor.name, descriptor.namespace),
-        )
-        if cursor.rowcount == 0:
+        if descriptor in counted:
+            db.execute(
+                "UPDATE attempt_streams SET states_committed = states_committed + ?"
+                " WHERE attempt_id = ? AND name = ? AND namespace IS ?",
+                (count, attempt_id, descriptor.name, descriptor.namespace),
+            )
+        else:
             db.execute(
                 "INSERT INTO attempt_streams (attempt_id, name, namespace, states_committed)"
                 " VALUES (?, ?, ?, ?)",
                 (attempt_id, descriptor.name, descriptor.namespace, count),
             )
+            counted.add(descriptor)
 
 
-def _set_counts(db: Db, attempt_id: int, counts: StreamCounts) -> None:
+def _set_counts(
+    db: Db, attempt_id: int, counts: StreamCounts, counted: set[StreamDescriptor]
+) -> None:
     stream = counts.stream
-    cursor = db.execute(
-        "UPDATE attempt_streams SET records = ?, bytes = ?"
-        " WHERE attempt_id = ? AND name = ? AND namespace IS ?",
-        (counts.records, counts.bytes, attempt_id, stream.name, stream.namespace),
-    )
-    if cursor.rowcount == 0:
+    if stream in counted:
+        db.execute(
+            "UPDATE attempt_streams SET records = ?, bytes = ?"
+            " WHERE attempt_id = ? AND name = ? AND namespace IS ?",
+            (counts.records, counts.bytes, attempt_id, stream.name, stream.namespace),
+        )
+    else:
         db.execute(
             "INSERT INTO attempt_streams (attempt_id, name, namespace, records, bytes)"
             " VALUES (?, ?, ?, ?, ?)",
             (attempt_id, stream.name, stream.namespace, counts.records, counts.bytes),
         )
+        counted.add(stream)
 
 
 def _running_runs(db: Db, connection: str) -> list[RunningRun]:

@@ -89,7 +89,7 @@ class SqliteStore(SqlStore):
         db.execute(f"PRAGMA user_version = {int(version)}")
 
     @contextmanager
-    def _write(self) -> Iterator[Db]:
+    def _write(self, batched: bool = False) -> Iterator[Db]:
         """One write transaction holding the database's write lock from its first statement."""
         with self._lock:
             db = self._conn()
