@@ -1,6 +1,6 @@
 """Many syncs on one machine: 20 at once vs one after another, SQLite vs a PostgreSQL store.
 
-    .venv/bin/python benchmarks/many_syncs.py [--syncs 20] [--records 20000] [--output DIR]
+    .venv/bin/python benchmarks/many_syncs.py [--syncs 20] [--records 10000] [--output DIR]
 
 Each sync is its own connection file: source-generator (2 streams of --records records of
 ~200 bytes, a STATE every 1 000 records per stream) into destination-duckdb (one file each).
@@ -158,7 +158,7 @@ def run_mode(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--syncs", type=int, default=20)
-    parser.add_argument("--records", type=int, default=20_000, help="records per stream")
+    parser.add_argument("--records", type=int, default=10_000, help="records per stream")
     parser.add_argument("--output", type=Path, default=HERE / "results")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ferry-bench-concurrent-"))

@@ -101,9 +101,22 @@ def open_cli_store(args: argparse.Namespace) -> Store:
     environment, and its password is masked in everything ferry prints from now on."""
     url = args.state_db or os.environ.get("FERRY_STATE_DB") or None
     if url is not None:
+        typed = _password(url)
         url = str(resolve_env(url, "the state store URL"))
-        with contextlib.suppress(ValueError):
-            password = urlsplit(url).password
-            if password:
-                masker.add_all({password, unquote(password)})  # as written, and decoded
+        password = _password(url)
+        if password:
+            masker.add_all({password, unquote(password)})  # as written, and decoded
+        if args.state_db and typed and "${" not in typed:
+            logging.getLogger("ferry").warning(
+                "the state store's password is on ferry's command line, where `ps` shows it "
+                "to every user of this machine: put the URL in FERRY_STATE_DB, or the "
+                "password in an environment variable written ${NAME} in the URL"
+            )
     return open_store(url)
+
+
+def _password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
