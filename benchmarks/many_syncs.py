@@ -10,6 +10,8 @@ Modes, in this order:
 - concurrent-postgres  the same against one PostgreSQL store (a throwaway cluster on loopback,
                        fsync on, tests/pgkit.py);
 - one-process-postgres one `ferry sync DIR --parallel N` running them all in one process.
+Then the store alone: as many processes committing 100 batches each at once, nothing else
+running, for each backend (the store's own latency, without the connectors' CPU load).
 Each ferry process runs through benchmarks/ferry_rusage.py: its own peak RSS and CPU, and the
 duration of every store commit it made (FERRY_BENCH_COMMITS=1), under that load.
 The CPU a mode needed is ferry's with its connectors (os.wait4 of each ferry process: its
@@ -155,6 +157,46 @@ def run_mode(
     }
 
 
+COMMITTER = """
+import json, sys, time
+from ferry.protocol import convert
+from ferry.protocol.messages import AirbyteStateMessage
+from ferry.store import open_store
+
+url, name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+store = open_store(url)
+attempt = store.start_attempt(store.start_run(name))
+seconds = []
+for k in range(count):
+    states = [
+        convert({"type": "STREAM", "stream": {"stream_descriptor": {"name": f"s{i}"},
+                 "stream_state": {"cursor": k}}}, AirbyteStateMessage)
+        for i in range(2)
+    ]
+    started = time.perf_counter()
+    store.commit_states(name, attempt, states)
+    seconds.append(time.perf_counter() - started)
+print(json.dumps(seconds))
+"""
+
+
+def commits_only(store: str, writers: int, count: int) -> dict[str, Any]:
+    """`writers` processes committing at once, nothing else: the store's own latency."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", COMMITTER, store, f"writer-{i}", str(count)],
+            stdout=subprocess.PIPE,
+        )
+        for i in range(writers)
+    ]
+    seconds = sorted(s for p in processes for s in json.loads(p.communicate()[0]))
+    return {
+        "commits": len(seconds),
+        "commit_ms_median": round(statistics.median(seconds) * 1000, 2),
+        "commit_ms_p99": round(seconds[int(len(seconds) * 0.99)] * 1000, 2),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--syncs", type=int, default=20)
@@ -183,6 +225,16 @@ def main() -> int:
             result["records_per_s"] = round(args.syncs * args.records * STREAMS / result["wall_s"])
             print(json.dumps(result), flush=True)
             results.append(result)
+        commit_load: dict[str, dict[str, Any]] = {}
+        for backend in ("sqlite", "postgres"):
+            if backend == "postgres":
+                with psycopg.connect(server.url(), autocommit=True) as admin:
+                    admin.execute("CREATE DATABASE commits_only")
+                store = server.url("commits_only")
+            else:
+                store = f"sqlite://{work / 'commits-only.db'}"
+            commit_load[backend] = commits_only(store, args.syncs, 100)
+            print(backend, "commits only:", json.dumps(commit_load[backend]), flush=True)
     finally:
         postgres.send_signal(signal.SIGINT)
         postgres.wait(timeout=60)
@@ -199,11 +251,14 @@ def main() -> int:
             "load_average": os.getloadavg(),
         },
         "modes": results,
+        "commits_only": commit_load,
         "targets": {
             "concurrent_wall_within_cpu_per_core": all(
                 r["wall_vs_cpu_per_core"] <= 1.1 for r in results[1:]
             ),
             "postgres_commit_p99_under_10ms": pg["commit_ms_p99"] < COMMIT_P99_TARGET_MS,
+            "postgres_commit_p99_under_10ms_commits_only": commit_load["postgres"]["commit_ms_p99"]
+            < COMMIT_P99_TARGET_MS,
         },
     }
     args.output.mkdir(parents=True, exist_ok=True)
@@ -228,6 +283,16 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for mode in report["modes"]:
         lines.append("| " + " | ".join(str(mode[c]) for c in columns) + " |")
+    lines += [
+        "",
+        "The store alone (as many processes committing 100 batches of 2 states at once):",
+        "",
+    ]
+    for backend, load in report["commits_only"].items():
+        lines.append(
+            f"- {backend}: {load['commits']} commits, median {load['commit_ms_median']} ms, "
+            f"p99 {load['commit_ms_p99']} ms"
+        )
     lines += ["", f"targets: {report['targets']}", ""]
     return "\n".join(lines)
 

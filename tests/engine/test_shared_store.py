@@ -1,6 +1,7 @@
 """Many ferry processes against one PostgreSQL store (a real server on loopback), as Jobs on
 several nodes would be: distinct connections all sync with exact counts, syncs of one
-connection never overlap, and a SIGKILLed holder's lock is released without any cleanup."""
+connection never overlap, and a SIGKILLed holder's lock is released without any cleanup.
+(POD_NAME stands for another pod: the lock never relies on judging a process by its host.)"""
 
 from __future__ import annotations
 
@@ -15,19 +16,22 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 import yaml
 
+from ferry.store import open_store
+
 pytestmark = pytest.mark.postgres
 
-HOLD = Path(__file__).parent.parent / "store" / "store_child.py"
 COUNT = 3000  # records per stream
 STREAMS = 2
 
 
-def connection_file(tmp_path: Path, name: str) -> Path:
-    path = tmp_path / f"{name}.yaml"
-    source = {"count": COUNT, "streams": STREAMS, "state_every": 250}
+def connection_file(directory: Path, name: str, count: int = COUNT) -> Path:
+    directory.mkdir(exist_ok=True)
+    path = directory / f"{name}.yaml"
+    source = {"count": count, "streams": STREAMS, "state_every": 250}
     path.write_text(
         yaml.safe_dump(
             {
@@ -110,40 +114,50 @@ def test_eight_processes_distinct_connections_succeed_and_one_connection_never_o
         assert started >= ended, f"runs of one connection overlapped: {spans}"
 
 
-def test_a_holder_on_another_host_is_named_and_its_sigkill_releases_the_lock(
+def running_run(url: str, connection: str, timeout: float = 120) -> int:
+    """The id of the connection's running run, once there is one."""
+    open_store(url).close()  # the tables exist from here on
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as db:
+        while time.monotonic() < deadline:
+            row = db.execute(
+                "SELECT id FROM runs WHERE connection = %s AND status = 'running'", (connection,)
+            ).fetchone()
+            if row is not None:
+                return int(row[0])
+            time.sleep(0.2)
+    raise AssertionError(f"no run of {connection} started within {timeout}s")
+
+
+def test_a_holder_in_another_pod_is_named_waited_for_and_released_by_its_sigkill(
     postgres_url: str, tmp_path: Path
 ) -> None:
     env = store_env(postgres_url)
-    path = connection_file(tmp_path, "held")
-    holder = subprocess.Popen(
-        [sys.executable, str(HOLD), postgres_url, "--connection", "held", "--hold"],
-        env={**os.environ, "POD_NAME": "ferry-job-abc12"},  # another "host": a pod elsewhere
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    slow = connection_file(tmp_path / "slow", "held", count=50_000_000)  # runs for minutes
+    fast = connection_file(tmp_path, "held")
+    holder = ferry({**env, "POD_NAME": "ferry-job-abc12"}, "sync", str(slow), "--no-progress")
     try:
-        assert holder.stdout is not None
-        run_id = int(holder.stdout.readline().split()[1])
+        run_id = running_run(postgres_url, "held")
 
-        refused = ferry(env, "sync", str(path))
+        refused = ferry(env, "sync", str(fast))
         _, err = refused.communicate(timeout=120)
         assert refused.returncode == 2, err
         assert "already being synced" in err
-        assert f"run {run_id}" in err
+        assert f"run {run_id}, started" in err
         assert f"pid {holder.pid} on ferry-job-abc12" in err
         assert password(postgres_url) not in err
 
-        waiting = ferry(env, "sync", str(path), "--json", "--wait", "5m")
-        time.sleep(2)  # it is waiting: the holder's host cannot be judged, only its lock
-        assert waiting.poll() is None
-        holder.kill()  # no cleanup at all: the server drops the dead session's locks
+        waiting = ferry(env, "sync", str(fast), "--json", "--wait", "5m", "--full-refresh")
+        time.sleep(2)
+        assert waiting.poll() is None, "the second sync must wait while the holder lives"
+        assert holder.poll() is None
+        holder.kill()  # SIGKILL, no cleanup at all: the server drops the dead session's locks
         out, err = waiting.communicate(timeout=300)
         assert waiting.returncode == 0, err
         assert json.loads(out)["records"] == COUNT * STREAMS
     finally:
         holder.kill()
-        holder.wait()
-    statuses = [(run["run_id"], run["status"]) for run in runs(env, path)]
-    assert statuses[-1] == (run_id, "abandoned")
-    assert statuses[0][1] == "succeeded"
+        holder.communicate()
+    statuses = {run["run_id"]: run["status"] for run in runs(env, fast)}
+    assert statuses[run_id] == "abandoned"
+    assert sorted(statuses.values()) == ["abandoned", "succeeded"]

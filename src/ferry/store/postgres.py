@@ -14,9 +14,9 @@ The queries are the SQLite store's (`ferry.store.sql`); what differs lives here:
   (SIGKILL, a lost node) its session ends and the server drops both locks: no lease to expire,
   no manual cleanup. TCP keepalives on that session make the server notice a vanished host in
   about a minute. A running run whose run-id lock nobody holds is abandoned.
-- Before each commit the store checks that its run's lock session still holds the connection's
-  lock; if that session was lost (network cut), the commit is refused rather than racing a
-  ferry that may have taken over.
+- Before each commit the store checks, in the commit's transaction, that the connection's lock
+  is still held and its run still running; if the lock session was lost (network cut), the
+  commit is refused rather than racing a ferry that may have taken over.
 The password never leaves this module in a message: every error names the URL without it.
 """
 
@@ -208,26 +208,22 @@ class PostgresStore(SqlStore):
 
     def _serialize(self, db: Db, connection: str) -> None:
         held = [
-            (lease.session, lease.connection_lock)
-            for lease in self._leases.values()
+            (run_id, lease.connection_lock)
+            for run_id, lease in self._leases.items()
             if lease.connection == connection and lease.connection_lock is not None
         ]
         if not held:
             db.execute("SELECT pg_advisory_xact_lock(?, ?)", (_COMMIT_LOCK, _key32(connection)))
             return
-        session, lock = held[0]
-        key = lock & 0xFFFF_FFFF_FFFF_FFFF
+        # Still ours: someone holds the connection's lock (this transaction cannot take it), and
+        # our run is still running (a ferry that took the lock over marks it abandoned first).
+        # Cheap, unlike a scan of pg_locks, so it runs before every commit.
+        run_id, lock = held[0]
         (still_held,) = db.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = ?"
-            " AND classid::bigint = ? AND objid::bigint = ? AND objsubid = 1 AND granted)"
+            "SELECT NOT pg_try_advisory_xact_lock(?)"
+            " AND (SELECT status FROM runs WHERE id = ?) = 'running'"
             " FROM (SELECT pg_advisory_xact_lock(?, ?)) AS serialized",
-            (
-                session.info.backend_pid,
-                key >> 32,
-                key & 0xFFFF_FFFF,
-                _COMMIT_LOCK,
-                _key32(connection),
-            ),
+            (lock, run_id, _COMMIT_LOCK, _key32(connection)),
         ).fetchone()
         if not still_held:
             raise StoreError(
