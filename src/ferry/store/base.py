@@ -1,8 +1,8 @@
 """The store interface: connection state and run history.
 
-Synchronous and small on purpose: every call is one short transaction (a few milliseconds for
-SQLite), so the engine calls it straight from its event loop. A Postgres store would implement
-the same class; the state merge rules live in `ferry.store.state` and are shared.
+Synchronous and small on purpose: every call is one short transaction (a few milliseconds), so
+the engine calls it straight from its event loop. SQLite and PostgreSQL implement it with the
+same SQL (`ferry.store.sql`); the state merge rules live in `ferry.store.state`.
 
 Runs and attempts: a run is one `ferry sync` of a connection; it makes one or more attempts (a
 retry after a transient failure is a new attempt that resumes from the committed state). Every
@@ -153,8 +153,10 @@ class Store(abc.ABC):
         """Record a new running run owned by this process and return its id.
 
         Runs of this connection whose owner is gone are marked `abandoned` first. With
-        `exclusive`, a run of the connection still owned by a live ferry on this host is a
-        ConfigError: two syncs of one connection at once would race on its state.
+        `exclusive`, a run of the connection still owned by a live ferry is ConnectionBusy
+        (naming it): two syncs of one connection at once would race on its state. SQLite judges
+        liveness on this host only; PostgreSQL by a lock the run holds on the server, on any
+        host. The claim ends with `finish_run` or `close`.
         """
 
     @abc.abstractmethod
