@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ferry.errors import ConfigError, ProtocolViolation, StoreError
+from ferry.errors import ConfigError, ConnectionBusy, ProtocolViolation, StoreError
 from ferry.protocol import decode_message
 from ferry.protocol.messages import AirbyteStateMessage, StreamDescriptor
 from ferry.store import (
@@ -331,9 +331,12 @@ def test_run_and_attempt_misuse(store: Store) -> None:
 
 
 def test_a_second_run_of_a_connection_while_one_runs_is_refused(store: Store) -> None:
+    store.ensure_free("c")
     first = store.start_run("c")
     with pytest.raises(ConfigError, match="already being synced"):
         store.start_run("c")
+    with pytest.raises(ConnectionBusy, match=f"run {first}, started"):
+        store.ensure_free("c")
     store.start_run("d")  # other connections are free
     second = store.start_run("c", exclusive=False)
     store.finish_run(first, SUCCEEDED)

@@ -213,6 +213,8 @@ class SyncRunner:
 
     async def run(self) -> SyncResult:
         try:
+            if self.options.wait is None:  # refuse a busy connection before starting anything
+                self.store.ensure_free(self.connection.name)
             plan = await self.plan()
             return await self._run_attempts(plan)
         finally:

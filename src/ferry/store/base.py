@@ -160,6 +160,13 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    def ensure_free(self, connection: str) -> None:
+        """ConnectionBusy, naming the holder, if a live ferry syncs `connection` right now.
+
+        A check made early, before any connector runs, so a second sync is refused at once;
+        only `start_run` claims the connection."""
+
+    @abc.abstractmethod
     def start_attempt(self, run_id: int) -> int:
         """Record the next attempt of a running run and return its id."""
 

@@ -325,6 +325,11 @@ class SqlStore(Store):
             alive = self._alive(db, running)
         return next((run for run in reversed(running) if run.id in alive), None)
 
+    def ensure_free(self, connection: str) -> None:
+        holder = self.holder(connection)
+        if holder is not None:
+            raise busy(connection, holder)
+
     def _run_records(self, db: Db, rows: list[tuple[Any, ...]]) -> list[RunRecord]:
         running = [
             RunningRun(row[0], Owner(row[10], row[11], row[12]), row[3], row[5])
