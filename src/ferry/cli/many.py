@@ -115,12 +115,12 @@ def _print_summary(named: list[tuple[str, Outcome]]) -> None:
     for name, outcome in named:
         if isinstance(outcome, SyncResult):
             stats = outcome.stats
-            records += stats.records
-            total_bytes += stats.bytes
+            records += stats.records_sent
+            total_bytes += stats.bytes_sent
             error = str(outcome.error) if outcome.error else ""
             table.add_row(
                 name, outcome.status, str(outcome.run_id), str(outcome.attempts),
-                f"{stats.records:,}", human_bytes(stats.bytes), f"{stats.elapsed:.1f}s",
+                f"{stats.records_sent:,}", human_bytes(stats.bytes_sent), f"{stats.elapsed:.1f}s",
                 _first_line(error),
             )  # fmt: skip
         else:

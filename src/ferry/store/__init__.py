@@ -15,6 +15,7 @@ from ferry.store.base import (
     AttemptRecord,
     RunRecord,
     Store,
+    StoredConfig,
     StreamCounts,
     StreamTotals,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "RunRecord",
     "SqliteStore",
     "Store",
+    "StoredConfig",
     "StreamCounts",
     "StreamTotals",
     "apply_state",

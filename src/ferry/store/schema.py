@@ -84,5 +84,30 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE UNIQUE INDEX attempt_streams_key
             ON attempt_streams (attempt_id, name, {namespace_key})""",
     ),
+    # 1 -> 2: records/bytes are those sent to the destination; these, those it committed;
+    # generations (refreshes, clears); rejected records; configs sent by connectors in
+    # CONTROL messages (rotated OAuth tokens).
+    (
+        "ALTER TABLE attempt_streams ADD COLUMN records_committed {int} NOT NULL DEFAULT 0",
+        "ALTER TABLE attempt_streams ADD COLUMN bytes_committed {int} NOT NULL DEFAULT 0",
+        """CREATE TABLE stream_generation (
+            connection TEXT NOT NULL,
+            name TEXT NOT NULL,
+            namespace TEXT,
+            generation {int} NOT NULL,
+            updated_at {real} NOT NULL
+        )""",
+        """CREATE UNIQUE INDEX stream_generation_key
+            ON stream_generation (connection, name, {namespace_key})""",
+        "ALTER TABLE attempt_streams ADD COLUMN records_rejected {int} NOT NULL DEFAULT 0",
+        """CREATE TABLE connector_configs (
+            connection TEXT NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('source', 'destination')),
+            config TEXT NOT NULL,  -- JSON
+            file_fingerprint TEXT NOT NULL,  -- of the connection file's config it replaced
+            updated_at {real} NOT NULL,
+            PRIMARY KEY (connection, role)
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from ferry.errors import ConnectionBusy, StoreError
+from ferry.errors import ConnectionBusy, InternalError, StoreError
 from ferry.protocol import encode
 from ferry.protocol.messages import (
     STATE_GLOBAL,
@@ -32,11 +32,14 @@ from ferry.protocol.messages import (
 )
 from ferry.store.base import (
     ABANDONED,
+    CONFIG_ROLES,
     FINAL_STATUSES,
     RUNNING,
     AttemptRecord,
+    ConfigRole,
     RunRecord,
     Store,
+    StoredConfig,
     StreamCounts,
     StreamTotals,
 )
@@ -183,6 +186,68 @@ class SqlStore(Store):
             _write_state(db, connection, old, new, None, time.time())
             return True
 
+    # -- generations ---------------------------------------------------------------------------
+
+    def generations(self, connection: str) -> dict[StreamDescriptor, int]:
+        with self._read() as db:
+            return _generations(db, connection)
+
+    def bump_generations(
+        self, connection: str, streams: Sequence[StreamDescriptor]
+    ) -> dict[StreamDescriptor, int]:
+        with self._write() as db:
+            self._serialize(db, connection)
+            current = _generations(db, connection)
+            bumped = {stream: current.get(stream, 0) + 1 for stream in streams}
+            now = time.time()
+            for stream, generation in bumped.items():
+                db.execute(
+                    "DELETE FROM stream_generation"
+                    " WHERE connection = ? AND name = ? AND namespace IS ?",
+                    (connection, stream.name, stream.namespace),
+                )
+                db.execute(
+                    "INSERT INTO stream_generation"
+                    " (connection, name, namespace, generation, updated_at) VALUES (?, ?, ?, ?, ?)",
+                    (connection, stream.name, stream.namespace, generation, now),
+                )
+            return bumped
+
+    # -- connector configs ---------------------------------------------------------------------
+
+    def load_connector_config(self, connection: str, role: ConfigRole) -> StoredConfig | None:
+        with self._read() as db:
+            row = db.execute(
+                "SELECT config, file_fingerprint, updated_at FROM connector_configs"
+                " WHERE connection = ? AND role = ?",
+                (connection, role),
+            ).fetchone()
+        if row is None:
+            return None
+        config, fingerprint, updated_at = row
+        when = datetime.fromtimestamp(updated_at, tz=UTC)  # NOT NULL in the schema
+        return StoredConfig(connection, role, json.loads(config), fingerprint, when)
+
+    def save_connector_config(
+        self, connection: str, role: ConfigRole, config: dict[str, Any], file_fingerprint: str
+    ) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO connector_configs"
+                " (connection, role, config, file_fingerprint, updated_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (connection, role) DO UPDATE SET config = excluded.config,"
+                " file_fingerprint = excluded.file_fingerprint, updated_at = excluded.updated_at",
+                (connection, role, json.dumps(config), file_fingerprint, time.time()),
+            )
+
+    def reset_connector_config(self, connection: str, role: ConfigRole | None = None) -> bool:
+        with self._write() as db:
+            cursor = db.execute(
+                "DELETE FROM connector_configs WHERE connection = ? AND role IN (?, ?)",
+                (connection, *((role, role) if role else CONFIG_ROLES)),
+            )
+            return cursor.rowcount > 0
+
     # -- runs ----------------------------------------------------------------------------------
 
     def start_run(
@@ -304,12 +369,6 @@ class SqlStore(Store):
             )
         self._release(run_id)
 
-    def get_run(self, run_id: int) -> RunRecord | None:
-        with self._read() as db:
-            rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
-            records = self._run_records(db, rows.fetchall())
-        return records[0] if records else None
-
     def list_runs(self, connection: str, limit: int = 20) -> list[RunRecord]:
         with self._read() as db:
             rows = db.execute(
@@ -395,7 +454,9 @@ def _abandoned_error(owner: Owner, last_activity: float) -> str:
 
 def _check_final(status: str) -> None:
     if status not in FINAL_STATUSES:
-        raise ValueError(f"status must be one of {', '.join(sorted(FINAL_STATUSES))}: {status!r}")
+        raise InternalError(
+            f"status must be one of {', '.join(sorted(FINAL_STATUSES))}: {status!r}"
+        )
 
 
 # -- queries (called inside a transaction) -----------------------------------------------------
@@ -530,19 +591,38 @@ def _set_counts(
     db: Db, attempt_id: int, counts: StreamCounts, counted: set[StreamDescriptor]
 ) -> None:
     stream = counts.stream
+    values = (
+        counts.records_sent,
+        counts.bytes_sent,
+        counts.records_committed,
+        counts.bytes_committed,
+        counts.records_rejected,
+    )
     if stream in counted:
         db.execute(
-            "UPDATE attempt_streams SET records = ?, bytes = ?"
+            "UPDATE attempt_streams SET records = ?, bytes = ?, records_committed = ?,"
+            " bytes_committed = ?, records_rejected = ?"
             " WHERE attempt_id = ? AND name = ? AND namespace IS ?",
-            (counts.records, counts.bytes, attempt_id, stream.name, stream.namespace),
+            (*values, attempt_id, stream.name, stream.namespace),
         )
     else:
         db.execute(
-            "INSERT INTO attempt_streams (attempt_id, name, namespace, records, bytes)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (attempt_id, stream.name, stream.namespace, counts.records, counts.bytes),
+            "INSERT INTO attempt_streams (attempt_id, name, namespace, records, bytes,"
+            " records_committed, bytes_committed, records_rejected)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (attempt_id, stream.name, stream.namespace, *values),
         )
         counted.add(stream)
+
+
+def _generations(db: Db, connection: str) -> dict[StreamDescriptor, int]:
+    return {
+        StreamDescriptor(name=name, namespace=namespace): generation
+        for name, namespace, generation in db.execute(
+            "SELECT name, namespace, generation FROM stream_generation WHERE connection = ?",
+            (connection,),
+        ).fetchall()
+    }
 
 
 def _running_runs(db: Db, connection: str) -> list[RunningRun]:
@@ -600,12 +680,13 @@ def _run_record(db: Db, row: tuple[Any, ...], *, abandoned: bool) -> RunRecord:
         streams = tuple(
             sorted(
                 (
-                    StreamTotals(StreamDescriptor(name=n, namespace=ns), r, b, s)
-                    for n, ns, r, b, s in db.execute(
-                        "SELECT name, namespace, records, bytes, states_committed"
+                    StreamTotals(StreamDescriptor(name=n, namespace=ns), *counts)
+                    for n, ns, *counts in db.execute(
+                        "SELECT name, namespace, records, bytes, states_committed,"
+                        " records_committed, bytes_committed, records_rejected"
                         " FROM attempt_streams WHERE attempt_id = ?",
                         (a_id,),
-                    )
+                    ).fetchall()
                 ),
                 key=_stream_order,
             )
@@ -640,11 +721,19 @@ def _run_record(db: Db, row: tuple[Any, ...], *, abandoned: bool) -> RunRecord:
 
 
 def _sum_streams(attempts: list[AttemptRecord]) -> tuple[StreamTotals, ...]:
-    totals: dict[StreamDescriptor, tuple[int, int, int]] = {}
+    totals: dict[StreamDescriptor, list[int]] = {}
     for attempt in attempts:
         for s in attempt.streams:
-            r, b, c = totals.get(s.stream, (0, 0, 0))
-            totals[s.stream] = (r + s.records, b + s.bytes, c + s.states_committed)
+            counts = (
+                s.records_sent,
+                s.bytes_sent,
+                s.states_committed,
+                s.records_committed,
+                s.bytes_committed,
+                s.records_rejected,
+            )
+            summed = totals.setdefault(s.stream, [0] * len(counts))
+            summed[:] = [a + b for a, b in zip(summed, counts, strict=True)]
     return tuple(
-        sorted((StreamTotals(d, r, b, c) for d, (r, b, c) in totals.items()), key=_stream_order)
+        sorted((StreamTotals(d, *counts) for d, counts in totals.items()), key=_stream_order)
     )

@@ -26,11 +26,12 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from ferry.errors import StoreError
+from ferry.store import schema
 from ferry.store.owner import Owner
 from ferry.store.schema import SCHEMA_VERSION, DdlTokens
 from ferry.store.sql import Db, RunningRun, SqlStore
 
-__all__ = ["SCHEMA_VERSION", "SqliteStore"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore"]
 
 BUSY_TIMEOUT = 30.0  # seconds a writer waits for another process's transaction
 
@@ -40,6 +41,10 @@ SQLITE_DDL = DdlTokens(
     real="REAL",
     namespace_key="coalesce(namespace, x'00')",  # a blob equals no text
 )
+
+
+# The migrations as SQLite runs them.
+MIGRATIONS = tuple(tuple(SQLITE_DDL.render(s) for s in step) for step in schema.MIGRATIONS)
 
 
 class SqliteStore(SqlStore):

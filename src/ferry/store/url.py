@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from ferry.errors import ConfigError
 from ferry.home import ferry_home
-from ferry.store.base import Store
+from ferry.store.base import Store, redacted
 from ferry.store.sqlite import SqliteStore
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -23,19 +22,6 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 def default_store_url() -> str:
     return f"sqlite://{ferry_home() / 'ferry.db'}"
-
-
-def redacted(url: str) -> str:
-    """The URL without its password, fit for a message."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.rsplit("@", 1)[1]
-        user = parts.username or ""
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
-    except ValueError:
-        return "<unparsable url>"
 
 
 def sqlite_path(url: str) -> str:
