@@ -98,13 +98,13 @@ def test_eight_processes_distinct_connections_succeed_and_one_connection_never_o
         assert password(postgres_url) not in out + err
         summary = json.loads(out)
         assert summary["status"] == "succeeded"
-        assert summary["records"] == COUNT * STREAMS
+        assert summary["records_committed"] == COUNT * STREAMS
     for path in distinct:
         (run,) = runs(env, path)
-        assert (run["status"], run["records"]) == ("succeeded", COUNT * STREAMS)
+        assert (run["status"], run["records_committed"]) == ("succeeded", COUNT * STREAMS)
     history = runs(env, shared)
     assert [run["status"] for run in history] == ["succeeded"] * 3
-    assert all(run["records"] == COUNT * STREAMS for run in history)
+    assert all(run["records_committed"] == COUNT * STREAMS for run in history)
     spans = sorted(
         (datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["ended_at"]))
         for r in history
@@ -154,7 +154,7 @@ def test_a_holder_in_another_pod_is_named_waited_for_and_released_by_its_sigkill
         holder.kill()  # SIGKILL, no cleanup at all: the server drops the dead session's locks
         out, err = waiting.communicate(timeout=300)
         assert waiting.returncode == 0, err
-        assert json.loads(out)["records"] == COUNT * STREAMS
+        assert json.loads(out)["records_committed"] == COUNT * STREAMS
     finally:
         holder.kill()
         holder.communicate()

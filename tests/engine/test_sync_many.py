@@ -38,7 +38,7 @@ def test_several_files_and_a_directory_sync_with_one_summary_and_the_worst_exit(
     assert [s["connection"] for s in summaries] == ["a", "b", "cc"]  # argument order
     assert [s["status"] for s in summaries] == ["failed", "succeeded", "succeeded"]
     assert [s["exit_code"] for s in summaries] == [1, 0, 0]
-    assert [s["records"] for s in summaries[1:]] == [200, 400]
+    assert [s["records_committed"] for s in summaries[1:]] == [200, 400]
 
     table = ferry("sync", str(folder), "--no-progress")
     assert table.returncode == 0, table.stderr
