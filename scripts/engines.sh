@@ -4,10 +4,10 @@
 #   sudo scripts/engines.sh          # idempotent; ~1 s when everything is already in place
 #
 # What it does, each step only when needed:
-#   1. apt-get install docker.io podman catatonit busybox-static socat docker-registry
+#   1. apt-get install docker.io podman catatonit busybox-static socat docker-registry postgresql
 #      apache2-utils dash openssl (catatonit: podman's pause image for `kube play`; busybox-static,
 #      socat: test images; docker-registry + apache2-utils: a loopback registry with htpasswd;
-#      openssl: test certificates).
+#      openssl: test certificates; postgresql: the PostgreSQL store tests run their own cluster).
 #   2. start dockerd in the background (log: $FERRY_DOCKERD_LOG, default /var/log/ferry-dockerd.log)
 #      when `docker info` fails, and wait until it answers.
 #   3. write /etc/containers/containers.conf: [containers] default_ulimits = [] (this VM refuses
@@ -18,7 +18,7 @@
 #   scripts/engines.sh --edit-conf FILE   only step 3, on FILE (used by the tests)
 set -euo pipefail
 
-PACKAGES=(docker.io podman catatonit busybox-static socat docker-registry apache2-utils dash openssl)
+PACKAGES=(docker.io podman catatonit busybox-static socat docker-registry apache2-utils dash openssl postgresql)
 CONTAINERS_CONF=${FERRY_CONTAINERS_CONF:-/etc/containers/containers.conf}
 DOCKERD_LOG=${FERRY_DOCKERD_LOG:-/var/log/ferry-dockerd.log}
 DOCKERD_TIMEOUT=${FERRY_DOCKERD_TIMEOUT:-60}

@@ -9,12 +9,16 @@ fixture built on `docker_available` / `podman_available`) is marked `docker` / `
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from pgkit import PostgresServer, postgres_bin, start_postgres
 
 REPO = Path(__file__).resolve().parent.parent
 ENGINE_MARKERS = {"docker_available": "docker", "podman_available": "podman"}
@@ -178,3 +182,42 @@ def make_wheel(tmp_path_factory: pytest.TempPathFactory) -> object:
         return wheel
 
     return build
+
+
+# --- PostgreSQL (a throwaway cluster on loopback) ----------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole session (Debian's package, a cluster in a temp dir)."""
+    import signal
+    import tempfile
+
+    if postgres_bin() is None:
+        engine_missing("PostgreSQL is not installed; run scripts/engines.sh")
+    # Not under pytest's tmp dir: the postgres user must be able to reach it.
+    root = Path(tempfile.mkdtemp(prefix="ferry-pg-"))
+    server, process = start_postgres(root, fsync=False)
+    try:
+        yield server
+    finally:
+        process.send_signal(signal.SIGQUIT)  # immediate shutdown: the cluster is thrown away
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The URL (with its password) of a new, empty database on the session's server."""
+    import psycopg
+
+    name = f"test_{os.getpid()}_{next(_databases)}"
+    with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}" STRATEGY FILE_COPY')
+    return postgres_server.url(name)

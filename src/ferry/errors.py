@@ -37,6 +37,10 @@ class ConfigError(FerryError):
     exit_code = EXIT_INVALID_INPUT
 
 
+class ConnectionBusy(ConfigError):
+    """Another ferry is syncing this connection (on this host or any other sharing the store)."""
+
+
 class ConnectorNotFound(ConfigError):
     """A connector reference resolves to nothing runnable."""
 

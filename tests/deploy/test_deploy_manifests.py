@@ -103,3 +103,17 @@ def test_the_connection_file_parses() -> None:
     assert connection.runtime == "kubernetes"
     for endpoint in (connection.source, connection.destination):
         KubernetesSettings.parse(endpoint.options.kubernetes)
+
+
+def test_every_sync_pod_shares_the_postgres_store_from_a_secret() -> None:
+    (secret,) = by_kind("Secret")
+    assert secret["stringData"]["url"].startswith("postgresql://")
+    for spec in pod_specs():
+        ferry = next(c for c in spec["containers"] if c["name"] == "ferry")
+        env = {e["name"]: e for e in ferry["env"]}
+        ref = env["FERRY_STATE_DB"]["valueFrom"]["secretKeyRef"]
+        assert (ref["name"], ref["key"]) == (secret["metadata"]["name"], "url")
+        assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+        assert "FERRY_STATE_DB" not in " ".join(ferry["command"])
+        # No ReadWriteOnce volume ties the Jobs to one node any more.
+        assert all("persistentVolumeClaim" not in volume for volume in spec["volumes"])

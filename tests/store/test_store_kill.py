@@ -6,6 +6,7 @@ rewrite every row). It prints each batch number once committed. The parent kills
 point, then checks: all streams show one batch number k; k is the last batch the child reported
 or the one after (committed, killed before printing); the attempt's committed-state counters
 match exactly the batches present; the run reads as abandoned; SQLite's integrity check passes.
+Both backends (SQLite, PostgreSQL) run it.
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ def states_for(batches: range) -> int:
     return sum(1 if k % GLOBAL_EVERY == 0 else len(STREAMS) for k in batches)
 
 
-def spawn(db: Path) -> subprocess.Popen[str]:
+def spawn(url: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             sys.executable,
             str(CHILD),
-            str(db),
+            url,
             "--streams",
             ",".join(STREAMS),
             "--global-every",
@@ -45,14 +46,19 @@ def spawn(db: Path) -> subprocess.Popen[str]:
     )
 
 
-def test_sigkill_at_random_points_leaves_the_store_consistent(tmp_path: Path) -> None:
+def check_integrity(store_url: str, where: str) -> None:
+    if store_url.startswith("sqlite:"):
+        with sqlite3.connect(store_url.removeprefix("sqlite://")) as raw:
+            assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",), where
+
+
+def test_sigkill_at_random_points_leaves_the_store_consistent(store_url: str) -> None:
     seed = int.from_bytes(os.urandom(4), "big")
     rng = random.Random(seed)
-    db = tmp_path / "kill.db"
     final = 0  # last batch present in the store
     for round_ in range(ROUNDS):
         where = f"seed {seed}, round {round_}"
-        child = spawn(db)
+        child = spawn(store_url)
         assert child.stdout is not None
         run_id = attempt_id = None
         reported = final
@@ -80,9 +86,8 @@ def test_sigkill_at_random_points_leaves_the_store_consistent(tmp_path: Path) ->
                 reported = int(line)
         child.stdout.close()
 
-        with sqlite3.connect(db) as raw:
-            assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",), where
-        with open_store(str(db)) as store:
+        check_integrity(store_url, where)
+        with open_store(store_url) as store:
             state = store.load_state("conn")
             if state.is_empty:
                 assert (final, reported) == (0, 0), where
@@ -112,15 +117,14 @@ def test_sigkill_at_random_points_leaves_the_store_consistent(tmp_path: Path) ->
     assert final > 0, f"seed {seed}: no batch was ever committed"
 
 
-def test_concurrent_processes_do_not_lose_or_corrupt_commits(tmp_path: Path) -> None:
-    db = tmp_path / "shared.db"
+def test_concurrent_processes_do_not_lose_or_corrupt_commits(store_url: str) -> None:
     count = 150
     children = [
         subprocess.Popen(
             [
                 sys.executable,
                 str(CHILD),
-                str(db),
+                store_url,
                 "--streams",
                 f"{name}0,{name}1,{name}2",
                 "--count",
@@ -138,7 +142,7 @@ def test_concurrent_processes_do_not_lose_or_corrupt_commits(tmp_path: Path) -> 
     for child in children:
         _out, err = child.communicate(timeout=300)
         assert child.returncode == 0, err
-    with open_store(str(db)) as store:
+    with open_store(store_url) as store:
         state = store.load_state("conn")
         assert state.type == "STREAM"
         assert len(state.streams) == 9

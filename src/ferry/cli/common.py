@@ -1,4 +1,4 @@
-"""What every command module shares: the subparsers type, masked output, logging setup.
+"""What every command module shares: the subparsers type, masked output, logging, the store.
 
 Command modules expose `register(subparsers)`; each command's parser sets
 `handler=<function(args) -> exit code>` with `set_defaults`. Everything a handler prints to
@@ -10,11 +10,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from typing import IO, Any, TypeAlias
+from urllib.parse import unquote, urlsplit
 
-from ferry.engine.secrets import MaskingFilter, mask
+from ferry.engine.config import resolve_env
+from ferry.engine.secrets import MaskingFilter, mask, masker
+from ferry.store import Store, open_store
 
 # A string: argparse's class is not subscriptable at runtime on Python 3.11.
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -90,3 +94,29 @@ def print_table(rows: list[list[str]], header: list[str]) -> None:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
+
+
+def open_cli_store(args: argparse.Namespace) -> Store:
+    """The store of --state-db or $FERRY_STATE_DB; `${NAME}` in the URL comes from the
+    environment, and its password is masked in everything ferry prints from now on."""
+    url = args.state_db or os.environ.get("FERRY_STATE_DB") or None
+    if url is not None:
+        typed = _password(url)
+        url = str(resolve_env(url, "the state store URL"))
+        password = _password(url)
+        if password:
+            masker.add_all({password, unquote(password)})  # as written, and decoded
+        if args.state_db and typed and "${" not in typed:
+            logging.getLogger("ferry").warning(
+                "the state store's password is on ferry's command line, where `ps` shows it "
+                "to every user of this machine: put the URL in FERRY_STATE_DB, or the "
+                "password in an environment variable written ${NAME} in the URL"
+            )
+    return open_store(url)
+
+
+def _password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None

@@ -101,3 +101,79 @@ class Progress:
                 file=sys.stderr,
                 flush=True,
             )
+
+
+class ProgressBoard:
+    """Progress of several syncs at once: a live table with a row per connection on a
+    terminal, otherwise a plain line per running connection every few seconds on stderr."""
+
+    def __init__(self, connections: list[str], enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.status = dict.fromkeys(connections, "waiting")
+        self.attempts: dict[str, Attempt] = {}
+        self.console = Console(stderr=True)
+
+    def follow(self, connection: str, attempt: Attempt) -> None:
+        self.attempts[connection] = attempt
+
+    def set_status(self, connection: str, status: str) -> None:
+        self.status[connection] = status
+
+    def table(self) -> Table:
+        table = Table(show_edge=False, pad_edge=False)
+        for column in ("connection", "status", "records", "bytes", "records/s", "states", "time"):
+            table.add_column(
+                column, justify="left" if column in ("connection", "status") else "right"
+            )
+        for connection, status in self.status.items():
+            attempt = self.attempts.get(connection)
+            if attempt is None:
+                table.add_row(connection, status, "", "", "", "", "")
+                continue
+            stats = attempt.stats
+            elapsed = max(stats.elapsed, 1e-9)
+            table.add_row(
+                connection,
+                status,
+                f"{stats.records_sent:,}",
+                human_bytes(stats.bytes_sent),
+                f"{stats.records_sent / elapsed:,.0f}",
+                f"{stats.states_committed:,}",
+                f"{stats.elapsed:.0f}s",
+            )
+        return table
+
+    @contextlib.asynccontextmanager
+    async def showing(self) -> AsyncIterator[None]:
+        if not self.enabled:
+            yield
+            return
+        task = asyncio.create_task(self._live() if self.console.is_terminal else self._plain())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _live(self) -> None:
+        with Live(console=self.console, refresh_per_second=4, transient=True) as live:
+            while True:
+                live.update(self.table())
+                await asyncio.sleep(LIVE_INTERVAL)
+
+    async def _plain(self) -> None:
+        while True:
+            await asyncio.sleep(PLAIN_INTERVAL)
+            for connection, status in self.status.items():
+                attempt = self.attempts.get(connection)
+                if status != "running" or attempt is None:
+                    continue
+                stats = attempt.stats
+                print(
+                    f"ferry: {connection}: {stats.records_sent:,} records, "
+                    f"{human_bytes(stats.bytes_sent)}, {stats.states_committed} states committed, "
+                    f"{stats.elapsed:.0f}s",
+                    file=sys.stderr,
+                    flush=True,
+                )

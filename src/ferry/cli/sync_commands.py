@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import signal
 import sys
 from pathlib import Path
@@ -12,7 +13,8 @@ from typing import Any
 
 from rich.console import Console
 
-from ferry.cli.common import Subparsers, print_table
+from ferry.cli import many
+from ferry.cli.common import Subparsers, open_cli_store, print_table
 from ferry.cli.progress import Progress, human_bytes, stats_table
 from ferry.engine.connection import load_connection, parse_duration
 from ferry.engine.runner import SyncOptions, SyncResult, SyncRunner, shown_config
@@ -21,14 +23,37 @@ from ferry.errors import ConfigError
 from ferry.protocol import to_builtins
 from ferry.protocol.messages import StreamDescriptor
 from ferry.runtimes.base import RUNTIME_NAMES
-from ferry.store import RunRecord, open_store
+from ferry.store import RunRecord
 from ferry.store.base import CONFIG_ROLES, ConfigRole
 from ferry.store.state import streams_touched
+
+DEFAULT_PARALLEL = 4
 
 
 def register(subparsers: Subparsers) -> None:
     sync = subparsers.add_parser("sync", help="stream a source into a destination")
-    sync.add_argument("connection", type=Path, help="connection file (YAML)")
+    sync.add_argument(
+        "connection",
+        type=Path,
+        nargs="+",
+        help="connection file (YAML); several files or directories of them sync concurrently",
+    )
+    sync.add_argument(
+        "--parallel",
+        type=_positive,
+        default=DEFAULT_PARALLEL,
+        metavar="N",
+        help=f"with several connections: how many sync at once (default {DEFAULT_PARALLEL})",
+    )
+    sync.add_argument(
+        "--wait",
+        nargs="?",
+        const="inf",
+        type=_wait,
+        metavar="DURATION",
+        help="if another ferry syncs the connection, wait for it to end (at most DURATION: "
+        "30s, 10m, 2h; default no limit) instead of refusing",
+    )
     sync.add_argument("--runtime", choices=RUNTIME_NAMES, help="runtime for unprefixed connectors")
     sync.add_argument("--full-refresh", action="store_true", help="ignore saved state, re-read all")
     sync.add_argument(
@@ -111,8 +136,18 @@ def register(subparsers: Subparsers) -> None:
 
 def _store_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--state-db", metavar="URL", help="state store URL (default sqlite:///$FERRY_HOME/ferry.db)"
+        "--state-db",
+        metavar="URL",
+        help="state store URL: sqlite:///PATH, a file path, or postgresql://USER:PASSWORD@HOST/DB"
+        " (default $FERRY_STATE_DB, else sqlite:///$FERRY_HOME/ferry.db)",
     )
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
 
 
 def _duration(text: str) -> float:
@@ -120,6 +155,16 @@ def _duration(text: str) -> float:
         return parse_duration(text, "--idle-timeout")
     except ConfigError as error:
         raise argparse.ArgumentTypeError(str(error).removeprefix("--idle-timeout: ")) from None
+
+
+def _wait(text: str) -> float:
+    """--wait's DURATION; `inf` (--wait alone) for no limit."""
+    if text == "inf":
+        return math.inf
+    try:
+        return parse_duration(text, "--wait")
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--wait: ")) from None
 
 
 def _streams_option(parser: argparse.ArgumentParser, help: str) -> None:
@@ -136,7 +181,6 @@ def _non_negative(text: str) -> int:
 
 
 def _sync(args: argparse.Namespace) -> int:
-    connection = load_connection(args.connection)
     options = SyncOptions(
         runtime=args.runtime,
         full_refresh=args.full_refresh,
@@ -148,15 +192,19 @@ def _sync(args: argparse.Namespace) -> int:
         refresh=args.refresh,
         streams=tuple(args.streams),
         strict_counts=args.strict_counts,
+        wait=args.wait,
     )
     if args.streams and not args.refresh:
         raise ConfigError("--stream names the streams of --refresh truncate|merge; add --refresh")
+    if len(args.connection) > 1 or args.connection[0].is_dir():
+        return many.sync_many(args, connection_files(args.connection), options)
+    connection = load_connection(args.connection[0])
     if args.dry_run:
-        with open_store(args.state_db) as store:
+        with open_cli_store(args) as store:
             print(_dry_run(SyncRunner(connection, store, options)), end="")
         return 0
     progress = Progress(enabled=not args.no_progress and not args.json)
-    with open_store(args.state_db) as store:
+    with open_cli_store(args) as store:
         runner = SyncRunner(connection, store, options, on_attempt=progress.follow)
         result = asyncio.run(_run_with_signals(runner, progress))
     if args.json:
@@ -167,10 +215,24 @@ def _sync(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def connection_files(paths: list[Path]) -> list[Path]:
+    """The files named, a directory standing for its *.yaml and *.yml files (sorted)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
+            if not found:
+                raise ConfigError(f"directory {path} holds no connection file (*.yaml, *.yml)")
+            files += found
+        else:
+            files.append(path)
+    return files
+
+
 def _clear(args: argparse.Namespace) -> int:
     connection = load_connection(args.connection)
     options = SyncOptions(runtime=args.runtime, streams=tuple(args.streams))
-    with open_store(args.state_db) as store:
+    with open_cli_store(args) as store:
         cleared = asyncio.run(SyncRunner(connection, store, options).clear())
     names = ", ".join(s.name if s.namespace is None else f"{s.namespace}.{s.name}" for s in cleared)
     print(f"{connection.name}: cleared {names}")
@@ -239,7 +301,7 @@ def _print_error(result: SyncResult) -> None:
 def _state(args: argparse.Namespace) -> int:
     connection = load_connection(args.connection)
     descriptor = _descriptor(args.stream) if args.stream else None
-    with open_store(args.state_db) as store:
+    with open_cli_store(args) as store:
         if args.action == "reset":
             removed = store.reset_state(connection.name, descriptor)
             what = f"stream {args.stream}" if descriptor else "every stream"
@@ -258,7 +320,7 @@ def _config(args: argparse.Namespace) -> int:
     roles: tuple[ConfigRole, ...] = (
         ("source",) if args.source else ("destination",) if args.destination else CONFIG_ROLES
     )
-    with open_store(args.state_db) as store:
+    with open_cli_store(args) as store:
         if args.action == "reset":
             for role in roles:
                 removed = store.reset_connector_config(connection.name, role)
@@ -318,7 +380,7 @@ def run_as_dict(run: RunRecord) -> dict[str, Any]:
 
 def _runs(args: argparse.Namespace) -> int:
     connection = load_connection(args.connection)
-    with open_store(args.state_db) as store:
+    with open_cli_store(args) as store:
         runs = store.list_runs(connection.name, limit=args.limit)
     if args.json:
         print(json.dumps([run_as_dict(run) for run in runs], indent=2))

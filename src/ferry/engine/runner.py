@@ -21,6 +21,7 @@ from ferry.engine.sync import Attempt, AttemptOutcome, AttemptPlan
 from ferry.errors import (
     Cancelled,
     ConfigError,
+    ConnectionBusy,
     FerryError,
     InternalError,
     ProtocolViolation,
@@ -63,6 +64,7 @@ from ferry.store.state import keeping_streams
 logger = logging.getLogger("ferry.sync")
 
 RETRY_BACKOFF_SECONDS = (1.0, 5.0, 15.0)
+BUSY_POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,9 @@ class SyncOptions:
     refresh: str | None = None  # "truncate" | "merge": re-read `streams` from scratch
     streams: tuple[str, ...] = ()  # the streams --refresh names (NAME or NAMESPACE.NAME); all if ()
     strict_counts: bool = False  # a count the destination does not confirm fails the run
+    # Seconds to wait for another ferry's sync of the connection to end (inf: no limit);
+    # None refuses at once.
+    wait: float | None = None
 
 
 @dataclass
@@ -301,6 +306,8 @@ class SyncRunner:
 
     async def run(self) -> SyncResult:
         try:
+            if self.options.wait is None:  # refuse a busy connection before starting anything
+                self.store.ensure_free(self.connection.name)
             plan = await self.plan()
             await self._sweep_orphans()
             refreshed = select_streams(plan.catalog, self.options.streams)
@@ -355,11 +362,7 @@ class SyncRunner:
         self, plan: AttemptPlan, refreshed: list[StreamDescriptor]
     ) -> SyncResult:
         name = self.connection.name
-        run_id = self.store.start_run(
-            name,
-            full_refresh=self.options.full_refresh,
-            runtime=self.options.runtime or self.connection.runtime,
-        )
+        run_id = await self._start_run()
         try:
             catalog = self._start_generations(plan.catalog, run_id, refreshed)
         except FerryError as failure:
@@ -405,6 +408,30 @@ class SyncRunner:
             error=error,
             warnings=outcome.warnings,
         )
+
+    async def _start_run(self) -> int:
+        """Start the run, waiting (with --wait) while another ferry syncs the connection."""
+        loop = asyncio.get_running_loop()
+        deadline = None if self.options.wait is None else loop.time() + self.options.wait
+        announced = False
+        while True:
+            try:
+                return self.store.start_run(
+                    self.connection.name,
+                    full_refresh=self.options.full_refresh,
+                    runtime=self.options.runtime or self.connection.runtime,
+                )
+            except ConnectionBusy as busy:
+                if deadline is None:
+                    raise
+                if loop.time() >= deadline:
+                    raise ConnectionBusy(f"{busy} (waited {self.options.wait:.0f}s)") from None
+                if self._stopping:
+                    raise Cancelled("stopped while waiting for the connection") from None
+                if not announced:
+                    logger.warning("waiting: %s", busy)
+                    announced = True
+                await asyncio.sleep(min(BUSY_POLL_SECONDS, max(deadline - loop.time(), 0)))
 
     def _start_generations(
         self, catalog: ConfiguredAirbyteCatalog, run_id: int, refreshed: list[StreamDescriptor]

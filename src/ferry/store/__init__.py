@@ -1,7 +1,9 @@
 """State and run history, behind one small synchronous interface (`Store`).
 
-`open_store(url)` picks the implementation: SQLite today (the default, in $FERRY_HOME/ferry.db),
-Postgres later. The rules for merging state messages are pure (`ferry.store.state`).
+`open_store(url)` picks the implementation: SQLite (the default, in $FERRY_HOME/ferry.db) or
+PostgreSQL (`postgresql://...`, shared by ferry processes on many hosts). Both run the same SQL
+(`ferry.store.sql`, tables in `ferry.store.schema`); the rules for merging state messages are
+pure (`ferry.store.state`).
 """
 
 from ferry.store.base import (

@@ -1,8 +1,8 @@
 """The store interface: connection state, run history and connector configs.
 
-Synchronous and small on purpose: every call is one short transaction (a few milliseconds for
-SQLite), so the engine calls it straight from its event loop. A Postgres store would implement
-the same class; the state merge rules live in `ferry.store.state` and are shared.
+Synchronous and small on purpose: every call is one short transaction (a few milliseconds), so
+the engine calls it straight from its event loop. SQLite and PostgreSQL implement it with the
+same SQL (`ferry.store.sql`); the state merge rules live in `ferry.store.state`.
 
 Generations: one number per connection and stream, raised by every refresh, clear and full
 refresh (see `bump_generations`); the configured catalog carries it to the destination.
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from ferry.protocol.messages import AirbyteStateMessage, StreamDescriptor
 from ferry.store.state import ConnectionState
@@ -209,9 +210,18 @@ class Store(abc.ABC):
         """Record a new running run owned by this process and return its id.
 
         Runs of this connection whose owner is gone are marked `abandoned` first. With
-        `exclusive`, a run of the connection still owned by a live ferry on this host is a
-        ConfigError: two syncs of one connection at once would race on its state.
+        `exclusive`, a run of the connection still owned by a live ferry is ConnectionBusy
+        (naming it): two syncs of one connection at once would race on its state. SQLite judges
+        liveness on this host only; PostgreSQL by a lock the run holds on the server, on any
+        host. The claim ends with `finish_run` or `close`.
         """
+
+    @abc.abstractmethod
+    def ensure_free(self, connection: str) -> None:
+        """ConnectionBusy, naming the holder, if a live ferry syncs `connection` right now.
+
+        A check made early, before any connector runs, so a second sync is refused at once;
+        only `start_run` claims the connection."""
 
     @abc.abstractmethod
     def start_attempt(self, run_id: int) -> int:
@@ -274,3 +284,16 @@ class Store(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, fit for a message."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = parts.username or ""
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    except ValueError:
+        return "<unparsable url>"

@@ -2,7 +2,8 @@
 
 A run records host name, pid and the process start time (from /proc, where there is one): a pid
 alone could have been reused by an unrelated process since. Liveness can only be judged on the
-same host; a run owned by another host is assumed alive.
+same host; a run owned by another host is assumed alive. The host is the pod's name where
+Kubernetes passes one (`POD_NAME` from the downward API), otherwise the machine's host name.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class Owner:
 
     def alive(self) -> bool:
         """False only when this owner process certainly no longer exists."""
-        if self.host != socket.gethostname():
+        if self.host != host_name():
             return True
         try:
             os.kill(self.pid, 0)
@@ -45,9 +46,13 @@ class Owner:
         return self.start is None or len(fields) <= 19 or fields[19] == self.start
 
 
+def host_name() -> str:
+    return os.environ.get("POD_NAME") or socket.gethostname()
+
+
 def current_owner() -> Owner:
     pid = os.getpid()
-    return Owner(host=socket.gethostname(), pid=pid, start=process_start(pid))
+    return Owner(host=host_name(), pid=pid, start=process_start(pid))
 
 
 def sweep_run_dir() -> int:
@@ -58,7 +63,7 @@ def sweep_run_dir() -> int:
         entries = list(os.scandir(ferry_home() / "run"))
     except OSError:
         return 0
-    host = socket.gethostname()
+    host = host_name()
     for entry in entries:
         pid, _, rest = entry.name.partition("-")
         start = rest.partition("-")[0]

@@ -3,18 +3,18 @@
 - None: `sqlite:///$FERRY_HOME/ferry.db` (FERRY_HOME defaults to ~/.ferry)
 - `sqlite:///abs/path.db` (also `sqlite:////abs/path.db`), `sqlite://:memory:`
 - a plain file path, absolute or relative to the working directory
-- `postgres://...` / `postgresql://...`: not implemented yet (ConfigError)
+- `postgresql://USER:PASSWORD@HOST[:PORT]/DB[?PARAMS]` (also `postgres://`): a PostgreSQL
+  store shared by ferry processes on any host (libpq's URL: `?sslmode=...`, `?host=/socket/dir`)
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from ferry.errors import ConfigError
 from ferry.home import ferry_home
-from ferry.store.base import Store
+from ferry.store.base import Store, redacted
 from ferry.store.sqlite import SqliteStore
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -22,19 +22,6 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 def default_store_url() -> str:
     return f"sqlite://{ferry_home() / 'ferry.db'}"
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password, fit for an error message."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.rsplit("@", 1)[1]
-        user = parts.username or ""
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
-    except ValueError:
-        return "<unparsable url>"
 
 
 def sqlite_path(url: str) -> str:
@@ -45,7 +32,7 @@ def sqlite_path(url: str) -> str:
             return url
         return str(Path(url).expanduser().absolute())
     if match.group(1).lower() != "sqlite":
-        raise ConfigError(f"not a SQLite store URL: {_redacted(url)}")
+        raise ConfigError(f"not a SQLite store URL: {redacted(url)}")
     rest = url[match.end() :]
     if rest == ":memory:":
         return rest
@@ -66,14 +53,13 @@ def open_store(url: str | None = None) -> Store:
     match = _SCHEME.match(url)
     scheme = match.group(1).lower() if match else None
     if scheme in ("postgres", "postgresql"):
-        raise ConfigError(
-            f"Postgres stores are not implemented yet ({_redacted(url)}); "
-            "use sqlite:///PATH or a file path"
-        )
+        from ferry.store.postgres import PostgresStore  # psycopg loads only when used
+
+        return PostgresStore(url)
     if scheme not in (None, "sqlite"):
         raise ConfigError(
-            f"unsupported store URL scheme {scheme!r} in {_redacted(url)}: "
-            "use sqlite:///PATH or a plain file path (postgres:// is planned)"
+            f"unsupported store URL scheme {scheme!r} in {redacted(url)}: "
+            "use sqlite:///PATH, a plain file path, or postgresql://USER:PASSWORD@HOST/DB"
         )
     path = sqlite_path(url)
     return SqliteStore(path, url=url if scheme else f"sqlite://{path}")

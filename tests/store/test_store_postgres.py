@@ -1,0 +1,101 @@
+"""What only the PostgreSQL store does: locks held by a session of their own, lost locks, the
+schema in its own table, concurrent first opens. (The shared contract runs in the other
+modules of tests/store on both backends.)"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import psycopg
+import pytest
+
+from ferry.errors import ConnectionBusy, StoreError
+from ferry.protocol import convert
+from ferry.protocol.messages import AirbyteStateMessage
+from ferry.store import RUNNING, SUCCEEDED, open_store
+from ferry.store.postgres import PostgresStore
+from ferry.store.schema import SCHEMA_VERSION
+
+pytestmark = pytest.mark.postgres
+
+
+def stream_state(value: Any) -> AirbyteStateMessage:
+    body = {"type": "STREAM", "stream": {"stream_descriptor": {"name": "a"}, "stream_state": value}}
+    return convert(body, AirbyteStateMessage)
+
+
+def lock_sessions(url: str) -> list[int]:
+    """Backend pids of ferry sessions holding advisory locks in this database."""
+    with psycopg.connect(url, autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT DISTINCT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ).fetchall()
+    return [pid for (pid,) in rows]
+
+
+def test_a_run_holds_its_lock_until_it_finishes(postgres_url: str) -> None:
+    with open_store(postgres_url) as first, open_store(postgres_url) as second:
+        run = first.start_run("c")
+        assert len(lock_sessions(postgres_url)) == 1
+        with pytest.raises(ConnectionBusy, match=f"run {run}, started .* by ferry pid"):
+            second.start_run("c")
+        other = second.start_run("d")
+        first.finish_run(run, SUCCEEDED)
+        second.finish_run(second.start_run("c"), SUCCEEDED)
+        second.finish_run(other, SUCCEEDED)
+        assert lock_sessions(postgres_url) == []
+
+
+def test_closing_the_store_releases_its_runs(postgres_url: str) -> None:
+    first = open_store(postgres_url)
+    run = first.start_run("c")
+    first.close()  # as when ferry's process ends: its sessions end, the server drops the locks
+    with open_store(postgres_url) as second:
+        (record,) = second.list_runs("c")
+        assert (record.id, record.status) == (run, "abandoned")
+        new = second.start_run("c")
+        assert [r.status for r in second.list_runs("c")] == [RUNNING, "abandoned"]
+        second.finish_run(new, SUCCEEDED)
+
+
+def test_a_commit_after_the_lock_session_was_lost_is_refused(postgres_url: str) -> None:
+    with open_store(postgres_url) as store:
+        run = store.start_run("c")
+        attempt = store.start_attempt(run)
+        store.commit_states("c", attempt, [stream_state(1)])
+        (holder,) = lock_sessions(postgres_url)
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (holder,))
+        with pytest.raises(StoreError, match="lost its lock on connection 'c'"):
+            store.commit_states("c", attempt, [stream_state(2)])
+        assert store.load_state("c").streams  # the state of the refused commit is not there
+        assert next(iter(store.load_state("c").streams.values())) == 1
+
+
+def test_many_first_opens_at_once_migrate_once(postgres_url: str) -> None:
+    errors: list[BaseException] = []
+
+    def open_once() -> None:
+        try:
+            open_store(postgres_url).close()
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_once) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with psycopg.connect(postgres_url) as raw:
+        assert raw.execute("SELECT version FROM ferry_schema").fetchall() == [(SCHEMA_VERSION,)]
+
+
+def test_the_store_names_itself_without_the_password(postgres_url: str) -> None:
+    with open_store(postgres_url) as store:
+        assert isinstance(store, PostgresStore)
+        password = postgres_url.split(":")[2].split("@")[0]
+        assert password not in store.url
+        assert ":***@" in store.url
