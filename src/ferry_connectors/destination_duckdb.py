@@ -61,7 +61,7 @@ import json
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -425,8 +425,10 @@ class Writer:
         config: dict[str, Any],
         catalog: ConfiguredAirbyteCatalog,
         workdir: Path,
+        echo: Callable[[bytes], None] = _io.write_line,  # where committed states go
     ) -> None:
         self.con = con
+        self.echo = echo
         self.workdir = workdir
         self.default_schema: str = config.get("schema", "main")
         self.tables: dict[tuple[str | None, str], StreamTable] = {}
@@ -801,7 +803,7 @@ class Writer:
             line = msgspec.json.encode(message)
         else:
             self._count_for({})  # still reset the counters
-        _io.write_line(line.rstrip(b"\r\n") + b"\n")
+        self.echo(line.rstrip(b"\r\n") + b"\n")
 
     def _count_for(self, state: dict[str, Any]) -> int:
         """Records covered by this state, as ferry counts them; resets the counters."""

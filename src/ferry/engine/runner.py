@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ferry.engine import commands
+from ferry.engine import commands, log_context
 from ferry.engine.config import resolve_env
 from ferry.engine.connection import Connection, Endpoint
 from ferry.engine.secrets import register_secrets
@@ -209,8 +209,9 @@ class SyncRunner:
 
     async def run(self) -> SyncResult:
         try:
-            plan = await self.plan()
-            return await self._run_attempts(plan)
+            with log_context.running(self.connection.name):
+                plan = await self.plan()
+                return await self._run_attempts(plan)
         finally:
             await asyncio.gather(
                 *(r.close() for r in self.runtimes.values()), return_exceptions=True
@@ -224,6 +225,11 @@ class SyncRunner:
             runtime=self.options.runtime or self.connection.runtime,
         )
         plan = replace(plan, labels=RunLabels(str(run_id), name))
+        with log_context.running(name, run_id):
+            return await self._attempts_of_run(plan, run_id)
+
+    async def _attempts_of_run(self, plan: AttemptPlan, run_id: int) -> SyncResult:
+        name = self.connection.name
         outcome = AttemptOutcome(SyncStats())
         attempt_number = 0
         while True:
