@@ -44,18 +44,23 @@ class ReadPlan:
 async def plan_read(
     ref: ConnectorRef,
     config: Mapping[str, Any],
-    runtime: Runtime,
     *,
     streams: Sequence[str] | None = None,
     state: Sequence[Mapping[str, Any]] | None = None,
+    runtime: Runtime | None = None,
 ) -> ReadPlan:
     """Validate `config`, discover, and configure `streams` (NAME or NAMESPACE.NAME; all if None).
 
     Without a state every stream is read in full (full_refresh where the stream allows it);
     with one, streams read incrementally from it where they can.
     """
-    spec = await commands.cached_spec(ref, runtime)
-    catalog = await commands.discover(ref, config, runtime, spec=spec)
+    running = runtime or get_runtime(ref.runtime)
+    try:
+        spec = await commands.cached_spec(ref, running)
+        catalog = await commands.discover(ref, config, running, spec=spec)
+    finally:
+        if runtime is None:
+            await running.close()
     selections = None if streams is None else [_selection(name) for name in streams]
     configured = configure_catalog(catalog, selections, full_refresh=state is None)
     state_file = None if state is None else json.dumps(list(state)).encode()
