@@ -45,9 +45,11 @@ class LoopThread:
                 self.call(aclose())
 
     def close(self) -> None:
+        """Like the end of `asyncio.run`: tasks left behind (a sibling of a task that failed)
+        are cancelled and awaited, so their connectors are stopped, then the loop closes."""
+        asyncio.run_coroutine_threadsafe(_finish_all(), self.loop).result()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
-        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
         self.loop.close()
 
     def __enter__(self) -> LoopThread:
@@ -68,6 +70,14 @@ async def _next(items: AsyncIterator[T]) -> list[T]:
         return [await anext(items)]
     except StopAsyncIteration:
         return []
+
+
+async def _finish_all() -> None:
+    tasks = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.get_running_loop().shutdown_asyncgens()
 
 
 async def _settle() -> None:

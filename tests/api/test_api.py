@@ -1,0 +1,166 @@
+"""The public Python API, called exactly as the README shows, against the real source-faker
+(installed once per machine by `installed_faker_home`) and the real destination-duckdb."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+import yaml
+
+import ferry
+
+PROBE = Path(__file__).parent / "rss_probe.py"
+
+
+def faker_connection(tmp_path: Path, count: int = 300) -> ferry.Connection:
+    return ferry.Connection(
+        "faker-to-duckdb",
+        source={"connector": "source-faker", "config": {"count": count, "seed": 1}},
+        destination={
+            "connector": "destination-duckdb",
+            "config": {"path": str(tmp_path / "faker.duckdb")},
+        },
+        streams=["users", "products"],
+    )
+
+
+def table_counts(path: Path) -> dict[str, int]:
+    with duckdb.connect(str(path), read_only=True) as con:
+        tables = [
+            row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+        ]
+        return {t: con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}  # type: ignore[index]
+
+
+def test_sync_into_duckdb(source_faker: str, tmp_path: Path) -> None:
+    seen: list[ferry.SyncProgress] = []
+    state_db = f"sqlite:///{tmp_path / 'state.db'}"
+    connection = faker_connection(tmp_path)
+    result = ferry.sync(connection, state_db=state_db, on_progress=seen.append)
+
+    assert result.status == "succeeded"
+    assert result.connection == "faker-to-duckdb"
+    assert result.attempts == 1
+    assert {s.stream: s.records_sent for s in result.streams} == {"users": 300, "products": 100}
+    assert all(s.bytes_sent > 0 for s in result.streams)
+    assert result.records_sent == 400
+    assert result.bytes_sent == sum(s.bytes_sent for s in result.streams)
+    assert result.duration > 0
+    assert table_counts(tmp_path / "faker.duckdb") == {"users": 300, "products": 100}
+    assert seen
+    assert seen[-1].attempt == 1
+    assert {s.stream: s.records_sent for s in seen[-1].streams} == {"users": 300, "products": 100}
+    # The run is in the store's history; its committed state is what ferry.state shows.
+    states = ferry.state(connection, state_db=state_db)
+    assert {s["stream"]["stream_descriptor"]["name"] for s in states} == {"users", "products"}
+
+    # A connection file works the same; the second run is a new run id.
+    path = tmp_path / "connection.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "faker-to-duckdb",
+                "source": {"connector": "source-faker", "config": {"count": 300, "seed": 1}},
+                "destination": {
+                    "connector": "destination-duckdb",
+                    "config": {"path": str(tmp_path / "faker.duckdb")},
+                },
+            }
+        )
+    )
+    again = ferry.sync(path, state_db=state_db, streams=["products"], refresh="truncate")
+    assert again.run_id == result.run_id + 1
+    assert [s.stream for s in again.streams] == ["products"]
+    assert ferry.Connection.from_file(path).name == "faker-to-duckdb"
+
+
+def test_read_into_arrow_and_duckdb(source_faker: str, tmp_path: Path) -> None:
+    source = ferry.read("source-faker", {"count": 250, "seed": 1})
+    users = source["users"].to_arrow()
+    assert users.num_rows == 250
+    assert {"id", "name", "email", "created_at"} <= set(users.column_names)
+    assert str(users.schema.field("id").type) == "int64"
+
+    tables = source.to_duckdb(tmp_path / "explore.duckdb")
+    assert sorted(tables) == ['"main"."products"', '"main"."purchases"', '"main"."users"']
+    counts = table_counts(tmp_path / "explore.duckdb")
+    assert counts["users"] == 250
+    assert counts["products"] == 100
+
+    records = list(source["products"])
+    assert len(records) == 100
+    assert all(isinstance(r, dict) and "id" in r for r in records)
+
+
+def run_probe(count: int) -> dict[str, int]:
+    done = subprocess.run(
+        [sys.executable, str(PROBE), str(count)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    probe: dict[str, int] = json.loads(done.stdout)
+    return probe
+
+
+def test_reading_more_records_into_arrow_keeps_memory_to_the_table(source_faker: str) -> None:
+    """20x the records: RSS grows by about the Arrow table (plus DuckDB's columnar copy), not by
+    the Python dicts 20 000 records would take (~3 KB each, ~60 MB)."""
+    small, large = run_probe(1000), run_probe(20000)
+    assert (small["rows"], large["rows"]) == (1000, 20000)
+    growth = large["maxrss"] - small["maxrss"]
+    assert growth < 3 * large["nbytes"] + (16 << 20), (growth, large["nbytes"])
+
+
+def test_errors_are_ferry_exceptions(source_faker: str, tmp_path: Path) -> None:
+    with pytest.raises(ferry.ConfigError, match=r"config\.count"):
+        ferry.check("source-faker", {"count": "many"})
+    with pytest.raises(ferry.ConnectorNotFound):
+        ferry.spec("no-such-connector-anywhere")
+    with pytest.raises(ferry.ConfigError, match="does not exist"):
+        ferry.sync(tmp_path / "missing.yaml")
+    with pytest.raises(ferry.ConfigError, match="'truncate', 'merge'"):
+        ferry.sync(faker_connection(tmp_path), refresh="everything")
+    with pytest.raises(ferry.ConfigError, match="unknown key"):
+        ferry.Connection.from_dict({"name": "x", "source": {"connector": "a", "colour": 1}})
+    with pytest.raises(ferry.ConfigError, match="to_arrow\\(\\) reads one stream"):
+        ferry.read("source-faker", {"count": 5}).to_arrow()
+
+
+def test_a_connector_that_crashes_raises_connector_crashed(
+    connectors_sh: Path, tmp_path: Path, ferry_home: Path
+) -> None:
+    with pytest.raises(ferry.ConnectorCrashed, match="broke on purpose"):
+        ferry.spec(str(connectors_sh / "crash.sh"))
+    connection = ferry.Connection(
+        "crashing",
+        source={"connector": str(connectors_sh / "crash.sh")},
+        destination={"connector": "destination-null"},
+    )
+    with pytest.raises(ferry.FerryError) as raised:
+        ferry.sync(connection, state_db=f"sqlite:///{tmp_path / 's.db'}")
+    assert raised.value.exit_code == 3
+
+
+def test_async_forms(source_faker: str, tmp_path: Path) -> None:
+    async def main() -> tuple[Any, ...]:
+        check = await ferry.async_check("source-faker", {"count": 10})
+        records = [r async for r in ferry.async_read("source-faker", {"count": 40})["users"]]
+        result = await ferry.async_sync(
+            faker_connection(tmp_path, count=40), state_db=f"sqlite:///{tmp_path / 's.db'}"
+        )
+        return check, records, result
+
+    check, records, result = asyncio.run(main())
+    assert check == ferry.CheckResult(succeeded=True, message=None)
+    assert len(records) == 40
+    assert result.status == "succeeded"
+    assert result.records_sent == 40 + 40  # faker makes min(count, 100) products
