@@ -20,7 +20,7 @@ def json_lines(stderr: str) -> list[dict[str, Any]]:
     """Every stderr line, parsed: a line that is not one JSON object fails the test."""
     entries = [json.loads(line) for line in stderr.splitlines()]
     for entry in entries:
-        assert LOG_KEYS <= set(entry), entry
+        assert set(entry) >= LOG_KEYS, entry
     return entries
 
 
