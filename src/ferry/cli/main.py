@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args, debug, json_logs=log_format == "json")
 
 
-def _run(args: argparse.Namespace, debug: bool, *, json_logs: bool) -> int:
+def _run(args: argparse.Namespace, debug: bool, *, json_logs: bool = False) -> int:
     try:
         return int(args.handler(args))
     except FerryError as error:
