@@ -75,9 +75,13 @@ def test_sync_into_duckdb(source_faker: str, tmp_path: Path) -> None:
             }
         )
     )
-    again = ferry.sync(path, state_db=state_db, streams=["products"], refresh="truncate")
+    again = ferry.sync(path, state_db=state_db, streams=["products"], refresh="truncate", retries=1)
     assert again.run_id == result.run_id + 1
     assert [s.stream for s in again.streams] == ["products"]
+    summary = again.as_dict()
+    assert summary["status"] == "succeeded"
+    assert summary["records_sent"] == 100
+    assert summary["streams"][0]["stream"] == "products"
     assert ferry.Connection.from_file(path).name == "faker-to-duckdb"
 
 
