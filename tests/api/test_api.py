@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -168,3 +169,38 @@ def test_async_forms(source_faker: str, tmp_path: Path) -> None:
     assert len(records) == 40
     assert result.status == "succeeded"
     assert result.records_sent == 40 + 40  # faker makes min(count, 100) products
+
+
+class Collected(logging.Handler):
+    """The application's own log handler: what it receives, formatted."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.name}: {record.getMessage()}")
+
+
+def test_secrets_are_masked_for_the_applications_log_handlers(
+    connectors_sh: Path, ferry_home: Path
+) -> None:
+    secret = "api-s3cr3t-Tok3n"
+    logger = logging.getLogger("ferry")
+    collected, level = Collected(), logger.level
+    logger.addHandler(collected)
+    logger.setLevel(logging.DEBUG)
+    try:
+        result = ferry.check(
+            str(connectors_sh / "protocol.sh"), {"api_key": secret, "count": 1, "mode": "leak"}
+        )
+    finally:
+        logger.removeHandler(collected)
+        logger.setLevel(level)
+    assert result == ferry.CheckResult(succeeded=False, message="bad key **********")
+    assert "ferry.connector.protocol.sh: logging the key **********" in collected.lines
+    assert not [line for line in collected.lines if secret in line]
+    # jsonschema's message quotes the bad value, a secret: the raised error masks it.
+    with pytest.raises(ferry.ConfigError) as raised:
+        ferry.check(str(connectors_sh / "protocol.sh"), {"api_key": "abc", "count": 1})
+    assert "config.api_key: '**********' is too short" in str(raised.value)

@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ferry.api._logs import mask_ferry_logs, secrets_masked
 from ferry.api._portal import LoopThread
 from ferry.engine import commands
 from ferry.engine.config import load_config, resolve_env
+from ferry.engine.secrets import mask
 from ferry.errors import ConfigError
 from ferry.protocol import to_builtins
 from ferry.runtimes.base import RUNTIME_NAMES, ConnectorRef
@@ -30,7 +32,9 @@ def connector_ref(connector: str, runtime: str) -> ConnectorRef:
     """CONNECTOR as the CLI takes it; `runtime` applies to a reference without a prefix."""
     if runtime not in RUNTIME_NAMES:
         raise ConfigError(f"runtime {runtime!r} is not one of {', '.join(RUNTIME_NAMES)}")
-    return resolve_reference(connector, default_runtime=runtime)
+    ref = resolve_reference(connector, default_runtime=runtime)
+    mask_ferry_logs(f"ferry.connector.{commands.connector_name(ref)}")
+    return ref
 
 
 def connector_config(config: Config) -> dict[str, Any]:
@@ -43,7 +47,8 @@ def connector_config(config: Config) -> dict[str, Any]:
 
 
 async def async_spec(connector: str, *, runtime: str = "local") -> dict[str, Any]:
-    spec = await commands.fetch_spec(connector_ref(connector, runtime), refresh_cache=True)
+    with secrets_masked():
+        spec = await commands.fetch_spec(connector_ref(connector, runtime), refresh_cache=True)
     return dict(to_builtins(spec))
 
 
@@ -54,9 +59,11 @@ def spec(connector: str, *, runtime: str = "local") -> dict[str, Any]:
 
 
 async def async_check(connector: str, config: Config, *, runtime: str = "local") -> CheckResult:
-    ref = connector_ref(connector, runtime)
-    status = await commands.check(ref, connector_config(config))
-    return CheckResult(status.status == "SUCCEEDED", status.message)
+    with secrets_masked():
+        ref = connector_ref(connector, runtime)
+        status = await commands.check(ref, connector_config(config))
+    message = None if status.message is None else mask(status.message)
+    return CheckResult(status.status == "SUCCEEDED", message)
 
 
 def check(connector: str, config: Config, *, runtime: str = "local") -> CheckResult:
@@ -69,8 +76,9 @@ def check(connector: str, config: Config, *, runtime: str = "local") -> CheckRes
 async def async_discover(
     connector: str, config: Config, *, runtime: str = "local"
 ) -> dict[str, Any]:
-    ref = connector_ref(connector, runtime)
-    catalog = await commands.discover(ref, connector_config(config))
+    with secrets_masked():
+        ref = connector_ref(connector, runtime)
+        catalog = await commands.discover(ref, connector_config(config))
     return dict(to_builtins(catalog))
 
 

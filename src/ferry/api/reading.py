@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from ferry.api._logs import secrets_masked
 from ferry.api._portal import LoopThread
 from ferry.api.connectors import Config, connector_config, connector_ref
 from ferry.engine.read import ReadPlan, plan_read, read_lines
@@ -116,7 +117,7 @@ class Read:
 
     @contextlib.contextmanager
     def _lines(self) -> Iterator[tuple[ReadPlan, Generator[list[bytes], None, None]]]:
-        with LoopThread() as portal:
+        with secrets_masked(), LoopThread() as portal:
             plan = portal.call(self._plan())
             blocks = portal.iterate(read_lines(plan))
             try:
@@ -148,14 +149,15 @@ class AsyncRead:
         return AsyncRead(read.connector, read.config, [stream], read.state, runtime=read.runtime)
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        plan = await self._read._plan()
-        lines = read_lines(plan)
-        try:
-            async for block in lines:
-                for record in records_of(block):
-                    yield record
-        finally:
-            await lines.aclose()  # type: ignore[attr-defined]
+        with secrets_masked():
+            plan = await self._read._plan()
+            lines = read_lines(plan)
+            try:
+                async for block in lines:
+                    for record in records_of(block):
+                        yield record
+            finally:
+                await lines.aclose()  # type: ignore[attr-defined]
 
     async def to_duckdb(
         self, target: str | Path | duckdb.DuckDBPyConnection, *, schema: str = "main"

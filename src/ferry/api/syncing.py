@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ferry.api._logs import mask_ferry_logs, secrets_masked
 from ferry.api._portal import LoopThread
 from ferry.api.connection import Connection, engine_connection
 from ferry.engine import connection as engine
 from ferry.engine.results import StreamResult, SyncResult, stream_result, sync_result
 from ferry.engine.runner import SyncOptions, SyncRunner
+from ferry.engine.secrets import mask
 from ferry.engine.sync import Attempt
 from ferry.errors import ConfigError
 from ferry.protocol import StreamSelection, to_builtins
@@ -84,12 +86,26 @@ async def async_sync(
 ) -> SyncResult:
     """`ferry.sync` for asyncio code. Cancelling it stops the sync as SIGINT stops `ferry sync`:
     the source is stopped, what the destination confirms is committed."""
+    with secrets_masked():
+        return await _sync(connection, runtime, refresh, streams, state_db, retries, on_progress)
+
+
+async def _sync(
+    connection: str | Path | Connection,
+    runtime: str | None,
+    refresh: str | None,
+    streams: Sequence[str] | None,
+    state_db: str | None,
+    retries: int,
+    on_progress: ProgressCallback | None,
+) -> SyncResult:
     parsed = _selecting(engine_connection(connection), streams)
     if runtime is not None and runtime not in RUNTIME_NAMES:
         raise ConfigError(f"runtime {runtime!r} is not one of {', '.join(RUNTIME_NAMES)}")
     if retries < 0:
         raise ConfigError(f"retries={retries} is negative")
     options = _with_refresh(SyncOptions(runtime=runtime, retries=retries), refresh)
+    mask_ferry_logs("ferry.connector.source", "ferry.connector.destination")
     started = time.monotonic()
     with open_store(state_db) as store:
         watcher = _ProgressWatcher(parsed.name, on_progress)
@@ -103,7 +119,8 @@ async def async_sync(
             raise
     if result.error is not None:
         raise result.error
-    return sync_result(result, time.monotonic() - started)
+    summary = sync_result(result, time.monotonic() - started)
+    return dataclasses.replace(summary, warnings=[mask(w) for w in summary.warnings])
 
 
 def _selecting(connection: engine.Connection, streams: Sequence[str] | None) -> engine.Connection:
