@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 import ferry
+from ferry.store import open_store
 
 PROBE = Path(__file__).parent / "rss_probe.py"
 
@@ -204,3 +205,35 @@ def test_secrets_are_masked_for_the_applications_log_handlers(
     with pytest.raises(ferry.ConfigError) as raised:
         ferry.check(str(connectors_sh / "protocol.sh"), {"api_key": "abc", "count": 1})
     assert "config.api_key: '**********' is too short" in str(raised.value)
+
+
+def test_cancelling_async_sync_stops_it_like_sigint(tmp_path: Path, ferry_home: Path) -> None:
+    """An endless source-generator: cancelling the task stops the source, lets the destination
+    confirm what it has, records the run as cancelled and keeps the committed state."""
+    connection = ferry.Connection(
+        "endless",
+        source={"connector": "source-generator", "config": {"count": 10**9, "state_every": 1000}},
+        destination={"connector": "destination-null"},
+    )
+    state_db = f"sqlite:///{tmp_path / 'state.db'}"
+
+    async def main() -> None:
+        flowing = asyncio.Event()
+
+        def progress(update: ferry.SyncProgress) -> None:
+            if any(s.states_committed for s in update.streams):
+                flowing.set()
+
+        task = asyncio.create_task(
+            ferry.async_sync(connection, state_db=state_db, on_progress=progress)
+        )
+        await asyncio.wait_for(flowing.wait(), timeout=120)  # a bound, not a measurement
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert ferry.state(connection, state_db=state_db)
+    with open_store(state_db) as store:
+        (run,) = store.list_runs("endless")
+    assert run.status == "cancelled"
