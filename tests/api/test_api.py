@@ -137,6 +137,8 @@ def test_errors_are_ferry_exceptions(source_faker: str, tmp_path: Path) -> None:
         ferry.sync(faker_connection(tmp_path), refresh="everything")
     with pytest.raises(ferry.ConfigError, match="unknown key"):
         ferry.Connection.from_dict({"name": "x", "source": {"connector": "a", "colour": 1}})
+    with pytest.raises(ferry.ConfigError, match="cannot open the DuckDB database"):
+        ferry.read("source-faker", {"count": 5}).to_duckdb(tmp_path)  # a directory
     with pytest.raises(ferry.ConfigError, match="to_arrow\\(\\) reads one stream"):
         ferry.read("source-faker", {"count": 5}).to_arrow()
 

@@ -24,10 +24,11 @@ from ferry.api._logs import secrets_masked
 from ferry.api._portal import LoopThread
 from ferry.api.connectors import Config, connector_config, connector_ref
 from ferry.engine.read import ReadPlan, plan_read, read_lines
-from ferry.errors import ConfigError, DecodeError
+from ferry.errors import ConfigError, DecodeError, ProtocolViolation
 from ferry.protocol import decode_message
 from ferry.protocol.messages import LOG, RECORD
 from ferry_connectors import destination_duckdb
+from ferry_connectors._io import ConnectorError
 
 if TYPE_CHECKING:
     import pyarrow
@@ -76,7 +77,10 @@ class Read:
         primary key). Returns the tables' qualified names."""
         if isinstance(target, duckdb.DuckDBPyConnection):
             return self._write(target, schema)
-        con = destination_duckdb.connect(str(target))
+        try:
+            con = destination_duckdb.connect(str(target))
+        except (duckdb.Error, OSError) as error:
+            raise ConfigError(f"cannot open the DuckDB database {target}: {error}") from None
         try:
             return self._write(con, schema)
         finally:
@@ -112,7 +116,10 @@ class Read:
                     con, {"schema": schema}, plan.catalog, Path(workdir), output=_writer_output
                 )
                 writer.prepare()
-                writer.run(line + b"\n" for block in blocks for line in block)
+                try:
+                    writer.run(line + b"\n" for block in blocks for line in block)
+                except ConnectorError as error:  # what the writer would report as a connector
+                    raise ProtocolViolation(f"{self.connector}: {error.message}") from None
         return [table.qualified for table in writer.tables.values()]
 
     @contextlib.contextmanager
