@@ -87,24 +87,6 @@ def test_sync_into_duckdb(source_faker: str, tmp_path: Path) -> None:
     assert ferry.Connection.from_file(path).name == "faker-to-duckdb"
 
 
-def test_read_into_arrow_and_duckdb(source_faker: str, tmp_path: Path) -> None:
-    source = ferry.read("source-faker", {"count": 250, "seed": 1})
-    users = source["users"].to_arrow()
-    assert users.num_rows == 250
-    assert {"id", "name", "email", "created_at"} <= set(users.column_names)
-    assert str(users.schema.field("id").type) == "int64"
-
-    tables = source.to_duckdb(tmp_path / "explore.duckdb")
-    assert sorted(tables) == ['"main"."products"', '"main"."purchases"', '"main"."users"']
-    counts = table_counts(tmp_path / "explore.duckdb")
-    assert counts["users"] == 250
-    assert counts["products"] == 100
-
-    records = list(source["products"])
-    assert len(records) == 100
-    assert all(isinstance(r, dict) and "id" in r for r in records)
-
-
 def run_probe(count: int) -> dict[str, int]:
     done = subprocess.run(
         [sys.executable, str(PROBE), str(count)],

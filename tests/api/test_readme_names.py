@@ -12,8 +12,9 @@ import ferry
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
-# `ferry.X`, `ferry.X.y`, not inside a word or a path (`sqlite:///ferry.db`).
-DOTTED = re.compile(r"(?<![\w/.\[-])ferry((?:\.[A-Za-z_]\w*)+)")
+# `ferry.X`, `ferry.X.y`; not inside a word or a path (`sqlite:///ferry.db`), nor a logger
+# pattern (`ferry.connector.*`).
+DOTTED = re.compile(r"(?<![\w/.\[-])ferry((?:\.[A-Za-z_]\w*)+)(?!\w|\.\*)")
 # `ferry.name(arguments)` written out in backticks, possibly across lines.
 SIGNATURE = re.compile(r"`ferry\.(\w+)\(([^`]*?)\)(?: -> [^`]*)?`", re.DOTALL)
 

@@ -79,11 +79,15 @@ def test_a_sync_logs_json_and_writes_its_metrics(
     )
     prom = tmp_path / "textfile" / "ferry.prom"
     prom.parent.mkdir()
+    state_db = f"sqlite:///{tmp_path / 'state.db'}"
+    # No --json: the progress lines ferry prints while it syncs must be JSON lines too.
     result = ferry_process(
-        "sync", str(connection), "--json", "--metrics-file", str(prom), "-v", "--log-format", "json"
-    )
+        "sync", str(connection), "--state-db", state_db, "--metrics-file", str(prom),
+        "-v", "--log-format", "json",
+    )  # fmt: skip
     assert result.code == 0, result.err
-    summary = json.loads(result.out)
+    runs = ferry_process("runs", str(connection), "--state-db", state_db, "--json")
+    [run] = json.loads(runs.out)
 
     entries = json_lines(result.err)
     roles = {e["role"] for e in entries if e["logger"].startswith("ferry.connector.")}
@@ -91,22 +95,25 @@ def test_a_sync_logs_json_and_writes_its_metrics(
     during_run = [e for e in entries if e["run_id"] is not None]
     assert during_run
     assert {(e["connection"], e["run_id"]) for e in during_run} == {
-        ("faker-metrics", summary["run_id"])
+        ("faker-metrics", run["run_id"])
     }
 
     samples = metrics(prom)
-    run = (("connection", "faker-metrics"),)
-    assert samples["ferry_sync_status", (*run, ("status", "succeeded"))] == 1
-    assert samples["ferry_sync_status", (*run, ("status", "failed"))] == 0
-    assert samples["ferry_sync_attempts", run] == 1
-    assert samples["ferry_sync_run_id", run] == summary["run_id"]
-    assert samples["ferry_sync_states_committed", run] == summary["states_committed"]
-    assert samples["ferry_sync_duration_seconds", run] >= summary["seconds"]
-    for stream in summary["streams"]:
-        labels = (*run, ("namespace", ""), ("stream", stream["stream"]))
-        assert samples["ferry_sync_records_sent", labels] == stream["records"]
-        assert samples["ferry_sync_bytes_sent", labels] == stream["bytes"]
-        assert samples["ferry_sync_stream_states_committed", labels] == stream["states_committed"]
+    labels = (("connection", "faker-metrics"),)
+    assert samples["ferry_sync_status", (*labels, ("status", "succeeded"))] == 1
+    assert samples["ferry_sync_status", (*labels, ("status", "failed"))] == 0
+    assert samples["ferry_sync_attempts", labels] == 1
+    assert samples["ferry_sync_run_id", labels] == run["run_id"]
+    assert samples["ferry_sync_states_committed", labels] == run["states_committed"]
+    assert samples["ferry_sync_duration_seconds", labels] > 0
+    for stream in run["streams"]:
+        per_stream = (*labels, ("namespace", ""), ("stream", stream["stream"]))
+        assert samples["ferry_sync_records_sent", per_stream] == stream["records"]
+        assert samples["ferry_sync_bytes_sent", per_stream] == stream["bytes"]
+        assert (
+            samples["ferry_sync_stream_states_committed", per_stream]
+            == (stream["states_committed"])
+        )
     assert sorted(p.name for p in prom.parent.iterdir()) == ["ferry.prom"]  # no temp file left
 
 

@@ -96,7 +96,10 @@ class Read:
         try:
             con.execute("SET TimeZone = 'UTC'")
             tables = self._write(con, "main", one_stream=True)
-            reader = con.sql(f"SELECT * FROM {tables[0]}").fetch_arrow_reader(ARROW_BATCH_ROWS)
+            relation = con.sql(f"SELECT * FROM {tables[0]}")
+            # DuckDB 2 renamed fetch_arrow_reader (deprecated there) to to_arrow_reader.
+            batches = getattr(relation, "to_arrow_reader", None) or relation.fetch_arrow_reader
+            reader = batches(ARROW_BATCH_ROWS)
             return pyarrow.Table.from_batches(reader, reader.schema)
         finally:
             con.close()

@@ -73,7 +73,7 @@ class JsonLogFormatter(logging.Formatter):
     """
 
     def format(self, record: logging.LogRecord) -> str:
-        context = log_context.current()
+        context = getattr(record, "ferry_context", None) or log_context.current()
         connector = record.name.removeprefix(CONNECTOR_PREFIX)
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
@@ -89,6 +89,16 @@ class JsonLogFormatter(logging.Formatter):
         if record.exc_text:
             entry["exception"] = record.exc_text
         return json.dumps(entry, ensure_ascii=False)
+
+
+def json_log_line(logger: str, message: str, context: log_context.RunContext) -> str:
+    """A JSON log line (level info) for output that is not a log record: progress, which is
+    printed at any verbosity."""
+    record = logging.makeLogRecord(
+        {"name": logger, "levelno": logging.INFO, "levelname": "INFO", "msg": message}
+    )
+    record.ferry_context = context
+    return JsonLogFormatter().format(record)
 
 
 LOG_FORMATS = ("text", "json")

@@ -93,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INVALID_INPUT
+    args.log_format = log_format
     setup_logging(args.verbose, debug, log_format)
     with masked_output():
         return _run(args, debug, json_logs=log_format == "json")

@@ -99,7 +99,10 @@ def _sync(args: argparse.Namespace) -> int:
         with open_store(args.state_db) as store:
             print(_dry_run(SyncRunner(connection, store, options)), end="")
         return 0
-    progress = Progress(enabled=not args.no_progress and not args.json)
+    progress = Progress(
+        enabled=not args.no_progress and not args.json,
+        json_lines=getattr(args, "log_format", None) == "json",
+    )
     started = time.monotonic()
     try:
         with open_store(args.state_db) as store:
