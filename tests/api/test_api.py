@@ -221,3 +221,13 @@ def test_cancelling_async_sync_stops_it_like_sigint(tmp_path: Path, ferry_home: 
     with open_store(state_db) as store:
         (run,) = store.list_runs("endless")
     assert run.status == "cancelled"
+
+
+def test_blocking_calls_work_inside_a_running_event_loop(
+    connectors_sh: Path, ferry_home: Path
+) -> None:
+    async def notebook_cell() -> dict[str, Any]:  # Jupyter runs cells inside its event loop
+        return ferry.spec(str(connectors_sh / "protocol.sh"))
+
+    spec = asyncio.run(notebook_cell())
+    assert "api_key" in spec["connectionSpecification"]["properties"]
