@@ -54,8 +54,11 @@ class SyncResult:
 
     @property
     def records_committed(self) -> int | None:
-        counts = [s.records_committed for s in self.streams]
-        return None if None in counts else sum(c or 0 for c in counts)
+        return _total([s.records_committed for s in self.streams])
+
+    @property
+    def bytes_committed(self) -> int | None:
+        return _total([s.bytes_committed for s in self.streams])
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -67,10 +70,15 @@ class SyncResult:
             "records_sent": self.records_sent,
             "bytes_sent": self.bytes_sent,
             "records_committed": self.records_committed,
+            "bytes_committed": self.bytes_committed,
             "states_committed": self.states_committed,
             "streams": [s.as_dict() for s in self.streams],
             "warnings": list(self.warnings),
         }
+
+
+def _total(counts: list[int | None]) -> int | None:
+    return None if None in counts else sum(c or 0 for c in counts)
 
 
 def stream_result(stats: StreamStats) -> StreamResult:
