@@ -231,3 +231,21 @@ def test_blocking_calls_work_inside_a_running_event_loop(
 
     spec = asyncio.run(notebook_cell())
     assert "api_key" in spec["connectionSpecification"]["properties"]
+
+
+def test_a_read_resumes_from_the_state_a_sync_committed(tmp_path: Path, ferry_home: Path) -> None:
+    """source-generator's streams are incremental: with `ferry.state`'s output a read returns
+    only the records after the committed cursor."""
+    config: dict[str, Any] = {"count": 500, "streams": 2, "state_every": 100}
+    connection = ferry.Connection(
+        "generated",
+        source={"connector": "source-generator", "config": config},
+        destination={"connector": "destination-null"},
+    )
+    state_db = f"sqlite:///{tmp_path / 'state.db'}"
+    assert ferry.sync(connection, state_db=state_db).records_sent == 1000
+    state = ferry.state(connection, state_db=state_db)
+
+    assert list(ferry.read("source-generator", config, ["stream_0"], state=state)) == []
+    more = list(ferry.read("source-generator", {**config, "count": 530}, state=state))
+    assert sorted(record["id"] for record in more) == sorted([*range(501, 531)] * 2)
