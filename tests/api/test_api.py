@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -249,3 +250,46 @@ def test_a_read_resumes_from_the_state_a_sync_committed(tmp_path: Path, ferry_ho
     assert list(ferry.read("source-generator", config, ["stream_0"], state=state)) == []
     more = list(ferry.read("source-generator", {**config, "count": 530}, state=state))
     assert sorted(record["id"] for record in more) == sorted([*range(501, 531)] * 2)
+
+
+INTERRUPTED_SYNC = """
+import sys
+import ferry
+
+connection = ferry.Connection(
+    "endless",
+    source={"connector": "source-generator", "config": {"count": 10**9, "state_every": 1000}},
+    destination={"connector": "destination-null"},
+)
+
+def progress(update):
+    if any(s.states_committed for s in update.streams):
+        print("committing", flush=True)
+
+try:
+    ferry.sync(connection, state_db=sys.argv[1], on_progress=progress)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+def test_ctrl_c_stops_a_blocking_sync_cleanly(tmp_path: Path, ferry_home: Path) -> None:
+    """SIGINT while `ferry.sync` blocks: the sync stops as `ferry sync` does on SIGINT (run
+    recorded as cancelled, committed state kept), then KeyboardInterrupt reaches the caller."""
+    state_db = f"sqlite:///{tmp_path / 'state.db'}"
+    process = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED_SYNC, state_db], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    try:
+        assert process.stdout.readline() == "committing\n"
+        process.send_signal(signal.SIGINT)
+        rest = process.stdout.read()
+        assert process.wait(timeout=120) == 0
+    finally:
+        process.kill()
+    assert rest.splitlines()[-1] == "interrupted"
+    with open_store(state_db) as store:
+        (run,) = store.list_runs("endless")
+    assert run.status == "cancelled"
+    assert run.states_committed > 0
