@@ -88,22 +88,23 @@ def test_sync_into_duckdb(source_faker: str, tmp_path: Path) -> None:
     assert ferry.Connection.from_file(path).name == "faker-to-duckdb"
 
 
-def run_probe(count: int) -> dict[str, int]:
-    done = subprocess.run(
-        [sys.executable, str(PROBE), str(count)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    probe: dict[str, int] = json.loads(done.stdout)
-    return probe
+def run_probes(*counts: int) -> list[dict[str, int]]:
+    """rss_probe.py for each count, the processes side by side (RSS is each one's own)."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(PROBE), str(count)], stdout=subprocess.PIPE, text=True
+        )
+        for count in counts
+    ]
+    outputs = [process.communicate(timeout=300)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0] * len(counts)
+    return [json.loads(output) for output in outputs]
 
 
 def test_reading_more_records_into_arrow_keeps_memory_to_the_table(source_faker: str) -> None:
     """20x the records: RSS grows by about the Arrow table (plus DuckDB's columnar copy), not by
     the Python dicts 20 000 records would take (~3 KB each, ~60 MB)."""
-    small, large = run_probe(1000), run_probe(20000)
+    small, large = run_probes(1000, 20000)
     assert (small["rows"], large["rows"]) == (1000, 20000)
     growth = large["maxrss"] - small["maxrss"]
     assert growth < 3 * large["nbytes"] + (16 << 20), (growth, large["nbytes"])
