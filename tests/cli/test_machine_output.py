@@ -13,6 +13,9 @@ from clikit import Ferry
 from prometheus_client.parser import text_string_to_metric_families
 from test_secrets import LEAKY, assert_masked
 
+from ferry.cli.metrics import render_metrics, write_metrics_file
+from ferry.engine.results import StreamResult, SyncResult
+
 LOG_KEYS = {"time", "level", "logger", "connection", "run_id", "role", "message"}
 
 
@@ -140,3 +143,23 @@ def test_a_failed_sync_still_writes_its_metrics(
     assert samples["ferry_sync_status", (*run, ("status", "failed"))] == 1
     assert samples["ferry_sync_status", (*run, ("status", "succeeded"))] == 0
     assert ("ferry_sync_attempts", run) not in samples  # it failed before a run began
+
+
+def test_label_values_are_escaped(tmp_path: Path) -> None:
+    """Stream names are the source's: quotes, backslashes and newlines survive the round trip."""
+    odd = 'we"ird\\name\nwith a newline'
+    result = SyncResult(
+        connection="c",
+        run_id=7,
+        status="succeeded",
+        attempts=1,
+        duration=1.5,
+        streams=[StreamResult(odd, "ns", 3, 30, 3, 30, 1)],
+        states_committed=1,
+    )
+    prom = tmp_path / "m.prom"
+    write_metrics_file(prom, render_metrics("c", "succeeded", 1.5, result))
+    samples = metrics(prom)
+    labels = (("connection", "c"), ("namespace", "ns"), ("stream", odd))
+    assert samples["ferry_sync_records_sent", labels] == 3
+    assert samples["ferry_sync_run_id", (("connection", "c"),)] == 7
