@@ -122,12 +122,12 @@ class Bench:
         self.home.mkdir()
         self.env = {"FERRY_HOME": str(self.home)}
         self.log: list[str] = []
-        self.catalog = self._write("catalog.json", self._catalog(STREAMS))
-        self.null_config = self._write("null.json", {})
+        self.catalog = self.write_file("catalog.json", self._catalog(STREAMS))
+        self.null_config = self.write_file("null.json", {})
 
     # ------------------------------------------------------------------ files
 
-    def _write(self, name: str, data: Any) -> str:
+    def write_file(self, name: str, data: Any) -> str:
         path = self.work / name
         path.write_text(json.dumps(data) if not isinstance(data, str) else data)
         return str(path)
@@ -186,12 +186,12 @@ class Bench:
                 {"name": n, "sync_mode": "full_refresh", "destination_sync_mode": "overwrite"}
                 for n in names
             ]
-        return self._write(f"{name}.yaml", json.dumps(body))  # JSON is YAML
+        return self.write_file(f"{name}.yaml", json.dumps(body))  # JSON is YAML
 
     # ------------------------------------------------------------------ runners
 
     def pipe(self, records: int) -> Sample:
-        config = self._write(f"gen-{records}.json", self.generator_config(records))
+        config = self.write_file(f"gen-{records}.json", self.generator_config(records))
         script = '"$0" read --config "$1" --catalog "$2" | "$3" write --config "$4" --catalog "$2"'
         argv = [
             "sh",
@@ -209,7 +209,7 @@ class Bench:
         return Sample(wall, got)
 
     def naive(self, records: int) -> Sample:
-        config = self._write(f"gen-{records}.json", self.generator_config(records))
+        config = self.write_file(f"gen-{records}.json", self.generator_config(records))
         argv = [
             PYTHON,
             NAIVE,
@@ -252,10 +252,10 @@ class Bench:
         if summary.get("warnings"):
             raise BenchError(f"{what}: ferry sync warnings: {summary['warnings']}")
         if expected is not None:
-            _expect(summary["records"], expected, what)
+            _expect(summary["records_sent"], expected, what)
         sample = Sample(
             wall,
-            summary["records"],
+            summary["records_sent"],
             cpu=usage["user"] + usage["sys"],
             rss_mb=usage["maxrss_kb"] / 1024,
             sync_seconds=summary.get("seconds"),
@@ -316,7 +316,7 @@ def _null_count(stdout: bytes) -> int:
 
 def _workload_bytes(bench: Bench, records: int) -> int:
     """Bytes the source writes for the workload (every path moves exactly these)."""
-    config = bench._write(f"gen-{records}.json", bench.generator_config(records))
+    config = bench.write_file(f"gen-{records}.json", bench.generator_config(records))
     process = subprocess.Popen(
         [str(BIN / "source-generator"), "read", "--config", config, "--catalog", bench.catalog],
         stdout=subprocess.PIPE,
@@ -467,12 +467,12 @@ def rss_flatness(bench: Bench, small: int, large: int) -> Json:
         connection = bench.connection(f"rss-{records}", records)
         sample, summary = bench.ferry_sync(connection, _expected(records), f"rss {records}")
         out[str(records)] = {
-            "records": summary["records"],
-            "bytes": summary["bytes"],
+            "records": summary["records_sent"],
+            "bytes": summary["bytes_sent"],
             "wall_s": round(sample.wall, 2),
-            "mb_per_s": round(summary["bytes"] / sample.wall / 1e6, 1),
+            "mb_per_s": round(summary["bytes_sent"] / sample.wall / 1e6, 1),
             "sync_seconds": summary.get("seconds"),
-            "sync_mb_per_s": round(summary["bytes"] / summary["seconds"] / 1e6, 1),
+            "sync_mb_per_s": round(summary["bytes_sent"] / summary["seconds"] / 1e6, 1),
             "ferry_peak_rss_mb": round(sample.rss_mb or 0, 1),
             "ferry_cpu_s": round(sample.cpu or 0, 2),
         }
@@ -500,13 +500,13 @@ def correctness(bench: Bench, big_payload: int, tiny_records: int) -> Json:
             + len(b'"},"emitted_at":1700000000000}}\n')
             for i in range(1, config["count"] + 1)
         )
-        ok = summary["records"] == config["count"] and summary["bytes"] == expected_bytes
+        ok = summary["records_sent"] == config["count"] and summary["bytes_sent"] == expected_bytes
         out[case] = {
             "payload_bytes": config["payload_bytes"],
             "records_expected": config["count"],
-            "records": summary["records"],
+            "records": summary["records_sent"],
             "bytes_expected": expected_bytes,
-            "bytes": summary["bytes"],
+            "bytes": summary["bytes_sent"],
             "states_committed": summary["states_committed"],
             "ok": ok,
             "wall_s": round(sample.wall, 2),
@@ -514,7 +514,9 @@ def correctness(bench: Bench, big_payload: int, tiny_records: int) -> Json:
         }
         if not ok:
             raise BenchError(f"correctness {case}: {out[case]}")
-        progress(f"  {case}: {summary['records']} records, {summary['bytes']} bytes, exact")
+        progress(
+            f"  {case}: {summary['records_sent']} records, {summary['bytes_sent']} bytes, exact"
+        )
     return out
 
 
@@ -552,14 +554,14 @@ def faker(bench: Bench, faker_exe: str | None, count: int, repeat: int, venv: Pa
         return {
             "skipped": "source-faker not found (ferry connectors install source-faker, or --faker)"
         }
-    config = bench._write("faker.json", {"count": count, "seed": 1})
+    config = bench.write_file("faker.json", {"count": count, "seed": 1})
     _, discovered = run_command([faker_exe, "discover", "--config", config])
     streams = []
     for line in discovered.stdout.splitlines():
         message = json.loads(line) if line.startswith(b"{") else {}
         if message.get("type") == "CATALOG":
             streams = message["catalog"]["streams"]
-    catalog = bench._write(
+    catalog = bench.write_file(
         "faker-catalog.json",
         {
             "streams": [
@@ -596,7 +598,7 @@ def faker(bench: Bench, faker_exe: str | None, count: int, repeat: int, venv: Pa
         sample, summary = bench.ferry_sync(connection, None, "faker through ferry")
         through.append(sample.wall)
         phase.append(sample.sync_seconds or sample.wall)
-        records["ferry"] = summary["records"]
+        records["ferry"] = summary["records_sent"]
         if pyairbyte_note is None:
             try:
                 wall, result = run_command(

@@ -832,56 +832,23 @@ def build(
             )
     (CACHE / "build").mkdir(parents=True, exist_ok=True)
     imgs = [IMAGES[n] for n in PRIORITY if n in names]
-    rootfs_digests: dict[str, tuple[str, str]] = {}
-    for img in imgs:
-        if img.rootfs not in rootfs_digests:
-            rootfs_digests[img.rootfs] = rootfs_inputs(img.rootfs)
-    hashes = {
-        img.name: image_hash(img, rootfs_digests[img.rootfs][1], rootfs_digests[img.rootfs][0])
-        for img in imgs
-    }
-    status: dict[str, str] = {}
-    todo: dict[str, list[str]] = {}
-    have: dict[str, dict[str, tuple[str, str]]] = {}
-    for engine in engines:
-        have[engine] = image_hashes(engine, [img.ref for img in imgs])
-        todo[engine] = [
-            img.name
-            for img in imgs
-            if force or have[engine].get(img.ref, ("", ""))[0] != hashes[img.name]
-        ]
+    hashes = image_hashes_of(imgs)
+    todo = stale_images(imgs, engines, hashes, force)
     # podman can take docker's image (when docker has the right one, or is about to build it)
     via_docker: list[str] = []
     if "docker" in engines and "podman" in engines:
         via_docker = list(todo["podman"])
         todo["podman"] = []
+    status: dict[str, str] = {}
     for img in imgs:
         if not any(img.name in todo[e] for e in engines) and img.name not in via_docker:
             status[img.name] = "cached"
             log(f"{img.ref} cached (hash {hashes[img.name]})")
-
     groups: dict[str, list[Image]] = {}
     for img in imgs:
         if any(img.name in todo[e] for e in engines):
             groups.setdefault(img.rootfs, []).append(img)
-    errors: list[str] = []
-    failed: set[str] = set()
-    if groups:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            futures = {
-                pool.submit(build_rootfs_group, rootfs, group, hashes, engines, todo): rootfs
-                for rootfs, group in groups.items()
-            }
-            for fut in concurrent.futures.as_completed(futures):
-                rootfs = futures[fut]
-                try:
-                    log(f"rootfs '{rootfs}' done: {fut.result():.1f}s")
-                    for img in groups[rootfs]:
-                        status[img.name] = "built"
-                except Exception as exc:  # report every group's failure, not just the first
-                    errors.append(f"{rootfs}: {exc}")
-                    failed.update(img.name for img in groups[rootfs])
-                    log(f"FAILED rootfs '{rootfs}': {exc}")
+    errors, failed = build_groups(groups, hashes, engines, todo, status, jobs)
     transfer = [n for n in via_docker if n not in failed]
     if transfer:
         t = time.monotonic()
@@ -896,6 +863,62 @@ def build(
     if errors:
         raise BuildError("; ".join(errors))
     return status
+
+
+def image_hashes_of(imgs: Sequence[Image]) -> dict[str, str]:
+    """Each image's content hash (its rootfs inputs read once per rootfs)."""
+    rootfs_digests: dict[str, tuple[str, str]] = {}
+    for img in imgs:
+        if img.rootfs not in rootfs_digests:
+            rootfs_digests[img.rootfs] = rootfs_inputs(img.rootfs)
+    return {
+        img.name: image_hash(img, rootfs_digests[img.rootfs][1], rootfs_digests[img.rootfs][0])
+        for img in imgs
+    }
+
+
+def stale_images(
+    imgs: Sequence[Image], engines: list[str], hashes: dict[str, str], force: bool
+) -> dict[str, list[str]]:
+    """Per engine, the images it lacks or has from other inputs (all of them with `force`)."""
+    todo: dict[str, list[str]] = {}
+    for engine in engines:
+        have = image_hashes(engine, [img.ref for img in imgs])
+        todo[engine] = [
+            img.name for img in imgs if force or have.get(img.ref, ("", ""))[0] != hashes[img.name]
+        ]
+    return todo
+
+
+def build_groups(
+    groups: dict[str, list[Image]],
+    hashes: dict[str, str],
+    engines: list[str],
+    todo: dict[str, list[str]],
+    status: dict[str, str],
+    jobs: int,
+) -> tuple[list[str], set[str]]:
+    """Build each rootfs group (in parallel); the errors and the images that failed."""
+    errors: list[str] = []
+    failed: set[str] = set()
+    if not groups:
+        return errors, failed
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = {
+            pool.submit(build_rootfs_group, rootfs, group, hashes, engines, todo): rootfs
+            for rootfs, group in groups.items()
+        }
+        for fut in concurrent.futures.as_completed(futures):
+            rootfs = futures[fut]
+            try:
+                log(f"rootfs '{rootfs}' done: {fut.result():.1f}s")
+                for img in groups[rootfs]:
+                    status[img.name] = "built"
+            except Exception as exc:  # report every group's failure, not just the first
+                errors.append(f"{rootfs}: {exc}")
+                failed.update(img.name for img in groups[rootfs])
+                log(f"FAILED rootfs '{rootfs}': {exc}")
+    return errors, failed
 
 
 def remove_superseded(engine: str) -> None:

@@ -2,7 +2,9 @@
 
 Engine-backed tests (Docker, Podman) skip with a reason on a machine without the engine, but
 FAIL when FERRY_REQUIRE_ENGINES=1 (the README's test command sets it), so CI never passes by
-skipping. Real-cluster tests skip unless KUBECONFIG is set.
+skipping. Real-cluster tests skip unless KUBECONFIG is set. A test that asks for an engine (any
+fixture built on `docker_available` / `podman_available`) is marked `docker` / `podman` here, so
+`pytest -m "not docker and not podman"` runs exactly the engine-free suite.
 """
 
 from __future__ import annotations
@@ -15,6 +17,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+ENGINE_MARKERS = {"docker_available": "docker", "podman_available": "podman"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        for fixture, marker in ENGINE_MARKERS.items():
+            if fixture in fixtures:
+                item.add_marker(marker)
 
 
 def engine_missing(reason: str) -> None:
@@ -78,7 +90,7 @@ def installed_faker_home() -> Path:
     import fcntl
     import sys
 
-    from ferry.runtimes.install import load_manifest
+    from ferry.runtimes.local.install import load_manifest
 
     home = TEST_CACHE / f"source-faker-{FAKER_VERSION}-layout{INSTALL_LAYOUT}"
     connector = home / "connectors" / "source-faker"

@@ -4,15 +4,15 @@ Every error carries the exit code the CLI returns and whether a sync attempt tha
 may be retried from the last committed state.
 
 Exit codes: 0 success, 1 the connector reported failure, 2 invalid input, 3 a connector crashed
-or the runtime failed.
+or the runtime failed, 130 stopped (SIGINT/SIGTERM).
 """
 
 from __future__ import annotations
 
-EXIT_OK = 0
 EXIT_CONNECTOR_FAILED = 1
 EXIT_INVALID_INPUT = 2
 EXIT_CRASHED = 3
+EXIT_CANCELLED = 130
 
 
 class FerryError(Exception):
@@ -20,6 +20,8 @@ class FerryError(Exception):
 
     exit_code: int = EXIT_CRASHED
     retryable: bool = False
+    # The connector's own classification (`config_error`, `transient_error`, ...), if it gave one.
+    failure_type: str | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -59,13 +61,23 @@ class ConnectorCrashed(FerryError):
         self, message: str, *, exit_code: int | None = None, stderr_tail: str = ""
     ) -> None:
         if stderr_tail:
-            message = f"{message}\n--- last stderr lines ---\n{stderr_tail}"
+            # The first line names the cause on its own; the tail follows for context.
+            last = next((line for line in reversed(stderr_tail.splitlines()) if line.strip()), "")
+            message = f"{message}: {last.strip()}\n--- last stderr lines ---\n{stderr_tail}"
         super().__init__(message)
         self.process_exit_code = exit_code
 
 
+class IdleTimeout(ConnectorCrashed):
+    """A connector gave no sign of life for longer than its idle timeout; it was stopped."""
+
+
 class ProtocolViolation(FerryError):
     """A connector broke the protocol (a record for an unknown stream, a state out of order)."""
+
+
+class RecordCountMismatch(ProtocolViolation):
+    """The destination confirmed other record counts than ferry sent (`--strict-counts`)."""
 
 
 class DecodeError(ProtocolViolation):
@@ -93,4 +105,8 @@ class StoreError(FerryError):
 class Cancelled(FerryError):
     """ferry was asked to stop (SIGINT/SIGTERM); committed state is kept."""
 
-    exit_code = 130
+    exit_code = EXIT_CANCELLED
+
+
+class InternalError(FerryError):
+    """ferry broke one of its own rules (a bug to report), never the user's input."""

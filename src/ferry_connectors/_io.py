@@ -169,7 +169,8 @@ def load_config(path: Path | None, schema: JsonObject) -> JsonObject:
     if errors:
         problems = "; ".join(_describe_validation_error(e) for e in errors)
         raise ConfigError(f"invalid config: {problems}")
-    assert isinstance(config, dict)  # the schema says "type": "object"
+    if not isinstance(config, dict):
+        raise ConfigError("invalid config: expected a JSON object")
     return config
 
 

@@ -30,13 +30,19 @@ Sync modes.
   committed at each state like any write. When a STREAM_STATUS trace says the stream is COMPLETE,
   the staging table replaces the table at once (DROP + RENAME in one transaction: no row is
   copied, and until the commit the old table is what a crash leaves); a stream completed without
-  records ends as an empty table. When it ends INCOMPLETE, or the input ends before its COMPLETE
-  while the input held statuses, the staging table is dropped, the table keeps its previous
-  contents and a WARN log says so. An input without any STREAM_STATUS (an orchestrator that does
-  not send them) swaps at its end. With a `generation_id` in the configured stream, the rows of
-  that generation already in the table are kept, so a retried attempt of the same generation
-  keeps what it committed. `minimum_generation_id` also deletes older generations in the append
-  modes.
+  records ends as an empty table. When it ends INCOMPLETE, or the input ends before its COMPLETE,
+  the staging table is dropped, the table keeps its previous contents and a WARN log says so
+  (Airbyte's platform, and ferry, send COMPLETE only after a successful source, and nothing but
+  EOF after a failed one). Only an input from an orchestrator that sets no generation ids and
+  sends no STREAM_STATUS at all swaps at its end. With a `generation_id` in the configured stream,
+  the rows of that generation already in the table are kept, so a retried attempt of the same
+  generation keeps what it committed.
+
+Generations. Every row carries its stream's `generation_id` in `_ferry_generation_id`. A stream
+whose `minimum_generation_id` is above 0 (a truncate refresh or a clear: minimum = generation)
+drops the rows of older generations when its COMPLETE arrives, in the append modes too, in the
+transaction that commits its last rows; without COMPLETE they stay. A minimum of 0 (a merge
+refresh, an incremental sync) keeps every generation.
 
 Transactions. Records are buffered per stream and inserted in batches: a batch is written to a
 temporary file, one message line per row, and loaded by DuckDB's `read_csv` (one VARCHAR column)
@@ -58,6 +64,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
+import signal
 import sys
 import tempfile
 import uuid
@@ -70,6 +78,7 @@ import duckdb
 import msgspec
 
 from ferry.errors import ConfigError, DecodeError
+from ferry.home import make_run_dir
 from ferry.protocol import decode_envelope, decode_message
 from ferry.protocol.messages import (
     APPEND,
@@ -263,7 +272,7 @@ class StreamTable:
     lines: list[bytes] = field(default_factory=list)  # buffered record lines
     records_since_state: int = 0
     records_total: int = 0
-    cleared: bool = False  # append modes: older generations already deleted in this sync
+    cleared: bool = False  # append modes: older generations deleted (the stream is COMPLETE)
     staged: bool = False  # overwrite: this run's staging table exists
     completed: bool = False  # overwrite: the staging table has replaced the table
     abandoned: bool = False  # overwrite: the stream ended INCOMPLETE; the table stays as it was
@@ -436,6 +445,8 @@ class Writer:
         self.records_since_state = 0
         self.received = False  # any record, state or stream status read
         self.statuses_seen = False  # the orchestrator sends STREAM_STATUS (see _finish_streams)
+        # An orchestrator that sets generations says when a stream is complete (see _finish_streams).
+        self.generations_set = any(c.generation_id is not None for c in catalog.streams)
         self.ignored = 0
         self.batch_file = workdir / "batch.ndjson"
         for configured in catalog.streams:
@@ -657,7 +668,16 @@ class Writer:
         self.received = self.statuses_seen = True
         descriptor = status.stream_descriptor
         table = self._find_table(descriptor.name, descriptor.namespace)
-        if table is None or table.mode != OVERWRITE:
+        if table is None:
+            return False
+        if table.mode != OVERWRITE:
+            if status.status == STREAM_COMPLETE and not table.cleared:
+                self._flush()
+                table.cleared = True
+                self._drop_old_generations(table)
+                self._commit()
+                self.con.execute("BEGIN")
+                return True
             return False
         if status.status == STREAM_COMPLETE:
             self._complete(table)
@@ -707,9 +727,6 @@ class Writer:
         longest = max(map(len, lines))
         if table.mode == OVERWRITE:
             self._stage(table)
-        elif not table.cleared:
-            table.cleared = True
-            self._drop_old_generations(table)
         dedup = table.mode == APPEND_DEDUP
         # The batch is read back as CSV with one column per line (no quote, no escape, a
         # delimiter that valid JSON never contains raw), which DuckDB splits far faster than
@@ -773,17 +790,14 @@ class Writer:
     def _finish_streams(self) -> None:
         """At the end of the input: every overwrite that is not complete yet ends now.
 
-        Once the input held a STREAM_STATUS, the orchestrator says when a stream is complete: one
-        that is not has failed. Without any, the end of the input is all there is to go by.
+        An orchestrator that sets generation ids or sends any STREAM_STATUS says when a stream is
+        complete: one that is not has failed. Without either, the end of the input is all there
+        is to go by.
         """
         for table in self.tables.values():
-            if table.mode != OVERWRITE:
-                if not table.cleared:
-                    table.cleared = True
-                    self._drop_old_generations(table)
-            elif table.completed:
+            if table.mode != OVERWRITE or table.completed:
                 continue
-            elif self.statuses_seen:
+            if self.statuses_seen or self.generations_set:
                 self._abandon(table, "the input ended before the stream was COMPLETE")
             else:
                 self._stage(table)
@@ -875,16 +889,28 @@ def write(args: _io.Args) -> int:
         con = connect(config["path"])
     except (duckdb.Error, OSError) as e:
         raise ConfigError(f"cannot open the DuckDB database {config['path']!r}: {e}") from None
-    with tempfile.TemporaryDirectory(prefix="ferry-duckdb-") as workdir:
-        try:
-            writer = Writer(con, config, catalog, Path(workdir))
-            writer.prepare()
-            with open(sys.stdin.fileno(), "rb", buffering=1 << 20, closefd=False) as stdin:
-                writer.run(iter(stdin))
-            writer.summary()
-        finally:
-            con.close()
+    # Batch files hold records: they live where ferry sweeps what a killed process left
+    # ($FERRY_HOME/run), and go on any exit that can be caught (a stop signal included).
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _exit_on_signal)
+    try:
+        workdir = make_run_dir("duckdb")
+    except OSError:  # no writable FERRY_HOME (a read-only container): the system's temp dir
+        workdir = Path(tempfile.mkdtemp(prefix="ferry-duckdb-"))
+    try:
+        writer = Writer(con, config, catalog, workdir)
+        writer.prepare()
+        with open(sys.stdin.fileno(), "rb", buffering=1 << 20, closefd=False) as stdin:
+            writer.run(iter(stdin))
+        writer.summary()
+    finally:
+        con.close()
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the cleanup above
 
 
 def handle(args: _io.Args) -> int:

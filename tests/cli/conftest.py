@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clikit import Ferry, Result
+from clikit import Ferry, Result, WriteConfig
 
 from ferry.cli.main import main
 from ferry.engine.secrets import masker
@@ -55,7 +55,7 @@ def protocol_sh(connectors_sh: Path) -> str:
 
 
 @pytest.fixture
-def write_config(tmp_path: Path) -> Callable[[str], str]:
+def write_config(tmp_path: Path) -> WriteConfig:
     """Writes a config file (JSON or YAML text) and returns its path."""
     count = 0
 

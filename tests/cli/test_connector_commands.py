@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from clikit import Ferry
+from clikit import Ferry, WriteConfig
 
 MakeWheel = Callable[[str, str, dict[str, str]], Path]
 GOOD = '{"api_key": "key-1234", "count": 2}'
@@ -36,15 +36,13 @@ def test_verbose_shows_connector_logs_with_its_name(ferry: Ferry, protocol_sh: s
     assert "protocol.sh | printing the spec" in result.err.splitlines()
 
 
-def test_check_succeeded(
-    ferry: Ferry, protocol_sh: str, write_config: Callable[[str], str]
-) -> None:
+def test_check_succeeded(ferry: Ferry, protocol_sh: str, write_config: WriteConfig) -> None:
     result = ferry("check", protocol_sh, "--config", write_config(GOOD))
     assert (result.code, result.out) == (0, "SUCCEEDED\n")
 
 
 def test_check_failed_exits_1_with_the_connectors_message(
-    ferry: Ferry, protocol_sh: str, write_config: Callable[[str], str]
+    ferry: Ferry, protocol_sh: str, write_config: WriteConfig
 ) -> None:
     config = write_config("api_key: key-1234\ncount: 2\nmode: fail\n", ".yaml")
     result = ferry("check", protocol_sh, "--config", config)
@@ -58,7 +56,7 @@ def test_check_failed_exits_1_with_the_connectors_message(
 
 
 def test_discover_prints_a_table_of_streams(
-    ferry: Ferry, protocol_sh: str, write_config: Callable[[str], str]
+    ferry: Ferry, protocol_sh: str, write_config: WriteConfig
 ) -> None:
     result = ferry("discover", protocol_sh, "--config", write_config(GOOD))
     assert result.code == 0
@@ -70,7 +68,7 @@ def test_discover_prints_a_table_of_streams(
 
 
 def test_discover_json_is_the_catalog(
-    ferry: Ferry, protocol_sh: str, write_config: Callable[[str], str]
+    ferry: Ferry, protocol_sh: str, write_config: WriteConfig
 ) -> None:
     result = ferry("discover", protocol_sh, "--config", write_config(GOOD), "--json")
     catalog = json.loads(result.out)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from clikit import Ferry
+from clikit import Ferry, WriteConfig
 
 from ferry.cli.main import _run
 
@@ -39,15 +41,15 @@ def test_connector_not_executable(ferry: Ferry, tmp_path: Path) -> None:
 def test_connector_crash_without_output_shows_its_stderr(ferry: Ferry, connectors_sh: Path) -> None:
     result = ferry("spec", str(connectors_sh / "crash.sh"))
     assert result.code == 3
-    assert (
-        error_line(result.err)
-        == "connector crash.sh exited with code 3 without printing a SPEC message"
+    assert error_line(result.err) == (
+        "connector crash.sh exited with code 3 without printing a SPEC message:"
+        " RuntimeError: the connector broke on purpose"
     )
-    assert "RuntimeError: the connector broke on purpose" in result.err
+    assert 'File "connector.py", line 1' in result.err  # the tail follows
 
 
 def test_non_json_output_is_the_connectors_log_and_the_command_succeeds(
-    ferry: Ferry, protocol_sh: str, write_config: Callable[[str], str]
+    ferry: Ferry, protocol_sh: str, write_config: WriteConfig
 ) -> None:
     result = ferry("discover", protocol_sh, "--config", write_config(GOOD), "-v")
     assert result.code == 0
@@ -66,7 +68,7 @@ def test_config_file_missing(ferry: Ferry, protocol_sh: str, tmp_path: Path) -> 
     [('{"count": 1,}', "is not valid JSON"), ("count: [1\n", "is not valid JSON or YAML")],
 )
 def test_config_file_not_json_or_yaml(
-    ferry: Ferry, protocol_sh: str, write_config: Callable[[str], str], text: str, problem: str
+    ferry: Ferry, protocol_sh: str, write_config: WriteConfig, text: str, problem: str
 ) -> None:
     result = ferry("check", protocol_sh, "--config", write_config(text))
     assert result.code == 2
@@ -81,7 +83,7 @@ def test_no_spec_message(ferry: Ferry, connectors_sh: Path) -> None:
 
 
 def test_config_violating_the_spec_names_field_and_rule(
-    ferry: Ferry, protocol_sh: str, write_config: Callable[[str], str]
+    ferry: Ferry, protocol_sh: str, write_config: WriteConfig
 ) -> None:
     result = ferry(
         "check", protocol_sh, "--config", write_config('{"api_key": "key-1234", "count": -1}')
@@ -94,7 +96,7 @@ def test_config_violating_the_spec_names_field_and_rule(
 def test_unset_environment_variable(
     ferry: Ferry,
     protocol_sh: str,
-    write_config: Callable[[str], str],
+    write_config: WriteConfig,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("FERRY_TEST_API_KEY", raising=False)
@@ -107,7 +109,7 @@ def test_unset_environment_variable(
 
 
 def test_a_config_error_trace_exits_1(
-    ferry: Ferry, protocol_sh: str, write_config: Callable[[str], str]
+    ferry: Ferry, protocol_sh: str, write_config: WriteConfig
 ) -> None:
     config = write_config('{"api_key": "key-1234", "count": 1, "mode": "config_error"}')
     result = ferry("check", protocol_sh, "--config", config)
@@ -151,3 +153,23 @@ def test_errors_from_a_real_process(ferry_process: Ferry, connectors_sh: Path) -
     assert "ferry: error: connector crash.sh exited with code 3" in result.err
     assert "Traceback" in result.err  # the connector's, shown as its last stderr lines
     assert "ferry/cli" not in result.err  # but not ferry's own traceback
+
+
+def test_output_closed_by_its_reader_ends_ferry_quietly(tmp_path: Path) -> None:
+    """`ferry runs C --json | head -0`: the reader is gone before ferry writes."""
+    connection = tmp_path / "c.yaml"
+    connection.write_text("name: c\nsource: {connector: a}\ndestination: {connector: b}\n")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "ferry", "runs", str(connection), "--json"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (141, "")

@@ -4,9 +4,8 @@ connector does with them: LOG messages, stderr, text on stdout, TRACE errors, re
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 
-from clikit import Ferry
+from clikit import Ferry, WriteConfig
 
 SECRET = "s3cr3t-Tok3n"
 NESTED_SECRET = "n3sted-Pa55"
@@ -21,7 +20,7 @@ def assert_masked(output: str) -> None:
 
 
 def test_a_connector_echoing_the_secret_everywhere(
-    ferry: Ferry, protocol_sh: str, write_config: Callable[[str], str]
+    ferry: Ferry, protocol_sh: str, write_config: WriteConfig
 ) -> None:
     result = ferry("-vv", "check", protocol_sh, "--config", write_config(LEAKY))
     assert result.code == 1
@@ -34,16 +33,14 @@ def test_a_connector_echoing_the_secret_everywhere(
     assert "protocol.sh | the key ********** was rejected" in err
 
 
-def test_json_output_is_masked(
-    ferry: Ferry, protocol_sh: str, write_config: Callable[[str], str]
-) -> None:
+def test_json_output_is_masked(ferry: Ferry, protocol_sh: str, write_config: WriteConfig) -> None:
     result = ferry("check", protocol_sh, "--config", write_config(LEAKY), "--json")
     assert_masked(result.out)
     assert json.loads(result.out) == {"status": "FAILED", "message": "bad key **********"}
 
 
 def test_a_secret_in_an_error_message(
-    ferry: Ferry, protocol_sh: str, write_config: Callable[[str], str]
+    ferry: Ferry, protocol_sh: str, write_config: WriteConfig
 ) -> None:
     # The secret breaks a rule of the spec: jsonschema's message quotes the value.
     config = write_config(
@@ -56,7 +53,7 @@ def test_a_secret_in_an_error_message(
 
 
 def test_secrets_from_environment_references_are_masked_too(
-    ferry_process: Ferry, protocol_sh: str, write_config: Callable[[str], str]
+    ferry_process: Ferry, protocol_sh: str, write_config: WriteConfig
 ) -> None:
     config = write_config('{"api_key": "${FERRY_TEST_KEY}", "count": 1, "mode": "leak"}')
     result = ferry_process(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import threading
@@ -31,7 +32,7 @@ def pipe(
     source = subprocess.Popen(source_argv, stdout=subprocess.PIPE)
     tee: list[bytes] = []
     destination = subprocess.Popen(destination_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    assert source.stdout is not None
+    assert isinstance(source.stdout, io.BufferedReader)  # read1: whatever one read returns
     assert destination.stdin is not None
     # Forward like ferry would (keeping the source's STATE lines to compare), in large blocks.
     out: list[bytes] = []

@@ -344,7 +344,7 @@ def test_source_faker_catalog_and_records(duck: Duck) -> None:
     assert users["address"] == "JSON"
     assert duck.columns("products")["price"] == "DOUBLE"
     assert duck.columns("purchases")["returned_at"] == "TIMESTAMP WITH TIME ZONE"
-    expected = {}
+    expected: dict[str, set[Any]] = {}
     for line in data.splitlines():
         message = json.loads(line)
         if message["type"] == "RECORD":
@@ -419,13 +419,32 @@ def test_overwrite_with_a_generation_keeps_rows_of_the_same_generation(duck: Duc
             [USERS], "overwrite", sync_mode="full_refresh", generation_id=generation
         )
 
-    duck.write(catalog(1), user(1) + state("users", 1))
-    duck.write(catalog(2), user(2) + state("users", 1))  # attempt 1 of generation 2
-    duck.write(catalog(2), user(3) + state("users", 2))  # attempt 2 resumes generation 2
+    complete = status("users", "COMPLETE")
+    duck.write(catalog(1), user(1) + state("users", 1) + complete)
+    duck.write(catalog(2), user(2) + state("users", 1) + complete)  # attempt 1 of generation 2
+    duck.write(catalog(2), user(3) + state("users", 2) + complete)  # attempt 2 resumes it
     assert duck.query("SELECT id, _ferry_generation_id FROM users ORDER BY id") == [
         (2, 2),
         (3, 2),
     ]
+
+
+def test_overwrite_with_generations_replaces_only_on_complete(duck: Duck) -> None:
+    """The platform's contract (and ferry's): after a failed source, EOF without COMPLETE and
+    without any other status; the table must stay as it was."""
+    catalog = configured_catalog(
+        [USERS], "overwrite", sync_mode="full_refresh", generation_id=1, minimum_generation_id=1
+    )
+    first = duck.write(catalog, user(1) + state("users", 1) + status("users", "COMPLETE"))
+    assert first.returncode == 0, first.stderr
+    before = users_rows(duck)
+    catalog["streams"][0].update(generation_id=2, minimum_generation_id=2)
+    result = duck.write(catalog, user(7) + state("users", 1) + user(8))
+    assert result.returncode == 0, result.stderr
+    assert len(result.states) == 1
+    assert users_rows(duck) == before
+    assert table_names(duck) == ["users"]
+    assert "the input ended before the stream was COMPLETE" in warnings(result)[0]
 
 
 def test_append_adds_missing_columns_and_keeps_existing_types(duck: Duck) -> None:
@@ -526,7 +545,7 @@ def test_states_are_echoed_in_order_with_destination_stats(duck: Duck) -> None:
         + state("other", "o1")
         + state("users", "u2")
     )
-    global_state = {
+    global_state: dict[str, Any] = {
         "type": "STATE",
         "state": {"type": "GLOBAL", "global": {"shared_state": {"g": 1}, "stream_states": []}},
     }
@@ -656,11 +675,14 @@ def test_append_with_a_minimum_generation_drops_older_generations(duck: Duck) ->
             [USERS], "append", generation_id=generation, minimum_generation_id=minimum
         )
 
-    duck.write(catalog(1, 0), user(1))
-    duck.write(catalog(2, 0), user(2))  # a plain append keeps generation 1
+    complete = status("users", "COMPLETE")
+    duck.write(catalog(1, 0), user(1) + complete)
+    duck.write(catalog(2, 0), user(2) + complete)  # a merge refresh keeps generation 1
     assert duck.query("SELECT id FROM users ORDER BY id") == [(1,), (2,)]
-    duck.write(catalog(3, 3), user(3))  # a refresh: only generation 3 remains
-    assert duck.query("SELECT id, _ferry_generation_id FROM users") == [(3, 3)]
+    duck.write(catalog(3, 3), user(3))  # a truncate refresh that never completes drops nothing
+    assert duck.query("SELECT id FROM users ORDER BY id") == [(1,), (2,), (3,)]
+    duck.write(catalog(4, 4), user(4) + complete)  # one that completes: only generation 4 stays
+    assert duck.query("SELECT id, _ferry_generation_id FROM users") == [(4, 4)]
 
 
 @pytest.mark.parametrize("mode", ["append", "append_dedup"])
@@ -812,3 +834,22 @@ def test_a_table_named_like_a_staging_table_is_refused(duck: Duck) -> None:
     assert result.returncode == 1
     assert result.errors[0]["failure_type"] == "config_error"
     assert "reserved" in result.errors[0]["message"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_stop_signal_removes_the_batch_files(
+    duck: Duck,
+    writer: Callable[[dict[str, Any]], subprocess.Popen[bytes]],
+    ferry_home: Path,
+    signum: int,
+) -> None:
+    """Batch files hold records: they live under $FERRY_HOME/run and go with the process."""
+    process = writer(configured_catalog([USERS], "append"))
+    assert process.stdin is not None
+    process.stdin.write(b"".join(user(i) for i in range(100)) + state("users", 1))
+    process.stdin.flush()
+    read_state(process)
+    (batches,) = (ferry_home / "run").iterdir()  # made before the first batch
+    process.send_signal(signum)
+    assert process.wait() == -signum or process.returncode == 128 + signum
+    assert not batches.exists()

@@ -4,6 +4,7 @@ IP from the downward API, the connection file parses."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +13,13 @@ import yaml
 from lightkube import codecs
 
 from ferry.engine.connection import parse_connection
-from ferry.runtimes.manifests import KubernetesSettings
+from ferry.runtimes.pods.manifests import KubernetesSettings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 FILES = sorted(DEPLOY.glob("*.yaml"))
 
-# What ferry calls: runtimes/kubernetes.py (create, watch, delete pods; create, patch, get and
-# delete Secrets) and runtimes/pod_gc.py (list and delete both).
+# What ferry calls: runtimes/pods/kubernetes.py (create, watch, delete pods; create, patch, get and
+# delete Secrets) and runtimes/pods/gc.py (list and delete both).
 NEEDED = {
     "pods": {"create", "get", "list", "watch", "delete"},
     "secrets": {"create", "get", "list", "patch", "delete"},
@@ -44,7 +45,9 @@ def test_every_document_loads_with_lightkube(path: Path) -> None:
     raw = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
     assert len(objects) == len(raw)
     for obj, doc in zip(objects, raw, strict=True):
-        assert obj.to_dict() == doc, f"{path.name}: a field lightkube does not know was dropped"
+        as_dict: Callable[[], dict[str, Any]] = obj.to_dict  # generic resources are untyped
+        assert as_dict() == doc, f"{path.name}: a field lightkube does not know was dropped"
+        assert obj.metadata is not None
         assert obj.metadata.namespace == "ferry"
 
 

@@ -20,7 +20,7 @@ from ferry.errors import (
 )
 from ferry.protocol.messages import ConnectorSpecification
 from ferry.runtimes.base import ConnectorRef
-from ferry.runtimes.local import LocalRuntime
+from ferry.runtimes.local.process import LocalRuntime
 from ferry.runtimes.resolve import resolve_reference
 
 GOOD = {"api_key": "key-1234", "count": 3}
@@ -103,8 +103,10 @@ def test_discover_handles_every_message_type(
     protocol_sh: ConnectorRef, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="ferry")
-    catalog = asyncio.run(commands.discover(protocol_sh, GOOD))
+    updates: list[dict[str, object]] = []
+    catalog = asyncio.run(commands.discover(protocol_sh, GOOD, on_config=updates.append))
     assert [(s.namespace, s.name) for s in catalog.streams] == [(None, "users"), ("app", "events")]
+    assert updates == [{"api_key": "rotated"}]
     users = catalog.streams[0]
     assert (users.default_cursor_field, users.source_defined_primary_key) == (
         ["updated_at"],
@@ -118,7 +120,6 @@ def test_discover_handles_every_message_type(
     assert any(text.startswith("trace ") and "ESTIMATE" in text for text in messages)
     assert any("STREAM_STATUS" in text and "COMPLETE" in text for text in messages)
     assert any("ANALYTICS" in text for text in messages)
-    assert "asked to update its config; ferry does not persist connector configs" in messages
     assert (logging.WARNING, "printed a CATALOG message without its content") in log
     assert {"ignored a RECORD message", "ignored a STATE message"} <= set(messages)
     assert "rotated" not in " ".join(messages), "a CONTROL config is never logged"

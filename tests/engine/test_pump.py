@@ -73,10 +73,10 @@ def test_records_and_states_are_forwarded_as_the_original_bytes() -> None:
     odd = b'{ "record" : {"data": {"id": 7}, "stream": "a", "emitted_at": 1}, "type":"RECORD" }'
     data = block(record("a", 1), odd, record("b", 2), state("a", 7, 2))
     assert route.route(data) == data
-    assert stats.stream("a", None).records == 2
-    assert stats.stream("b", None).records == 1
-    assert stats.stream("a", None).bytes == len(record("a", 1)) + len(odd) + 2
-    assert stats.stream("b", None).bytes == len(record("b", 2)) + 1
+    assert stats.stream("a", None).records_routed == 2
+    assert stats.stream("b", None).records_routed == 1
+    assert stats.stream("a", None).bytes_routed == len(record("a", 1)) + len(odd) + 2
+    assert stats.stream("b", None).bytes_routed == len(record("b", 2)) + 1
     assert ledger.sent == 1
     assert stats.mismatches == []
 
@@ -89,26 +89,61 @@ def test_log_trace_and_text_lines_are_not_forwarded() -> None:
     assert route.route(data) == block(record("a", 1), record("a", 2))
     assert [m.log.message for m in seen.messages if m.log] == ["hello"]
     assert seen.texts == ["plain text from the connector"]
-    assert stats.records == 2
+    assert sum(s.records_routed for s in stats.streams.values()) == 2
+
+
+def with_count(line: bytes, count: int) -> bytes:
+    """A STATE line as ferry forwards it when the source left sourceStats out."""
+    message = json.loads(line)
+    message["state"]["sourceStats"] = {"recordCount": float(count)}
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
+CONTROL = json.dumps(
+    {"type": "CONTROL", "control": {"type": "CONNECTOR_CONFIG", "emitted_at": 1.0}}
+).encode()
 
 
 @pytest.mark.parametrize("text", [False, True], ids=["by-segment", "line-by-line"])
-def test_stream_status_traces_reach_the_destination_in_place_other_traces_do_not(
-    text: bool,
-) -> None:
+def test_only_records_and_states_reach_the_destination(text: bool) -> None:
+    """As the platform: no TRACE (the source's stream statuses included), LOG or CONTROL."""
     route, stats, _, seen = router("a")
     started, complete = stream_status("a", "STARTED"), stream_status("a", "COMPLETE")
-    lines = [started, record("a", 1), ESTIMATE, record("a", 2), state("a", 2), complete, log("x")]
+    lines = [started, record("a", 1), ESTIMATE, record("a", 2), state("a", 2, 2), complete]
+    lines += [log("x"), CONTROL]
     if text:  # a text line sends the block down the line-by-line path
         lines.append(b"plain text")
     forwarded = route.route(block(*lines))
-    assert forwarded == block(started, record("a", 1), record("a", 2), state("a", 2), complete)
+    assert forwarded == block(record("a", 1), record("a", 2), state("a", 2, 2))
     assert [m.trace.type for m in seen.messages if m.trace] == [
         "STREAM_STATUS",
         "ESTIMATE",
         "STREAM_STATUS",
     ]
-    assert stats.stream("a", None).records == 2
+    assert stats.stream("a", None).records_routed == 2
+
+
+def global_state(*streams: str) -> bytes:
+    states = [{"stream_descriptor": {"name": s}, "stream_state": {"c": 1}} for s in streams]
+    body = {"type": "GLOBAL", "global": {"shared_state": {"x": 1}, "stream_states": states}}
+    return json.dumps({"type": "STATE", "state": body, "extra": "kept"}).encode()
+
+
+@pytest.mark.parametrize("text", [False, True], ids=["by-segment", "line-by-line"])
+def test_states_without_source_stats_get_ferrys_count(text: bool) -> None:
+    """StateEnricher's rule: a STREAM state counts its stream's records since its previous
+    state, a GLOBAL one every record since the previous state (here b2 and a3; b1 is before
+    the STREAM state of a); nothing else changes."""
+    route, stats, ledger, _ = router("a", "b")
+    first = [record("a", 1), record("b", 1), record("a", 2), state("a", 1)]
+    second = [record("b", 2), record("a", 3), global_state("a", "b")]
+    lines = first + second + ([b"plain text"] if text else [])
+    forwarded = route.route(block(*lines))
+    expected = [*first[:3], with_count(first[3], 2), *second[:2], with_count(second[2], 2)]
+    assert forwarded == block(*expected)
+    assert json.loads(forwarded.splitlines()[-1])["extra"] == "kept"
+    assert [entry.covers_records for entry in ledger.pending] == [2, 2]
+    assert stats.mismatches == []
 
 
 def test_source_stats_mismatch_is_reported() -> None:
@@ -130,7 +165,7 @@ def test_namespaced_records_count_against_their_stream() -> None:
     stats.stream("a", "ns")
     route = SourceRouter(stats, StateLedger(), lambda m: None, lambda t: None)
     route.route(block(record("a", 1, "ns"), record("a", 2, "ns")))
-    assert stats.stream("a", "ns").records == 2
+    assert stats.stream("a", "ns").records_routed == 2
 
 
 class ChunkedReader:
@@ -166,4 +201,4 @@ def test_a_line_larger_than_many_chunks_flows() -> None:
     assert blocks == [huge + b"\n"]
     route, stats, _, _ = router("a")
     assert route.route(blocks[0]) == blocks[0]
-    assert stats.stream("a", None).bytes == len(huge) + 1
+    assert stats.stream("a", None).bytes_routed == len(huge) + 1

@@ -51,7 +51,7 @@ def test_full_then_incremental_sync_into_duckdb(tmp_path: Path) -> None:
     code, summary, stderr = sync_json(connection)
     assert code == 0, stderr
     assert summary["status"] == "succeeded"
-    assert {s["stream"]: s["records"] for s in summary["streams"]} == {
+    assert {s["stream"]: s["records_sent"] for s in summary["streams"]} == {
         "stream_0": 5000,
         "stream_1": 5000,
     }
@@ -60,11 +60,11 @@ def test_full_then_incremental_sync_into_duckdb(tmp_path: Path) -> None:
     # Unchanged data: the second sync resumes after the cursor and adds nothing.
     code, summary, stderr = sync_json(connection)
     assert code == 0, stderr
-    assert summary["records"] == 0
+    assert summary["records_sent"] == 0
     assert duck_count(tmp_path / "g.duckdb", "stream_1") == 5000
     runs = json.loads(ferry("runs", str(connection), "--json").stdout)
     assert [r["status"] for r in runs] == ["succeeded", "succeeded"]
-    assert runs[1]["records"] == 10000
+    assert runs[1]["records_sent"] == 10000
 
 
 def test_full_refresh_overwrite_replaces(tmp_path: Path) -> None:
@@ -117,7 +117,7 @@ def test_destination_crash_keeps_last_echo_and_rerun_completes(tmp_path: Path) -
     connection = scripted_to_null(tmp_path, {})
     code, summary, stderr = sync_json(connection)
     assert code == 0, stderr
-    assert summary["records"] == 60
+    assert summary["records_sent"] == 60
     assert committed_cursor() == [{"cursor": 100}]
 
 
@@ -127,7 +127,7 @@ def test_source_crash_is_retried_from_the_committed_state(tmp_path: Path) -> Non
     code, summary, stderr = sync_json(connection, "--retries", "1")
     assert code == 0, stderr
     assert summary["attempts"] == 2
-    assert summary["records"] == 70  # the second attempt resumed after cursor 30
+    assert summary["records_sent"] == 70  # the second attempt resumed after cursor 30
     assert committed_cursor() == [{"cursor": 100}]
 
 
@@ -144,7 +144,7 @@ def test_malformed_lines_are_log_output(tmp_path: Path) -> None:
     connection = scripted_to_null(tmp_path, {"garbage": True})
     code, summary, stderr = sync_json(connection, "-v")
     assert code == 0, stderr
-    assert summary["records"] == 100
+    assert summary["records_sent"] == 100
     assert "source | this line is not JSON" in stderr
 
 
@@ -203,7 +203,7 @@ def test_sigint_stops_both_and_keeps_commits(tmp_path: Path) -> None:
     assert summary["status"] == "cancelled"
     assert summary["states_committed"] >= 1
     assert committed_cursor()
-    assert 0 < summary["records"] < 50_000_000
+    assert 0 < summary["records_sent"] < 50_000_000
 
 
 def faker_counts(path: Path) -> dict[str, tuple[int, int]]:
@@ -227,7 +227,7 @@ def test_faker_full_and_incremental_sync_with_dedup(tmp_path: Path, source_faker
     )
     code, summary, stderr = sync_json(connection)
     assert code == 0, stderr
-    by_stream = {s["stream"]: s["records"] for s in summary["streams"]}
+    by_stream = {s["stream"]: s["records_sent"] for s in summary["streams"]}
     assert by_stream["users"] == 1000
     assert by_stream["products"] == 100  # faker's fixed product list
     first = faker_counts(database)
@@ -238,7 +238,7 @@ def test_faker_full_and_incremental_sync_with_dedup(tmp_path: Path, source_faker
     # Unchanged data: nothing new is read, and append_dedup leaves no duplicates.
     code, summary, stderr = sync_json(connection)
     assert code == 0, stderr
-    assert summary["records"] == 0
+    assert summary["records_sent"] == 0
     assert faker_counts(database) == first
 
 
@@ -256,7 +256,7 @@ def test_state_show_and_reset_one_stream(tmp_path: Path) -> None:
     assert committed_cursor() == [{"cursor": 50}]  # only stream_0 is left
     code, summary, stderr = sync_json(connection)
     assert code == 0, stderr
-    assert {s["stream"]: s["records"] for s in summary["streams"]} == {
+    assert {s["stream"]: s["records_sent"] for s in summary["streams"]} == {
         "stream_0": 0,
         "stream_1": 50,
     }
@@ -374,7 +374,7 @@ def test_a_full_refresh_retry_resumes_only_what_this_run_committed(tmp_path: Pat
     code, summary, stderr = sync_json(connection, "--full-refresh")
     assert code == 0, stderr
     assert summary["attempts"] == 2
-    assert summary["records"] == 100  # the retry read everything, not from cursor 100
+    assert summary["records_sent"] == 100  # the retry read everything, not from cursor 100
 
 
 def test_a_connector_that_cannot_start_stops_the_other_one(tmp_path: Path) -> None:

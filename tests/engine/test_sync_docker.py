@@ -104,7 +104,7 @@ def ferry_sync(connection: Path, *extra: str) -> tuple[int, dict[str, Any], str]
 
 
 def stream_records(summary: dict[str, Any]) -> dict[str, int]:
-    return {s["stream"]: s["records"] for s in summary["streams"]}
+    return {s["stream"]: s["records_sent"] for s in summary["streams"]}
 
 
 def committed_streams(connection: str) -> dict[str, Any]:
@@ -258,5 +258,5 @@ def test_sigint_mid_sync_leaves_no_container(
     assert ferry.returncode == 130, stderr
     summary = json.loads(stdout)
     assert summary["status"] == "cancelled"
-    assert summary["records"] > 0
+    assert summary["records_sent"] > 0
     assert containers_of(connection_name) == []

@@ -1,4 +1,5 @@
-"""`ferry sync` and stream statuses: what the destination is told about each stream's end, and
+"""`ferry sync` and stream statuses: what the destination is told about each stream's end (as
+Airbyte's platform tells it: COMPLETE after a successful source, nothing but EOF otherwise), and
 what that means for an overwrite into destination-duckdb. Real processes, real DuckDB."""
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ def sync_json(connection: Path) -> tuple[int, dict[str, Any], str]:
 
 def sent_to_destination(tmp_path: Path, **source: Any) -> tuple[dict[str, Any], list[str]]:
     """Sync the scripted source into a destination that records its input; the summary and
-    the input as a list of tokens: "record", "state", or a stream status."""
+    the input as a list of tokens: "record", "state", or a stream status. Every state carries
+    the records before it as sourceStats.recordCount (10 in these runs)."""
     received = tmp_path / "received.jsonl"
     connection = write_connection(
         tmp_path,
@@ -42,6 +44,8 @@ def sent_to_destination(tmp_path: Path, **source: Any) -> tuple[dict[str, Any], 
             tokens.append(stream_status["status"])
         else:
             tokens.append(message["type"].lower())
+        if message["type"] == "STATE":
+            assert message["state"]["sourceStats"] == {"recordCount": 10.0}
     return summary, tokens
 
 
@@ -51,36 +55,33 @@ RECORDS_AND_STATES = ["record"] * 10 + ["state"] + ["record"] * 10 + ["state"]
 def test_ferry_tells_the_destination_that_a_silent_source_completed(tmp_path: Path) -> None:
     summary, tokens = sent_to_destination(tmp_path)
     assert summary["status"] == "succeeded"
-    assert tokens == ["STARTED", *RECORDS_AND_STATES, "COMPLETE"]
+    assert tokens == [*RECORDS_AND_STATES, "COMPLETE"]
 
 
-def test_the_sources_own_statuses_are_forwarded_in_place_and_not_repeated(
-    tmp_path: Path,
-) -> None:
+def test_the_sources_own_statuses_are_not_forwarded(tmp_path: Path) -> None:
     summary, tokens = sent_to_destination(tmp_path, statuses=True)
     assert summary["status"] == "succeeded"
-    # ferry's STARTED first, then the source's own lines in their order.
-    assert tokens == ["STARTED", "STARTED", *RECORDS_AND_STATES, "COMPLETE"]
+    assert tokens == [*RECORDS_AND_STATES, "COMPLETE"]
 
 
-def test_a_failing_source_leaves_its_streams_incomplete(tmp_path: Path) -> None:
+def test_a_failing_source_gets_the_destination_only_its_data_then_eof(tmp_path: Path) -> None:
     summary, tokens = sent_to_destination(tmp_path, crash_after=15)
     assert summary["status"] == "failed"
-    assert tokens == ["STARTED", *RECORDS_AND_STATES[:16], "INCOMPLETE"]
+    assert tokens == RECORDS_AND_STATES[:16]
 
 
-def test_a_source_that_exits_non_zero_after_its_output_is_incomplete(tmp_path: Path) -> None:
+def test_a_source_that_exits_non_zero_after_its_output_completes_nothing(tmp_path: Path) -> None:
     summary, tokens = sent_to_destination(tmp_path, exit_code=1)
     assert summary["status"] == "failed"
-    assert tokens == ["STARTED", *RECORDS_AND_STATES, "INCOMPLETE"]
+    assert tokens == RECORDS_AND_STATES
 
 
-def test_a_stream_the_source_reported_complete_stays_complete_when_it_fails_later(
+def test_a_stream_the_source_reported_complete_is_not_complete_when_it_fails_later(
     tmp_path: Path,
 ) -> None:
     summary, tokens = sent_to_destination(tmp_path, statuses=True, exit_code=1)
     assert summary["status"] == "failed"
-    assert tokens == ["STARTED", "STARTED", *RECORDS_AND_STATES, "COMPLETE"]
+    assert tokens == RECORDS_AND_STATES
 
 
 # ------------------------------------------------------------------------------------------------

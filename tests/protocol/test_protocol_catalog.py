@@ -8,7 +8,13 @@ import pytest
 
 from ferry.errors import ConfigError
 from ferry.protocol import StreamSelection, configure_catalog, convert, default_modes, to_builtins
-from ferry.protocol.messages import AirbyteCatalog, AirbyteStream, ConfiguredAirbyteStream
+from ferry.protocol.catalog import select_streams, with_generations
+from ferry.protocol.messages import (
+    AirbyteCatalog,
+    AirbyteStream,
+    ConfiguredAirbyteStream,
+    StreamDescriptor,
+)
 
 
 def stream(
@@ -254,3 +260,37 @@ def test_the_configured_catalog_serialises_to_protocol_json() -> None:
         ]
     }
     assert convert(as_json, type(configured)) == configured
+
+
+# ------------------------------------------------------------------------------------------------
+# generations (as the platform's CatalogGenerationSetter sets them) and stream selection
+# ------------------------------------------------------------------------------------------------
+
+
+def test_every_stream_gets_sync_id_generation_and_minimum() -> None:
+    configured = configure_catalog(CATALOG)  # cdc: incremental, plain: full_refresh overwrite
+    generations = {StreamDescriptor("cdc"): 4, StreamDescriptor("plain"): 7}
+    result = with_generations(configured, 42, generations, truncate=[StreamDescriptor("orders")])
+    fields = {
+        s.stream.name: (s.sync_id, s.generation_id, s.minimum_generation_id) for s in result.streams
+    }
+    assert fields == {
+        "cdc": (42, 4, 0),  # incremental: keeps every generation
+        "events": (42, 0, 0),
+        "plain": (42, 7, 7),  # full refresh + overwrite truncates
+        "orders": (42, 0, 0),  # a truncate refresh of a stream without generation: 0
+        "log": (42, 0, 0),
+    }
+    written = to_builtins(result)["streams"][0]
+    assert {"sync_id", "generation_id", "minimum_generation_id"} <= written.keys()
+
+
+def test_streams_are_selected_by_name_and_unknown_names_are_refused() -> None:
+    configured = configure_catalog(CATALOG)
+    assert len(select_streams(configured, [])) == 5
+    assert select_streams(configured, ["plain", "cdc", "plain"]) == [
+        StreamDescriptor("plain"),
+        StreamDescriptor("cdc"),
+    ]
+    with pytest.raises(ConfigError, match=r"not a stream of this connection: 'nope', 'x\.cdc'"):
+        select_streams(configured, ["nope", "cdc", "x.cdc"])

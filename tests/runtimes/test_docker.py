@@ -19,7 +19,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import pytest
+import requests
 from dockerkit import containers_of, docker_client, invocation
 
 from ferry.errors import (
@@ -30,28 +32,25 @@ from ferry.errors import (
 )
 from ferry.protocol import decode_message
 from ferry.runtimes import get_runtime
-from ferry.runtimes._docker_attach import Demuxer
 from ferry.runtimes.base import (
     OWNER_ID,
     ByteWriter,
     ConnectorInvocation,
     ConnectorOptions,
+    ConnectorProcess,
     ConnectorRef,
 )
-from ferry.runtimes.docker import (
-    DockerProcess,
-    DockerRuntime,
-    lookup_ids,
-    parse_cpu,
-    parse_memory,
-)
-from ferry.runtimes.gc import (
+from ferry.runtimes.docker.attach import Demuxer
+from ferry.runtimes.docker.containers import lookup_ids, parse_cpu, parse_memory
+from ferry.runtimes.docker.engine import engine_error
+from ferry.runtimes.docker.gc import collect_docker
+from ferry.runtimes.docker.runtime import DockerProcess, DockerRuntime
+from ferry.runtimes.gc import collect_garbage
+from ferry.runtimes.owner import (
     HOST_LABEL,
     OWNER_LABEL,
     PID_LABEL,
     PID_START_LABEL,
-    collect_docker,
-    collect_garbage,
     orphan_reason,
     process_start,
     split_owner,
@@ -71,7 +70,7 @@ def tiny_ref(image: str, script: str | None = None, **options: Any) -> Connector
     return ConnectorRef("docker", image, options=ConnectorOptions(env=env, **options))
 
 
-async def read_all(process: DockerProcess) -> bytes:
+async def read_all(process: ConnectorProcess) -> bytes:
     chunks = []
     while chunk := await process.stdout.read(1 << 20):
         chunks.append(chunk)
@@ -135,6 +134,20 @@ def test_demuxer_reassembles_frames_cut_anywhere() -> None:
         assert b"".join(out) == expected_out
         assert b"".join(err) == expected_err
         assert not demux.in_frame
+
+
+def test_engine_errors_blame_the_input_only_for_its_own_mistakes() -> None:
+    def answer(status: int) -> docker.errors.APIError:
+        response = requests.Response()
+        response.status_code = status
+        return docker.errors.APIError("refused", response=response, explanation="because")
+
+    assert isinstance(engine_error("create a container", answer(400)), ConfigError)
+    # 409: a name in use, a removal in progress: the engine's state, not the user's input.
+    conflict = engine_error("remove a container", answer(409))
+    assert isinstance(conflict, RuntimeUnavailable)
+    assert not isinstance(conflict, ConfigError)
+    assert isinstance(engine_error("start a container", answer(500)), RuntimeUnavailable)
 
 
 def test_memory_and_cpu_forms() -> None:
@@ -331,6 +344,7 @@ def test_files_are_uploaded_not_mounted(tiny_images: Any) -> None:
                 run_id,
             )
             process = await runtime.start(inv, lambda line: None)
+            assert isinstance(process, DockerProcess)
             details = inspect(process.container_id)  # while it runs (cat waits for stdin)
             assert process.stdin is not None
             await process.stdin.close()
@@ -398,6 +412,7 @@ def test_labels_options_and_removal_after_exit(tiny_images: Any, tmp_path: Path)
         runtime = DockerRuntime()
         try:
             process = await runtime.start(invocation(ref, "write", run_id=run_id), lambda _: None)
+            assert isinstance(process, DockerProcess)
             details = inspect(process.container_id)
             assert process.stdin is not None
             await process.stdin.close()
@@ -701,7 +716,7 @@ def test_remote_engine_over_tls_with_client_certificates(tiny_images: Any, tls_e
 GC_CHILD = """
 import asyncio, sys, time
 from ferry.runtimes.base import ConnectorInvocation, ConnectorOptions, ConnectorRef, RunLabels
-from ferry.runtimes.docker import DockerRuntime
+from ferry.runtimes.docker.runtime import DockerRuntime
 
 async def main():
     ref = ConnectorRef("docker", sys.argv[1], options=ConnectorOptions(env={"TINY": "sleep 3600"}))

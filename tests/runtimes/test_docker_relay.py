@@ -26,14 +26,23 @@ from dockerkit import containers_of, docker_client, invocation
 
 from ferry.engine import commands
 from ferry.errors import ConfigError, ConnectorCrashed
+from ferry.relay import (
+    DOCKER_BRIDGE_HOST,
+    LOOPBACK_HOST,
+    HeartbeatSettings,
+    RelayListener,
+    handshake_line,
+    shared_listener,
+)
+from ferry.relay.wrapper import DEFAULT_GRACE
 from ferry.runtimes import get_runtime
 from ferry.runtimes.base import (
     OWNER_ID,
     ConnectorOptions,
     ConnectorRef,
 )
-from ferry.runtimes.docker import DockerRuntime
-from ferry.runtimes.docker_relay import (
+from ferry.runtimes.docker.gc import collect_docker
+from ferry.runtimes.docker.relay import (
     BUSY_TCP_STATES,
     ENV_RELAY_HOST,
     ENV_SIDECAR_IMAGE,
@@ -44,16 +53,8 @@ from ferry.runtimes.docker_relay import (
     sandbox_command,
     start_relayed,
 )
-from ferry.runtimes.gc import PID_LABEL, collect_docker
-from ferry.wrapper import (
-    DOCKER_BRIDGE_HOST,
-    LOOPBACK_HOST,
-    HeartbeatSettings,
-    RelayListener,
-    handshake_line,
-    shared_listener,
-)
-from ferry.wrapper.script import DEFAULT_GRACE
+from ferry.runtimes.docker.runtime import DockerRuntime
+from ferry.runtimes.owner import PID_LABEL
 
 REPO = Path(__file__).resolve().parents[2]
 HANG_GUARD = 120.0
@@ -131,11 +132,14 @@ def test_sandbox_command_looks_for_the_relay_port_in_hex() -> None:
 def test_relay_address_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     runtime = DockerRuntime()
     monkeypatch.delenv(ENV_RELAY_HOST, raising=False)
-    assert asyncio.run(relay_host(runtime, "host")) == LOOPBACK_HOST
+    assert asyncio.run(relay_host(runtime.engine, "host")) == LOOPBACK_HOST
     with pytest.raises(ConfigError, match="network: none"):
-        asyncio.run(relay_host(runtime, "none"))
+        asyncio.run(relay_host(runtime.engine, "none"))
     monkeypatch.setenv(ENV_RELAY_HOST, "10.1.2.3")
-    assert asyncio.run(relay_host(runtime, None)) == "10.1.2.3"
+    assert asyncio.run(relay_host(runtime.engine, None)) == "10.1.2.3"
+    monkeypatch.setenv(ENV_RELAY_HOST, "10.1.2.3:80")
+    with pytest.raises(ConfigError, match=f"{ENV_RELAY_HOST}: a relay host must be"):
+        asyncio.run(relay_host(runtime.engine, None))
     check_reachable(RelayListener(bind_host="0.0.0.0"), DOCKER_BRIDGE_HOST)
     check_reachable(RelayListener(bind_host="127.0.0.1"), LOOPBACK_HOST)
     with pytest.raises(ConfigError, match="FERRY_RELAY_BIND"):
@@ -158,7 +162,7 @@ def test_seed_images_through_the_wrapper_with_an_appended_argument(
         runtime = DockerRuntime()
         try:
             inv = invocation(relay_ref(image), run_id=run_id)
-            alone = await start_relayed(runtime, inv, lambda _: None, args=["World"])
+            alone = await start_relayed(runtime.engine, inv, lambda _: None, args=["World"])
             out, code = await read_all(alone.stdout), await alone.wait()
             # The same through the runtime: the block's arguments, then the protocol's.
             process = await runtime.start(invocation(relay_ref(image, "World")), lambda _: None)
@@ -185,7 +189,7 @@ def test_image_without_airbyte_entrypoint_is_127_then_auto_derives_it(
         try:
             with pytest.raises(ConnectorCrashed) as caught:
                 await commands.fetch_spec(relay_ref(image), runtime)
-            with caplog.at_level(logging.INFO, logger="ferry.runtimes.docker_relay"):
+            with caplog.at_level(logging.INFO, logger="ferry.runtimes.docker.relay"):
                 spec = await commands.fetch_spec(relay_ref(image, entrypoint="auto"), runtime)
             return str(caught.value), spec
         finally:
@@ -358,7 +362,7 @@ def test_a_relay_sidecar_that_cannot_run_fails_the_run_at_once(
 KILL_CHILD = """
 import asyncio, json, sys
 from ferry.runtimes.base import ConnectorInvocation, ConnectorOptions, ConnectorRef, RunLabels
-from ferry.runtimes.docker import DockerRuntime
+from ferry.runtimes.docker.runtime import DockerRuntime
 
 async def main():
     ref = ConnectorRef("docker", sys.argv[1], options=ConnectorOptions(relay=True))

@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from ferry.runtimes.base import ConnectorOptions, ConnectorRef
-from ferry.runtimes.docker import DockerRuntime
-from ferry.runtimes.install import MANIFEST
-from ferry.runtimes.kubernetes import KubernetesRuntime
-from ferry.runtimes.local import LocalRuntime
-from ferry.runtimes.podman import PodmanRuntime
+from ferry.runtimes.docker.runtime import DockerRuntime
+from ferry.runtimes.local.install import MANIFEST
+from ferry.runtimes.local.process import LocalRuntime
+from ferry.runtimes.pods.kubernetes import KubernetesRuntime
+from ferry.runtimes.pods.podman import PodmanRuntime
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 

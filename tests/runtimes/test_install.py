@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ferry.errors import InstallError
-from ferry.runtimes.install import (
+from ferry.runtimes.local.install import (
     MANIFEST,
     InstallTarget,
     find_installed,

@@ -30,10 +30,10 @@ from ferry.engine.runner import SyncOptions, SyncRunner
 from ferry.errors import ConfigError, ConnectorCrashed, ImageUnavailable, RuntimeUnavailable
 from ferry.runtimes import get_runtime
 from ferry.runtimes.base import ConnectorOptions, ConnectorRef
-from ferry.runtimes.gc import HOST_LABEL, OWNER_LABEL, PID_LABEL, this_host
-from ferry.runtimes.kubernetes import KubernetesRuntime, assess_pod, relay_host
-from ferry.runtimes.manifests import KubernetesSettings
-from ferry.runtimes.pod_gc import collect_kubernetes
+from ferry.runtimes.owner import HOST_LABEL, OWNER_LABEL, PID_LABEL, this_host
+from ferry.runtimes.pods.gc import collect_kubernetes
+from ferry.runtimes.pods.kubernetes import KubernetesRuntime, assess_pod, relay_host
+from ferry.runtimes.pods.manifests import KubernetesSettings
 from ferry.store import open_store
 
 NAMESPACE = "ferry-test"
@@ -141,8 +141,8 @@ def mini_connector(records: int = 25) -> Any:
 @pytest_asyncio.fixture
 async def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeCluster]:
     async with FakeCluster() as kube, kmock.Server(kube) as server:
-        kube.resources["v1/pods"] = {}
-        kube.resources["v1/secrets"] = {}
+        kube.resources["v1/pods"] = kmock.ResourceInfo()
+        kube.resources["v1/secrets"] = kmock.ResourceInfo()
         config = kubeconfig(tmp_path / "kubeconfig", str(server.url).rstrip("/"), NAMESPACE)
         monkeypatch.setenv("KUBECONFIG", str(config))
         monkeypatch.setenv("FERRY_RELAY_HOST", "127.0.0.1")
@@ -201,7 +201,7 @@ async def test_sync_with_source_and_destination_pods(cluster: FakeCluster, tmp_p
     with open_store(str(tmp_path / "ferry.db")) as store:
         result = await SyncRunner(connection, store, SyncOptions(retries=0)).run()
         assert result.error is None, result.error
-        assert result.stats.records == 25
+        assert result.stats.records_sent == 25
         assert result.stats.states_committed == 3
         saved = store.load_state("k8s-sync").to_messages()
     assert saved[0].stream is not None
@@ -326,6 +326,11 @@ def test_relay_host_precedence() -> None:
     assert relay_host(KubernetesSettings(relay_host="relay.example"), env) == "relay.example"
     assert relay_host(KubernetesSettings(), env) == "ferry.etl.svc"
     assert relay_host(KubernetesSettings(), {"FERRY_POD_IP": "10.1.2.3"}) == "10.1.2.3"
+    # A bad address in the environment is the user's input (exit 2), named where it came from.
+    for variable in ("FERRY_RELAY_HOST", "FERRY_POD_IP"):
+        with pytest.raises(ConfigError, match=f"{variable}: a relay host must be") as caught:
+            relay_host(KubernetesSettings(), {variable: "not a host"})
+        assert caught.value.exit_code == 2
 
 
 def test_no_kubeconfig_is_runtime_unavailable(
@@ -343,7 +348,7 @@ def test_no_kubeconfig_is_runtime_unavailable(
 
 
 def test_assess_pod_reads_statuses() -> None:
-    pod = {"metadata": {"name": "p"}, "spec": {}, "status": {"phase": "Pending"}}
+    pod: dict[str, Any] = {"metadata": {"name": "p"}, "spec": {}, "status": {"phase": "Pending"}}
     assert assess_pod(pod).running is False
     pod["status"] = {
         "phase": "Running",

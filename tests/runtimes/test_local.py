@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 from ferry.errors import ConnectorNotFound
 from ferry.runtimes import get_runtime
 from ferry.runtimes.base import ConnectorInvocation, ConnectorOptions, ConnectorRef, Verb
-from ferry.runtimes.local import LocalProcess, LocalRuntime
+from ferry.runtimes.local.process import LocalProcess, LocalRuntime
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,11 +45,10 @@ async def read_all(process: LocalProcess, chunk: int = 1 << 20) -> bytes:
 
 
 @pytest.fixture
-def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Where the runtime makes its temp dirs in this test (so leftovers can be counted)."""
-    directory = tmp_path / "tmp"
-    directory.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(directory))
+def private_tmp(ferry_home: Path) -> Path:
+    """Where the runtime makes its private dirs ($FERRY_HOME/run; so leftovers can be counted)."""
+    directory = ferry_home / "run"
+    directory.mkdir(mode=0o700)
     return directory
 
 
@@ -209,9 +207,10 @@ def test_an_endless_stderr_line_is_logged_in_pieces_not_held_forever() -> None:
     assert "".join(lines) == "x" * 300000 + " end"
 
 
-def test_output_after_exit_is_complete_even_when_a_grandchild_holds_the_pipe() -> None:
+def test_output_after_exit_is_complete_even_when_a_grandchild_held_the_pipe() -> None:
     # The connector leaves a background process holding stdout and stderr open. ferry must still
-    # see the end of the output once the connector itself has exited (no hang).
+    # see the end of the output once the connector itself has exited (no hang), and the
+    # background process ends with the connector.
     script = 'sleep 3600 & echo "$!"; echo "last line"; echo "bye" >&2; exit 0'
 
     async def run() -> tuple[bytes, list[str], int]:
@@ -221,8 +220,8 @@ def test_output_after_exit_is_complete_even_when_a_grandchild_holds_the_pipe() -
 
     output, lines, code = asyncio.run(run())
     grandchild, last = output.decode().splitlines()
-    os.kill(int(grandchild), signal.SIGKILL)
     assert (last, lines, code) == ("last line", ["bye"], 0)
+    assert wait_until_dead(int(grandchild))
 
 
 def test_large_output_arrives_whole_in_large_reads() -> None:
@@ -304,14 +303,20 @@ def test_file_without_execute_permission_is_connector_not_found(tmp_path: Path) 
 FERRY_STARTS_A_CONNECTOR = """
 import asyncio, signal, sys
 from ferry.runtimes.base import ConnectorInvocation, ConnectorRef
-from ferry.runtimes.local import LocalRuntime
+from ferry.runtimes.local.process import LocalRuntime
+
+# A shell wrapper that does not exec, with a forked worker and a daemon that left the group.
+SCRIPT = "sleep 3600 & echo $!; setsid sleep 3600 & echo $!; echo $$; wait"
 
 async def main():
     # A Python handler (not SIG_IGN): the connector gets the default action after exec.
     signal.signal(signal.SIGTERM, lambda *_: print("ferry got SIGTERM", flush=True))
-    ref = ConnectorRef("local", "/bin/sh", ("-c", "exec sleep 3600"))
+    ref = ConnectorRef("local", "/bin/sh", ("-c", SCRIPT))
     process = await LocalRuntime().start(ConnectorInvocation(ref, "spec"), print)
-    print(process.pid, flush=True)
+    pids = b""
+    while pids.count(b"\\n") < 3:
+        pids += await process.stdout.read(100)
+    print(process.pid, pids.decode().replace("\\n", " "), flush=True)
     await asyncio.sleep(3600)
 
 asyncio.run(main())
@@ -319,9 +324,10 @@ asyncio.run(main())
 
 
 @pytest.fixture
-def ferry_with_connector() -> Iterator[tuple[subprocess.Popen[str], int]]:
+def ferry_with_connector() -> Iterator[tuple[subprocess.Popen[str], list[int]]]:
     """A separate ferry process (in its own process group) that started a long-running
-    connector; yields it and the connector's pid, and cleans both up whatever happens."""
+    connector; yields it and the pids of the connector's supervisor, worker, daemon and shell,
+    and cleans all of them up whatever happens."""
     ferry = subprocess.Popen(
         [sys.executable, "-c", FERRY_STARTS_A_CONNECTOR],
         stdout=subprocess.PIPE,
@@ -329,13 +335,13 @@ def ferry_with_connector() -> Iterator[tuple[subprocess.Popen[str], int]]:
         start_new_session=True,
         cwd=REPO,
     )
-    connector_pid = 0
+    pids: list[int] = []
     try:
         assert ferry.stdout is not None
-        connector_pid = int(ferry.stdout.readline())
-        yield ferry, connector_pid
+        pids = [int(pid) for pid in ferry.stdout.readline().split()]
+        yield ferry, pids
     finally:
-        for pid in (ferry.pid, connector_pid):
+        for pid in (ferry.pid, *pids):
             if pid and is_alive(pid):
                 os.kill(pid, signal.SIGKILL)
         ferry.wait()
@@ -360,33 +366,51 @@ def wait_until_dead(pid: int, limit: float = 60.0) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
-def test_connector_dies_when_ferry_alone_is_killed(
-    ferry_with_connector: tuple[subprocess.Popen[str], int],
+def test_the_connector_and_all_it_forked_die_when_ferry_alone_is_killed(
+    ferry_with_connector: tuple[subprocess.Popen[str], list[int]],
 ) -> None:
-    ferry, connector = ferry_with_connector
-    assert is_alive(connector)
+    ferry, pids = ferry_with_connector
+    assert all(is_alive(pid) for pid in pids)
     os.kill(ferry.pid, signal.SIGKILL)  # only ferry: no group kill reaches the connector
     ferry.wait()
-    assert wait_until_dead(connector), "the connector outlived ferry"
+    assert all(wait_until_dead(pid) for pid in pids), "a process of the connector outlived ferry"
 
 
-def test_connector_is_in_ferrys_process_group_so_a_group_signal_reaches_it(
-    ferry_with_connector: tuple[subprocess.Popen[str], int],
+def test_a_connector_has_a_session_of_its_own_so_ctrl_c_at_ferrys_terminal_misses_it(
+    ferry_with_connector: tuple[subprocess.Popen[str], list[int]],
 ) -> None:
-    ferry, connector = ferry_with_connector
-    assert os.getpgid(connector) == ferry.pid
-    os.killpg(ferry.pid, signal.SIGTERM)  # ferry survives it (it handles SIGTERM)...
-    assert wait_until_dead(connector), "a signal to ferry's group did not reach the connector"
-    assert ferry.poll() is None  # ...so only the group signal can have stopped the connector
+    ferry, (supervisor, worker, _daemon, shell) = ferry_with_connector
+    assert os.getsid(shell) == supervisor != os.getsid(ferry.pid)
+    assert os.getpgid(worker) == os.getpgid(shell) == supervisor
 
 
 def test_killing_ferrys_process_group_leaves_no_connector(
-    ferry_with_connector: tuple[subprocess.Popen[str], int],
+    ferry_with_connector: tuple[subprocess.Popen[str], list[int]],
 ) -> None:
-    ferry, connector = ferry_with_connector
+    ferry, pids = ferry_with_connector
     os.killpg(ferry.pid, signal.SIGKILL)
     ferry.wait()
-    assert wait_until_dead(connector)
+    assert all(wait_until_dead(pid) for pid in pids)
+
+
+def test_terminate_ends_every_process_the_connector_forked() -> None:
+    script = "sleep 3600 & echo $!; setsid sleep 3600 & echo $!; echo $$; wait"
+
+    async def run() -> list[int]:
+        process, _ = await start(sh(script))
+        pids = b""
+        while pids.count(b"\n") < 3:
+            pids += await process.stdout.read(100)
+        await process.terminate(grace=5)
+        return [int(pid) for pid in pids.split()]
+
+    pids = asyncio.run(run())
+    try:
+        assert not [pid for pid in pids if is_alive(pid)]
+    finally:
+        for pid in pids:
+            if is_alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_file_modes_are_private_even_with_a_permissive_umask(private_tmp: Path) -> None:

@@ -12,9 +12,11 @@ from lightkube import codecs
 from lightkube.models.core_v1 import Pod, Secret
 
 from ferry.errors import ConfigError
+from ferry.relay import RelayEndpoint, unsafe_for_kubernetes
 from ferry.runtimes.base import ConnectorInvocation, ConnectorOptions, ConnectorRef, RunLabels
-from ferry.runtimes.gc import HOST_LABEL, OWNER_LABEL, PID_LABEL
-from ferry.runtimes.manifests import (
+from ferry.runtimes.owner import HOST_LABEL, OWNER_LABEL, PID_LABEL
+from ferry.runtimes.pods.gc import POD_NAME, _k8s_phase, _podman_phase, garbage_reason
+from ferry.runtimes.pods.manifests import (
     FILES_DIR,
     KubernetesSettings,
     PodManifests,
@@ -29,8 +31,6 @@ from ferry.runtimes.manifests import (
     render_dry_run,
     secret_owner_patch,
 )
-from ferry.runtimes.pod_gc import POD_NAME, _k8s_phase, _podman_phase, garbage_reason
-from ferry.wrapper import RelayEndpoint, unsafe_for_kubernetes
 
 ENDPOINT = RelayEndpoint("10.0.0.7", 41234)
 TOKEN = "tok-en_123"
@@ -355,7 +355,9 @@ def test_manifests_are_valid_kubernetes_objects() -> None:
     )
     assert Pod.from_dict(m.pod).to_dict() == m.pod
     assert Secret.from_dict(m.secret).to_dict() == m.secret
-    assert codecs.from_dict(m.pod).metadata.name == m.name
+    metadata = codecs.from_dict(m.pod).metadata
+    assert metadata is not None
+    assert metadata.name == m.name
 
 
 # --- podman -------------------------------------------------------------------------------------

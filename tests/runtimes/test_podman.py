@@ -25,19 +25,19 @@ import yaml
 
 from ferry.engine import commands
 from ferry.errors import ConfigError, ConnectorCrashed, ImageUnavailable
+from ferry.relay import LOOPBACK_HOST, HeartbeatSettings, RelayEndpoint
+from ferry.relay.wrapper import DEFAULT_GRACE
 from ferry.runtimes.base import (
     ConnectorInvocation,
     ConnectorOptions,
     ConnectorRef,
     RunLabels,
 )
-from ferry.runtimes.gc import HOST_LABEL, OWNER_LABEL, PID_LABEL, process_start, this_host
-from ferry.runtimes.manifests import build_manifests, for_podman, podman_secret
-from ferry.runtimes.pod_gc import collect_podman
-from ferry.runtimes.podman import PodmanRuntime
+from ferry.runtimes.owner import HOST_LABEL, OWNER_LABEL, PID_LABEL, process_start, this_host
+from ferry.runtimes.pods.gc import collect_podman
+from ferry.runtimes.pods.manifests import build_manifests, for_podman, podman_secret
+from ferry.runtimes.pods.podman import PodmanRuntime
 from ferry.store import open_store
-from ferry.wrapper import LOOPBACK_HOST, HeartbeatSettings, RelayEndpoint
-from ferry.wrapper.script import DEFAULT_GRACE
 
 pytestmark = pytest.mark.podman
 
@@ -127,7 +127,7 @@ def ferry_sync(connection: Path) -> tuple[int, dict[str, Any], str]:
 
 
 def stream_records(summary: dict[str, Any]) -> dict[str, int]:
-    return {s["stream"]: s["records"] for s in summary["streams"]}
+    return {s["stream"]: s["records_sent"] for s in summary["streams"]}
 
 
 # The heartbeat sidecar's budget once ferry is gone: it gives up on ferry within
@@ -239,7 +239,7 @@ def test_sigint_mid_sync_is_cancelled_and_leaves_no_pod(
     summary = json.loads(stdout)
     assert summary["status"] == "cancelled", summary
     assert summary["states_committed"] >= 1
-    assert summary["records"] > 0
+    assert summary["records_sent"] > 0
     deadline = time.monotonic() + 10
     while pods_of(connection_name) and time.monotonic() < deadline:
         time.sleep(0.5)

@@ -35,13 +35,13 @@ from kmock_cluster import FakeCluster, Kubelet, Outcome, kubeconfig
 
 from ferry.engine import commands
 from ferry.errors import ConfigError, ImageUnavailable
+from ferry.relay import derive_entrypoint, encode_entrypoint
 from ferry.runtimes.base import ConnectorOptions, ConnectorRef
-from ferry.runtimes.kubernetes import KubernetesRuntime
-from ferry.runtimes.registry import (
+from ferry.runtimes.pods.kubernetes import KubernetesRuntime
+from ferry.runtimes.pods.registry import (
     Credentials,
     ImageReference,
     credentials_from_docker_config,
-    derive_entrypoint,
     docker_configs_from_pull_secrets,
     fetch_image_config,
     is_insecure,
@@ -49,7 +49,6 @@ from ferry.runtimes.registry import (
     parse_reference,
     pick_manifest,
 )
-from ferry.wrapper import encode_entrypoint
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 USER, PASSWORD = "ferry", "s3cret-" + uuid.uuid4().hex[:6]
@@ -519,8 +518,8 @@ def test_kubernetes_entrypoint_auto_reads_the_registry_with_the_pull_secret(
 
     async def run() -> dict[str, Any]:
         async with FakeCluster() as kube, kmock.Server(kube) as server:
-            kube.resources["v1/pods"] = {}
-            kube.resources["v1/secrets"] = {}
+            kube.resources["v1/pods"] = kmock.ResourceInfo()
+            kube.resources["v1/secrets"] = kmock.ResourceInfo()
             monkeypatch.setenv(
                 "KUBECONFIG", str(kubeconfig(tmp_path / "kubeconfig", str(server.url).rstrip("/")))
             )

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from ferry.errors import ConfigError, ConnectorNotFound
-from ferry.runtimes.base import ConnectorOptions, ConnectorRef, check_options_apply
-from ferry.runtimes.install import MANIFEST
+from ferry.runtimes import check_options_apply
+from ferry.runtimes.base import ConnectorOptions, ConnectorRef
+from ferry.runtimes.local.install import MANIFEST
 from ferry.runtimes.resolve import resolve_reference
 
 

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ferry.errors import ConfigError, ProtocolViolation, StoreError
+from ferry.errors import ConfigError, InternalError, ProtocolViolation, StoreError
 from ferry.protocol import decode_message
 from ferry.protocol.messages import AirbyteStateMessage, StreamDescriptor
 from ferry.store import (
@@ -27,6 +27,7 @@ from ferry.store import (
     RUNNING,
     SUCCEEDED,
     ConnectionState,
+    RunRecord,
     SqliteStore,
     Store,
     StreamCounts,
@@ -34,12 +35,18 @@ from ferry.store import (
     open_store,
 )
 from ferry.store.owner import Owner, current_owner
-from ferry.store.sqlite import SCHEMA_VERSION
+from ferry.store.sqlite import MIGRATIONS, SCHEMA_VERSION
 from ferry.store.state import EMPTY
 
 CHILD = Path(__file__).with_name("store_child.py")
 A = StreamDescriptor("a")
 B = StreamDescriptor("b")
+
+
+def run_record(store: Store, run_id: int, connection: str = "c") -> RunRecord:
+    """The store's record of one run, from its connection's history."""
+    (record,) = [r for r in store.list_runs(connection, limit=100) if r.id == run_id]
+    return record
 
 
 def state(body: dict[str, Any]) -> AirbyteStateMessage:
@@ -161,8 +168,7 @@ def test_a_bad_message_in_a_batch_applies_nothing(store: Store) -> None:
             "c", attempt, [stream("a", 2), stream("b", 2), state({"type": "STREAM"})]
         )
     assert dict(store.load_state("c").streams) == {A: 1}
-    record = store.get_run(run)
-    assert record is not None
+    record = run_record(store, run)
     assert record.attempts[0].states_committed == 1
 
 
@@ -220,12 +226,12 @@ def test_a_run_with_a_retry_lists_with_counts_and_totals(store: Store) -> None:
         "c",
         first,
         [stream("a", 1), stream("b", 1)],
-        progress=[StreamCounts(A, records=10, bytes=1000)],
+        progress=[StreamCounts(A, records_sent=10, bytes_sent=1000)],
     )
     store.finish_attempt(
         first,
         FAILED,
-        [StreamCounts(A, 12, 1200), StreamCounts(B, 5, 500)],
+        [StreamCounts(A, 12, 1200, 10, 1000), StreamCounts(B, 5, 500)],
         error="boom",
         failure_type="transient_error",
     )
@@ -253,20 +259,23 @@ def test_a_run_with_a_retry_lists_with_counts_and_totals(store: Store) -> None:
     )
     assert one.states_committed == 2
     assert two.states_committed == 2
-    assert [(s.stream, s.records, s.bytes, s.states_committed) for s in one.streams] == [
+    assert [(s.stream, s.records_sent, s.bytes_sent, s.states_committed) for s in one.streams] == [
         (A, 12, 1200, 1),
         (B, 5, 500, 1),
     ]
-    assert [(s.stream, s.records, s.bytes, s.states_committed) for s in two.streams] == [
+    assert [(s.stream, s.records_sent, s.bytes_sent, s.states_committed) for s in two.streams] == [
         (A, 3, 300, 2),
         (B, 0, 0, 1),
     ]
-    assert [(s.stream, s.records, s.bytes, s.states_committed) for s in record.streams] == [
+    assert [
+        (s.stream, s.records_sent, s.bytes_sent, s.states_committed) for s in record.streams
+    ] == [
         (A, 15, 1500, 3),
         (B, 5, 500, 2),
     ]
-    assert (record.records, record.bytes, record.states_committed) == (20, 2000, 4)
-    assert store.get_run(run) == record
+    assert (record.records_sent, record.bytes_sent, record.states_committed) == (20, 2000, 4)
+    assert (record.records_committed, record.bytes_committed) == (10, 1000)
+    assert run_record(store, run) == record
 
 
 def test_progress_counts_are_kept_before_the_attempt_ends(store: Store) -> None:
@@ -274,12 +283,13 @@ def test_progress_counts_are_kept_before_the_attempt_ends(store: Store) -> None:
     attempt = store.start_attempt(run)
     store.commit_states("c", attempt, [stream("a", 1)], progress=[StreamCounts(A, 7, 70)])
     store.commit_states("c", attempt, [], progress=[StreamCounts(A, 9, 90)])
-    record = store.get_run(run)
-    assert record is not None
+    record = run_record(store, run)
     assert record.status == RUNNING
     assert record.ended_at is None
     assert record.duration is None
-    assert [(s.records, s.bytes, s.states_committed) for s in record.streams] == [(9, 90, 1)]
+    assert [(s.records_sent, s.bytes_sent, s.states_committed) for s in record.streams] == [
+        (9, 90, 1)
+    ]
 
 
 def test_runs_list_newest_first_with_a_limit(store: Store) -> None:
@@ -295,15 +305,13 @@ def test_runs_list_newest_first_with_a_limit(store: Store) -> None:
     assert [r.error for r in runs] == ["cancelled!", "failed!", None]
     assert [r.id for r in store.list_runs("c", limit=2)] == ids[:0:-1]
     assert store.list_runs("nothing") == []
-    assert store.get_run(12345) is None
 
 
 def test_finishing_a_run_ends_its_running_attempts(store: Store) -> None:
     run = store.start_run("c")
     attempt = store.start_attempt(run)
     store.finish_run(run, CANCELLED, error="interrupted")
-    record = store.get_run(run)
-    assert record is not None
+    record = run_record(store, run)
     assert record.attempts[0].id == attempt
     assert record.attempts[0].status == CANCELLED
     assert record.attempts[0].ended_at is not None
@@ -313,9 +321,9 @@ def test_finishing_a_run_ends_its_running_attempts(store: Store) -> None:
 
 def test_run_and_attempt_misuse(store: Store) -> None:
     run = store.start_run("c")
-    with pytest.raises(ValueError, match="status"):
+    with pytest.raises(InternalError, match="status"):
         store.finish_run(run, RUNNING)
-    with pytest.raises(ValueError, match="status"):
+    with pytest.raises(InternalError, match="status"):
         store.finish_attempt(store.start_attempt(run), "great")
     with pytest.raises(StoreError):
         store.finish_run(999, SUCCEEDED)
@@ -516,3 +524,36 @@ def test_the_store_can_be_called_from_another_thread(store: Store) -> None:
     thread.join()
     assert errors == []
     assert dict(store.load_state("c").streams) == {A: 1}
+
+
+def test_generations_are_bumped_per_connection_and_stream(store: Store) -> None:
+    namespaced = StreamDescriptor("a", "ns")
+    assert store.generations("c") == {}
+    assert store.bump_generations("c", [A, namespaced]) == {A: 1, namespaced: 1}
+    assert store.bump_generations("c", [A]) == {A: 2}
+    assert store.bump_generations("other", [A]) == {A: 1}
+    assert store.generations("c") == {A: 2, namespaced: 1}
+    assert store.bump_generations("c", []) == {}
+
+
+def test_rejected_counts_are_kept_per_stream(store: Store) -> None:
+    run = store.start_run("c")
+    attempt = store.start_attempt(run)
+    store.finish_attempt(attempt, SUCCEEDED, [StreamCounts(A, 10, 100, records_rejected=3)])
+    store.finish_run(run, SUCCEEDED)
+    record = run_record(store, run)
+    assert [(s.records_sent, s.records_rejected) for s in record.streams] == [(10, 3)]
+    assert record.records_rejected == 3
+
+
+def test_a_store_of_schema_version_1_is_migrated(tmp_path: Path) -> None:
+    """A store written before generations existed keeps its state and gains them."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as raw:
+        for statement in MIGRATIONS[0]:
+            raw.execute(statement)
+        raw.execute("PRAGMA user_version = 1")
+    with SqliteStore(path) as store:
+        store.commit_states("c", None, [stream("a", 1)])
+        assert store.bump_generations("c", [A]) == {A: 1}
+        assert store.load_state("c").streams == {A: 1}

@@ -57,7 +57,7 @@ class Connection:
     @classmethod
     def _of(cls, parsed: engine.Connection) -> Connection:
         connection = cls.__new__(cls)
-        connection._connection = parsed
+        connection._connection = parsed  # noqa: SLF001 (the class's own, set without __init__)
         return connection
 
     @property
@@ -82,5 +82,5 @@ class Connection:
 
 def engine_connection(connection: str | Path | Connection) -> engine.Connection:
     if isinstance(connection, Connection):
-        return connection._connection
+        return connection._connection  # noqa: SLF001 (this module's own class)
     return engine.load_connection(Path(connection))

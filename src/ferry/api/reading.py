@@ -160,7 +160,7 @@ class AsyncRead:
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         with secrets_masked():
-            plan = await self._read._plan()
+            plan = await self._read._plan()  # noqa: SLF001 (this module's own class)
             lines = read_lines(plan)
             try:
                 async for block in lines:

@@ -141,26 +141,12 @@ def _selecting(connection: engine.Connection, streams: Sequence[str] | None) -> 
 
 
 def _with_refresh(options: SyncOptions, refresh: str | None) -> SyncOptions:
-    """`refresh` as `ferry sync --refresh` takes it; passed on once the engine has the option.
-
-    Until then "truncate" is what --full-refresh does (re-read everything, replace what the
-    destination holds) and "merge" is refused.
-    """
-    if refresh is None:
-        return options
-    if refresh not in REFRESH_MODES:
+    """`refresh` as `ferry sync --refresh` takes it: every selected stream is re-read."""
+    if refresh is not None and refresh not in REFRESH_MODES:
         raise ConfigError(
             f"refresh={refresh!r} is not one of {', '.join(map(repr, REFRESH_MODES))} or None"
         )
-    if "refresh" in {f.name for f in dataclasses.fields(SyncOptions)}:
-        passed: dict[str, Any] = {"refresh": refresh}  # typed once the field exists
-        return dataclasses.replace(options, **passed)
-    if refresh == "truncate":
-        return dataclasses.replace(options, full_refresh=True)
-    raise ConfigError(
-        "refresh='merge' (re-read every stream and keep what the destination holds) is not "
-        "available in this ferry yet; refresh='truncate' re-reads and replaces"
-    )
+    return dataclasses.replace(options, refresh=refresh)
 
 
 class _ProgressWatcher:

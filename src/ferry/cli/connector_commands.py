@@ -11,11 +11,12 @@ from typing import Any
 
 from ferry.cli.common import Subparsers, print_table
 from ferry.engine import commands
-from ferry.engine.config import load_config
+from ferry.engine.commands import ConfigSink
+from ferry.engine.config import load_config, rewrite_config_file
 from ferry.protocol import to_builtins
-from ferry.protocol.messages import AirbyteCatalog, AirbyteStream
+from ferry.protocol.messages import AirbyteCatalog, AirbyteStream, DestinationCatalog
 from ferry.runtimes.base import RUNTIME_NAMES, ConnectorRef
-from ferry.runtimes.install import connectors_dir, install_connector, list_installed
+from ferry.runtimes.local.install import connectors_dir, install_connector, list_installed
 from ferry.runtimes.resolve import resolve_reference
 
 CONNECTOR_HELP = (
@@ -33,7 +34,9 @@ def register(subparsers: Subparsers) -> None:
     _connector_arguments(check, config=True)
     check.set_defaults(handler=_check)
 
-    discover = subparsers.add_parser("discover", help="list a source's streams")
+    discover = subparsers.add_parser(
+        "discover", help="list a source's streams, or the objects and modes a destination offers"
+    )
     _connector_arguments(discover, config=True)
     discover.set_defaults(handler=_discover)
 
@@ -91,7 +94,7 @@ def _spec(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     ref = _connector(args)
     config = load_config(args.config)
-    status = asyncio.run(commands.check(ref, config))
+    status = asyncio.run(commands.check(ref, config, on_config=_write_back(args.config)))
     succeeded = status.status == "SUCCEEDED"
     if args.json:
         _print_json(to_builtins(status))
@@ -105,12 +108,43 @@ def _check(args: argparse.Namespace) -> int:
 def _discover(args: argparse.Namespace) -> int:
     ref = _connector(args)
     config = load_config(args.config)
-    catalog = asyncio.run(commands.discover(ref, config))
+    catalog = asyncio.run(commands.discover_any(ref, config, on_config=_write_back(args.config)))
     if args.json:
         _print_json(to_builtins(catalog))
+    elif isinstance(catalog, DestinationCatalog):
+        _print_operations(catalog)
     else:
         _print_catalog(catalog)
     return 0
+
+
+def _write_back(path: Path) -> ConfigSink:
+    """Keeps a config the connector sent (a rotated token) in the --config file at once."""
+
+    def keep(config: dict[str, Any]) -> None:
+        backup = rewrite_config_file(path, config)
+        print(
+            f"ferry: the connector sent an updated config; wrote it to {path} "
+            f"(the previous content is in {backup})",
+            file=sys.stderr,
+        )
+
+    return keep
+
+
+def _print_operations(catalog: DestinationCatalog) -> None:
+    if not catalog.operations:
+        print("the destination offers no operations")
+        return
+    rows = [
+        [
+            operation.object_name,
+            operation.sync_mode,
+            ", ".join(".".join(key) for key in operation.matching_keys or []) or "-",
+        ]
+        for operation in catalog.operations
+    ]
+    print_table(rows, ["OBJECT", "SYNC MODE", "MATCHING KEYS"])
 
 
 def _print_catalog(catalog: AirbyteCatalog) -> None:

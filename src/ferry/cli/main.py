@@ -2,7 +2,8 @@
 
 Every FerryError is printed as `ferry: error: <message>` (secrets masked) and its exit code
 returned; anything unexpected exits 3 with a one-line message (the traceback with --debug or
-FERRY_DEBUG=1).
+FERRY_DEBUG=1). When its output is closed (`ferry state show C | head -1`) ferry exits quietly
+with 141, as a Unix tool killed by SIGPIPE does.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import select
 import sys
 import traceback
 from collections.abc import Sequence
@@ -17,9 +19,10 @@ from collections.abc import Sequence
 from ferry.cli import connector_commands, sync_commands
 from ferry.cli.common import LOG_FORMATS, masked_output, setup_logging
 from ferry.engine.secrets import mask
-from ferry.errors import EXIT_CRASHED, EXIT_INVALID_INPUT, FerryError
+from ferry.errors import EXIT_CANCELLED, EXIT_CRASHED, EXIT_INVALID_INPUT, FerryError
+from ferry.store.owner import sweep_run_dir
 
-EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 128 + 13  # SIGPIPE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,13 +98,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INVALID_INPUT
     args.log_format = log_format
     setup_logging(args.verbose, debug, log_format)
-    with masked_output():
-        return _run(args, debug, json_logs=log_format == "json")
+    sweep_run_dir()
+    try:
+        with masked_output():
+            code = _run(args, debug, json_logs=log_format == "json")
+        sys.stdout.flush()  # here, not at exit: a closed pipe is then an error we can catch
+    except BrokenPipeError:
+        # Whoever read the output stopped reading; nothing more can be said to it. Later
+        # flushes (at exit) must not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    return code
 
 
 def _run(args: argparse.Namespace, debug: bool, *, json_logs: bool = False) -> int:
     try:
         return int(args.handler(args))
+    except BrokenPipeError as error:
+        if _stdout_closed():
+            raise
+        return _unexpected(error, debug, json_logs)
     except FerryError as error:
         _report(str(error), debug, json_logs)
         return error.exit_code
@@ -110,11 +126,27 @@ def _run(args: argparse.Namespace, debug: bool, *, json_logs: bool = False) -> i
             logging.getLogger("ferry").error("interrupted")
         else:
             print("ferry: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_CANCELLED
     except Exception as error:
-        hint = "" if debug else " (run with --debug for the traceback)"
-        _report(f"unexpected {type(error).__name__}: {error}{hint}", debug, json_logs)
-        return EXIT_CRASHED
+        return _unexpected(error, debug, json_logs)
+
+
+def _unexpected(error: Exception, debug: bool, json_logs: bool = False) -> int:
+    hint = "" if debug else " (run with --debug for the traceback)"
+    _report(f"unexpected {type(error).__name__}: {error}{hint}", debug, json_logs)
+    return EXIT_CRASHED
+
+
+def _stdout_closed() -> bool:
+    """Whether ferry's own output is what broke (rather than a pipe to a connector): the
+    write end of a pipe nobody reads any more polls as an error."""
+    try:
+        poller = select.poll()
+        poller.register(sys.__stdout__.fileno() if sys.__stdout__ else 1, select.POLLOUT)
+        events = poller.poll(0)
+    except (OSError, ValueError, AttributeError):  # no poll() on this platform, no stdout
+        return False
+    return any(event & (select.POLLERR | select.POLLHUP) for _, event in events)
 
 
 def _report(message: str, debug: bool, json_logs: bool) -> None:

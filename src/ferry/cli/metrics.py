@@ -2,8 +2,7 @@
 
 Every metric is a gauge describing the connection's latest run, labelled with the connection (and
 the stream): the file suits node_exporter's textfile collector (which reads `*.prom` files from a
-directory) or `curl --data-binary @FILE` to a Pushgateway. Committed counts are left out while
-ferry does not know them.
+directory) or `curl --data-binary @FILE` to a Pushgateway.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ _HELP = {
     "ferry_sync_records_committed": "Records covered by a committed state, per stream.",
     "ferry_sync_bytes_committed": "Bytes of records covered by a committed state, per stream.",
     "ferry_sync_stream_states_committed": "States committed by the latest run, per stream.",
+    "ferry_sync_records_rejected": "Records the destination rejected, per stream.",
 }
 _PER_STREAM = {
     "ferry_sync_records_sent": "records_sent",
@@ -37,6 +37,7 @@ _PER_STREAM = {
     "ferry_sync_records_committed": "records_committed",
     "ferry_sync_bytes_committed": "bytes_committed",
     "ferry_sync_stream_states_committed": "states_committed",
+    "ferry_sync_records_rejected": "records_rejected",
 }
 
 

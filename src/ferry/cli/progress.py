@@ -31,22 +31,25 @@ def human_bytes(count: float) -> str:
 def stats_table(stats: SyncStats, title: str | None = None) -> Table:
     elapsed = max(stats.elapsed, 1e-9)
     table = Table(title=title, show_edge=False, pad_edge=False)
-    for column in ("stream", "records", "bytes", "records/s", "states committed"):
+    columns = ("stream", "records sent", "bytes sent", "records/s", "records committed")
+    for column in (*columns, "states committed"):
         table.add_column(column, justify="left" if column == "stream" else "right")
     for stream in stats.streams.values():
         name = f"{stream.namespace}.{stream.name}" if stream.namespace else stream.name
         table.add_row(
             name,
-            f"{stream.records:,}",
-            human_bytes(stream.bytes),
-            f"{stream.records / elapsed:,.0f}",
+            f"{stream.records_sent:,}",
+            human_bytes(stream.bytes_sent),
+            f"{stream.records_sent / elapsed:,.0f}",
+            f"{stream.records_committed:,}",
             f"{stream.states_committed:,}",
         )
     table.add_row(
         "total",
-        f"{stats.records:,}",
-        human_bytes(stats.bytes),
-        f"{stats.records / elapsed:,.0f}",
+        f"{stats.records_sent:,}",
+        human_bytes(stats.bytes_sent),
+        f"{stats.records_sent / elapsed:,.0f}",
+        f"{stats.records_committed:,}",
         f"{stats.states_committed:,}",
         style="bold",
     )
@@ -95,8 +98,9 @@ class Progress:
             stats = self.attempt.stats
             elapsed = max(stats.elapsed, 1e-9)
             text = (
-                f"{stats.records:,} records, {human_bytes(stats.bytes)}, "
-                f"{stats.records / elapsed:,.0f} records/s, "
+                f"{stats.records_sent:,} records sent, {human_bytes(stats.bytes_sent)}, "
+                f"{stats.records_sent / elapsed:,.0f} records/s, "
+                f"{stats.records_committed:,} committed, "
                 f"{stats.states_committed} states committed, {elapsed:.0f}s"
             )
             print(self._line(text), file=sys.stderr, flush=True)

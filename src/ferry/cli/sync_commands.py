@@ -1,4 +1,4 @@
-"""`ferry sync`, `ferry state show|reset`, `ferry runs`."""
+"""`ferry sync`, `ferry clear`, `ferry state show|reset`, `ferry config show|reset`, `ferry runs`."""
 
 from __future__ import annotations
 
@@ -16,15 +16,16 @@ from rich.console import Console
 from ferry.cli.common import Subparsers, print_table
 from ferry.cli.metrics import render_metrics, write_metrics_file
 from ferry.cli.progress import Progress, human_bytes, stats_table
-from ferry.engine.connection import load_connection
+from ferry.engine.connection import load_connection, parse_duration
 from ferry.engine.results import sync_result
-from ferry.engine.runner import SyncOptions, SyncResult, SyncRunner
+from ferry.engine.runner import SyncOptions, SyncResult, SyncRunner, shown_config
 from ferry.engine.secrets import mask
 from ferry.errors import Cancelled, ConfigError, FerryError
 from ferry.protocol import to_builtins
 from ferry.protocol.messages import StreamDescriptor
 from ferry.runtimes.base import RUNTIME_NAMES
 from ferry.store import RunRecord, open_store
+from ferry.store.base import CONFIG_ROLES, ConfigRole
 from ferry.store.state import streams_touched
 
 
@@ -42,6 +43,25 @@ def register(subparsers: Subparsers) -> None:
         action="store_true",
         help="run the connectors' spec instead of using their cached specs (and refresh those)",
     )
+    sync.add_argument(
+        "--idle-timeout",
+        type=_duration,
+        metavar="DURATION",
+        help="fail an attempt when the source sends nothing, or the destination reads nothing,"
+        " for this long (90, 30m, 2h; default: the connection's timeouts, else 3h)",
+    )
+    sync.add_argument(
+        "--refresh",
+        choices=("truncate", "merge"),
+        help="re-read streams from scratch (new generation, state dropped); truncate replaces"
+        " their data at the end of a successful sync, merge keeps it",
+    )
+    _streams_option(sync, "the streams --refresh re-reads (default: every stream)")
+    sync.add_argument(
+        "--strict-counts",
+        action="store_true",
+        help="fail when the destination confirms other record counts than ferry sent",
+    )
     sync.add_argument("--json", action="store_true", help="print the summary as JSON")
     sync.add_argument("--no-progress", action="store_true", help="no progress display")
     sync.add_argument(
@@ -58,12 +78,32 @@ def register(subparsers: Subparsers) -> None:
     _store_option(sync)
     sync.set_defaults(handler=_sync)
 
+    clear = subparsers.add_parser(
+        "clear", help="empty streams in the destination and drop their state"
+    )
+    clear.add_argument("connection", type=Path, help="connection file (YAML)")
+    _streams_option(clear, "the streams to clear (default: every stream)")
+    clear.add_argument("--runtime", choices=RUNTIME_NAMES, help="runtime for unprefixed connectors")
+    _store_option(clear)
+    clear.set_defaults(handler=_clear)
+
     state = subparsers.add_parser("state", help="show or reset a connection's committed state")
     state.add_argument("action", choices=("show", "reset"))
     state.add_argument("connection", type=Path)
     state.add_argument("--stream", help="only this stream (NAME or NAMESPACE.NAME)")
     _store_option(state)
     state.set_defaults(handler=_state)
+
+    config = subparsers.add_parser(
+        "config", help="show or reset the connector configs the connectors updated (CONTROL)"
+    )
+    config.add_argument("action", choices=("show", "reset"))
+    config.add_argument("connection", type=Path)
+    side = config.add_mutually_exclusive_group()
+    side.add_argument("--source", action="store_true", help="only the source's")
+    side.add_argument("--destination", action="store_true", help="only the destination's")
+    _store_option(config)
+    config.set_defaults(handler=_config)
 
     runs = subparsers.add_parser("runs", help="run history of a connection")
     runs.add_argument("connection", type=Path)
@@ -76,6 +116,19 @@ def register(subparsers: Subparsers) -> None:
 def _store_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--state-db", metavar="URL", help="state store URL (default sqlite:///$FERRY_HOME/ferry.db)"
+    )
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text, "--idle-timeout")
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--idle-timeout: ")) from None
+
+
+def _streams_option(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument(
+        "--stream", dest="streams", action="append", default=[], metavar="NAME", help=help
     )
 
 
@@ -94,7 +147,13 @@ def _sync(args: argparse.Namespace) -> int:
         retries=args.retries,
         relay=args.relay,
         spec_cache=not args.no_spec_cache,
+        idle_timeout=args.idle_timeout,
+        refresh=args.refresh,
+        streams=tuple(args.streams),
+        strict_counts=args.strict_counts,
     )
+    if args.streams and not args.refresh:
+        raise ConfigError("--stream names the streams of --refresh truncate|merge; add --refresh")
     if args.dry_run:
         with open_store(args.state_db) as store:
             print(_dry_run(SyncRunner(connection, store, options)), end="")
@@ -120,13 +179,24 @@ def _sync(args: argparse.Namespace) -> int:
         write_metrics_file(args.metrics_file, text)
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
+        _print_error(result)
     else:
         _print_summary(result)
     return result.exit_code
 
 
+def _clear(args: argparse.Namespace) -> int:
+    connection = load_connection(args.connection)
+    options = SyncOptions(runtime=args.runtime, streams=tuple(args.streams))
+    with open_store(args.state_db) as store:
+        cleared = asyncio.run(SyncRunner(connection, store, options).clear())
+    names = ", ".join(s.name if s.namespace is None else f"{s.namespace}.{s.name}" for s in cleared)
+    print(f"{connection.name}: cleared {names}")
+    return 0
+
+
 def _dry_run(runner: SyncRunner) -> str:
-    from ferry.runtimes.manifests import render_dry_run
+    from ferry.runtimes.pods.manifests import render_dry_run
 
     invocations = runner.dry_run_invocations()
     runtimes = {invocation.connector.runtime for invocation in invocations}
@@ -158,11 +228,25 @@ def _print_summary(result: SyncResult) -> None:
     )
     console.print(stats_table(result.stats, title))
     seconds = result.stats.elapsed
-    rate = human_bytes(result.stats.bytes / max(seconds, 1e-9))
-    console.print(f"{result.stats.records:,} records in {seconds:.1f}s ({rate}/s)")
+    stats = result.stats
+    rate = human_bytes(stats.bytes_sent / max(seconds, 1e-9))
+    console.print(
+        f"{stats.records_sent:,} records sent, {stats.records_committed:,} committed"
+        f" in {seconds:.1f}s ({rate}/s)"
+    )
+    for stream in stats.streams.values():
+        if stream.records_rejected:
+            name = f"{stream.namespace}.{stream.name}" if stream.namespace else stream.name
+            console.print(
+                f"{name}: {stream.records_rejected:,} records rejected by the destination"
+            )
     for warning in result.warnings:
         console.print(f"warning: {warning}", style="yellow")
-    # The error itself is printed by the CLI's error handler with its exit code.
+    _print_error(result)
+
+
+def _print_error(result: SyncResult) -> None:
+    """The one-line `ferry: error:` of a failed sync (with --json too), on stderr."""
     if result.error is not None:
         print(f"ferry: error: {mask(str(result.error))}", file=sys.stderr)
 
@@ -184,6 +268,27 @@ def _state(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace) -> int:
+    connection = load_connection(args.connection)
+    roles: tuple[ConfigRole, ...] = (
+        ("source",) if args.source else ("destination",) if args.destination else CONFIG_ROLES
+    )
+    with open_store(args.state_db) as store:
+        if args.action == "reset":
+            for role in roles:
+                removed = store.reset_connector_config(connection.name, role)
+                what = "dropped the stored" if removed else "had no stored"
+                print(f"{connection.name}: {what} {role} config")
+            return 0
+        stored = {role: store.load_connector_config(connection.name, role) for role in roles}
+    shown = {
+        role: None if config is None else asyncio.run(shown_config(connection, config))
+        for role, config in stored.items()
+    }
+    print(json.dumps(shown, indent=2))
+    return 0
+
+
 def _descriptor(text: str) -> StreamDescriptor:
     namespace, _, name = text.rpartition(".")
     if not name:
@@ -198,9 +303,12 @@ def run_as_dict(run: RunRecord) -> dict[str, Any]:
         "started_at": run.started_at.isoformat(timespec="seconds"),
         "ended_at": run.ended_at.isoformat(timespec="seconds") if run.ended_at else None,
         "duration_seconds": run.duration,
-        "records": run.records,
-        "bytes": run.bytes,
+        "records_sent": run.records_sent,
+        "bytes_sent": run.bytes_sent,
+        "records_committed": run.records_committed,
+        "bytes_committed": run.bytes_committed,
         "states_committed": run.states_committed,
+        "records_rejected": run.records_rejected,
         "attempts": run.attempt_count,
         "full_refresh": run.full_refresh,
         "runtime": run.runtime,
@@ -211,9 +319,12 @@ def run_as_dict(run: RunRecord) -> dict[str, Any]:
             {
                 "stream": s.stream.name,
                 "namespace": s.stream.namespace,
-                "records": s.records,
-                "bytes": s.bytes,
+                "records_sent": s.records_sent,
+                "bytes_sent": s.bytes_sent,
+                "records_committed": s.records_committed,
+                "bytes_committed": s.bytes_committed,
                 "states_committed": s.states_committed,
+                "records_rejected": s.records_rejected,
             }
             for s in run.streams
         ],
@@ -233,14 +344,28 @@ def _runs(args: argparse.Namespace) -> int:
             run.status,
             run.started_at.strftime("%Y-%m-%d %H:%M:%S"),
             f"{run.duration:.1f}s" if run.duration is not None else "",
-            f"{run.records:,}",
-            human_bytes(run.bytes),
+            f"{run.records_sent:,}",
+            f"{run.records_committed:,}",
+            human_bytes(run.bytes_sent),
+            f"{run.records_rejected:,}",
             str(run.attempt_count),
             (run.error or "").splitlines()[0][:80] if run.error else "",
         ]
         for run in runs
     ]
     print_table(
-        rows, ["run", "status", "started", "duration", "records", "bytes", "attempts", "error"]
+        rows,
+        [
+            "run",
+            "status",
+            "started",
+            "duration",
+            "sent",
+            "committed",
+            "rejected",
+            "bytes",
+            "attempts",
+            "error",
+        ],
     )
     return 0

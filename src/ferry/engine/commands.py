@@ -3,7 +3,8 @@
 Each runs the connector once, reads its stdout in large chunks and decodes every line: the
 expected message (SPEC, CONNECTION_STATUS, CATALOG) is the result; LOG and TRACE go to the log
 of `ferry.connector.<name>`; lines that are not JSON are the connector's log output. A TRACE
-error is remembered: it explains a missing result better than an exit code does.
+error is remembered: it explains a missing result better than an exit code does. A CONTROL
+message with an updated config goes to the caller's `on_config` as soon as it is read.
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jsonschema
 from jsonschema.exceptions import ValidationError
 
 from ferry.engine import spec_cache
+from ferry.engine.connector_config import updated_config
+from ferry.engine.connector_log import ConnectorLog
+from ferry.engine.pump import complete_lines
 from ferry.engine.secrets import register_secrets
 from ferry.errors import (
     ConfigError,
@@ -26,44 +30,53 @@ from ferry.errors import (
     ConnectorFailed,
     DecodeError,
     FerryError,
+    InternalError,
     ProtocolViolation,
 )
-from ferry.protocol import decode_message, encode
+from ferry.protocol import convert
 from ferry.protocol.messages import (
     CATALOG,
     CONNECTION_STATUS,
     CONTROL,
-    LOG,
+    DESTINATION_CATALOG,
     SPEC,
-    TRACE,
+    STATE,
     AirbyteCatalog,
     AirbyteConnectionStatus,
     AirbyteErrorTraceMessage,
     AirbyteMessage,
     ConnectorSpecification,
+    DestinationCatalog,
 )
 from ferry.runtimes import get_runtime
-from ferry.runtimes.base import ByteReader, ConnectorInvocation, ConnectorRef, Runtime, Verb
+from ferry.runtimes.base import (
+    ByteReader,
+    ConnectorInvocation,
+    ConnectorRef,
+    RunLabels,
+    Runtime,
+    Verb,
+)
 
 logger = logging.getLogger("ferry.commands")
+T = TypeVar("T")
 
 CHUNK_SIZE = 1 << 20
 TERMINATE_GRACE = 5.0
 _MAX_RULE_LENGTH = 300
-_LOG_LEVELS = {
-    "FATAL": logging.CRITICAL,
-    "ERROR": logging.ERROR,
-    "WARN": logging.WARNING,
-    "WARNING": logging.WARNING,
-    "INFO": logging.INFO,
-    "DEBUG": logging.DEBUG,
-    "TRACE": logging.DEBUG,
-}
 # Where each result message keeps its content.
-_PAYLOAD = {SPEC: "spec", CONNECTION_STATUS: "connectionStatus", CATALOG: "catalog"}
+_PAYLOAD = {
+    SPEC: "spec",
+    CONNECTION_STATUS: "connectionStatus",
+    CATALOG: "catalog",
+    DESTINATION_CATALOG: "destination_catalog",
+}
 # Failure types the connector reports about its input or a passing condition; anything else
 # (system_error, none given) means it broke.
 _REPORTED_FAILURES = ("config_error", "transient_error")
+
+# Receives the config a connector sent in a CONTROL message; called before the next line is read.
+ConfigSink = Callable[[dict[str, Any]], None]
 
 
 async def fetch_spec(
@@ -74,10 +87,10 @@ async def fetch_spec(
         # Taken before the run: code replaced meanwhile must not get the old code's spec.
         fingerprint = await running.fingerprint(ref) if refresh_cache else None
         message = await run_command(ref, "spec", {}, running, SPEC)
-    assert message.spec is not None
+    spec = _content(message.spec, SPEC)
     if fingerprint is not None:
-        spec_cache.store_spec(fingerprint, message.spec)
-    return message.spec
+        spec_cache.store_spec(fingerprint, spec)
+    return spec
 
 
 async def cached_spec(ref: ConnectorRef, runtime: Runtime) -> ConnectorSpecification:
@@ -102,13 +115,20 @@ async def check(
     runtime: Runtime | None = None,
     *,
     spec: ConnectorSpecification | None = None,
+    on_config: ConfigSink | None = None,
 ) -> AirbyteConnectionStatus:
     """The connector's verdict on `config` (SUCCEEDED or FAILED); the config is validated first."""
     async with _runtime_for(ref, runtime) as running:
-        files = await _checked_config_files(ref, config, running, spec)
-        message = await run_command(ref, "check", files, running, CONNECTION_STATUS)
-    assert message.connectionStatus is not None
-    return message.connectionStatus
+        spec = await _checked_spec(ref, config, running, spec)
+        message = await run_command(
+            ref,
+            "check",
+            _config_files(config),
+            running,
+            CONNECTION_STATUS,
+            on_config=_masking(spec, on_config),
+        )
+    return _content(message.connectionStatus, CONNECTION_STATUS)
 
 
 async def discover(
@@ -117,12 +137,57 @@ async def discover(
     runtime: Runtime | None = None,
     *,
     spec: ConnectorSpecification | None = None,
+    on_config: ConfigSink | None = None,
 ) -> AirbyteCatalog:
+    """A source's catalog."""
+    catalog = await discover_any(ref, config, runtime, spec=spec, on_config=on_config)
+    if not isinstance(catalog, AirbyteCatalog):
+        raise ProtocolViolation(
+            f"connector {connector_name(ref)} answered discover with a DESTINATION_CATALOG: "
+            "it is a destination, not a source"
+        )
+    return catalog
+
+
+async def discover_any(
+    ref: ConnectorRef,
+    config: Mapping[str, Any],
+    runtime: Runtime | None = None,
+    *,
+    spec: ConnectorSpecification | None = None,
+    on_config: ConfigSink | None = None,
+) -> AirbyteCatalog | DestinationCatalog:
+    """A source's CATALOG or a destination's DESTINATION_CATALOG, whichever it answers."""
     async with _runtime_for(ref, runtime) as running:
-        files = await _checked_config_files(ref, config, running, spec)
-        message = await run_command(ref, "discover", files, running, CATALOG)
-    assert message.catalog is not None
-    return message.catalog
+        spec = await _checked_spec(ref, config, running, spec)
+        message = await run_command(
+            ref,
+            "discover",
+            _config_files(config),
+            running,
+            (CATALOG, DESTINATION_CATALOG),
+            on_config=_masking(spec, on_config),
+        )
+    if message.catalog is not None:
+        return message.catalog
+    return destination_catalog_of(message, connector_name(ref))
+
+
+def destination_catalog_of(message: AirbyteMessage, name: str) -> DestinationCatalog:
+    """The typed payload of a DESTINATION_CATALOG message; ProtocolViolation if malformed."""
+    try:
+        return convert(message.destination_catalog, DestinationCatalog)
+    except DecodeError as error:
+        raise ProtocolViolation(
+            f"connector {name} printed a malformed DESTINATION_CATALOG: {error}"
+        ) from None
+
+
+def _content(content: T | None, what: str) -> T:
+    """The content of a result message (`run_command` returns only messages that have it)."""
+    if content is None:
+        raise InternalError(f"a {what} message without its content was taken as the result")
+    return content
 
 
 @contextlib.asynccontextmanager
@@ -138,16 +203,33 @@ async def _runtime_for(ref: ConnectorRef, runtime: Runtime | None) -> AsyncItera
         await own.close()
 
 
-async def _checked_config_files(
+async def _checked_spec(
     ref: ConnectorRef,
     config: Mapping[str, Any],
     runtime: Runtime,
     spec: ConnectorSpecification | None,
-) -> dict[str, bytes]:
+) -> ConnectorSpecification:
+    """The connector's spec, once `config` is valid under it (and its secrets masked)."""
     spec = spec or await cached_spec(ref, runtime)
     register_secrets(spec, config)
     validate_config(spec, config)
+    return spec
+
+
+def _config_files(config: Mapping[str, Any]) -> dict[str, bytes]:
     return {"config": json.dumps(config).encode()}
+
+
+def _masking(spec: ConnectorSpecification, on_config: ConfigSink | None) -> ConfigSink | None:
+    """`on_config`, after masking the secrets of the config it receives."""
+    if on_config is None:
+        return None
+
+    def receive(config: dict[str, Any]) -> None:
+        register_secrets(spec, config)
+        on_config(config)
+
+    return receive
 
 
 def validate_config(
@@ -212,10 +294,13 @@ async def run_command(
     verb: Verb,
     files: Mapping[str, bytes],
     runtime: Runtime,
-    expected: str,
+    expected: str | tuple[str, ...],
+    *,
+    on_config: ConfigSink | None = None,
 ) -> AirbyteMessage:
-    """Run one command and return its first `expected` message, or raise why there is none."""
-    output = CommandOutput(connector_name(ref), expected)
+    """Run one command and return its first `expected` message (of any of the `expected`
+    types), or raise why there is none."""
+    output = CommandOutput(connector_name(ref), expected, on_config)
     process = await runtime.start(ConnectorInvocation(ref, verb, files), output.stderr_line)
     try:
         await output.consume(process.stdout)
@@ -225,91 +310,91 @@ async def run_command(
     return output.result_or_error(exit_code, process.stderr_tail())
 
 
+async def write_input(
+    ref: ConnectorRef,
+    files: Mapping[str, bytes],
+    runtime: Runtime,
+    stdin: bytes,
+    labels: RunLabels | None = None,
+) -> None:
+    """Run a destination's `write` with `stdin` as its whole input (a clear: no record, one
+    COMPLETE per stream); raise why when it exits non-zero or reports an error."""
+    output = CommandOutput(connector_name(ref), STATE)
+    invocation = ConnectorInvocation(ref, "write", files, labels or RunLabels())
+    process = await runtime.start(invocation, output.stderr_line)
+    try:
+        if process.stdin is None:
+            raise InternalError(f"{invocation.verb} was started without a stdin")
+        await process.stdin.write(stdin)
+        await process.stdin.close()
+        await output.consume(process.stdout)
+        exit_code = await process.wait()
+    finally:
+        await process.terminate(TERMINATE_GRACE)
+    if exit_code != 0 or output.error is not None:
+        raise output.failure(exit_code, process.stderr_tail())
+
+
 class CommandOutput:
     """Sorts a connector's output: the expected message, its error trace, everything to the log."""
 
-    def __init__(self, name: str, expected: str) -> None:
+    def __init__(
+        self, name: str, expected: str | tuple[str, ...], on_config: ConfigSink | None = None
+    ) -> None:
         self.name = name
-        self.expected = expected
-        self.log = logging.getLogger(f"ferry.connector.{name}")
+        self.expected = (expected,) if isinstance(expected, str) else expected
+        self.on_config = on_config
+        self.connector_log = ConnectorLog(name)
+        self.log = self.connector_log.log
         self.result: AirbyteMessage | None = None
         self.error: AirbyteErrorTraceMessage | None = None
 
     def stderr_line(self, line: str) -> None:
-        self.log.info("%s", line)
+        self.connector_log.text(line)
 
     async def consume(self, stdout: ByteReader) -> None:
-        pending: list[bytes] = []  # the start of a line that spans chunks (a big catalog)
-        while chunk := await stdout.read(CHUNK_SIZE):
-            end = chunk.rfind(b"\n")
-            if end < 0:
-                pending.append(chunk)
-                continue
-            pending.append(chunk[:end])
-            for line in b"".join(pending).split(b"\n"):
-                self.line(line)
-            pending = [chunk[end + 1 :]]
-        self.line(b"".join(pending))
-
-    def line(self, line: bytes) -> None:
-        line = line.strip()
-        if not line:
-            return
-        try:
-            message = decode_message(line) if line.startswith(b"{") else None
-        except DecodeError:
-            message = None
-        if message is None:
-            self.log.info("%s", line.decode("utf-8", "replace"))
-        else:
-            self.message(message)
+        async for block in complete_lines(stdout, CHUNK_SIZE):
+            for line in block.split(b"\n"):
+                message = self.connector_log.line(line)
+                if message is not None:
+                    self.message(message)
 
     def message(self, message: AirbyteMessage) -> None:
-        if message.type == self.expected:
-            if getattr(message, _PAYLOAD[self.expected]) is None:
+        if message.type in self.expected:
+            if getattr(message, _PAYLOAD[message.type]) is None:
                 self.log.warning("printed a %s message without its content", message.type)
             elif self.result is None:
                 self.result = message
-        elif message.type == LOG and message.log is not None:
-            level = _LOG_LEVELS.get(message.log.level.upper(), logging.INFO)
-            self.log.log(level, "%s", message.log.message)
-            if message.log.stack_trace:
-                self.log.debug("%s", message.log.stack_trace)
-        elif message.type == TRACE and message.trace is not None:
-            self._trace(message)
         elif message.type == CONTROL:
-            self.log.info("asked to update its config; ferry does not persist connector configs")
+            self._control(message)
         else:
-            self.log.debug("ignored a %s message", message.type)
+            # INFO for a TRACE error: it reaches the user anyway, as the command's error.
+            error = self.connector_log.message(message)
+            if self.error is None:
+                self.error = error
 
-    def _trace(self, message: AirbyteMessage) -> None:
-        assert message.trace is not None
-        error = message.trace.error
-        if error is None:
-            self.log.debug("trace %s", encode(message.trace).decode())
-            return
-        # INFO: the error reaches the user anyway, as the command's error or its result.
-        self.log.info("%s", error.message)
-        if error.internal_message:
-            self.log.debug("%s", error.internal_message)
-        if error.stack_trace:
-            self.log.debug("%s", error.stack_trace)
-        if self.error is None:
-            self.error = error
+    def _control(self, message: AirbyteMessage) -> None:
+        config = updated_config(message)
+        if config is None:
+            self.log.debug("ignored a CONTROL message without a connector config")
+        elif self.on_config is None:
+            self.log.warning("sent an updated config, but this command has none to update")
+        else:
+            self.on_config(config)
 
     def result_or_error(self, exit_code: int, stderr_tail: list[str]) -> AirbyteMessage:
         if self.result is not None:
             if exit_code != 0:
                 self.log.warning("exited with code %d after printing its result", exit_code)
             return self.result
-        raise self._failure(exit_code, stderr_tail)
+        raise self.failure(exit_code, stderr_tail)
 
     def raise_for_failure(self, exit_code: int, stderr_tail: list[str]) -> None:
         """For a command whose output is a stream (read): fail on a TRACE error or a bad exit."""
         if self.error is not None or exit_code != 0:
-            raise self._failure(exit_code, stderr_tail)
+            raise self.failure(exit_code, stderr_tail)
 
-    def _failure(self, exit_code: int, stderr_tail: list[str]) -> FerryError:
+    def failure(self, exit_code: int, stderr_tail: list[str]) -> FerryError:
         tail = "\n".join(stderr_tail)
         error = self.error
         if error is not None and error.failure_type in _REPORTED_FAILURES:
@@ -326,12 +411,12 @@ class CommandOutput:
         if exit_code != 0:
             return ConnectorCrashed(
                 f"connector {self.name} exited with code {exit_code} without printing a "
-                f"{self.expected} message",
+                f"{' or '.join(self.expected)} message",
                 exit_code=exit_code,
                 stderr_tail=tail,
             )
         shown = f"\n--- last stderr lines ---\n{tail}" if tail else ""
         return ProtocolViolation(
-            f"connector {self.name} exited successfully but printed no {self.expected} message"
+            f"connector {self.name} exited successfully but printed no {' or '.join(self.expected)} message"
             f" (is it an Airbyte connector?){shown}"
         )

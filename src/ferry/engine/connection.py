@@ -7,19 +7,19 @@ the file, so every rule is tested on plain data.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import yaml
 
+from ferry.engine.config import load_yaml
 from ferry.errors import ConfigError
 from ferry.protocol import StreamSelection
-from ferry.runtimes.base import RUNTIME_NAMES, ConnectorOptions
+from ferry.runtimes.base import PULL_POLICIES, RUNTIME_NAMES, ConnectorOptions
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-PULL_POLICIES = ("never", "if-not-present", "always")
 
 
 class _Strict(msgspec.Struct, forbid_unknown_fields=True):
@@ -44,13 +44,9 @@ class _ConnectorBlock(_Strict):
     kubernetes: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-class _StreamBlock(_Strict):
-    name: str
-    namespace: str | None = None
-    sync_mode: str | None = None
-    destination_sync_mode: str | None = None
-    cursor_field: list[str] | None = None
-    primary_key: list[list[str]] | None = None
+class _TimeoutsBlock(_Strict):
+    source_idle: str | int | float | None = None
+    destination_idle: str | int | float | None = None
 
 
 class _ConnectionFile(_Strict):
@@ -58,7 +54,34 @@ class _ConnectionFile(_Strict):
     source: _ConnectorBlock
     destination: _ConnectorBlock
     runtime: str = "local"
-    streams: list[_StreamBlock] | None = None
+    streams: list[StreamSelection] | None = None
+    timeouts: _TimeoutsBlock | None = None
+
+
+# Airbyte fails a sync whose source is silent for 3 hours (its heartbeat window): a healthy slow
+# source (a big query before the first row, an API rate limit) can be that quiet.
+DEFAULT_IDLE_SECONDS = 3 * 3600.0
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+
+@dataclass(frozen=True)
+class IdleTimeouts:
+    """How long each side may give no sign of life before the attempt fails (seconds)."""
+
+    source: float = DEFAULT_IDLE_SECONDS
+    destination: float = DEFAULT_IDLE_SECONDS
+
+
+def parse_duration(value: object, where: str) -> float:
+    """Seconds from `5`, `90`, `2.5`, `30s`, `30m` or `2h`; ConfigError naming `where`."""
+    match = _DURATION.match(str(value)) if isinstance(value, str | int | float) else None
+    if match is None or isinstance(value, bool):
+        raise ConfigError(f"{where}: {value!r} is not a duration (like 90, 30s, 30m or 2h)")
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise ConfigError(f"{where}: a duration must be more than 0 seconds")
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -78,6 +101,7 @@ class Connection:
     destination: Endpoint
     streams: list[StreamSelection] | None
     path: Path | None = None
+    timeouts: IdleTimeouts = field(default_factory=IdleTimeouts)
 
 
 def load_connection(path: Path) -> Connection:
@@ -89,7 +113,7 @@ def load_connection(path: Path) -> Connection:
     except OSError as e:
         raise ConfigError(f"cannot read connection file {path}: {e.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"connection file {path} is not valid YAML: {e}") from None
     return parse_connection(data, origin=str(path), path=path)
@@ -112,8 +136,10 @@ def parse_connection(
         raise ConfigError(
             f"{origin}: runtime {raw.runtime!r} is not one of {', '.join(RUNTIME_NAMES)}"
         )
-    streams = None if raw.streams is None else [_selection(s, origin) for s in raw.streams]
+    streams = raw.streams
     if streams is not None:
+        for stream in streams:
+            _check_sync_mode(stream, origin)
         _reject_duplicates(streams, origin)
     return Connection(
         name=raw.name,
@@ -122,6 +148,21 @@ def parse_connection(
         destination=_endpoint(raw.destination, f"{origin}: destination"),
         streams=streams,
         path=path,
+        timeouts=_timeouts(raw.timeouts, origin),
+    )
+
+
+def _timeouts(block: _TimeoutsBlock | None, origin: str) -> IdleTimeouts:
+    if block is None:
+        return IdleTimeouts()
+    default = IdleTimeouts()
+    return IdleTimeouts(
+        source=default.source
+        if block.source_idle is None
+        else parse_duration(block.source_idle, f"{origin}: timeouts.source_idle"),
+        destination=default.destination
+        if block.destination_idle is None
+        else parse_duration(block.destination_idle, f"{origin}: timeouts.destination_idle"),
     )
 
 
@@ -155,20 +196,12 @@ def _endpoint(block: _ConnectorBlock, where: str) -> Endpoint:
     return Endpoint(reference=block.connector.strip(), config=block.config, options=options)
 
 
-def _selection(block: _StreamBlock, origin: str) -> StreamSelection:
-    if block.sync_mode not in (None, "full_refresh", "incremental"):
+def _check_sync_mode(stream: StreamSelection, origin: str) -> None:
+    if stream.sync_mode not in (None, "full_refresh", "incremental"):
         raise ConfigError(
-            f"{origin}: stream {block.name!r}: sync_mode {block.sync_mode!r} is not "
+            f"{origin}: stream {stream.name!r}: sync_mode {stream.sync_mode!r} is not "
             "full_refresh or incremental"
         )
-    return StreamSelection(
-        name=block.name,
-        namespace=block.namespace,
-        sync_mode=block.sync_mode,
-        destination_sync_mode=block.destination_sync_mode,
-        cursor_field=block.cursor_field,
-        primary_key=block.primary_key,
-    )
 
 
 def _reject_duplicates(streams: list[StreamSelection], origin: str) -> None:

@@ -46,6 +46,8 @@ class PendingState:
     state: AirbyteStateMessage
     identity: bytes
     covers_records: int  # records ferry counted for this state, to check destinationStats
+    # (name, namespace) of each stream the state covers -> records and bytes routed before it
+    totals: dict[tuple[str, str | None], tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -56,9 +58,14 @@ class StateLedger:
     sent: int = 0
     confirmed: int = 0
 
-    def record_sent(self, state: AirbyteStateMessage, covers_records: int) -> PendingState:
+    def record_sent(
+        self,
+        state: AirbyteStateMessage,
+        covers_records: int,
+        totals: dict[tuple[str, str | None], tuple[int, int]] | None = None,
+    ) -> PendingState:
         self.sent += 1
-        entry = PendingState(self.sent, state, state_identity(state), covers_records)
+        entry = PendingState(self.sent, state, state_identity(state), covers_records, totals or {})
         self.pending.append(entry)
         return entry
 

@@ -1,7 +1,8 @@
 """The data path: source stdout → destination stdin, routed by envelope, bytes unchanged.
 
-RECORD, STATE and STREAM_STATUS trace lines reach the destination, in their order; LOG lines,
-other TRACE lines and text go to ferry's log only.
+RECORD and STATE lines reach the destination, in their order (a STATE without
+`sourceStats.recordCount` gets it, as the platform adds it); LOG, TRACE and CONTROL lines and text
+go to ferry only.
 
 Chunks of up to CHUNK_SIZE bytes are cut at the last newline. All complete lines of a chunk are
 decoded in ONE msgspec call as a JSON array of envelopes (type, record stream, namespace); the
@@ -12,8 +13,8 @@ the common paths:
 - records and a few other lines (a STATE every N records): the other lines are found by
   searching the block for their type name and checking each candidate line's own envelope, so
   their byte offsets are known without splitting; the records between them are counted per
-  segment, and a block is only rebuilt when a line must not reach the destination (LOG, a
-  TRACE other than STREAM_STATUS);
+  segment, and a block is only rebuilt when a line must not reach the destination (LOG,
+  TRACE, CONTROL) or a STATE gets its sourceStats;
 - otherwise (records of several streams interleaved, text lines, an unknown or escaped type)
   the block is split into lines and routed line by line, with the same results.
 
@@ -32,6 +33,8 @@ from collections.abc import AsyncIterator, Callable
 from itertools import compress
 from operator import attrgetter
 
+import msgspec
+
 from ferry.engine.ledger import StateLedger, decode_state_line
 from ferry.engine.stats import StreamStats, SyncStats
 from ferry.errors import DecodeError, ProtocolViolation
@@ -46,7 +49,6 @@ from ferry.protocol.messages import (
     Envelope,
     RoutingRecord,
 )
-from ferry.protocol.stream_status import stream_status_of
 from ferry.runtimes.base import ByteReader, ByteWriter
 from ferry.store.state import streams_touched
 
@@ -225,6 +227,14 @@ class SourceRouter:
         self._known: dict[RoutingRecord, StreamStats] = {}
         for stream in stats.streams.values():
             self._known[RoutingRecord(stream.name, stream.namespace)] = stream
+        self._unsent: dict[int, StreamStats] = {}  # streams routed since the last `sent`
+
+    def sent(self) -> None:
+        """Everything routed so far has been written to the destination."""
+        for stream in self._unsent.values():
+            stream.records_sent = stream.records_routed
+            stream.bytes_sent = stream.bytes_routed
+        self._unsent.clear()
 
     def route(self, block: bytes) -> bytes:
         """Bytes to forward for a block of whole lines (possibly b"")."""
@@ -254,25 +264,27 @@ class SourceRouter:
         spans: list[tuple[int, int]],
     ) -> bytes:
         """Records between the other lines are counted by segment; no split into lines."""
-        kept: list[tuple[int, int]] = []
+        view = memoryview(block)
+        pieces: list[bytes | memoryview] = []
         keep_from = 0
         index = offset = 0
         for other, (start, end) in zip(others, spans, strict=True):
             if index < other:
                 self._count_segment(block, records[index:other], offset, start)
-            if not self._other(envelopes[other].type, block[start:end]):
-                if keep_from < start:
-                    kept.append((keep_from, start))
+            line = block[start:end]
+            forward = self._other(envelopes[other].type, line)
+            if forward is not line:  # dropped or rewritten: the block is rebuilt around it
+                pieces.append(view[keep_from:start])
+                if forward is not None:
+                    pieces += (forward, b"\n")
                 keep_from = end + 1
             index, offset = other + 1, end + 1
         if index < len(records):
             self._count_segment(block, records[index:], offset, len(block))
-        if not keep_from:
+        if not pieces:
             return block
-        if keep_from < len(block):
-            kept.append((keep_from, len(block)))
-        view = memoryview(block)
-        return b"".join([view[a:b] for a, b in kept])
+        pieces.append(view[keep_from:])
+        return b"".join(pieces)
 
     def _count_segment(
         self, block: bytes, segment: list[RoutingRecord | None], start: int, end: int
@@ -288,15 +300,16 @@ class SourceRouter:
 
     def _add(self, key: RoutingRecord, count: int, size: int) -> None:
         stream = self._known.get(key) or self._resolve(key)
-        stream.records += count
+        stream.records_routed += count
         stream.records_since_state += count
-        stream.bytes += size
+        stream.bytes_routed += size
+        self._unsent[id(stream)] = stream
         self.stats.records_since_state += count
 
     def _route_lines(self, block: bytes, lines: list[bytes], envelopes: list[Envelope]) -> bytes:
         """Line by line: any mix of records, other messages and text."""
         records = list(map(_record_of, envelopes))
-        dropped: set[int] = set()
+        replaced: dict[int, bytes | None] = {}  # dropped (None) or rewritten lines
         start = 0
         while True:
             try:
@@ -305,12 +318,15 @@ class SourceRouter:
                 self._count(lines, records, start, len(records))
                 break
             self._count(lines, records, start, index)
-            if not self._other(envelopes[index].type, lines[index]):
-                dropped.add(index)
+            line = lines[index]
+            forward = self._other(envelopes[index].type, line)
+            if forward is not line:
+                replaced[index] = forward
             start = index + 1
-        if not dropped:
+        if not replaced:
             return block
-        kept = [line for index, line in enumerate(lines) if index not in dropped]
+        routed = (replaced.get(index, line) for index, line in enumerate(lines))
+        kept = [line for line in routed if line is not None]
         return b"\n".join(kept) + b"\n" if kept else b""
 
     def _count(
@@ -323,12 +339,13 @@ class SourceRouter:
         lengths = list(map(len, lines[a:b]))
         for key, count in counts.items():
             stream = self._known.get(key) or self._resolve(key)  # type: ignore[arg-type]
-            stream.records += count
+            stream.records_routed += count
             stream.records_since_state += count
+            self._unsent[id(stream)] = stream
             if len(counts) == 1:
-                stream.bytes += sum(lengths) + len(lengths)
+                stream.bytes_routed += sum(lengths) + len(lengths)
             else:
-                stream.bytes += sum(compress(lengths, map(key.__eq__, segment))) + count
+                stream.bytes_routed += sum(compress(lengths, map(key.__eq__, segment))) + count
         self.stats.records_since_state += b - a
 
     def _resolve(self, key: RoutingRecord) -> StreamStats:
@@ -343,31 +360,31 @@ class SourceRouter:
             f"catalog ({configured})"
         )
 
-    def _other(self, kind: str, line: bytes) -> bool:
-        """Handle a non-record line; True when it is forwarded to the destination.
+    def _other(self, kind: str, line: bytes) -> bytes | None:
+        """Handle a non-record line; what to forward in its place (None: nothing).
 
-        STATE and STREAM_STATUS lines are forwarded (a destination needs the statuses to know
-        when a stream's data is complete); other messages and text only go to the handlers.
-        A RECORD line without a record (no stream to count it for) is forwarded too: the
-        destination judges it.
+        Only STATE lines reach the destination (with sourceStats filled in, as the platform's
+        StateEnricher does); LOG, TRACE (the source's stream statuses included), CONTROL and
+        text only go to the handlers. A RECORD line without a record (no stream to count it
+        for) is forwarded as it is: the destination judges it.
         """
         if kind == STATE:
-            self._state(decode_state_line(line))
-            return True
+            return self._state(line)
         if kind == "":
             if line.strip():
-                self.stats.log_lines += 1
                 self.on_text(line.decode("utf-8", "replace"))
-            return False
+            return None
         try:
             message = decode_message(line)
         except DecodeError:
             self.on_text(line.decode("utf-8", "replace"))
-            return kind == RECORD
+            return line if kind == RECORD else None
         self.on_message(message)
-        return kind == RECORD or stream_status_of(message) is not None
+        return line if kind == RECORD else None
 
-    def _state(self, state: AirbyteStateMessage) -> None:
+    def _state(self, line: bytes) -> bytes:
+        """Count and record a STATE; the line to forward, with `sourceStats.recordCount`."""
+        state = decode_state_line(line)
         expected = state.sourceStats.recordCount if state.sourceStats else None
         streams = [self.stats.stream(d.name, d.namespace) for d in streams_touched(state)]
         if state.type == STATE_STREAM and streams:
@@ -385,7 +402,20 @@ class SourceRouter:
             )
         self.stats.records_since_state = 0
         self.stats.states_sent += 1
-        self.ledger.record_sent(state, counted)
+        covered = streams if state.type == STATE_STREAM else self.stats.streams.values()
+        totals = {(s.name, s.namespace): (s.records_routed, s.bytes_routed) for s in covered}
+        self.ledger.record_sent(state, counted, totals)
+        return line if expected is not None else with_source_count(line, counted)
+
+
+def with_source_count(line: bytes, count: int) -> bytes:
+    """A STATE line with `sourceStats.recordCount` set; every other field kept as it came."""
+    message = msgspec.json.decode(line)
+    stats = message["state"].get("sourceStats")
+    if not isinstance(stats, dict):
+        stats = message["state"]["sourceStats"] = {}
+    stats["recordCount"] = float(count)
+    return msgspec.json.encode(message)
 
 
 def _describe(state: AirbyteStateMessage) -> str:
@@ -401,4 +431,5 @@ async def pump(source: ByteReader, destination: ByteWriter, router: SourceRouter
         del block
         if forward:
             await destination.write(forward)
+            router.sent()
         del forward

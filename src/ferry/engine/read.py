@@ -97,8 +97,8 @@ async def read_lines(plan: ReadPlan, runtime: Runtime | None = None) -> AsyncIte
                 for line, envelope in zip(lines, envelopes, strict=True):
                     if envelope.type in (RECORD, STATE) or _is_stream_status(envelope.type, line):
                         kept.append(line)
-                    else:
-                        output.line(line)  # LOG, TRACE, text: to the log; a TRACE error is kept
+                    elif (message := output.connector_log.line(line)) is not None:
+                        output.message(message)  # LOG, TRACE: to the log; a TRACE error is kept
                 if kept:
                     yield kept
             output.raise_for_failure(await process.wait(), process.stderr_tail())

@@ -23,9 +23,10 @@ class StreamResult:
     namespace: str | None
     records_sent: int  # written to the destination
     bytes_sent: int
-    records_committed: int | None  # covered by a state the destination confirmed; None: unknown
-    bytes_committed: int | None
+    records_committed: int  # covered by a state the destination confirmed
+    bytes_committed: int
     states_committed: int
+    records_rejected: int  # the destination's rejectedRecordCount
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -53,12 +54,16 @@ class SyncResult:
         return sum(s.bytes_sent for s in self.streams)
 
     @property
-    def records_committed(self) -> int | None:
-        return _total([s.records_committed for s in self.streams])
+    def records_committed(self) -> int:
+        return sum(s.records_committed for s in self.streams)
 
     @property
-    def bytes_committed(self) -> int | None:
-        return _total([s.bytes_committed for s in self.streams])
+    def bytes_committed(self) -> int:
+        return sum(s.bytes_committed for s in self.streams)
+
+    @property
+    def records_rejected(self) -> int:
+        return sum(s.records_rejected for s in self.streams)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -71,27 +76,23 @@ class SyncResult:
             "bytes_sent": self.bytes_sent,
             "records_committed": self.records_committed,
             "bytes_committed": self.bytes_committed,
+            "records_rejected": self.records_rejected,
             "states_committed": self.states_committed,
             "streams": [s.as_dict() for s in self.streams],
             "warnings": list(self.warnings),
         }
 
 
-def _total(counts: list[int | None]) -> int | None:
-    return None if None in counts else sum(c or 0 for c in counts)
-
-
 def stream_result(stats: StreamStats) -> StreamResult:
-    """Until the engine counts committed records (issue 11), committed counts are unknown and
-    `records`/`bytes` (the lines routed to the destination) stand for what was sent."""
     return StreamResult(
         stream=stats.name,
         namespace=stats.namespace,
-        records_sent=stats.records,
-        bytes_sent=stats.bytes,
-        records_committed=None,
-        bytes_committed=None,
+        records_sent=stats.records_sent,
+        bytes_sent=stats.bytes_sent,
+        records_committed=stats.records_committed,
+        bytes_committed=stats.bytes_committed,
         states_committed=stats.states_committed,
+        records_rejected=stats.records_rejected,
     )
 
 

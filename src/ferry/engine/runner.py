@@ -5,37 +5,57 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ferry.engine import commands, log_context
 from ferry.engine.config import resolve_env
-from ferry.engine.connection import Connection, Endpoint
-from ferry.engine.secrets import register_secrets
+from ferry.engine.connection import Connection, Endpoint, IdleTimeouts
+from ferry.engine.connector_config import ConnectorConfigs, config_fingerprint
+from ferry.engine.secrets import masked_config
 from ferry.engine.stats import SyncStats
 from ferry.engine.sync import Attempt, AttemptOutcome, AttemptPlan
-from ferry.errors import Cancelled, ConfigError, FerryError
-from ferry.protocol import configure_catalog
+from ferry.errors import (
+    Cancelled,
+    ConfigError,
+    FerryError,
+    InternalError,
+    ProtocolViolation,
+    RecordCountMismatch,
+)
+from ferry.protocol import configure_catalog, encode
+from ferry.protocol.catalog import (
+    check_destination_operations,
+    needs_destination_catalog,
+    select_streams,
+    stream_descriptor,
+    with_generations,
+)
 from ferry.protocol.messages import (
     CATALOG,
+    DESTINATION_CATALOG,
+    FULL_REFRESH,
     OVERWRITE,
+    STREAM_COMPLETE,
     AirbyteStateMessage,
     ConfiguredAirbyteCatalog,
     ConnectorSpecification,
+    DestinationCatalog,
     StreamDescriptor,
 )
-from ferry.runtimes import get_runtime
+from ferry.protocol.stream_status import stream_status_lines
+from ferry.runtimes import check_options_apply, get_runtime
 from ferry.runtimes.base import (
     ConnectorInvocation,
     ConnectorRef,
     Role,
     RunLabels,
     Runtime,
-    check_options_apply,
 )
 from ferry.runtimes.resolve import resolve_reference
-from ferry.store import Store, StreamCounts
+from ferry.store import Store, StoredConfig, StreamCounts
 from ferry.store.state import keeping_streams
 
 logger = logging.getLogger("ferry.sync")
@@ -50,6 +70,10 @@ class SyncOptions:
     retries: int = 2
     relay: bool = False
     spec_cache: bool = True  # False: run each connector's spec, and refresh its cached one
+    idle_timeout: float | None = None  # seconds; overrides both of the connection's timeouts
+    refresh: str | None = None  # "truncate" | "merge": re-read `streams` from scratch
+    streams: tuple[str, ...] = ()  # the streams --refresh names (NAME or NAMESPACE.NAME); all if ()
+    strict_counts: bool = False  # a count the destination does not confirm fails the run
 
 
 @dataclass
@@ -73,13 +97,16 @@ class SyncResult:
             "run_id": self.run_id,
             "status": self.status,
             "attempts": self.attempts,
-            "records": self.stats.records,
-            "bytes": self.stats.bytes,
+            "records_sent": self.stats.records_sent,
+            "bytes_sent": self.stats.bytes_sent,
+            "records_committed": self.stats.records_committed,
+            "bytes_committed": self.stats.bytes_committed,
             "seconds": round(self.stats.elapsed, 3),
             "states_committed": self.stats.states_committed,
+            "records_rejected": self.stats.records_rejected,
             "streams": [s.as_dict() for s in self.stats.streams.values()],
             "error": str(self.error) if self.error else None,
-            "failure_type": getattr(self.error, "failure_type", None),
+            "failure_type": self.error.failure_type if self.error else None,
             "warnings": self.warnings,
         }
 
@@ -117,6 +144,7 @@ class SyncRunner:
         self.on_attempt = on_attempt
         self.runtimes: dict[str, Runtime] = {}
         self._committed_this_run: set[StreamDescriptor] = set()
+        self.configs: ConnectorConfigs | None = None  # set by `plan`
         self._current: Attempt | None = None
         self._stopping = False
 
@@ -138,31 +166,80 @@ class SyncRunner:
         source_spec, destination_spec = await asyncio.gather(
             self._spec(source), self._spec(destination)
         )
-        register_secrets(source_spec, source_config)
-        register_secrets(destination_spec, destination_config)
+        configs = self.configs = ConnectorConfigs(
+            self.store,
+            self.connection.name,
+            {"source": source_config, "destination": destination_config},
+            {"source": source_spec, "destination": destination_spec},
+        )
         commands.validate_config(source_spec, source_config, "source.config")
         commands.validate_config(destination_spec, destination_config, "destination.config")
         # The config was validated above: run discover directly rather than validating again.
         discovered = await commands.run_command(
             source,
             "discover",
-            {"config": json.dumps(source_config).encode()},
+            {"config": json.dumps(configs.current("source")).encode()},
             self.runtimes[source.runtime],
             CATALOG,
+            on_config=lambda config: configs.update("source", config),
         )
-        assert discovered.catalog is not None
         catalog = discovered.catalog
+        if catalog is None:
+            raise ProtocolViolation("the source's discover sent no catalog")
         configured = configure_catalog(
             catalog, self.connection.streams, full_refresh=self.options.full_refresh
         )
+        if needs_destination_catalog(configured):
+            offered, why_none = await self._destination_catalog(destination)
+            check_destination_operations(configured, offered, why_none)
         return AttemptPlan(
             source=source,
             destination=destination,
-            source_config=json.dumps(source_config).encode(),
-            destination_config=json.dumps(destination_config).encode(),
+            source_config=json.dumps(configs.current("source")).encode(),
+            destination_config=json.dumps(configs.current("destination")).encode(),
             catalog=configured,
             labels=RunLabels("pending", self.connection.name),
+            timeouts=self._timeouts(),
         )
+
+    def _timeouts(self) -> IdleTimeouts:
+        seconds = self.options.idle_timeout
+        if seconds is None:
+            return self.connection.timeouts
+        return IdleTimeouts(source=seconds, destination=seconds)
+
+    async def _sweep_orphans(self) -> None:
+        """Remove what killed ferry processes left on the runtimes of this sync (SIGKILL leaves
+        them no chance to stop their containers) before starting new connectors: a sync on
+        Docker is also the `ferry gc` of what a killed sync left there."""
+        for runtime in self.runtimes.values():
+            try:
+                for line in await runtime.sweep_orphans():
+                    logger.info("%s", line)
+            except FerryError as error:
+                logger.debug("could not look for what killed syncs left: %s", error)
+
+    async def _destination_catalog(
+        self, destination: ConnectorRef
+    ) -> tuple[DestinationCatalog | None, str]:
+        """The destination's DESTINATION_CATALOG, or None and why there is none."""
+        configs = self.configs
+        if configs is None:
+            raise InternalError("the destination's catalog was asked for before its config")
+        try:
+            message = await commands.run_command(
+                destination,
+                "discover",
+                {"config": json.dumps(configs.current("destination")).encode()},
+                self.runtimes[destination.runtime],
+                DESTINATION_CATALOG,
+                on_config=lambda config: configs.update("destination", config),
+            )
+        except FerryError as error:
+            logger.debug("the destination's discover failed: %s", error)
+            return None, f"its discover failed: {error}"
+        name = commands.connector_name(destination)
+        return commands.destination_catalog_of(message, name), ""
 
     async def _spec(self, ref: ConnectorRef) -> ConnectorSpecification:
         runtime = self.runtimes[ref.runtime]
@@ -198,12 +275,14 @@ class SyncRunner:
                 "write",
                 files["destination"],
                 RunLabels("dry-run", self.connection.name, "destination"),
+                job_id="dry-run",
             ),
             ConnectorInvocation(
                 source,
                 "read",
                 files["source"],
                 RunLabels("dry-run", self.connection.name, "source"),
+                job_id="dry-run",
             ),
         ]
 
@@ -211,20 +290,70 @@ class SyncRunner:
         try:
             with log_context.running(self.connection.name):
                 plan = await self.plan()
-                return await self._run_attempts(plan)
+                await self._sweep_orphans()
+                refreshed = select_streams(plan.catalog, self.options.streams)
+                return await self._run_attempts(plan, refreshed if self.options.refresh else [])
         finally:
             await asyncio.gather(
                 *(r.close() for r in self.runtimes.values()), return_exceptions=True
             )
 
-    async def _run_attempts(self, plan: AttemptPlan) -> SyncResult:
+    async def clear(self) -> list[StreamDescriptor]:
+        """`ferry clear`: empty the named streams (every stream if none) in the destination.
+
+        As the platform's clear: their generation is bumped and their state dropped, then the
+        destination's write gets a catalog of them with minimum = generation, no record and a
+        COMPLETE for each (so it drops every older generation). Recorded as a run.
+        """
+        try:
+            plan = await self.plan()
+            streams = select_streams(plan.catalog, self.options.streams)
+            name = self.connection.name
+            runtime = self.options.runtime or self.connection.runtime
+            run_id = self.store.start_run(name, full_refresh=True, runtime=runtime)
+            try:
+                await self._clear(plan, run_id, streams)
+            except FerryError as error:
+                failure_type = error.failure_type
+                self.store.finish_run(run_id, "failed", str(error), failure_type)
+                raise
+            self.store.finish_run(run_id, "succeeded")
+            return streams
+        finally:
+            await asyncio.gather(
+                *(r.close() for r in self.runtimes.values()), return_exceptions=True
+            )
+
+    async def _clear(self, plan: AttemptPlan, run_id: int, streams: list[StreamDescriptor]) -> None:
+        name = self.connection.name
+        # As the platform: generations and state change at the start, before the destination runs.
+        self.store.bump_generations(name, streams)
+        drop_state(self.store, name, streams, every=len(streams) == len(plan.catalog.streams))
+        cleared = ConfiguredAirbyteCatalog(
+            streams=[c for c in plan.catalog.streams if stream_descriptor(c) in streams]
+        )
+        catalog = with_generations(cleared, run_id, self.store.generations(name), streams)
+        files = {"config": plan.destination_config, "catalog": encode(catalog)}
+        completions = stream_status_lines(streams, STREAM_COMPLETE, time.time() * 1000)
+        labels = RunLabels(str(run_id), name, "destination")
+        runtime = self.runtimes[plan.destination.runtime]
+        await commands.write_input(plan.destination, files, runtime, completions, labels)
+
+    async def _run_attempts(
+        self, plan: AttemptPlan, refreshed: list[StreamDescriptor]
+    ) -> SyncResult:
         name = self.connection.name
         run_id = self.store.start_run(
             name,
             full_refresh=self.options.full_refresh,
             runtime=self.options.runtime or self.connection.runtime,
         )
-        plan = replace(plan, labels=RunLabels(str(run_id), name))
+        try:
+            catalog = self._start_generations(plan.catalog, run_id, refreshed)
+        except FerryError as failure:
+            self.store.finish_run(run_id, "failed", str(failure))
+            raise
+        plan = replace(plan, catalog=catalog, labels=RunLabels(str(run_id), name))
         with log_context.running(name, run_id):
             return await self._attempts_of_run(plan, run_id)
 
@@ -250,10 +379,14 @@ class SyncRunner:
             await asyncio.sleep(delay)
         status = _status(outcome, self._stopping)
         error = outcome.error
-        if status == "cancelled" and error is None:
+        if status == "cancelled":
+            # The user's stop explains the rest, whatever the connectors did about it (a
+            # Ctrl-C reaches every process of the terminal's group, not only ferry).
+            if error is not None and not isinstance(error, Cancelled):
+                logger.warning("while stopping: %s", str(error).splitlines()[0])
             error = Cancelled("the sync was stopped; committed state is kept")
         self.store.finish_run(
-            run_id, status, str(error) if error else None, getattr(error, "failure_type", None)
+            run_id, status, str(error) if error else None, error.failure_type if error else None
         )
         return SyncResult(
             connection=name,
@@ -266,6 +399,18 @@ class SyncRunner:
             warnings=outcome.warnings,
         )
 
+    def _start_generations(
+        self, catalog: ConfiguredAirbyteCatalog, run_id: int, refreshed: list[StreamDescriptor]
+    ) -> ConfiguredAirbyteCatalog:
+        """Bump the generation of full-refresh and refreshed streams, as the platform does at
+        a job's start, drop the refreshed streams' state, and set the catalog's generations."""
+        name = self.connection.name
+        bumped = [stream_descriptor(c) for c in catalog.streams if c.sync_mode == FULL_REFRESH]
+        self.store.bump_generations(name, list(dict.fromkeys([*bumped, *refreshed])))
+        drop_state(self.store, name, refreshed, every=len(refreshed) == len(catalog.streams))
+        truncate = refreshed if self.options.refresh == "truncate" else []
+        return with_generations(catalog, run_id, self.store.generations(name), truncate)
+
     async def _attempt(self, plan: AttemptPlan, run_id: int, number: int) -> AttemptOutcome:
         name = self.connection.name
         attempt_id = self.store.start_attempt(run_id)
@@ -274,7 +419,16 @@ class SyncRunner:
         def commit(states: Sequence[AirbyteStateMessage]) -> None:
             self.store.commit_states(name, attempt_id, states, progress=_counts(attempt.stats))
 
-        attempt = self._current = Attempt(plan, self.runtimes, state, commit)
+        configs = self.configs
+        if configs is not None:  # a connector may have sent a new config since the last attempt
+            plan = replace(
+                plan,
+                source_config=json.dumps(configs.current("source")).encode(),
+                destination_config=json.dumps(configs.current("destination")).encode(),
+            )
+        attempt = self._current = Attempt(
+            plan, self.runtimes, state, commit, number=number, keep_config=self._keep_config
+        )
         self.on_attempt(attempt)
         if self._stopping:
             attempt.request_stop()
@@ -284,6 +438,10 @@ class SyncRunner:
             outcome = AttemptOutcome(attempt.stats, error=error)
         finally:
             self._current = None
+        if self.options.strict_counts and outcome.error is None and outcome.stats.mismatches:
+            outcome.error = RecordCountMismatch(
+                "--strict-counts: the counts differ: " + "; ".join(outcome.stats.mismatches)
+            )
         self._committed_this_run.update(
             StreamDescriptor(s.name, s.namespace)
             for s in outcome.stats.streams.values()
@@ -294,9 +452,13 @@ class SyncRunner:
             _status(outcome, self._stopping),
             _counts(outcome.stats),
             str(outcome.error) if outcome.error else None,
-            getattr(outcome.error, "failure_type", None),
+            outcome.error.failure_type if outcome.error else None,
         )
         return outcome
+
+    def _keep_config(self, role: Role, config: dict[str, Any]) -> None:
+        if self.configs is not None and role != "connector":
+            self.configs.update(role, config)
 
     def _resume_state(self, catalog: ConfiguredAirbyteCatalog, attempt: int) -> bytes | None:
         """The `--state` file an attempt's read resumes from.
@@ -322,13 +484,57 @@ class SyncRunner:
         return keeping_streams(self.store.load_state(self.connection.name), resumes).state_file()
 
 
+def drop_state(
+    store: Store, connection: str, streams: Sequence[StreamDescriptor], *, every: bool
+) -> None:
+    """Forget the state of `streams` (of the whole connection when `every`)."""
+    if every:
+        store.reset_state(connection)
+        return
+    for stream in streams:
+        store.reset_state(connection, stream)
+
+
+async def shown_config(connection: Connection, stored: StoredConfig) -> dict[str, Any]:
+    """A stored connector config for display: secrets masked (by the connector's spec; every
+    value when the spec cannot be had), and whether the file's config changed since."""
+    endpoint = connection.source if stored.role == "source" else connection.destination
+    where = f"{stored.role}.config"
+    try:
+        file_config = resolve_env(endpoint.config, where)
+        file_changed: bool | None = config_fingerprint(file_config) != stored.file_fingerprint
+    except ConfigError:
+        file_changed = None  # a variable it uses is unset here
+    spec: ConnectorSpecification | None = None
+    ref = resolve_endpoint(endpoint, connection, SyncOptions(), stored.role)
+    runtime = get_runtime(ref.runtime)
+    try:
+        spec = await commands.cached_spec(ref, runtime)
+    except FerryError as error:
+        logger.warning("cannot get the %s's spec (%s); every value is masked", stored.role, error)
+    finally:
+        await runtime.close()
+    return {
+        "updated_at": stored.updated_at.isoformat(timespec="seconds"),
+        "file_changed": file_changed,
+        "config": masked_config(stored.config, spec),
+    }
+
+
 def _config_file(endpoint: Endpoint, where: str) -> bytes:
     return json.dumps(resolve_env(endpoint.config, where)).encode()
 
 
 def _counts(stats: SyncStats) -> list[StreamCounts]:
     return [
-        StreamCounts(StreamDescriptor(s.name, s.namespace), s.records, s.bytes)
+        StreamCounts(
+            StreamDescriptor(s.name, s.namespace),
+            s.records_sent,
+            s.bytes_sent,
+            s.records_committed,
+            s.bytes_committed,
+            s.records_rejected,
+        )
         for s in stats.streams.values()
     ]
 

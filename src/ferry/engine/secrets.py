@@ -165,6 +165,23 @@ def mask(text: str) -> str:
     return masker.mask(text)
 
 
+def masked_config(config: Any, spec: ConnectorSpecification | None) -> Any:
+    """A copy of `config` for display: the spec's secret values replaced by MASK; without a
+    spec, every value (nothing tells which ones are secret)."""
+    secrets = None if spec is None else collect_secrets(spec.connectionSpecification, config)
+
+    def hide(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {key: hide(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [hide(item) for item in value]
+        if isinstance(value, bool) or value is None:
+            return value
+        return MASK if secrets is None or str(value) in secrets else value
+
+    return hide(config)
+
+
 class MaskingFilter(logging.Filter):
     """Masks secrets in a record's message, exception text and stack; install it on handlers."""
 

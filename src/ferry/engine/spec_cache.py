@@ -44,12 +44,15 @@ def load_spec(fingerprint: str) -> ConnectorSpecification | None:
         logger.warning("ignoring the cached spec %s, which cannot be read: %s", path, error)
         return None
     try:
-        if entry["fingerprint"] != fingerprint:
-            raise ValueError("it was written for another connector")
-        return convert(entry["spec"], ConnectorSpecification)
+        written_for = entry["fingerprint"]
+        spec = convert(entry["spec"], ConnectorSpecification)
     except (KeyError, TypeError, ValueError, DecodeError) as error:
         logger.warning("ignoring the corrupt cached spec %s: %s", path, error)
         return None
+    if written_for != fingerprint:
+        logger.warning("ignoring the cached spec %s: it was written for another connector", path)
+        return None
+    return spec
 
 
 def store_spec(fingerprint: str, spec: ConnectorSpecification) -> None:

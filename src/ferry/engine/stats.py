@@ -9,24 +9,35 @@ from typing import Any
 
 @dataclass
 class StreamStats:
+    """Records pass three points: routed (decoded from the source's output, counted when
+    routed), sent (the write of them to the destination's stdin returned) and committed (a
+    state covering them was echoed by the destination and saved)."""
+
     name: str
     namespace: str | None = None
-    records: int = 0
-    bytes: int = 0
+    records_routed: int = 0
+    bytes_routed: int = 0
+    records_sent: int = 0
+    bytes_sent: int = 0
+    records_committed: int = 0
+    bytes_committed: int = 0
     records_since_state: int = 0  # for comparing with a STREAM state's sourceStats
     states_sent: int = 0
     states_committed: int = 0
-    estimate_rows: int | None = None
+    records_rejected: int = 0  # the destination's rejectedRecordCount in its echoes
     status: str | None = None  # last STREAM_STATUS the source reported
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "stream": self.name,
             "namespace": self.namespace,
-            "records": self.records,
-            "bytes": self.bytes,
+            "records_sent": self.records_sent,
+            "bytes_sent": self.bytes_sent,
+            "records_committed": self.records_committed,
+            "bytes_committed": self.bytes_committed,
             "states_sent": self.states_sent,
             "states_committed": self.states_committed,
+            "records_rejected": self.records_rejected,
         }
 
 
@@ -38,7 +49,7 @@ class SyncStats:
     states_sent: int = 0
     states_committed: int = 0
     mismatches: list[str] = field(default_factory=list)
-    log_lines: int = 0
+    records_rejected_unattributed: int = 0  # rejected under a GLOBAL state of several streams
 
     def stream(self, name: str, namespace: str | None) -> StreamStats:
         key = (name, namespace)
@@ -48,12 +59,26 @@ class SyncStats:
         return found
 
     @property
-    def records(self) -> int:
-        return sum(s.records for s in self.streams.values())
+    def records_sent(self) -> int:
+        return sum(s.records_sent for s in self.streams.values())
 
     @property
-    def bytes(self) -> int:
-        return sum(s.bytes for s in self.streams.values())
+    def bytes_sent(self) -> int:
+        return sum(s.bytes_sent for s in self.streams.values())
+
+    @property
+    def records_committed(self) -> int:
+        return sum(s.records_committed for s in self.streams.values())
+
+    @property
+    def bytes_committed(self) -> int:
+        return sum(s.bytes_committed for s in self.streams.values())
+
+    @property
+    def records_rejected(self) -> int:
+        return self.records_rejected_unattributed + sum(
+            s.records_rejected for s in self.streams.values()
+        )
 
     @property
     def elapsed(self) -> float:

@@ -46,6 +46,9 @@ INCREMENTAL = "incremental"
 OVERWRITE = "overwrite"
 APPEND = "append"
 APPEND_DEDUP = "append_dedup"
+# destination sync modes only a destination's DESTINATION_CATALOG offers (data activation)
+UPDATE = "update"
+SOFT_DELETE = "soft_delete"
 
 
 class _Struct(msgspec.Struct, omit_defaults=True):
@@ -158,6 +161,21 @@ class ConfiguredAirbyteStream(_Struct):
 
 class ConfiguredAirbyteCatalog(_Struct):
     streams: list[ConfiguredAirbyteStream]
+
+
+class DestinationOperation(_Struct):
+    """One thing a destination can do with records: write `object_name` with `sync_mode`."""
+
+    object_name: str
+    sync_mode: str
+    json_schema: JsonObject = msgspec.field(default_factory=dict)
+    matching_keys: list[list[str]] | None = None
+
+
+class DestinationCatalog(_Struct):
+    """What a destination's `discover` answers (a DESTINATION_CATALOG message's payload)."""
+
+    operations: list[DestinationOperation]
 
 
 class AirbyteErrorTraceMessage(_Struct):

@@ -1,7 +1,8 @@
-"""STREAM_STATUS traces: recognising them, and writing the ones ferry sends on a source's behalf.
+"""STREAM_STATUS traces: recognising them, and writing the COMPLETEs ferry sends a destination.
 
-A destination learns from them when a stream's data is complete (an overwrite may then replace
-the old table) or never will be (it must keep the old table).
+As Airbyte's platform, ferry sends a destination only COMPLETE, once per stream after a
+successful source: then an overwrite may replace the old table. EOF without it means the stream
+did not end (the destination keeps the old table).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import json
 import os
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Protocol
 
 from ferry.errors import ConfigError
@@ -19,6 +19,7 @@ from ferry.errors import ConfigError
 Verb = Literal["spec", "check", "discover", "read", "write"]
 Role = Literal["source", "destination", "connector"]
 RUNTIME_NAMES = ("local", "docker", "podman", "kubernetes")
+PULL_POLICIES = ("never", "if-not-present", "always")
 
 # The order in which files become arguments: `read --config C --catalog K --state S`.
 FILE_ORDER = ("config", "catalog", "state")
@@ -45,41 +46,17 @@ class ConnectorOptions:
     # Kubernetes-only settings (namespace, resources, nodeSelector, ...), validated by that runtime.
     kubernetes: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.pull not in PULL_POLICIES:
+            raise ConfigError(
+                f"invalid pull policy {self.pull!r}: use one of {', '.join(PULL_POLICIES)}"
+            )
 
-# Which connector-block options each runtime honours; any other one set is an error, not ignored.
-_CONTAINER_OPTIONS = ("env", "entrypoint", "pull", "memory", "cpu", "volumes")
-OPTIONS_BY_RUNTIME: Mapping[str, tuple[str, ...]] = {
-    "local": ("env",),
-    "docker": (*_CONTAINER_OPTIONS, "relay", "network"),
-    # Pods always relay, so `relay: true` is simply true of them.
-    "podman": (*_CONTAINER_OPTIONS, "relay", "kubernetes"),
-    "kubernetes": (*_CONTAINER_OPTIONS, "relay", "kubernetes"),
-}
-_OPTION_HINTS = {
-    "network": "a pod's network is set with kubernetes: {host_network: ...}",
-    "memory": "resource limits need a container runtime",
-    "cpu": "resource limits need a container runtime",
-}
-
-
-def check_options_apply(runtime: str, options: ConnectorOptions) -> None:
-    """Raise ConfigError naming every option that is set but that `runtime` would ignore."""
-    honoured = OPTIONS_BY_RUNTIME[runtime]
-    defaults = ConnectorOptions()
-    ignored = [
-        name
-        for name in OPTIONS_BY_RUNTIME["docker"] + ("kubernetes",)
-        if name not in honoured and getattr(options, name) != getattr(defaults, name)
-    ]
-    if not ignored:
-        return
-    hints = sorted({_OPTION_HINTS[name] for name in ignored if name in _OPTION_HINTS})
-    users = [r for r in RUNTIME_NAMES if all(n in OPTIONS_BY_RUNTIME[r] for n in ignored)]
-    raise ConfigError(
-        f"{', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to the "
-        f"{runtime} runtime (only to {' and '.join(users) or 'other runtimes'})"
-        + "".join(f"; {hint}" for hint in hints)
-    )
+    def set_options(self) -> list[str]:
+        """The names of the options this block sets (differ from their defaults), in order."""
+        defaults = ConnectorOptions()
+        names = [option.name for option in fields(self)]
+        return [name for name in names if getattr(self, name) != getattr(defaults, name)]
 
 
 @dataclass(frozen=True)
@@ -119,16 +96,38 @@ class RunLabels:
 
 @dataclass(frozen=True)
 class ConnectorInvocation:
-    """One run of one connector command. `files` maps config/catalog/state to their bytes."""
+    """One run of one connector command. `files` maps config/catalog/state to their bytes.
+
+    `job_id` and `attempt` are what Airbyte's platform calls the job and attempt: a sync's run id
+    and attempt number; a command outside a sync (spec, check, discover) is a job of its own.
+    """
 
     connector: ConnectorRef
     verb: Verb
     files: Mapping[str, bytes] = field(default_factory=dict)
     labels: RunLabels = field(default_factory=RunLabels)
+    job_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    attempt: int = 1
 
     @property
     def reads_stdin(self) -> bool:
         return self.verb == "write"
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """The variables every runtime sets for the connector: those Airbyte's platform sets
+        (connectors read them, e.g. to choose the data channel), then the connection's `env`,
+        which wins."""
+        platform = {
+            "WORKER_JOB_ID": self.job_id,
+            "WORKER_JOB_ATTEMPT": str(self.attempt),
+            "USE_STREAM_CAPABLE_STATE": "true",
+            "DATA_CHANNEL_MEDIUM": "STDIO",
+            "DATA_CHANNEL_FORMAT": "JSONL",
+        }
+        if self.connector.runtime != "local":
+            platform["WORKER_CONNECTOR_IMAGE"] = self.connector.target
+        return {**platform, **self.connector.options.env}
 
 
 def protocol_args(verb: Verb, paths: Mapping[str, str]) -> list[str]:
@@ -185,6 +184,12 @@ class Runtime(Protocol):
     async def fingerprint(self, ref: ConnectorRef) -> str | None:
         """A text that changes whenever the code `ref` runs changes (for caching its spec), found
         without starting the connector; None when this runtime cannot know that."""
+        ...
+
+    async def sweep_orphans(self) -> list[str]:
+        """Before a sync starts connectors, remove what killed ferry processes left on this
+        runtime (a SIGKILL leaves them no chance to); lines say what went. Raises FerryError
+        when the engine cannot be asked."""
         ...
 
     async def close(self) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ferry.errors import ConfigError, ConnectorNotFound
 from ferry.runtimes.base import RUNTIME_NAMES, ConnectorOptions, ConnectorRef
-from ferry.runtimes.install import find_installed
+from ferry.runtimes.local.install import find_installed
 
 
 def resolve_reference(

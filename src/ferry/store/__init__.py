@@ -13,6 +13,7 @@ from ferry.store.base import (
     AttemptRecord,
     RunRecord,
     Store,
+    StoredConfig,
     StreamCounts,
     StreamTotals,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "RunRecord",
     "SqliteStore",
     "Store",
+    "StoredConfig",
     "StreamCounts",
     "StreamTotals",
     "apply_state",

@@ -1,14 +1,21 @@
-"""The store interface: connection state and run history.
+"""The store interface: connection state, run history and connector configs.
 
 Synchronous and small on purpose: every call is one short transaction (a few milliseconds for
 SQLite), so the engine calls it straight from its event loop. A Postgres store would implement
 the same class; the state merge rules live in `ferry.store.state` and are shared.
+
+Generations: one number per connection and stream, raised by every refresh, clear and full
+refresh (see `bump_generations`); the configured catalog carries it to the destination.
 
 Runs and attempts: a run is one `ferry sync` of a connection; it makes one or more attempts (a
 retry after a transient failure is a new attempt that resumes from the committed state). Every
 run records the host, pid and process start time of the ferry that owns it, so a run left
 "running" by a ferry that was killed is reported as `abandoned`, and is marked so for good when
 the next run of that connection starts.
+
+Connector configs: a connector may send a CONTROL message with an updated config (a rotated OAuth
+refresh token); the store keeps the last one per connection and role, with the fingerprint of
+the connection file's config it replaced, so an edit of the file can be told apart.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
+from typing import Any, Literal
 
 from ferry.protocol.messages import AirbyteStateMessage, StreamDescriptor
 from ferry.store.state import ConnectionState
@@ -28,17 +36,23 @@ FAILED = "failed"
 CANCELLED = "cancelled"
 ABANDONED = "abandoned"  # the owning ferry process is gone; set by the store, never passed in
 
+ConfigRole = Literal["source", "destination"]
+CONFIG_ROLES: tuple[ConfigRole, ...] = ("source", "destination")
+
 FINAL_STATUSES = frozenset({SUCCEEDED, FAILED, CANCELLED})
-STATUSES = frozenset({RUNNING, ABANDONED}) | FINAL_STATUSES
 
 
 @dataclass(frozen=True)
 class StreamCounts:
-    """What the engine counted for one stream in one attempt (records and bytes forwarded)."""
+    """What the engine counted for one stream in one attempt: records and bytes sent (written
+    to the destination) and committed (covered by a state the destination echoed)."""
 
     stream: StreamDescriptor
-    records: int = 0
-    bytes: int = 0
+    records_sent: int = 0
+    bytes_sent: int = 0
+    records_committed: int = 0
+    bytes_committed: int = 0
+    records_rejected: int = 0  # the destination's rejectedRecordCount
 
 
 @dataclass(frozen=True)
@@ -46,9 +60,12 @@ class StreamTotals:
     """Counts of one stream in an attempt or a run; `states_committed` is kept by the store."""
 
     stream: StreamDescriptor
-    records: int
-    bytes: int
+    records_sent: int
+    bytes_sent: int
     states_committed: int
+    records_committed: int = 0
+    bytes_committed: int = 0
+    records_rejected: int = 0
 
 
 @dataclass(frozen=True)
@@ -84,12 +101,24 @@ class RunRecord:
         return len(self.attempts)
 
     @property
-    def records(self) -> int:
-        return sum(s.records for s in self.streams)
+    def records_sent(self) -> int:
+        return sum(s.records_sent for s in self.streams)
 
     @property
-    def bytes(self) -> int:
-        return sum(s.bytes for s in self.streams)
+    def bytes_sent(self) -> int:
+        return sum(s.bytes_sent for s in self.streams)
+
+    @property
+    def records_committed(self) -> int:
+        return sum(s.records_committed for s in self.streams)
+
+    @property
+    def bytes_committed(self) -> int:
+        return sum(s.bytes_committed for s in self.streams)
+
+    @property
+    def records_rejected(self) -> int:
+        return sum(s.records_rejected for s in self.streams)
 
     @property
     def states_committed(self) -> int:
@@ -101,6 +130,17 @@ class RunRecord:
         if self.ended_at is None:
             return None
         return (self.ended_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class StoredConfig:
+    """The config a connector last sent for one side of a connection (a CONTROL message)."""
+
+    connection: str
+    role: ConfigRole
+    config: dict[str, Any]
+    file_fingerprint: str  # of the connection file's config when this one was received
+    updated_at: datetime
 
 
 class Store(abc.ABC):
@@ -138,6 +178,22 @@ class Store(abc.ABC):
 
         ConfigError for one stream of a LEGACY state (a single blob for every stream).
         """
+
+    # -- generations -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def generations(self, connection: str) -> dict[StreamDescriptor, int]:
+        """The current generation of each stream that has one (a stream without one is at 0).
+
+        A generation counts the refreshes and clears of a stream (as Airbyte's platform keeps
+        them): rows a destination wrote carry it, so a truncating sync can drop older ones.
+        """
+
+    @abc.abstractmethod
+    def bump_generations(
+        self, connection: str, streams: Sequence[StreamDescriptor]
+    ) -> dict[StreamDescriptor, int]:
+        """Raise the generation of `streams` by one, in one transaction; their new generations."""
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -183,12 +239,24 @@ class Store(abc.ABC):
         """End a run (attempts still running end with the same status)."""
 
     @abc.abstractmethod
-    def get_run(self, run_id: int) -> RunRecord | None:
-        """One run, or None if there is no such run."""
-
-    @abc.abstractmethod
     def list_runs(self, connection: str, limit: int = 20) -> list[RunRecord]:
         """The connection's latest runs, newest first."""
+
+    # -- connector configs -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    def load_connector_config(self, connection: str, role: ConfigRole) -> StoredConfig | None:
+        """The config the connection's `role` connector last sent, or None."""
+
+    @abc.abstractmethod
+    def save_connector_config(
+        self, connection: str, role: ConfigRole, config: dict[str, Any], file_fingerprint: str
+    ) -> None:
+        """Keep `config` (replacing any earlier one), durably, before returning."""
+
+    @abc.abstractmethod
+    def reset_connector_config(self, connection: str, role: ConfigRole | None = None) -> bool:
+        """Forget the stored config of one side, or of both; False if there was none."""
 
     # -- lifetime --------------------------------------------------------------------------
 

@@ -7,29 +7,14 @@ same host; a run owned by another host is assumed alive.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
 from dataclasses import dataclass
 
-
-def process_start(pid: int) -> str | None:
-    """The kernel's start time of `pid` (clock ticks since boot) as text; None if unknown."""
-    stat = _stat(pid)
-    if stat is None:
-        return None
-    fields = stat.split()
-    # Fields after the command name: state is 3rd overall, starttime the 22nd.
-    return fields[19] if len(fields) > 19 else None
-
-
-def _stat(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            text = f.read()
-    except OSError:
-        return None
-    # The command name is in parentheses and may contain spaces or parentheses itself.
-    return text[text.rfind(")") + 2 :]
+from ferry.home import ferry_home, process_start
+from ferry.home import process_stat as _stat
 
 
 @dataclass(frozen=True)
@@ -63,3 +48,28 @@ class Owner:
 def current_owner() -> Owner:
     pid = os.getpid()
     return Owner(host=socket.gethostname(), pid=pid, start=process_start(pid))
+
+
+def sweep_run_dir() -> int:
+    """Remove the entries of $FERRY_HOME/run whose owner process is gone (a SIGKILLed ferry's
+    connector configs, a killed destination's batch files); returns how many were removed."""
+    removed = 0
+    try:
+        entries = list(os.scandir(ferry_home() / "run"))
+    except OSError:
+        return 0
+    host = socket.gethostname()
+    for entry in entries:
+        pid, _, rest = entry.name.partition("-")
+        start = rest.partition("-")[0]
+        if not pid.isdigit() or not start.isdigit():
+            continue
+        if Owner(host, int(pid), None if start == "0" else start).alive():
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+        removed += 1
+    return removed

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ferry.errors import ConfigError, StoreError
+from ferry.errors import ConfigError, InternalError, StoreError
 from ferry.protocol import encode
 from ferry.protocol.messages import (
     STATE_GLOBAL,
@@ -40,11 +40,14 @@ from ferry.protocol.messages import (
 )
 from ferry.store.base import (
     ABANDONED,
+    CONFIG_ROLES,
     FINAL_STATUSES,
     RUNNING,
     AttemptRecord,
+    ConfigRole,
     RunRecord,
     Store,
+    StoredConfig,
     StreamCounts,
     StreamTotals,
 )
@@ -114,6 +117,31 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         """CREATE UNIQUE INDEX attempt_streams_key
             ON attempt_streams (attempt_id, name, coalesce(namespace, x'00'))""",
+    ),
+    # 1 -> 2: records/bytes are those sent to the destination; these, those it committed;
+    # generations (refreshes, clears); rejected records; configs sent by connectors in
+    # CONTROL messages (rotated OAuth tokens).
+    (
+        "ALTER TABLE attempt_streams ADD COLUMN records_committed INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE attempt_streams ADD COLUMN bytes_committed INTEGER NOT NULL DEFAULT 0",
+        """CREATE TABLE stream_generation (
+            connection TEXT NOT NULL,
+            name TEXT NOT NULL,
+            namespace TEXT,
+            generation INTEGER NOT NULL,
+            updated_at REAL NOT NULL
+        )""",
+        """CREATE UNIQUE INDEX stream_generation_key
+            ON stream_generation (connection, name, coalesce(namespace, x'00'))""",
+        "ALTER TABLE attempt_streams ADD COLUMN records_rejected INTEGER NOT NULL DEFAULT 0",
+        """CREATE TABLE connector_configs (
+            connection TEXT NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('source', 'destination')),
+            config TEXT NOT NULL,  -- JSON
+            file_fingerprint TEXT NOT NULL,  -- of the connection file's config it replaced
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (connection, role)
+        )""",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -295,6 +323,67 @@ class SqliteStore(Store):
             _write_state(db, connection, old, new, None, time.time())
             return True
 
+    # -- generations -----------------------------------------------------------------------
+
+    def generations(self, connection: str) -> dict[StreamDescriptor, int]:
+        with self._read() as db:
+            return _generations(db, connection)
+
+    def bump_generations(
+        self, connection: str, streams: Sequence[StreamDescriptor]
+    ) -> dict[StreamDescriptor, int]:
+        with self._write() as db:
+            current = _generations(db, connection)
+            bumped = {stream: current.get(stream, 0) + 1 for stream in streams}
+            now = time.time()
+            for stream, generation in bumped.items():
+                db.execute(
+                    "DELETE FROM stream_generation"
+                    " WHERE connection = ? AND name = ? AND namespace IS ?",
+                    (connection, stream.name, stream.namespace),
+                )
+                db.execute(
+                    "INSERT INTO stream_generation"
+                    " (connection, name, namespace, generation, updated_at) VALUES (?, ?, ?, ?, ?)",
+                    (connection, stream.name, stream.namespace, generation, now),
+                )
+            return bumped
+
+    # -- connector configs -----------------------------------------------------------------
+
+    def load_connector_config(self, connection: str, role: ConfigRole) -> StoredConfig | None:
+        with self._read() as db:
+            row = db.execute(
+                "SELECT config, file_fingerprint, updated_at FROM connector_configs"
+                " WHERE connection = ? AND role = ?",
+                (connection, role),
+            ).fetchone()
+        if row is None:
+            return None
+        config, fingerprint, updated_at = row
+        when = datetime.fromtimestamp(updated_at, tz=UTC)  # NOT NULL in the schema
+        return StoredConfig(connection, role, json.loads(config), fingerprint, when)
+
+    def save_connector_config(
+        self, connection: str, role: ConfigRole, config: dict[str, Any], file_fingerprint: str
+    ) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO connector_configs"
+                " (connection, role, config, file_fingerprint, updated_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (connection, role) DO UPDATE SET config = excluded.config,"
+                " file_fingerprint = excluded.file_fingerprint, updated_at = excluded.updated_at",
+                (connection, role, json.dumps(config), file_fingerprint, time.time()),
+            )
+
+    def reset_connector_config(self, connection: str, role: ConfigRole | None = None) -> bool:
+        with self._write() as db:
+            cursor = db.execute(
+                "DELETE FROM connector_configs WHERE connection = ? AND role IN (?, ?)",
+                (connection, *((role, role) if role else CONFIG_ROLES)),
+            )
+            return cursor.rowcount > 0
+
     # -- runs ------------------------------------------------------------------------------
 
     def start_run(
@@ -406,12 +495,6 @@ class SqliteStore(Store):
                 (status, now, run_id, RUNNING),
             )
 
-    def get_run(self, run_id: int) -> RunRecord | None:
-        with self._read() as db:
-            rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
-            records = _run_records(db, rows.fetchall())
-        return records[0] if records else None
-
     def list_runs(self, connection: str, limit: int = 20) -> list[RunRecord]:
         with self._read() as db:
             rows = db.execute(
@@ -433,13 +516,16 @@ def _create_private(path: Path) -> None:
 
 
 def _rowid(cursor: sqlite3.Cursor) -> int:
-    assert cursor.lastrowid is not None
+    if cursor.lastrowid is None:
+        raise InternalError("an INSERT reported no row id")
     return cursor.lastrowid
 
 
 def _check_final(status: str) -> None:
     if status not in FINAL_STATUSES:
-        raise ValueError(f"status must be one of {', '.join(sorted(FINAL_STATUSES))}: {status!r}")
+        raise InternalError(
+            f"status must be one of {', '.join(sorted(FINAL_STATUSES))}: {status!r}"
+        )
 
 
 def _load_raw(db: sqlite3.Connection, connection: str) -> ConnectionState:
@@ -549,18 +635,37 @@ def _count_commit(
             )
 
 
+def _generations(db: sqlite3.Connection, connection: str) -> dict[StreamDescriptor, int]:
+    return {
+        StreamDescriptor(name=name, namespace=namespace): generation
+        for name, namespace, generation in db.execute(
+            "SELECT name, namespace, generation FROM stream_generation WHERE connection = ?",
+            (connection,),
+        )
+    }
+
+
 def _set_counts(db: sqlite3.Connection, attempt_id: int, counts: StreamCounts) -> None:
     stream = counts.stream
+    values = (
+        counts.records_sent,
+        counts.bytes_sent,
+        counts.records_committed,
+        counts.bytes_committed,
+        counts.records_rejected,
+    )
     cursor = db.execute(
-        "UPDATE attempt_streams SET records = ?, bytes = ?"
+        "UPDATE attempt_streams SET records = ?, bytes = ?, records_committed = ?,"
+        " bytes_committed = ?, records_rejected = ?"
         " WHERE attempt_id = ? AND name = ? AND namespace IS ?",
-        (counts.records, counts.bytes, attempt_id, stream.name, stream.namespace),
+        (*values, attempt_id, stream.name, stream.namespace),
     )
     if cursor.rowcount == 0:
         db.execute(
-            "INSERT INTO attempt_streams (attempt_id, name, namespace, records, bytes)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (attempt_id, stream.name, stream.namespace, counts.records, counts.bytes),
+            "INSERT INTO attempt_streams (attempt_id, name, namespace, records, bytes,"
+            " records_committed, bytes_committed, records_rejected)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (attempt_id, stream.name, stream.namespace, *values),
         )
 
 
@@ -615,9 +720,10 @@ def _run_records(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[Ru
             streams = tuple(
                 sorted(
                     (
-                        StreamTotals(StreamDescriptor(name=n, namespace=ns), r, b, s)
-                        for n, ns, r, b, s in db.execute(
-                            "SELECT name, namespace, records, bytes, states_committed"
+                        StreamTotals(StreamDescriptor(name=n, namespace=ns), *counts)
+                        for n, ns, *counts in db.execute(
+                            "SELECT name, namespace, records, bytes, states_committed,"
+                            " records_committed, bytes_committed, records_rejected"
                             " FROM attempt_streams WHERE attempt_id = ?",
                             (a_id,),
                         )
@@ -658,11 +764,19 @@ def _run_records(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[Ru
 
 
 def _sum_streams(attempts: list[AttemptRecord]) -> tuple[StreamTotals, ...]:
-    totals: dict[StreamDescriptor, tuple[int, int, int]] = {}
+    totals: dict[StreamDescriptor, list[int]] = {}
     for attempt in attempts:
         for s in attempt.streams:
-            r, b, c = totals.get(s.stream, (0, 0, 0))
-            totals[s.stream] = (r + s.records, b + s.bytes, c + s.states_committed)
+            counts = (
+                s.records_sent,
+                s.bytes_sent,
+                s.states_committed,
+                s.records_committed,
+                s.bytes_committed,
+                s.records_rejected,
+            )
+            summed = totals.setdefault(s.stream, [0] * len(counts))
+            summed[:] = [a + b for a, b in zip(summed, counts, strict=True)]
     return tuple(
-        sorted((StreamTotals(d, r, b, c) for d, (r, b, c) in totals.items()), key=_stream_order)
+        sorted((StreamTotals(d, *counts) for d, counts in totals.items()), key=_stream_order)
     )

@@ -6,20 +6,34 @@ Config: count, state_every, crash_after (exit 1 after that many records of this 
 trace), crash_once (a file path: crash only while that file does not exist; it is created),
 trace_error (emit a TRACE ERROR of that failure_type and exit 1 after crash_after records),
 stray_stream (emit one record of a stream that is not in the catalog), garbage (print non-JSON),
-statuses (emit STREAM_STATUS STARTED before the records and COMPLETE after them), exit_code (exit
-with this code once everything was emitted).
+statuses (emit STREAM_STATUS STARTED before the records and COMPLETE after them, INCOMPLETE
+before a crash), exit_code (exit with this code once everything was emitted).
+
+Faults for tests/faults (each only while the file `once` names does not exist, if set; the
+source creates it when it starts the fault): hang_after (go silent after that many records of
+this run, forever), fork_workers (fork that many worker processes that sleep until killed),
+huge_record_bytes (the first record carries a string of that size), stderr_flood_bytes (write that
+much to stderr first), delay (seconds to sleep after each record), stray_once (like stray_stream).
+interrupt_after (after that many records, send SIGINT to ferry, the supervisor's parent, and
+exit 130 at once: what a connector in the terminal's process group does on Ctrl-C).
+Not a fault: pad (every record carries a string of that many bytes).
 """
 
 import json
 import os
+import signal
 import sys
+import time
+from typing import Any
+
+from once import fault
 
 
-def emit(message):
+def emit(message: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(message) + "\n")
 
 
-def emit_status(status):
+def emit_status(status: str) -> None:
     stream_status = {"stream_descriptor": {"name": "items"}, "status": status}
     emit(
         {
@@ -29,7 +43,7 @@ def emit_status(status):
     )
 
 
-def main():
+def main() -> int:
     verb = sys.argv[1]
     args = dict(zip(sys.argv[2::2], sys.argv[3::2]))
     if verb == "spec":
@@ -60,8 +74,24 @@ def main():
         crash_after = None
     if config.get("garbage"):
         print("this line is not JSON", flush=True)
-    if config.get("stray_stream"):
+        sys.stdout.write("\x00\xff{not json either\n")
+    if config.get("stray_stream") or fault(config, "stray_once"):
         emit({"type": "RECORD", "record": {"stream": "stray", "data": {}, "emitted_at": 0}})
+    flood = config.get("stderr_flood_bytes")
+    if flood:
+        line = "x" * 1023 + "\n"
+        for _ in range(flood // 1024):
+            sys.stderr.write(line)
+        sys.stderr.flush()
+    for _ in range(config.get("fork_workers", 0)):
+        if os.fork() == 0:  # a worker, as a pool would start: it lives until it is killed
+            while True:
+                time.sleep(3600)
+    hang_after = fault(config, "hang_after")
+    huge = fault(config, "huge_record_bytes")
+    delay = fault(config, "delay")
+    interrupt_after = fault(config, "interrupt_after")
+    pad = "x" * config.get("pad", 0)
     if config.get("statuses"):
         emit_status("STARTED")
     emitted = 0
@@ -69,6 +99,8 @@ def main():
         if crash_after is not None and emitted >= crash_after:
             if marker:
                 open(marker, "w").close()
+            if config.get("statuses"):  # as the Python CDK ends a failed stream
+                emit_status("INCOMPLETE")
             if config.get("trace_error"):
                 emit(
                     {
@@ -85,8 +117,23 @@ def main():
                 )
             sys.stdout.flush()
             return 1
-        emit({"type": "RECORD", "record": {"stream": "items", "data": {"id": i}, "emitted_at": 0}})
+        if interrupt_after is not None and emitted >= interrupt_after:
+            sys.stdout.flush()
+            with open(f"/proc/{os.getppid()}/stat") as stat:  # the supervisor's parent: ferry
+                os.kill(int(stat.read().rsplit(")", 1)[1].split()[1]), signal.SIGINT)
+            return 130
+        if hang_after is not None and emitted >= hang_after:
+            sys.stdout.flush()
+            while True:
+                time.sleep(3600)
+        data = {"id": i, "pad": pad} if pad else {"id": i}
+        if huge:
+            data["blob"], huge = "x" * huge, None
+        emit({"type": "RECORD", "record": {"stream": "items", "data": data, "emitted_at": 0}})
         emitted += 1
+        if delay:
+            sys.stdout.flush()
+            time.sleep(delay)
         if i % config.get("state_every", 10) == 0 or i == config["count"]:
             emit(
                 {
@@ -102,7 +149,7 @@ def main():
             )
     if config.get("statuses"):
         emit_status("COMPLETE")
-    return config.get("exit_code", 0)
+    return int(config.get("exit_code", 0))
 
 
 if __name__ == "__main__":

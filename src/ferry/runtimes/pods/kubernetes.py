@@ -1,0 +1,677 @@
+"""The Kubernetes runtime: one pod per connector run, through lightkube's AsyncClient.
+
+Configuration: the in-cluster service account when ferry runs in a pod, else KUBECONFIG (or
+~/.kube/config). The namespace is the connector block's `kubernetes: {namespace: ...}`, else the
+kubeconfig context's (the service account's in-cluster), else `default`.
+
+How pods reach ferry's relay port is explicit, first match wins:
+1. `kubernetes: {relay_host: ...}` in the connector block (e.g. a Service's DNS name),
+2. FERRY_RELAY_HOST,
+3. FERRY_POD_IP (ferry's own pod IP from the downward API, see deploy/),
+and otherwise starting fails with a ConfigError saying so. The port is the relay listener's
+(FERRY_RELAY_PORT pins it, e.g. for a Service or a NetworkPolicy).
+
+Per run: the Secret (config, catalog, state) is created, then the Pod, then the Secret gets an
+ownerReference to the Pod (its uid only exists now), so deleting the pod deletes the Secret. The
+pod is watched until the connector container terminates; its exit code is the result. ferry
+fails fast and says why on ErrImagePull/ImagePullBackOff (any container), OOMKilled, eviction,
+DeadlineExceeded (activeDeadlineSeconds), a failed init container, a pod deleted under it, and
+a pod still unscheduled after `schedule_timeout_seconds`.
+On finish and on cancel the pod is deleted (background propagation) and the Secret with it.
+
+`entrypoint: auto` for an image without AIRBYTE_ENTRYPOINT: Kubernetes does not expose image
+metadata, so the image's config is read from its registry (`registry.py`; ENTRYPOINT, else CMD), with the
+credentials of the connector's imagePullSecrets, else the local docker config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+from lightkube import ApiError, AsyncClient, KubeConfig, codecs
+from lightkube.core.exceptions import ConfigError as KubeConfigError
+from lightkube.resources.core_v1 import Pod, Secret
+from lightkube.types import CascadeType, PatchType
+
+from ferry.errors import (
+    ConfigError,
+    ConnectorCrashed,
+    FerryError,
+    ImageUnavailable,
+    RuntimeUnavailable,
+)
+from ferry.relay import (
+    SIDECAR_IMAGE,
+    RelayRegistration,
+    check_relay_host,
+    derive_entrypoint,
+    shared_listener,
+)
+from ferry.runtimes.base import (
+    ConnectorInvocation,
+    ConnectorRef,
+    LogSink,
+    fingerprint_of,
+)
+from ferry.runtimes.owner import owner_labels
+from ferry.runtimes.pods.manifests import (
+    CONNECTOR_CONTAINER,
+    KubernetesSettings,
+    PodManifests,
+    build_manifests,
+    secret_owner_patch,
+)
+from ferry.runtimes.pods.registry import (
+    docker_configs_from_pull_secrets,
+    fetch_image_config,
+)
+from ferry.runtimes.relayed import PodProcess, start_pod
+
+logger = logging.getLogger(__name__)
+
+ENV_RELAY_HOST = "FERRY_RELAY_HOST"
+ENV_POD_IP = "FERRY_POD_IP"
+ENV_SIDECAR_IMAGE = "FERRY_SIDECAR_IMAGE"
+FIELD_MANAGER = "ferry"
+
+PULL_ERRORS = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "RegistryUnavailable",
+    }
+)
+CONFIG_ERRORS = frozenset(
+    {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+)
+WATCH_RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
+_DIGEST_PINNED = re.compile(r"@sha256:[0-9a-f]{64}$")
+
+
+# --- reading a pod's status (pure) --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PodAssessment:
+    """What one observed state of the pod means for ferry."""
+
+    running: bool = False
+    exit_code: int | None = None
+    error: FerryError | None = None
+    note: str | None = None  # worth a log line (e.g. unschedulable), not a failure
+    scheduled: bool = False  # bound to a node (so the schedule timeout no longer applies)
+
+
+@dataclass(frozen=True)
+class _PodView:
+    """The parts of a pod (a dict as the API returns it) that `assess_pod` reads."""
+
+    where: str
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any]
+    being_deleted: bool
+    phase: str
+    reason: str
+    message: str
+    connector: Mapping[str, Any]  # the connector container's status ({} before it has one)
+
+    @classmethod
+    def of(cls, pod: Mapping[str, Any]) -> _PodView:
+        metadata = pod.get("metadata") or {}
+        status = pod.get("status") or {}
+        where = f"pod {metadata.get('name', '?')}"
+        if metadata.get("namespace"):
+            where += f" (namespace {metadata['namespace']})"
+        connector: Mapping[str, Any] = {}
+        for container in _statuses(status, "containerStatuses"):
+            if container.get("name") == CONNECTOR_CONTAINER:
+                connector = container
+        return cls(
+            where=where,
+            spec=pod.get("spec") or {},
+            status=status,
+            being_deleted=bool(metadata.get("deletionTimestamp")),
+            phase=str(status.get("phase") or ""),
+            reason=str(status.get("reason") or ""),
+            message=str(status.get("message") or "").strip() or "no message",
+            connector=connector,
+        )
+
+    def containers(self, kind: str) -> dict[str, Mapping[str, Any]]:
+        """The containers of the spec by name: `containers` or `initContainers`."""
+        return {c.get("name"): c for c in self.spec.get(kind) or []}
+
+
+def _statuses(status: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    return list(status.get(key) or [])
+
+
+def _reason(state: Mapping[str, Any]) -> tuple[str, str]:
+    return str(state.get("reason") or ""), str(state.get("message") or "").strip() or "no message"
+
+
+def _crashed(message: str) -> PodAssessment:
+    return PodAssessment(error=ConnectorCrashed(message))
+
+
+def assess_pod(
+    pod: Mapping[str, Any], *, deleted: bool = False, deleting: bool = False
+) -> PodAssessment:
+    """Interpret a pod (a dict as the API returns it) for the connector container.
+
+    `deleted`: the watch reported DELETED; `deleting`: ferry itself is deleting the pod (then a
+    deletion is no failure). The first reading that applies wins: the connector's exit, a
+    deletion, Kubernetes stopping the pod, a container that cannot run, the pod's end; else how
+    far the pod got.
+    """
+    view = _PodView.of(pod)
+    found = (
+        _connector_exit(view)
+        or (None if deleting else _deletion(view, deleted))
+        or _stopped_by_kubernetes(view)
+        or _container_problem(view)
+        or _pod_ended(view)
+    )
+    return found or _progress(view)
+
+
+def _connector_exit(view: _PodView) -> PodAssessment | None:
+    terminated = (view.connector.get("state") or {}).get("terminated")
+    if not terminated:
+        return None
+    reason, _ = _reason(terminated)
+    code = int(terminated.get("exitCode", -1))
+    if reason != "OOMKilled":
+        return PodAssessment(exit_code=code)
+    connector = view.containers("containers").get(CONNECTOR_CONTAINER, {})
+    limit = (connector.get("resources") or {}).get("limits") or {}
+    return PodAssessment(
+        exit_code=code,
+        error=ConnectorCrashed(
+            f"{view.where}: the connector was OOMKilled (memory limit "
+            f"{limit.get('memory', 'unset')}); raise `resources: {{memory: ...}}` or "
+            "`kubernetes.resources.limits.memory`",
+            exit_code=code,
+        ),
+    )
+
+
+def _deletion(view: _PodView, deleted: bool) -> PodAssessment | None:
+    if deleted:
+        return _crashed(
+            f"{view.where} was deleted while the connector ran (by someone else, a node drain or "
+            "an eviction); committed state is kept, the next attempt resumes from it"
+        )
+    if view.being_deleted:
+        return _crashed(
+            f"{view.where} is being deleted while the connector runs (by someone else, a node "
+            "drain or an eviction)"
+        )
+    return None
+
+
+def _stopped_by_kubernetes(view: _PodView) -> PodAssessment | None:
+    if view.reason == "Evicted":
+        return _crashed(f"{view.where} was evicted: {view.message}")
+    if view.reason == "DeadlineExceeded":
+        deadline = view.spec.get("activeDeadlineSeconds")
+        return _crashed(
+            f"{view.where}: DeadlineExceeded: it ran longer than activeDeadlineSeconds "
+            f"({deadline}s) and was stopped; raise kubernetes.active_deadline_seconds"
+        )
+    return None
+
+
+def _container_problem(view: _PodView) -> PodAssessment | None:
+    """An image that cannot be pulled, a container that cannot be created, a failed init
+    container or an OOMKilled sidecar."""
+    for key, kind in (
+        ("initContainerStatuses", "initContainers"),
+        ("containerStatuses", "containers"),
+    ):
+        specs = view.containers(kind)
+        for container in _statuses(view.status, key):
+            name = str(container.get("name"))
+            image = specs.get(name, {}).get("image") or container.get("image") or "?"
+            state = container.get("state") or {}
+            found = _waiting_problem(view, name, image, state.get("waiting"))
+            if found is None and name != CONNECTOR_CONTAINER:
+                found = _sidecar_ended(view, name, kind, state.get("terminated"))
+            if found is not None:
+                return found
+    return None
+
+
+def _waiting_problem(
+    view: _PodView, name: str, image: str, waiting: Mapping[str, Any] | None
+) -> PodAssessment | None:
+    if not waiting:
+        return None
+    reason, message = _reason(waiting)
+    if reason in PULL_ERRORS:
+        which = "connector" if name == CONNECTOR_CONTAINER else f"{name} sidecar"
+        return PodAssessment(
+            error=ImageUnavailable(
+                f"{view.where}: the {which} image {image} cannot be pulled ({reason}: "
+                f"{message}); check the image name, the registry and "
+                "kubernetes.image_pull_secrets"
+            )
+        )
+    if reason in CONFIG_ERRORS:
+        return PodAssessment(
+            error=RuntimeUnavailable(
+                f"{view.where}: container {name} cannot be created ({reason}: {message})"
+            )
+        )
+    return None
+
+
+def _sidecar_ended(
+    view: _PodView, name: str, kind: str, terminated: Mapping[str, Any] | None
+) -> PodAssessment | None:
+    if not terminated:
+        return None
+    reason, message = _reason(terminated)
+    code = int(terminated.get("exitCode", -1))
+    if kind == "initContainers" and code != 0:
+        return _crashed(
+            f"{view.where}: init container {name} failed (exit code {code}, "
+            f"{reason or 'no reason'}): {message}"
+        )
+    if reason == "OOMKilled":
+        return _crashed(
+            f"{view.where}: the {name} sidecar was OOMKilled; raise "
+            "kubernetes.sidecar_resources.limits.memory"
+        )
+    return None
+
+
+def _pod_ended(view: _PodView) -> PodAssessment | None:
+    if view.phase == "Failed":
+        return _crashed(f"{view.where} failed ({view.reason or 'no reason'}): {view.message}")
+    if view.phase == "Succeeded":
+        return _crashed(f"{view.where} succeeded but reported no connector exit code")
+    return None
+
+
+def _progress(view: _PodView) -> PodAssessment:
+    """Whether the connector runs and the pod is scheduled, and why not yet."""
+    running = bool((view.connector.get("state") or {}).get("running")) or view.phase == "Running"
+    scheduled = bool(view.spec.get("nodeName") or view.status.get("containerStatuses")) or running
+    note = None
+    for condition in view.status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled":
+            scheduled = scheduled or condition.get("status") == "True"
+            if condition.get("status") == "False":
+                note = (
+                    f"{view.where} is not scheduled yet ({condition.get('reason', '')}: "
+                    f"{condition.get('message', '')})"
+                )
+    return PodAssessment(running=running, note=note, scheduled=scheduled)
+
+
+# --- the runtime --------------------------------------------------------------------------------
+
+
+def is_digest_pinned(image: str) -> bool:
+    """`repo@sha256:<64 hex digits>` (a tag before the digest is allowed and ignored by nodes)."""
+    return _DIGEST_PINNED.search(image) is not None
+
+
+def relay_host(settings: KubernetesSettings, environ: Mapping[str, str] | None = None) -> str:
+    """Where pods reach ferry: relay_host option, FERRY_RELAY_HOST, FERRY_POD_IP; else an error."""
+    env = os.environ if environ is None else environ
+    if settings.relay_host:
+        return settings.relay_host
+    for variable in (ENV_RELAY_HOST, ENV_POD_IP):
+        host = env.get(variable)
+        if host:
+            check_relay_host(host, variable)
+            return host
+    raise ConfigError(
+        "Kubernetes pods must reach ferry's relay port, but no address is configured: set "
+        f"`kubernetes: {{relay_host: ...}}` in the connector block or {ENV_RELAY_HOST} (an "
+        f"address of this machine the cluster can reach), or, when ferry runs in a pod, "
+        f"{ENV_POD_IP} from the downward API (status.podIP; see deploy/)"
+    )
+
+
+def status_of(error: BaseException) -> tuple[int, str] | None:
+    """HTTP status code and the API's message of a failed call; None if no response came.
+
+    lightkube raises ApiError only when the response's Content-Type is exactly
+    application/json; with a charset or through some proxies it is a bare HTTPStatusError.
+    """
+    if isinstance(error, ApiError):
+        status = error.status
+        detail = f"{status.reason or ''}: {status.message or error}".strip(": ")
+        return int(status.code or error.response.status_code), detail
+    if isinstance(error, httpx2.HTTPStatusError):
+        response = error.response
+        detail = response.reason_phrase or ""
+        try:
+            body = response.json()
+        except Exception:
+            body = None
+        if isinstance(body, dict) and body.get("message"):
+            detail = f"{body.get('reason') or detail}: {body['message']}"
+        return response.status_code, detail
+    return None
+
+
+def api_error(action: str, error: BaseException) -> FerryError:
+    """A FerryError a user can act on for a failed API call."""
+    found = status_of(error)
+    if found is not None:
+        code, detail = found
+        if code in (401, 403):
+            return RuntimeUnavailable(
+                f"Kubernetes refused to {action} ({code} {detail}); check the service account's "
+                "RBAC (deploy/rbac.yaml lists what ferry needs) or your kubeconfig's credentials"
+            )
+        if code in (400, 422):
+            return ConfigError(f"Kubernetes rejected ferry's request to {action}: {detail}")
+        return RuntimeUnavailable(f"Kubernetes could not {action} ({code} {detail})")
+    if isinstance(error, httpx2.HTTPError | OSError):
+        return RuntimeUnavailable(f"cannot reach the Kubernetes API to {action}: {error}")
+    return RuntimeUnavailable(f"Kubernetes could not {action}: {error}")
+
+
+def is_not_found(error: BaseException) -> bool:
+    found = status_of(error)
+    return found is not None and found[0] == 404
+
+
+def load_config() -> KubeConfig:
+    """The in-cluster service account's config, else KUBECONFIG's (or ~/.kube/config's)."""
+    try:
+        return KubeConfig.from_env()
+    except (KubeConfigError, OSError, KeyError, ValueError) as e:
+        raise RuntimeUnavailable(
+            "no Kubernetes configuration: ferry uses the in-cluster service account when it runs "
+            "in a pod, else KUBECONFIG (or ~/.kube/config); "
+            f"loading it failed: {e}"
+        ) from None
+
+
+class KubernetesPod:
+    """One pod of one run (a PodBackend)."""
+
+    def __init__(
+        self, client: AsyncClient, manifests: PodManifests, schedule_timeout: float
+    ) -> None:
+        self.client = client
+        self.manifests = manifests
+        self.schedule_timeout = schedule_timeout
+        self.name = manifests.name
+        self.namespace = manifests.namespace
+        self.description = f"pod {self.name} (namespace {self.namespace})"
+        self.deleting = False
+        self._removed = False
+        self._remove_lock = asyncio.Lock()
+        self._noted: set[str] = set()
+        self._running_seen = False
+
+    async def launch(self) -> None:
+        """Secret, Pod, then the Secret's ownerReference to the Pod."""
+        has_secret = bool(self.manifests.secret.get("data"))
+        if has_secret:
+            try:
+                await self.client.create(codecs.from_dict(self.manifests.secret))
+            except Exception as e:
+                raise api_error(f"create the Secret {self.name} in {self.namespace}", e) from None
+        try:
+            created = await self.client.create(codecs.from_dict(self.manifests.pod))
+        except Exception as e:
+            raise api_error(f"create the pod {self.name} in {self.namespace}", e) from None
+        uid = created.metadata.uid if created.metadata is not None else None
+        if has_secret and uid:
+            try:
+                await self.client.patch(
+                    Secret,
+                    self.name,
+                    secret_owner_patch(self.name, uid),
+                    namespace=self.namespace,
+                    patch_type=PatchType.MERGE,
+                )
+            except Exception as e:  # the pod runs anyway; remove() deletes the Secret
+                logger.warning(
+                    "%s: could not make the pod own its Secret: %s",
+                    self.description,
+                    api_error("patch the Secret", e),
+                )
+
+    async def wait_connector(self, on_running: Callable[[], None]) -> int:
+        """The connector's exit code; fails when the pod is not on a node by the schedule timeout
+        (an unschedulable pod would otherwise wait for activeDeadlineSeconds, or forever)."""
+        guard = asyncio.timeout(self.schedule_timeout)
+        try:
+            async with guard:
+                return await self._watch_connector(on_running, guard)
+        except TimeoutError:
+            if not guard.expired():
+                raise
+            why = "; ".join(sorted(self._noted)) or "no scheduling event was seen"
+            raise RuntimeUnavailable(
+                f"{self.description} was not scheduled within {self.schedule_timeout:g}s ({why});"
+                " check node capacity against its resource requests, nodeSelector, tolerations"
+                " and affinity, or raise kubernetes.schedule_timeout_seconds"
+            ) from None
+
+    async def _watch_connector(
+        self, on_running: Callable[[], None], schedule_guard: asyncio.Timeout
+    ) -> int:
+        failures = 0
+        while True:
+            try:
+                async for event, obj in self.client.watch(
+                    Pod, namespace=self.namespace, fields={"metadata.name": self.name}
+                ):
+                    failures = 0
+                    pod = obj.to_dict()
+                    code = self._observe(event, pod, on_running, schedule_guard)
+                    if code is not None:
+                        return code
+            except (FerryError, asyncio.CancelledError):
+                raise
+            except Exception as e:
+                failures += 1
+                await self._before_watching_again(e, failures)
+                continue
+            # The server ended the watch without an error: look at the pod and watch again.
+            await asyncio.sleep(WATCH_RETRY_SECONDS[0])
+
+    def _observe(
+        self,
+        event: str,
+        pod: Mapping[str, Any],
+        on_running: Callable[[], None],
+        schedule_guard: asyncio.Timeout,
+    ) -> int | None:
+        """Act on one watch event: the connector's exit code once known, else None."""
+        if (pod.get("metadata") or {}).get("name") != self.name:
+            return None
+        verdict = assess_pod(pod, deleted=event == "DELETED", deleting=self.deleting)
+        if verdict.error is not None:
+            raise verdict.error
+        if verdict.exit_code is not None:
+            return verdict.exit_code
+        if verdict.scheduled:
+            schedule_guard.reschedule(None)
+        if verdict.running and not self._running_seen:
+            self._running_seen = True
+            on_running()
+        if verdict.note and verdict.note not in self._noted:
+            self._noted.add(verdict.note)
+            logger.warning("%s", verdict.note)
+        if event == "DELETED":
+            raise ConnectorCrashed(f"{self.description} was deleted")
+        return None
+
+    async def _before_watching_again(self, error: Exception, failures: int) -> None:
+        """Wait after the watch failed `failures` times in a row; raise when retrying is futile."""
+        failure = api_error(f"watch {self.description}", error)
+        found = status_of(error)
+        if failures > 20 or (found is not None and found[0] in (401, 403)):
+            raise failure from None
+        delay = WATCH_RETRY_SECONDS[min(failures - 1, len(WATCH_RETRY_SECONDS) - 1)]
+        logger.warning("%s; retrying in %gs", failure, delay)
+        await asyncio.sleep(delay)
+
+    async def stop(self, grace: float) -> None:
+        self.deleting = True
+        await self._delete_pod(math.ceil(grace))
+
+    async def _delete_pod(self, grace: int | None) -> None:
+        try:
+            await self.client.delete(
+                Pod,
+                self.name,
+                namespace=self.namespace,
+                grace_period=grace,
+                cascade=CascadeType.BACKGROUND,
+            )
+        except Exception as e:
+            if not is_not_found(e):
+                logger.warning("%s: %s", self.description, api_error("delete the pod", e))
+
+    async def remove(self) -> None:
+        async with self._remove_lock:
+            if self._removed:
+                return
+            self._removed = True
+            self.deleting = True
+            await self._delete_pod(None)
+            if self.manifests.secret.get("data"):
+                try:  # normally garbage-collected with the pod; harmless if already gone
+                    await self.client.delete(Secret, self.name, namespace=self.namespace)
+                except Exception as e:
+                    if not is_not_found(e):
+                        logger.warning(
+                            "%s: %s", self.description, api_error("delete the Secret", e)
+                        )
+
+
+class KubernetesRuntime:
+    """Runs connectors as Kubernetes pods (implements Runtime)."""
+
+    name = "kubernetes"
+
+    def __init__(
+        self, *, config: KubeConfig | None = None, sidecar_image: str | None = None
+    ) -> None:
+        self._config = config
+        self.sidecar_image = sidecar_image or os.environ.get(ENV_SIDECAR_IMAGE) or SIDECAR_IMAGE
+        self._client: AsyncClient | None = None
+        self._lock = asyncio.Lock()
+        self._entrypoints: dict[str, str | None] = {}
+
+    async def _connect(self) -> AsyncClient:
+        async with self._lock:
+            if self._client is None:
+                config = self._config or load_config()
+                try:
+                    self._client = AsyncClient(config=config, field_manager=FIELD_MANAGER)
+                except Exception as e:
+                    raise RuntimeUnavailable(f"cannot set up the Kubernetes client: {e}") from None
+            return self._client
+
+    @property
+    def default_namespace(self) -> str:
+        client = self._client
+        namespace = getattr(client, "namespace", None) if client is not None else None
+        return str(namespace or "default")
+
+    async def start(self, invocation: ConnectorInvocation, log: LogSink) -> PodProcess:
+        ref = invocation.connector
+        role = invocation.labels.role
+        settings = KubernetesSettings.parse(ref.options.kubernetes, f"{role}.kubernetes")
+        host = relay_host(settings)
+        client = await self._connect()
+        namespace = settings.namespace or self.default_namespace
+        entrypoint = None
+        if ref.options.entrypoint and ref.options.entrypoint.strip() == "auto":
+            entrypoint = await self._auto_entrypoint(
+                client, ref.target, namespace, settings.image_pull_secrets
+            )
+        listener = await shared_listener()
+
+        def make_pod(registration: RelayRegistration) -> KubernetesPod:
+            manifests = build_manifests(
+                invocation,
+                token=registration.token,
+                endpoint=listener.endpoint(host),
+                settings=settings,
+                namespace=namespace,
+                entrypoint=entrypoint,
+                extra_labels=owner_labels(),
+                sidecar_image=self.sidecar_image,
+            )
+            return KubernetesPod(client, manifests, settings.schedule_timeout_seconds)
+
+        return await start_pod(invocation, log, listener, make_pod)
+
+    async def _auto_entrypoint(
+        self, client: AsyncClient, image: str, namespace: str, pull_secrets: Sequence[str]
+    ) -> str | None:
+        """`entrypoint: auto`: the entrypoint derived from the image's registry config, when the image has no
+        AIRBYTE_ENTRYPOINT; credentials from the pod's imagePullSecrets, then the local docker
+        config. On failure ferry goes on without an override (the wrapper then needs
+        AIRBYTE_ENTRYPOINT and says so)."""
+        if image in self._entrypoints:
+            return self._entrypoints[image]
+        secrets = []
+        for name in pull_secrets:
+            try:
+                secrets.append((await client.get(Secret, name, namespace=namespace)).to_dict())
+            except Exception as e:
+                logger.warning(
+                    "image pull secret %s: %s", name, api_error(f"read Secret {name}", e)
+                )
+        documents = docker_configs_from_pull_secrets(secrets)
+        try:
+            config = await fetch_image_config(image, docker_configs=documents)
+        except FerryError as e:
+            logger.warning(
+                "%s: entrypoint: auto could not read the image's config from its registry (%s); "
+                "relying on the image's AIRBYTE_ENTRYPOINT",
+                image,
+                e,
+            )
+            return None
+        entrypoint = derive_entrypoint(config)
+        if entrypoint is not None:
+            logger.info(
+                "%s has no AIRBYTE_ENTRYPOINT; entrypoint: auto runs what its registry config says: %s",
+                image,
+                entrypoint,
+            )
+        self._entrypoints[image] = entrypoint
+        return entrypoint
+
+    async def fingerprint(self, ref: ConnectorRef) -> str | None:
+        """Only an image pinned by digest names fixed code: a tag may move on the registry (and
+        nodes may hold different images under it)."""
+        if not is_digest_pinned(ref.target):
+            return None
+        return fingerprint_of(ref, image=ref.target, entrypoint=ref.options.entrypoint)
+
+    async def sweep_orphans(self) -> list[str]:
+        return []  # pods stop themselves once ferry is gone (heartbeat); `ferry gc` removes them
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.close()

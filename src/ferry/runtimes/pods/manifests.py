@@ -1,0 +1,864 @@
+"""The Secret and Pod of one connector run, for Kubernetes and `podman kube play` alike (pure).
+
+For one ConnectorInvocation, `build_manifests` returns plain dicts:
+
+- a **Secret** named like the pod, holding `config.json`, `catalog.json`, `state.json` (those the
+  invocation has). It is created before the pod and then owned by it (`secret_owner_patch`, once
+  the pod's uid is known), so deleting the pod deletes it;
+- a **Pod** with `restartPolicy: Never`:
+  - init container `ferry-init`: makes the FIFOs in the pod's own emptyDir (volume name unique per
+    pod: podman's emptyDirs are named volumes, global by name) and makes it writable for
+    connectors running as another user;
+  - `connector`: the image, running ferry's wrapper (`wrapper_command`: the protocol arguments
+    are positional parameters, the entrypoint comes from AIRBYTE_ENTRYPOINT or ferry's override),
+    config files mounted read-only from the Secret at /ferry/files;
+  - sidecars from the sidecar image: `relay-stdout`, `relay-stderr`, `relay-stdin` (destinations
+    only) carry the FIFOs to ferry's ONE relay port with the per-connector token, `heartbeat`
+    polls ferry and stops the connector when ferry is gone;
+  - `ferry.*` labels (run, connection, role, owner, host, pid), user labels and annotations,
+    requests AND limits on every container (defaults that pass a ResourceQuota), nodeSelector,
+    tolerations, affinity, imagePullSecrets, serviceAccountName, securityContext,
+    activeDeadlineSeconds, priorityClassName.
+
+No generated command, argument or environment value contains `$(` or `$$` (Kubernetes rewrites
+both, Podman 4.3 does neither): the relay layer checks its own, this module checks the rest.
+
+The `kubernetes:` block of a connector is validated strictly by `KubernetesSettings.parse`:
+unknown keys and wrongly typed values are ConfigErrors, and the Kubernetes-typed parts
+(tolerations, affinity, securityContext) are checked against lightkube's models, unknown nested
+keys included. `render_dry_run` prints the manifests as YAML with the Secret's values redacted.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import posixpath
+import re
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Annotated, Any
+
+import msgspec
+import yaml
+from lightkube.core.schema import DictMixin
+from lightkube.models.core_v1 import Affinity, PodSecurityContext, SecurityContext, Toleration
+
+from ferry.errors import ConfigError, InternalError
+from ferry.relay import (
+    IO_DIR,
+    SIDECAR_IMAGE,
+    STDERR,
+    STDIN,
+    STDOUT,
+    HeartbeatSettings,
+    RelayEndpoint,
+    check_portable,
+    check_relay_host,
+    sidecar_commands,
+    unsafe_for_kubernetes,
+    wrapper_command,
+)
+from ferry.runtimes.base import (
+    PULL_POLICIES,
+    ConnectorInvocation,
+    ConnectorOptions,
+    protocol_args,
+)
+from ferry.runtimes.quantity import cpu_amount, memory_bytes
+
+FILES_DIR = "/ferry/files"
+CONNECTOR_CONTAINER = "connector"
+INIT_CONTAINER = "ferry-init"
+HEARTBEAT_CONTAINER = "heartbeat"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "ferry"
+# Annotations carrying the full (unsanitised) owner labels, for gc: label values are limited.
+ANNOTATION_PREFIX = "ferry.dev/"
+REDACTED = "<redacted>"
+
+# The `pull:` policies (ferry.runtimes.base.PULL_POLICIES) in Kubernetes' words.
+KUBERNETES_PULL_POLICIES = dict(
+    zip(PULL_POLICIES, ("Never", "IfNotPresent", "Always"), strict=True)
+)
+
+# Defaults chosen to pass a ResourceQuota that requires requests and limits on every container,
+# without throttling the relays (Airbyte's 0.2 CPU sidecars were a bottleneck).
+DEFAULT_CONNECTOR_RESOURCES: dict[str, dict[str, str]] = {
+    "requests": {"cpu": "250m", "memory": "256Mi"},
+    "limits": {"cpu": "2", "memory": "2Gi"},
+}
+DEFAULT_SIDECAR_RESOURCES: dict[str, dict[str, str]] = {
+    "requests": {"cpu": "50m", "memory": "32Mi"},
+    "limits": {"cpu": "1", "memory": "128Mi"},
+}
+DEFAULT_SMALL_RESOURCES: dict[str, dict[str, str]] = {  # init and heartbeat containers
+    "requests": {"cpu": "10m", "memory": "16Mi"},
+    "limits": {"cpu": "100m", "memory": "32Mi"},
+}
+DEFAULT_TERMINATION_GRACE = 30
+# A pod may wait this long for a node: a cluster autoscaler typically adds one in a few minutes.
+DEFAULT_SCHEDULE_TIMEOUT = 600
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+
+
+# --- quantities ---------------------------------------------------------------------------------
+
+
+def memory_quantity(value: str | int, where: str = "memory") -> str:
+    """A Kubernetes memory quantity (`512Mi`, `2Gi`, bytes) for a size ferry reads
+    (`quantity.memory_bytes`: `512m` is 512 MiB here, never Kubernetes' 0.512 bytes)."""
+    size = memory_bytes(value, where)
+    for suffix, unit in (("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
+        if size % unit == 0:
+            return f"{size // unit}{suffix}"
+    return str(size)
+
+
+def cpu_quantity(value: str | int | float, where: str = "cpu") -> str:
+    """A Kubernetes CPU quantity (`500m`, `2`) for `0.5`, `2`, `500m`."""
+    millis = max(1, round(cpu_amount(value, where) * 1000))
+    return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
+
+
+# The resources a requests/limits block may name, each with how its amounts are stated.
+_QUANTITIES: dict[str, Callable[[str, str], str]] = {
+    "cpu": cpu_quantity,
+    "memory": memory_quantity,
+    "ephemeral-storage": memory_quantity,
+}
+
+
+def _amount(resource: str, quantity: str, where: str) -> Decimal:
+    """The number a quantity of `resource` stands for, to compare requests with limits."""
+    if resource == "cpu":
+        return cpu_amount(quantity, where)
+    return Decimal(memory_bytes(quantity, where))
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+
+def _resources_block(value: object, where: str) -> dict[str, dict[str, str]]:
+    """Validate `{requests: {cpu, memory}, limits: {cpu, memory}}`; quantities normalised."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: expected a mapping with requests and/or limits")
+    out: dict[str, dict[str, str]] = {}
+    for kind, amounts in value.items():
+        if kind not in ("requests", "limits"):
+            raise ConfigError(f"{where}: unknown key {kind!r} (expected requests, limits)")
+        if not isinstance(amounts, Mapping):
+            raise ConfigError(f"{where}.{kind}: expected a mapping with cpu and/or memory")
+        section: dict[str, str] = {}
+        for resource, amount in amounts.items():
+            if resource not in _QUANTITIES:
+                raise ConfigError(
+                    f"{where}.{kind}: unknown resource {resource!r} "
+                    f"(expected {', '.join(_QUANTITIES)})"
+                )
+            section[resource] = _QUANTITIES[resource](amount, f"{where}.{kind}.{resource}")
+        out[kind] = section
+    _check_requests_within_limits(out, where)
+    return out
+
+
+def _check_requests_within_limits(resources: Mapping[str, Mapping[str, str]], where: str) -> None:
+    requests, limits = resources.get("requests", {}), resources.get("limits", {})
+    for name, amount in requests.items():
+        limit = limits.get(name)
+        if limit is not None and _amount(name, amount, where) > _amount(name, limit, where):
+            raise ConfigError(f"{where}: requests.{name} {amount} is above limits.{name} {limit}")
+
+
+def merge_resources(
+    base: Mapping[str, Mapping[str, str]], override: Mapping[str, Mapping[str, str]]
+) -> dict[str, dict[str, str]]:
+    """`base` with `override`'s amounts replacing its own, per requests/limits and resource."""
+    merged = {kind: dict(base.get(kind, {})) for kind in ("requests", "limits")}
+    for kind, amounts in override.items():
+        merged.setdefault(kind, {}).update(amounts)
+    return merged
+
+
+def _model_dict(value: object, where: str, *, model: type[DictMixin]) -> dict[str, Any]:
+    """Validate a Kubernetes-typed mapping against a lightkube model; unknown keys are errors."""
+    name = model.__name__
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: expected a mapping ({name})")
+    try:
+        parsed = model.from_dict(dict(value))
+    except (msgspec.ValidationError, TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: not a valid {name}: {e}") from None
+    normalised: dict[str, Any] = parsed.to_dict()
+    unknown = _first_dropped(dict(value), normalised, where)
+    if unknown is not None:
+        raise ConfigError(f"{unknown}: unknown key for a {name} (Kubernetes field names)")
+    return normalised
+
+
+def _first_dropped(given: object, kept: object, where: str) -> str | None:
+    """The path of the first key of `given` that a model round trip dropped (an unknown key)."""
+    if isinstance(given, Mapping):
+        if not isinstance(kept, Mapping):
+            return None
+        for key, value in given.items():
+            path = f"{where}.{key}"
+            if key not in kept:
+                if value is None:
+                    continue
+                return path
+            found = _first_dropped(value, kept[key], path)
+            if found is not None:
+                return found
+    elif isinstance(given, list) and isinstance(kept, list):
+        for index, (item, kept_item) in enumerate(zip(given, kept, strict=False)):
+            found = _first_dropped(item, kept_item, f"{where}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _list(value: object, where: str, what: str) -> list[object]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected a list of {what}")
+    return value
+
+
+def _string(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: expected a non-empty string")
+    return value.strip()
+
+
+def _named(pattern: re.Pattern[str], what: str) -> Callable[[object, str], str]:
+    def name(value: object, where: str) -> str:
+        text = _string(value, where)
+        if not pattern.match(text):
+            raise ConfigError(f"{where}: {text!r} is not a valid {what} name")
+        return text
+
+    return name
+
+
+def _relay_host(value: object, where: str) -> str:
+    host = _string(value, where)
+    check_relay_host(host, where)
+    return host
+
+
+def _string_map(value: object, where: str) -> dict[str, str]:
+    """Label-like keys (optional DNS-subdomain prefix, '/', name) with string (or number) values."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of strings")
+    out: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not _valid_key(key):
+            raise ConfigError(f"{where}: invalid key {key!r}")
+        if isinstance(item, bool) or not isinstance(item, str | int | float):
+            raise ConfigError(f"{where}.{key}: expected a string, got {type(item).__name__}")
+        out[key] = str(item)
+    return out
+
+
+def _valid_key(key: str) -> bool:
+    prefix, slash, rest = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        return False
+    return bool(_LABEL_NAME.match(rest if slash else key))
+
+
+def _user_labels(value: object, where: str) -> dict[str, str]:
+    labels = _string_map(value, where)
+    for key, text in labels.items():
+        if key.startswith("ferry.") or key == MANAGED_BY_LABEL:
+            raise ConfigError(f"{where}: label {key!r} is reserved for ferry")
+        if not _LABEL_VALUE.match(text):
+            raise ConfigError(f"{where}.{key}: {text!r} is not a valid label value")
+    return labels
+
+
+def _tolerations(value: object, where: str) -> tuple[dict[str, Any], ...]:
+    items = _list(value, where, "tolerations")
+    return tuple(
+        _model_dict(item, f"{where}[{i}]", model=Toleration) for i, item in enumerate(items)
+    )
+
+
+def _secret_names(value: object, where: str) -> tuple[str, ...]:
+    items = _list(value, where, "Secret names")
+    return tuple(_string(item, f"{where}[{i}]") for i, item in enumerate(items))
+
+
+class KubernetesSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The validated `kubernetes:` block of a connector (also used by the Podman runtime).
+
+    Keys (all optional): namespace, relay_host, sidecar_image, labels, annotations,
+    node_selector, tolerations, affinity, image_pull_secrets, service_account_name,
+    automount_service_account_token, security_context (the pod's), container_security_context
+    (every container's), resources (the connector's requests/limits), sidecar_resources,
+    active_deadline_seconds, termination_grace_period_seconds, priority_class_name, host_network,
+    schedule_timeout_seconds (how long a Kubernetes pod may stay unschedulable: room for a cluster
+    autoscaler to add a node, not forever).
+    """
+
+    namespace: str | None = None
+    relay_host: str | None = None
+    sidecar_image: str | None = None
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+    annotations: dict[str, str] = msgspec.field(default_factory=dict)
+    node_selector: dict[str, str] = msgspec.field(default_factory=dict)
+    tolerations: tuple[dict[str, Any], ...] = ()
+    affinity: dict[str, Any] | None = None
+    image_pull_secrets: tuple[str, ...] = ()
+    service_account_name: str | None = None
+    automount_service_account_token: bool = False
+    security_context: dict[str, Any] | None = None
+    container_security_context: dict[str, Any] | None = None
+    resources: dict[str, dict[str, str]] = msgspec.field(default_factory=dict)
+    sidecar_resources: dict[str, dict[str, str]] = msgspec.field(default_factory=dict)
+    active_deadline_seconds: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    termination_grace_period_seconds: Annotated[int, msgspec.Meta(ge=0)] = DEFAULT_TERMINATION_GRACE
+    priority_class_name: str | None = None
+    host_network: bool | None = None
+    schedule_timeout_seconds: Annotated[int, msgspec.Meta(ge=1)] = DEFAULT_SCHEDULE_TIMEOUT
+
+    @classmethod
+    def parse(cls, block: object, where: str = "kubernetes") -> KubernetesSettings:
+        """Validate a connector's `kubernetes:` block; every problem is a ConfigError.
+
+        msgspec checks the keys and the plain types; the values with rules of their own (names,
+        labels, Kubernetes-typed objects, quantities) are normalised by `_SETTING_READERS` first.
+        A key set to null keeps its default.
+        """
+        if not block:
+            return cls()
+        if not isinstance(block, Mapping):
+            raise ConfigError(f"{where}: expected a mapping")
+        known = cls.__struct_fields__
+        unknown = sorted(str(key) for key in block if key not in known)
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(known)}"
+            )
+        given = {
+            key: _SETTING_READERS.get(key, _as_given)(value, f"{where}.{key}")
+            for key, value in block.items()
+            if value is not None
+        }
+        try:
+            return msgspec.convert(given, cls, strict=True)
+        except msgspec.ValidationError as e:
+            raise ConfigError(_describe(e, where)) from None
+
+
+def _as_given(value: object, where: str) -> object:
+    return value
+
+
+def _describe(error: msgspec.ValidationError, where: str) -> str:
+    """msgspec's "Expected `bool`, got `str` - at `$.host_network`" in a connection file's words."""
+    message, _, path = str(error).partition(" - at `$")
+    message = message.replace(" | null`", "`")  # null is taken as "not set" before this
+    for plain, words in (("`bool`", "true or false"), ("`int`", "an integer")):
+        message = message.replace(f"Expected {plain}", f"expected {words}")
+    return f"{where}{path.rstrip('`')}: {message}"
+
+
+# How the keys with rules beyond their type are read (the rest msgspec checks as they are).
+_SETTING_READERS: dict[str, Callable[[object, str], object]] = {
+    "namespace": _named(_DNS_LABEL, "namespace"),
+    "relay_host": _relay_host,
+    "sidecar_image": _string,
+    "priority_class_name": _string,
+    "service_account_name": _named(_DNS_SUBDOMAIN, "service account"),
+    "labels": _user_labels,
+    "annotations": _string_map,
+    "node_selector": _string_map,
+    "tolerations": _tolerations,
+    "affinity": functools.partial(_model_dict, model=Affinity),
+    "security_context": functools.partial(_model_dict, model=PodSecurityContext),
+    "container_security_context": functools.partial(_model_dict, model=SecurityContext),
+    "image_pull_secrets": _secret_names,
+    "resources": _resources_block,
+    "sidecar_resources": _resources_block,
+}
+
+
+# --- names and labels ---------------------------------------------------------------------------
+
+
+def _dns_part(text: str, size: int) -> str:
+    part = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    return part[:size].strip("-") or "x"
+
+
+def pod_name(invocation: ConnectorInvocation, suffix: str | None = None) -> str:
+    """`ferry-<connection>-<role>-<verb>-<8 hex>`: a DNS label (<= 63), unique per run."""
+    labels = invocation.labels
+    suffix = suffix or uuid.uuid4().hex[:8]
+    role = {"source": "src", "destination": "dst", "connector": "cmd"}.get(labels.role, "cmd")
+    connection = _dns_part(labels.connection, 63 - len(f"ferry--{role}-{invocation.verb}-{suffix}"))
+    name = f"ferry-{connection}-{role}-{invocation.verb}-{suffix}"
+    if not _DNS_LABEL.match(name):  # pragma: no cover - guaranteed by construction
+        raise InternalError(f"generated an invalid pod name {name!r}")
+    return name
+
+
+def label_value(text: str) -> str:
+    """`text` made a valid label value: disallowed characters become '-', at most 63 characters
+    (the end is kept: owner ids end with the pid and a random part)."""
+    value = re.sub(r"[^A-Za-z0-9_.-]+", "-", text)[-63:]
+    return value.strip("-_.")
+
+
+def pod_labels(
+    invocation: ConnectorInvocation,
+    extra: Mapping[str, str] | None = None,
+    user: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The `ferry.*` labels (sanitised as label values), user labels, managed-by."""
+    raw = {**invocation.labels.as_labels(), **(extra or {})}
+    labels = dict(user or {})
+    labels.update({key: label_value(value) for key, value in raw.items()})
+    labels[MANAGED_BY_LABEL] = MANAGED_BY
+    return labels
+
+
+def owner_annotations(
+    invocation: ConnectorInvocation, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The `ferry.*` labels unabridged, as `ferry.dev/<label>` annotations (gc reads them)."""
+    raw = {**invocation.labels.as_labels(), **(extra or {})}
+    return {ANNOTATION_PREFIX + key: value for key, value in raw.items()}
+
+
+def labels_for_gc(labels: Mapping[str, str], annotations: Mapping[str, str]) -> dict[str, str]:
+    """The `ferry.*` labels of a pod/secret, with the full values of its annotations winning."""
+    merged = {k: v for k, v in labels.items() if k.startswith("ferry.")}
+    for key, value in annotations.items():
+        if key.startswith(ANNOTATION_PREFIX):
+            merged[key[len(ANNOTATION_PREFIX) :]] = value
+    return merged
+
+
+# --- the manifests ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PodManifests:
+    """The Secret and Pod of one run. `io_volume` is the emptyDir's (unique) volume name."""
+
+    name: str
+    namespace: str
+    secret: dict[str, Any]
+    pod: dict[str, Any]
+    io_volume: str
+    files: dict[str, str]  # file name (config/catalog/state) -> path in the connector container
+
+    @property
+    def secret_name(self) -> str:
+        return str(self.secret["metadata"]["name"])
+
+
+def file_paths(files: Iterable[str]) -> dict[str, str]:
+    return {name: f"{FILES_DIR}/{name}.json" for name in files}
+
+
+def _init_script(reads_stdin: bool, io_dir: str) -> str:
+    fifos = " ".join([STDOUT, STDERR] + ([STDIN] if reads_stdin else []))
+    return (
+        "umask 0\n"
+        f"cd {io_dir} || exit 1\n"
+        "chmod 0777 . 2>/dev/null\n"
+        f"for f in {fifos}; do\n"
+        '  [ -p "$f" ] || mkfifo -m 666 "$f" || {\n'
+        f'    echo "ferry-init: cannot create the FIFO {io_dir}/$f (is the emptyDir writable by '
+        'this user?)" >&2\n'
+        "    exit 1\n"
+        "  }\n"
+        "done\n"
+    )
+
+
+def _user_env(env: Mapping[str, str], where: str) -> list[dict[str, str]]:
+    out = []
+    for name, value in env.items():
+        if not _ENV_NAME.match(name):
+            raise ConfigError(f"{where}: {name!r} is not a valid environment variable name")
+        if unsafe_for_kubernetes(str(value)):
+            raise ConfigError(
+                f"{where}.{name}: the value contains '$(' or '$$', which Kubernetes rewrites in "
+                "environment values and Podman does not; pass it in the connector's config instead"
+            )
+        out.append({"name": name, "value": str(value)})
+    return out
+
+
+def _host_volumes(volumes: Mapping[str, str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    specs: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    for index, (host, target) in enumerate(sorted(volumes.items())):
+        if not posixpath.isabs(target) or not posixpath.isabs(host):
+            raise ConfigError(
+                f"volumes: {host!r} -> {target!r}: both must be absolute paths (host dir -> "
+                "container path)"
+            )
+        name = f"ferry-host-{index}"
+        specs.append({"name": name, "hostPath": {"path": host, "type": "DirectoryOrCreate"}})
+        mounts.append({"name": name, "mountPath": target})
+    return specs, mounts
+
+
+def build_manifests(
+    invocation: ConnectorInvocation,
+    *,
+    token: str,
+    endpoint: RelayEndpoint,
+    settings: KubernetesSettings | None = None,
+    namespace: str = "default",
+    entrypoint: str | None = None,
+    extra_labels: Mapping[str, str] | None = None,
+    heartbeat: HeartbeatSettings | None = None,
+    grace: float = 10.0,
+    suffix: str | None = None,
+    sidecar_image: str = SIDECAR_IMAGE,
+) -> PodManifests:
+    """The Secret and Pod of `invocation`.
+
+    `token`/`endpoint`: the relay registration and where pods reach ferry; `entrypoint` overrides
+    the image's AIRBYTE_ENTRYPOINT (a shell command line; an explicit `entrypoint:` option that is
+    not `auto` is used when this is None); `extra_labels`: more `ferry.*` labels (gc's owner
+    labels); `grace`: the wrapper's TERM-to-KILL time when ferry is gone; `suffix`: the pod name's
+    random part (for tests). Settings' namespace and sidecar image win over the arguments.
+    """
+    settings = settings or KubernetesSettings()
+    ref = invocation.connector
+    options = ref.options
+    namespace = settings.namespace or namespace
+    name = pod_name(invocation, suffix)
+    paths = file_paths(invocation.files)
+    if entrypoint is None and options.entrypoint and options.entrypoint.strip() != "auto":
+        entrypoint = options.entrypoint
+    args = [*ref.args, *protocol_args(invocation.verb, paths)]
+    check_portable(args, "the connector's arguments")
+    wrapper = wrapper_command(
+        args,
+        image=ref.target,
+        reads_stdin=invocation.reads_stdin,
+        entrypoint=entrypoint,
+        grace=grace,
+    )
+    sidecars = sidecar_commands(
+        token=token, endpoint=endpoint, reads_stdin=invocation.reads_stdin, heartbeat=heartbeat
+    )
+    layout = _PodLayout(
+        name=name,
+        settings=settings,
+        pull_policy=KUBERNETES_PULL_POLICIES[options.pull],
+        sidecar_image=settings.sidecar_image or sidecar_image,
+    )
+    connector = layout.container(
+        CONNECTOR_CONTAINER, ref.target, wrapper.argv, _connector_resources(options, settings)
+    )
+    env = [e for e in _user_env(invocation.environment, "env") if e["name"] not in wrapper.env]
+    connector["env"] = env + [{"name": k, "value": v} for k, v in wrapper.env.items()]
+    host_volumes, host_mounts = _host_volumes(options.volumes)
+    if paths:
+        connector["volumeMounts"].append(
+            {"name": layout.files_volume, "mountPath": FILES_DIR, "readOnly": True}
+        )
+    connector["volumeMounts"] += host_mounts
+    init = layout.sidecar(
+        INIT_CONTAINER, ["/bin/sh", "-c", _init_script(invocation.reads_stdin, IO_DIR)]
+    )
+    check_portable(init["command"], "the init container's command")
+    containers = [connector] + [layout.sidecar(c, command) for c, command in sidecars.items()]
+    volumes = [*layout.volumes(with_files=bool(paths)), *host_volumes]
+
+    labels = pod_labels(invocation, extra_labels, settings.labels)
+    annotations = {**settings.annotations, **owner_annotations(invocation, extra_labels)}
+    annotations[ANNOTATION_PREFIX + "image"] = ref.target
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": annotations,
+        },
+        "spec": _pod_spec(settings, init, containers, volumes),
+    }
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": dict(labels),
+            "annotations": owner_annotations(invocation, extra_labels),
+        },
+        "immutable": True,
+        "data": {
+            f"{file}.json": base64.b64encode(data).decode("ascii")
+            for file, data in invocation.files.items()
+        },
+    }
+    return PodManifests(
+        name=name,
+        namespace=namespace,
+        secret=secret,
+        pod=pod,
+        io_volume=layout.io_volume,
+        files=paths,
+    )
+
+
+def _connector_resources(
+    options: ConnectorOptions, settings: KubernetesSettings
+) -> dict[str, dict[str, str]]:
+    """The defaults, then the `resources:` option (its cpu a limit, its memory both), then the
+    `kubernetes:` block's own requests/limits."""
+    resources = merge_resources(DEFAULT_CONNECTOR_RESOURCES, {})
+    if options.cpu:
+        cpu = cpu_quantity(options.cpu, "resources.cpu")
+        resources["limits"]["cpu"] = cpu
+        request = resources["requests"]["cpu"]
+        if _amount("cpu", request, "resources.cpu") > _amount("cpu", cpu, "resources.cpu"):
+            resources["requests"]["cpu"] = cpu
+    if options.memory:
+        memory = memory_quantity(options.memory, "resources.memory")
+        resources["limits"]["memory"] = memory
+        resources["requests"]["memory"] = memory
+    resources = merge_resources(resources, settings.resources)
+    _check_requests_within_limits(resources, "the connector's resources")
+    return resources
+
+
+@dataclass(frozen=True)
+class _PodLayout:
+    """What every container of one pod shares: its volumes, pull policy, security context."""
+
+    name: str
+    settings: KubernetesSettings
+    pull_policy: str
+    sidecar_image: str
+
+    @property
+    def io_volume(self) -> str:
+        return f"{self.name}-io"
+
+    @property
+    def files_volume(self) -> str:
+        return f"{self.name}-files"
+
+    def container(
+        self, name: str, image: str, command: Sequence[str], resources: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "name": name,
+            "image": image,
+            "imagePullPolicy": self.pull_policy,
+            "command": list(command),
+            "resources": {kind: dict(amounts) for kind, amounts in resources.items()},
+            "volumeMounts": [{"name": self.io_volume, "mountPath": IO_DIR}],
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+        }
+        if self.settings.container_security_context:
+            spec["securityContext"] = dict(self.settings.container_security_context)
+        return spec
+
+    def sidecar(self, name: str, command: Sequence[str]) -> dict[str, Any]:
+        """The init container, a relay or the heartbeat: the sidecar image, its resources, and
+        pulled only when missing even under `pull: always` (the connector's policy)."""
+        small = name in (INIT_CONTAINER, HEARTBEAT_CONTAINER)
+        defaults = DEFAULT_SMALL_RESOURCES if small else DEFAULT_SIDECAR_RESOURCES
+        resources = merge_resources(defaults, {} if small else self.settings.sidecar_resources)
+        if not small:
+            _check_requests_within_limits(resources, "kubernetes.sidecar_resources")
+        spec = self.container(name, self.sidecar_image, command, resources)
+        spec["imagePullPolicy"] = (
+            "IfNotPresent" if self.pull_policy == "Always" else self.pull_policy
+        )
+        return spec
+
+    def volumes(self, *, with_files: bool) -> list[dict[str, Any]]:
+        volumes: list[dict[str, Any]] = [{"name": self.io_volume, "emptyDir": {}}]
+        if with_files:
+            # `optional: false` spelled out: podman 4.3 dereferences it without a nil check.
+            secret = {"secretName": self.name, "defaultMode": 0o444, "optional": False}
+            volumes.append({"name": self.files_volume, "secret": secret})
+        return volumes
+
+
+# The pod spec fields of the `kubernetes:` block's optional settings, set when present.
+_OPTIONAL_POD_FIELDS: tuple[tuple[str, str, Callable[[Any], Any]], ...] = (
+    ("active_deadline_seconds", "activeDeadlineSeconds", int),
+    ("service_account_name", "serviceAccountName", str),
+    ("node_selector", "nodeSelector", dict),
+    ("tolerations", "tolerations", lambda items: [dict(item) for item in items]),
+    ("affinity", "affinity", dict),
+    ("image_pull_secrets", "imagePullSecrets", lambda names: [{"name": n} for n in names]),
+    ("security_context", "securityContext", dict),
+    ("priority_class_name", "priorityClassName", str),
+    ("host_network", "hostNetwork", bool),
+)
+
+
+def _pod_spec(
+    settings: KubernetesSettings,
+    init: dict[str, Any],
+    containers: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": settings.termination_grace_period_seconds,
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": settings.automount_service_account_token,
+        "initContainers": [init],
+        "containers": containers,
+        "volumes": volumes,
+    }
+    for setting, field, spelled in _OPTIONAL_POD_FIELDS:
+        value = getattr(settings, setting)
+        if value:
+            spec[field] = spelled(value)
+    return spec
+
+
+def secret_owner_patch(pod_name: str, pod_uid: str) -> dict[str, Any]:
+    """The patch making the Secret owned by its Pod (set once the pod's uid is known)."""
+    return {
+        "metadata": {
+            "ownerReferences": [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": pod_name,
+                    "uid": pod_uid,
+                    "controller": False,
+                    "blockOwnerDeletion": False,
+                }
+            ]
+        }
+    }
+
+
+# --- Podman adaptation --------------------------------------------------------------------------
+
+
+def podman_secret(manifests: PodManifests) -> dict[str, Any]:
+    """What `podman secret create` must hold for `podman kube play` to mount the files.
+
+    Podman 4.3 reads a Secret volume from a podman secret holding a Secret document and writes
+    its `data` values to the files AS THEY ARE (an inline `kind: Secret` would therefore mount
+    base64 text): so `data` carries the plain file contents.
+    """
+    data = manifests.secret["data"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": manifests.secret_name},
+        "data": {key: base64.b64decode(value).decode("utf-8") for key, value in data.items()},
+    }
+
+
+def for_podman(manifests: PodManifests, *, host_network: bool = True) -> PodManifests:
+    """The same Pod adapted to `podman kube play` 4.3.
+
+    - `hostNetwork: true` unless disabled (then pods reach ferry at host.containers.internal);
+    - namespace dropped (podman has none);
+    - `activeDeadlineSeconds` and `terminationGracePeriodSeconds` are ignored by podman: the
+      runtime enforces the deadline itself and stops pods with its own grace period.
+    """
+    pod = _deep_copy(manifests.pod)
+    pod["metadata"].pop("namespace", None)
+    if host_network:
+        pod["spec"]["hostNetwork"] = True
+    else:
+        pod["spec"].pop("hostNetwork", None)
+    return replace(manifests, pod=pod)
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+# --- dry run ------------------------------------------------------------------------------------
+
+
+class _Dumper(yaml.SafeDumper):
+    """YAML with multi-line strings (the wrapper and sidecar scripts) as literal blocks."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+DRY_RUN_TOKEN = "dry-run-token"
+DRY_RUN_ENDPOINT = RelayEndpoint("relay-host.invalid", 65535)
+
+
+def redacted(manifests: PodManifests) -> PodManifests:
+    """A copy with the Secret's values and the user's environment values redacted."""
+    secret = _deep_copy(manifests.secret)
+    secret["data"] = {
+        key: f"{REDACTED} ({len(base64.b64decode(value))} bytes)"
+        for key, value in secret.get("data", {}).items()
+    }
+    pod = _deep_copy(manifests.pod)
+    for spec in pod["spec"]["containers"]:
+        for item in spec.get("env", []):
+            if not str(item["name"]).startswith("FERRY_"):
+                item["value"] = REDACTED
+    return replace(manifests, secret=secret, pod=pod)
+
+
+def render_dry_run(
+    invocations: Iterable[ConnectorInvocation],
+    *,
+    runtime: str = "kubernetes",
+    endpoint: RelayEndpoint | None = None,
+    namespace: str = "default",
+) -> str:
+    """The Secret and Pod of each invocation as YAML documents, secret values redacted.
+
+    The relay token and (unless given) endpoint are placeholders: ferry picks them when it runs.
+    `runtime` "podman" shows the manifests as `podman kube play` receives them.
+    """
+    documents: list[str] = [
+        "# ferry dry run: the manifests ferry would create (Secret values and environment values "
+        "redacted;\n# the relay token and endpoint are placeholders chosen when ferry runs)\n"
+    ]
+    for invocation in invocations:
+        where = f"{invocation.labels.role}.kubernetes"
+        settings = KubernetesSettings.parse(invocation.connector.options.kubernetes, where)
+        manifests = build_manifests(
+            invocation,
+            token=DRY_RUN_TOKEN,
+            endpoint=endpoint or DRY_RUN_ENDPOINT,
+            settings=settings,
+            namespace=namespace,
+        )
+        if runtime == "podman":
+            manifests = for_podman(manifests, host_network=settings.host_network is not False)
+        manifests = redacted(manifests)
+        for document in (manifests.secret, manifests.pod):
+            documents.append(yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=100))
+    return "---\n".join(documents)

@@ -1,0 +1,54 @@
+"""Connection files: idle timeouts and YAML scalars, parsed as plain data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ferry.engine.connection import (
+    DEFAULT_IDLE_SECONDS,
+    IdleTimeouts,
+    load_connection,
+    parse_connection,
+    parse_duration,
+)
+from ferry.errors import ConfigError
+
+BASE = {"name": "c", "source": {"connector": "a"}, "destination": {"connector": "b"}}
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("5", 5), (90, 90), (2.5, 2.5), ("30s", 30), ("30m", 1800), ("2h", 7200), (" 1.5h ", 5400)],
+)
+def test_durations(text: str | float, seconds: float) -> None:
+    assert parse_duration(text, "here") == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "5d", "-1", "0", "1h30m", True, None, [1]])
+def test_what_is_not_a_duration(text: object) -> None:
+    with pytest.raises(ConfigError, match=r"^here: "):
+        parse_duration(text, "here")
+
+
+def test_timeouts_default_to_hours_and_each_side_can_be_set() -> None:
+    assert parse_connection(BASE).timeouts == IdleTimeouts()
+    assert IdleTimeouts().source == IdleTimeouts().destination == DEFAULT_IDLE_SECONDS >= 3600
+    timeouts = parse_connection({**BASE, "timeouts": {"source_idle": "30m"}}).timeouts
+    assert timeouts == IdleTimeouts(source=1800, destination=DEFAULT_IDLE_SECONDS)
+
+
+def test_an_unknown_timeout_is_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown key `write_idle` in timeouts"):
+        parse_connection({**BASE, "timeouts": {"write_idle": 5}})
+
+
+def test_yaml_dates_stay_the_strings_written(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "name: c\nsource: {connector: a, config: {start_date: 2024-01-01,"
+        " at: 2024-01-01T10:00:00Z}}\ndestination: {connector: b}\n"
+    )
+    config = load_connection(path).source.config
+    assert config == {"start_date": "2024-01-01", "at": "2024-01-01T10:00:00Z"}
