@@ -53,6 +53,9 @@ def test_sync_into_duckdb(source_faker: str, tmp_path: Path) -> None:
     assert result.attempts == 1
     assert {s.stream: s.records_sent for s in result.streams} == {"users": 300, "products": 100}
     assert all(s.bytes_sent > 0 for s in result.streams)
+    assert [(s.records_committed, s.bytes_committed) for s in result.streams] == [
+        (s.records_sent, s.bytes_sent) for s in result.streams
+    ]
     assert result.records_sent == 400
     assert result.bytes_sent == sum(s.bytes_sent for s in result.streams)
     assert result.duration > 0

@@ -113,8 +113,10 @@ def test_a_sync_logs_json_and_writes_its_metrics(
     assert samples["ferry_sync_duration_seconds", labels] > 0
     for stream in run["streams"]:
         per_stream = (*labels, ("namespace", ""), ("stream", stream["stream"]))
-        assert samples["ferry_sync_records_sent", per_stream] == stream["records"]
-        assert samples["ferry_sync_bytes_sent", per_stream] == stream["bytes"]
+        assert samples["ferry_sync_records_sent", per_stream] == stream["records_sent"]
+        assert samples["ferry_sync_bytes_sent", per_stream] == stream["bytes_sent"]
+        assert samples["ferry_sync_records_committed", per_stream] == stream["records_committed"]
+        assert samples["ferry_sync_bytes_committed", per_stream] == stream["bytes_committed"]
         assert (
             samples["ferry_sync_stream_states_committed", per_stream]
             == (stream["states_committed"])
