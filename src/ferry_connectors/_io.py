@@ -111,7 +111,15 @@ def emit(message: AirbyteMessage) -> None:
 
 
 def log(message: str, level: str = "INFO") -> None:
-    emit(AirbyteMessage(type=LOG, log=AirbyteLogMessage(level=level, message=message)))
+    write_line(log_line(message, level))
+
+
+def log_line(message: str, level: str = "INFO") -> bytes:
+    """A LOG message line, with its newline."""
+    return (
+        encode(AirbyteMessage(type=LOG, log=AirbyteLogMessage(level=level, message=message)))
+        + b"\n"
+    )
 
 
 def trace_error(message: str, failure_type: str, stack_trace: str | None = None) -> None:

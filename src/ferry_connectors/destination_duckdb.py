@@ -69,7 +69,7 @@ import signal
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -434,8 +434,10 @@ class Writer:
         config: dict[str, Any],
         catalog: ConfiguredAirbyteCatalog,
         workdir: Path,
+        output: Callable[[bytes], None] = _io.write_line,  # state echoes and LOG lines: stdout
     ) -> None:
         self.con = con
+        self.output = output
         self.workdir = workdir
         self.default_schema: str = config.get("schema", "main")
         self.tables: dict[tuple[str | None, str], StreamTable] = {}
@@ -523,7 +525,7 @@ class Writer:
         for column in table.columns:
             actual_name, actual_type = existing[column.name.lower()]
             if not same_type(actual_type, column.type):
-                _io.log(
+                self.log(
                     f"{table.qualified}.{ident(actual_name)} is {actual_type} in the existing table"
                     f" (the stream's schema says {column.type}); values are cast to {actual_type}",
                     "WARN",
@@ -583,7 +585,7 @@ class Writer:
             table.staged = False
         if not table.abandoned:
             table.abandoned = True
-            _io.log(
+            self.log(
                 f"{table.qualified}: {why}; the overwrite was abandoned and the table keeps its"
                 " previous contents",
                 "WARN",
@@ -609,7 +611,7 @@ class Writer:
                 self._finish_streams()
                 self._commit()
             else:
-                _io.log("no input: nothing was written")
+                self.log("no input: nothing was written")
                 self.con.execute("ROLLBACK")
         except BaseException:
             self._rollback()
@@ -815,7 +817,10 @@ class Writer:
             line = msgspec.json.encode(message)
         else:
             self._count_for({})  # still reset the counters
-        _io.write_line(line.rstrip(b"\r\n") + b"\n")
+        self.output(line.rstrip(b"\r\n") + b"\n")
+
+    def log(self, message: str, level: str = "INFO") -> None:
+        self.output(_io.log_line(message, level))
 
     def _count_for(self, state: dict[str, Any]) -> int:
         """Records covered by this state, as ferry counts them; resets the counters."""
@@ -846,9 +851,9 @@ class Writer:
                 text = f"{table.qualified}: {table.records_total} records staged and dropped"
             if changed:
                 text += f"; {changed} rows have values set to NULL that did not fit (see {META})"
-            _io.log(text, "WARN" if changed else "INFO")
+            self.log(text, "WARN" if changed else "INFO")
         if self.ignored:
-            _io.log(f"{self.ignored} input lines were not JSON messages and were ignored", "WARN")
+            self.log(f"{self.ignored} input lines were not JSON messages and were ignored", "WARN")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import IO, Any, TypeAlias
 from urllib.parse import unquote, urlsplit
 
+from ferry.engine import log_context
 from ferry.engine.config import resolve_env
 from ferry.engine.secrets import MaskingFilter, mask, masker
 from ferry.store import Store, open_store
@@ -65,8 +68,50 @@ class LogFormatter(logging.Formatter):
         return f"ferry: {level}{text}"
 
 
-def setup_logging(verbosity: int = 0, debug: bool = False) -> logging.Handler:
-    """Log `ferry` and `ferry.connector.<name>` to stderr, masked.
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per log record, for log collectors: `--log-format json`.
+
+    Keys: time (UTC, ISO 8601), level, logger, connection, run_id, role (source/destination for
+    a sync's connector output, else null), message (and exception when there is one). The
+    masking filter runs before the formatter, so message and exception are already masked.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        context = getattr(record, "ferry_context", None) or log_context.current()
+        connector = record.name.removeprefix(CONNECTOR_PREFIX)
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "connection": context.connection,
+            "run_id": context.run_id,
+            "role": connector if connector in ("source", "destination") else None,
+            "message": record.getMessage(),
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = mask(self.formatException(record.exc_info))
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def json_log_line(logger: str, message: str, context: log_context.RunContext) -> str:
+    """A JSON log line (level info) for output that is not a log record: progress, which is
+    printed at any verbosity."""
+    record = logging.makeLogRecord(
+        {"name": logger, "levelno": logging.INFO, "levelname": "INFO", "msg": message}
+    )
+    record.ferry_context = context
+    return JsonLogFormatter().format(record)
+
+
+LOG_FORMATS = ("text", "json")
+
+
+def setup_logging(
+    verbosity: int = 0, debug: bool = False, log_format: str = "text"
+) -> logging.Handler:
+    """Log `ferry` and `ferry.connector.<name>` to stderr, masked, as text or JSON lines.
 
     Default: warnings and errors; -v adds info (connector log lines); -vv or --debug everything.
     Calling it again replaces the previous handler (main may run many times in one process).
@@ -77,7 +122,8 @@ def setup_logging(verbosity: int = 0, debug: bool = False) -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
     setattr(handler, _HANDLER_MARK, True)
     handler.addFilter(MaskingFilter())
-    handler.setFormatter(LogFormatter("%(message)s"))
+    json_lines = log_format == "json"
+    handler.setFormatter(JsonLogFormatter() if json_lines else LogFormatter("%(message)s"))
     logger.addHandler(handler)
     logger.propagate = False
     if debug or verbosity >= 2:

@@ -9,6 +9,7 @@ with 141, as a Unix tool killed by SIGPIPE does.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import select
 import sys
@@ -16,7 +17,7 @@ import traceback
 from collections.abc import Sequence
 
 from ferry.cli import connector_commands, sync_commands
-from ferry.cli.common import masked_output, setup_logging
+from ferry.cli.common import LOG_FORMATS, masked_output, setup_logging
 from ferry.engine.secrets import mask
 from ferry.errors import EXIT_CANCELLED, EXIT_CRASHED, EXIT_INVALID_INPUT, FerryError
 from ferry.store.owner import sweep_run_dir
@@ -39,9 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
-    """-v/--debug before or after the command; a subcommand's copy must not reset the value."""
+    """-v/--debug/--log-format before or after the command; a subcommand's copy must not reset
+    the value."""
     verbose_default = argparse.SUPPRESS if suppress else 0
     debug_default = argparse.SUPPRESS if suppress else False
+    format_default = argparse.SUPPRESS if suppress else None
     try:
         parser.add_argument(
             "-v",
@@ -55,6 +58,13 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
             action="store_true",
             default=debug_default,
             help="debug logs and tracebacks (also FERRY_DEBUG=1)",
+        )
+        parser.add_argument(
+            "--log-format",
+            choices=LOG_FORMATS,
+            default=format_default,
+            help="logs on stderr as text (default) or one JSON object per line "
+            "(also FERRY_LOG_FORMAT)",
         )
     except argparse.ArgumentError:
         pass  # a command that defines these itself keeps its own
@@ -79,11 +89,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_INVALID_INPUT
     debug = bool(args.debug) or os.environ.get("FERRY_DEBUG") == "1"
-    setup_logging(args.verbose, debug)
+    log_format = args.log_format or os.environ.get("FERRY_LOG_FORMAT") or "text"
+    if log_format not in LOG_FORMATS:
+        print(
+            f"ferry: error: FERRY_LOG_FORMAT={log_format!r} is not one of {', '.join(LOG_FORMATS)}",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID_INPUT
+    args.log_format = log_format
+    setup_logging(args.verbose, debug, log_format)
     sweep_run_dir()
     try:
         with masked_output():
-            code = _run(args, debug)
+            code = _run(args, debug, json_logs=log_format == "json")
         sys.stdout.flush()  # here, not at exit: a closed pipe is then an error we can catch
     except BrokenPipeError:
         # Whoever read the output stopped reading; nothing more can be said to it. Later
@@ -93,26 +111,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _run(args: argparse.Namespace, debug: bool) -> int:
+def _run(args: argparse.Namespace, debug: bool, *, json_logs: bool = False) -> int:
     try:
         return int(args.handler(args))
     except BrokenPipeError as error:
         if _stdout_closed():
             raise
-        return _unexpected(error, debug)
+        return _unexpected(error, debug, json_logs)
     except FerryError as error:
-        _report(str(error), debug)
+        _report(str(error), debug, json_logs)
         return error.exit_code
     except KeyboardInterrupt:
-        print("ferry: interrupted", file=sys.stderr)
+        if json_logs:
+            logging.getLogger("ferry").error("interrupted")
+        else:
+            print("ferry: interrupted", file=sys.stderr)
         return EXIT_CANCELLED
     except Exception as error:
-        return _unexpected(error, debug)
+        return _unexpected(error, debug, json_logs)
 
 
-def _unexpected(error: Exception, debug: bool) -> int:
+def _unexpected(error: Exception, debug: bool, json_logs: bool = False) -> int:
     hint = "" if debug else " (run with --debug for the traceback)"
-    _report(f"unexpected {type(error).__name__}: {error}{hint}", debug)
+    _report(f"unexpected {type(error).__name__}: {error}{hint}", debug, json_logs)
     return EXIT_CRASHED
 
 
@@ -128,7 +149,11 @@ def _stdout_closed() -> bool:
     return any(event & (select.POLLERR | select.POLLHUP) for _, event in events)
 
 
-def _report(message: str, debug: bool) -> None:
+def _report(message: str, debug: bool, json_logs: bool) -> None:
+    """The error that ends the command: a text line, or with JSON logs an error log record."""
+    if json_logs:
+        logging.getLogger("ferry").error("%s", message, exc_info=debug)
+        return
     if debug:
         traceback.print_exc(file=sys.stderr)
     print(f"ferry: error: {mask(message)}", file=sys.stderr)

@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from ferry.cli.common import json_log_line
+from ferry.engine.log_context import RunContext
 from ferry.engine.stats import SyncStats
 from ferry.engine.sync import Attempt
 
@@ -57,8 +59,9 @@ def stats_table(stats: SyncStats, title: str | None = None) -> Table:
 class Progress:
     """A live table on a terminal, otherwise a plain line every few seconds on stderr."""
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, json_lines: bool = False) -> None:
         self.enabled = enabled
+        self.json_lines = json_lines  # --log-format json: plain progress lines are JSON too
         self.attempt: Attempt | None = None
         self.console = Console(stderr=True)
 
@@ -70,7 +73,8 @@ class Progress:
         if not self.enabled:
             yield
             return
-        task = asyncio.create_task(self._live() if self.console.is_terminal else self._plain())
+        live = self.console.is_terminal and not self.json_lines
+        task = asyncio.create_task(self._live() if live else self._plain())
         try:
             yield
         finally:
@@ -93,14 +97,21 @@ class Progress:
                 continue
             stats = self.attempt.stats
             elapsed = max(stats.elapsed, 1e-9)
-            print(
-                f"ferry: {stats.records_sent:,} records sent, {human_bytes(stats.bytes_sent)}, "
+            text = (
+                f"{stats.records_sent:,} records sent, {human_bytes(stats.bytes_sent)}, "
                 f"{stats.records_sent / elapsed:,.0f} records/s, "
                 f"{stats.records_committed:,} committed, "
-                f"{stats.states_committed} states committed, {elapsed:.0f}s",
-                file=sys.stderr,
-                flush=True,
+                f"{stats.states_committed} states committed, {elapsed:.0f}s"
             )
+            print(self._line(text), file=sys.stderr, flush=True)
+
+    def _line(self, text: str) -> str:
+        if not self.json_lines:
+            return f"ferry: {text}"
+        labels = self.attempt.plan.labels if self.attempt else None
+        run_id = int(labels.run_id) if labels and labels.run_id.isdigit() else None
+        context = RunContext(labels.connection if labels else None, run_id)
+        return json_log_line("ferry.progress", text, context)
 
 
 class ProgressBoard:

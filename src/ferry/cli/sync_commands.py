@@ -8,6 +8,7 @@ import json
 import math
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,13 @@ from rich.console import Console
 
 from ferry.cli import many
 from ferry.cli.common import Subparsers, open_cli_store, print_table
+from ferry.cli.metrics import render_metrics, write_metrics_file
 from ferry.cli.progress import Progress, human_bytes, stats_table
 from ferry.engine.connection import load_connection, parse_duration
+from ferry.engine.results import sync_result
 from ferry.engine.runner import SyncOptions, SyncResult, SyncRunner, shown_config
 from ferry.engine.secrets import mask
-from ferry.errors import ConfigError
+from ferry.errors import Cancelled, ConfigError, FerryError
 from ferry.protocol import to_builtins
 from ferry.protocol.messages import StreamDescriptor
 from ferry.runtimes.base import RUNTIME_NAMES
@@ -91,6 +94,12 @@ def register(subparsers: Subparsers) -> None:
     )
     sync.add_argument("--json", action="store_true", help="print the summary as JSON")
     sync.add_argument("--no-progress", action="store_true", help="no progress display")
+    sync.add_argument(
+        "--metrics-file",
+        type=Path,
+        metavar="PATH",
+        help="write the run's metrics in Prometheus text format to PATH (replaced atomically)",
+    )
     sync.add_argument(
         "--dry-run",
         action="store_true",
@@ -203,10 +212,25 @@ def _sync(args: argparse.Namespace) -> int:
         with open_cli_store(args) as store:
             print(_dry_run(SyncRunner(connection, store, options)), end="")
         return 0
-    progress = Progress(enabled=not args.no_progress and not args.json)
-    with open_cli_store(args) as store:
-        runner = SyncRunner(connection, store, options, on_attempt=progress.follow)
-        result = asyncio.run(_run_with_signals(runner, progress))
+    progress = Progress(
+        enabled=not args.no_progress and not args.json,
+        json_lines=getattr(args, "log_format", None) == "json",
+    )
+    started = time.monotonic()
+    try:
+        with open_cli_store(args) as store:
+            runner = SyncRunner(connection, store, options, on_attempt=progress.follow)
+            result = asyncio.run(_run_with_signals(runner, progress))
+    except FerryError as error:
+        if args.metrics_file:
+            status = "cancelled" if isinstance(error, Cancelled) else "failed"
+            duration = time.monotonic() - started
+            write_metrics_file(args.metrics_file, render_metrics(connection.name, status, duration))
+        raise
+    if args.metrics_file:
+        summary = sync_result(result, time.monotonic() - started)
+        text = render_metrics(connection.name, summary.status, summary.duration, summary)
+        write_metrics_file(args.metrics_file, text)
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
         _print_error(result)

@@ -389,6 +389,11 @@ class CommandOutput:
             return self.result
         raise self.failure(exit_code, stderr_tail)
 
+    def raise_for_failure(self, exit_code: int, stderr_tail: list[str]) -> None:
+        """For a command whose output is a stream (read): fail on a TRACE error or a bad exit."""
+        if self.error is not None or exit_code != 0:
+            raise self.failure(exit_code, stderr_tail)
+
     def failure(self, exit_code: int, stderr_tail: list[str]) -> FerryError:
         tail = "\n".join(stderr_tail)
         error = self.error

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ferry.engine import commands
+from ferry.engine import commands, log_context
 from ferry.engine.config import resolve_env
 from ferry.engine.connection import Connection, Endpoint, IdleTimeouts
 from ferry.engine.connector_config import ConnectorConfigs, config_fingerprint
@@ -308,10 +308,11 @@ class SyncRunner:
         try:
             if self.options.wait is None:  # refuse a busy connection before starting anything
                 self.store.ensure_free(self.connection.name)
-            plan = await self.plan()
-            await self._sweep_orphans()
-            refreshed = select_streams(plan.catalog, self.options.streams)
-            return await self._run_attempts(plan, refreshed if self.options.refresh else [])
+            with log_context.running(self.connection.name):
+                plan = await self.plan()
+                await self._sweep_orphans()
+                refreshed = select_streams(plan.catalog, self.options.streams)
+                return await self._run_attempts(plan, refreshed if self.options.refresh else [])
         finally:
             await asyncio.gather(
                 *(r.close() for r in self.runtimes.values()), return_exceptions=True
@@ -369,6 +370,11 @@ class SyncRunner:
             self.store.finish_run(run_id, "failed", str(failure))
             raise
         plan = replace(plan, catalog=catalog, labels=RunLabels(str(run_id), name))
+        with log_context.running(name, run_id):
+            return await self._attempts_of_run(plan, run_id)
+
+    async def _attempts_of_run(self, plan: AttemptPlan, run_id: int) -> SyncResult:
+        name = self.connection.name
         outcome = AttemptOutcome(SyncStats())
         attempt_number = 0
         while True:
