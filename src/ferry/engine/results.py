@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ferry.engine.stats import StreamStats
+from ferry.store.base import SummedOverStreams
 
 if TYPE_CHECKING:
     from ferry.engine.runner import SyncResult as EngineResult
@@ -33,7 +34,7 @@ class StreamResult:
 
 
 @dataclass(frozen=True)
-class SyncResult:
+class SyncResult(SummedOverStreams):
     """The outcome of `ferry.sync`: one run of a connection, with its attempts' final counts."""
 
     connection: str
@@ -44,26 +45,6 @@ class SyncResult:
     streams: list[StreamResult]
     states_committed: int
     warnings: list[str] = field(default_factory=list)
-
-    @property
-    def records_sent(self) -> int:
-        return sum(s.records_sent for s in self.streams)
-
-    @property
-    def bytes_sent(self) -> int:
-        return sum(s.bytes_sent for s in self.streams)
-
-    @property
-    def records_committed(self) -> int:
-        return sum(s.records_committed for s in self.streams)
-
-    @property
-    def bytes_committed(self) -> int:
-        return sum(s.bytes_committed for s in self.streams)
-
-    @property
-    def records_rejected(self) -> int:
-        return sum(s.records_rejected for s in self.streams)
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from ferry.protocol.messages import AirbyteStateMessage, StreamDescriptor
@@ -41,6 +41,45 @@ ConfigRole = Literal["source", "destination"]
 CONFIG_ROLES: tuple[ConfigRole, ...] = ("source", "destination")
 
 FINAL_STATUSES = frozenset({SUCCEEDED, FAILED, CANCELLED})
+
+
+class _CountsOfAStream(Protocol):
+    @property
+    def records_sent(self) -> int: ...
+    @property
+    def bytes_sent(self) -> int: ...
+    @property
+    def records_committed(self) -> int: ...
+    @property
+    def bytes_committed(self) -> int: ...
+    @property
+    def records_rejected(self) -> int: ...
+
+
+class SummedOverStreams:
+    """The totals of a run (or sync) as properties, summed over its `streams`."""
+
+    streams: Sequence[_CountsOfAStream]
+
+    @property
+    def records_sent(self) -> int:
+        return sum(s.records_sent for s in self.streams)
+
+    @property
+    def bytes_sent(self) -> int:
+        return sum(s.bytes_sent for s in self.streams)
+
+    @property
+    def records_committed(self) -> int:
+        return sum(s.records_committed for s in self.streams)
+
+    @property
+    def bytes_committed(self) -> int:
+        return sum(s.bytes_committed for s in self.streams)
+
+    @property
+    def records_rejected(self) -> int:
+        return sum(s.records_rejected for s in self.streams)
 
 
 @dataclass(frozen=True)
@@ -83,7 +122,7 @@ class AttemptRecord:
 
 
 @dataclass(frozen=True)
-class RunRecord:
+class RunRecord(SummedOverStreams):
     id: int
     connection: str
     status: str  # running | succeeded | failed | cancelled | abandoned
@@ -100,26 +139,6 @@ class RunRecord:
     @property
     def attempt_count(self) -> int:
         return len(self.attempts)
-
-    @property
-    def records_sent(self) -> int:
-        return sum(s.records_sent for s in self.streams)
-
-    @property
-    def bytes_sent(self) -> int:
-        return sum(s.bytes_sent for s in self.streams)
-
-    @property
-    def records_committed(self) -> int:
-        return sum(s.records_committed for s in self.streams)
-
-    @property
-    def bytes_committed(self) -> int:
-        return sum(s.bytes_committed for s in self.streams)
-
-    @property
-    def records_rejected(self) -> int:
-        return sum(s.records_rejected for s in self.streams)
 
     @property
     def states_committed(self) -> int:
