@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 from rich.console import Console
 from rich.live import Live
@@ -18,6 +19,23 @@ from ferry.engine.sync import Attempt
 
 PLAIN_INTERVAL = 5.0
 LIVE_INTERVAL = 0.5
+
+
+@contextlib.asynccontextmanager
+async def _drawing(
+    enabled: bool, draw: Callable[[], Coroutine[Any, Any, None]]
+) -> AsyncIterator[None]:
+    """Run `draw` in the background while the block runs; nothing at all when not enabled."""
+    if not enabled:
+        yield
+        return
+    task = asyncio.create_task(draw())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def human_bytes(count: float) -> str:
@@ -68,19 +86,9 @@ class Progress:
     def follow(self, attempt: Attempt) -> None:
         self.attempt = attempt
 
-    @contextlib.asynccontextmanager
-    async def showing(self) -> AsyncIterator[None]:
-        if not self.enabled:
-            yield
-            return
+    def showing(self) -> contextlib.AbstractAsyncContextManager[None]:
         live = self.console.is_terminal and not self.json_lines
-        task = asyncio.create_task(self._live() if live else self._plain())
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        return _drawing(self.enabled, self._live if live else self._plain)
 
     async def _live(self) -> None:
         with Live(console=self.console, refresh_per_second=4, transient=True) as live:
@@ -154,18 +162,8 @@ class ProgressBoard:
             )
         return table
 
-    @contextlib.asynccontextmanager
-    async def showing(self) -> AsyncIterator[None]:
-        if not self.enabled:
-            yield
-            return
-        task = asyncio.create_task(self._live() if self.console.is_terminal else self._plain())
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    def showing(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return _drawing(self.enabled, self._live if self.console.is_terminal else self._plain)
 
     async def _live(self) -> None:
         with Live(console=self.console, refresh_per_second=4, transient=True) as live:
