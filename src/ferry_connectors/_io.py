@@ -143,6 +143,25 @@ def emit_status(succeeded: bool, message: str | None = None) -> None:
     emit(AirbyteMessage(type=CONNECTION_STATUS, connectionStatus=status))
 
 
+def emit_check(
+    path: Path | None,
+    schema: JsonObject,
+    test: Callable[[JsonObject], str | None] | None = None,
+) -> int:
+    """The `check` command: the config against its schema, then `test` (a problem, or None).
+
+    A bad config is a FAILED status, not an error: the command itself succeeded (exit 0).
+    """
+    try:
+        config = load_config(path, schema)
+    except ConfigError as e:
+        emit_status(False, e.message)
+        return 0
+    problem = test(config) if test is not None else None
+    emit_status(problem is None, problem)
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------
 # Input files
 # ------------------------------------------------------------------------------------------------

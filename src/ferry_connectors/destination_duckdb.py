@@ -921,14 +921,7 @@ def handle(args: _io.Args) -> int:
         )
         return 0
     if args.command == "check":
-        try:
-            config = _io.load_config(args.config, CONNECTION_SPECIFICATION)
-        except ConfigError as e:
-            _io.emit_status(False, e.message)
-            return 0
-        problem = check(config)
-        _io.emit_status(problem is None, problem)
-        return 0
+        return _io.emit_check(args.config, CONNECTION_SPECIFICATION, check)
     return write(args)
 
 

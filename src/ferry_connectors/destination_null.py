@@ -26,7 +26,7 @@ import re
 import sys
 from typing import Any, BinaryIO
 
-from ferry.errors import ConfigError, DecodeError
+from ferry.errors import DecodeError
 from ferry.protocol import decode_envelope
 from ferry.protocol.messages import APPEND, APPEND_DEDUP, OVERWRITE, RECORD, STATE
 from ferry_connectors import _io
@@ -221,13 +221,7 @@ def handle(args: _io.Args) -> int:
         )
         return 0
     if args.command == "check":
-        try:
-            _io.load_config(args.config, CONNECTION_SPECIFICATION)
-        except ConfigError as e:
-            _io.emit_status(False, e.message)
-            return 0
-        _io.emit_status(True)
-        return 0
+        return _io.emit_check(args.config, CONNECTION_SPECIFICATION)
     return write(args)
 
 

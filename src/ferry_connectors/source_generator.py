@@ -429,13 +429,7 @@ def handle(args: _io.Args) -> int:
         _io.emit_spec(CONNECTION_SPECIFICATION, supportsIncremental=True)
         return 0
     if args.command == "check":
-        try:
-            _io.load_config(args.config, CONNECTION_SPECIFICATION)
-        except ConfigError as e:
-            _io.emit_status(False, e.message)
-            return 0
-        _io.emit_status(True)
-        return 0
+        return _io.emit_check(args.config, CONNECTION_SPECIFICATION)
     if args.command == "discover":
         config = _io.load_config(args.config, CONNECTION_SPECIFICATION)
         _io.emit(AirbyteMessage(type=CATALOG, catalog=discover_catalog(config)))
