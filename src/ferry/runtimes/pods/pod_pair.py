@@ -15,8 +15,6 @@ from collections.abc import Awaitable, Callable
 
 from ferry.errors import ConfigError, ConnectorCrashed
 from ferry.relay import (
-    LOOPBACK_HOST,
-    PODMAN_HOST,
     RelayRegistration,
     derive_entrypoint,
     shared_listener,
@@ -25,7 +23,13 @@ from ferry.runtimes.base import ConnectorInvocation, ConnectorRef, LogSink, Runt
 from ferry.runtimes.owner import owner_labels
 from ferry.runtimes.pods.kubernetes import OOM_HINTS, KubernetesPod, KubernetesRuntime, relay_host
 from ferry.runtimes.pods.manifests import PodManifests, for_podman
-from ferry.runtimes.pods.podman import PodmanPod, PodmanRuntime, clean_stderr, podman
+from ferry.runtimes.pods.podman import (
+    PodmanPod,
+    PodmanRuntime,
+    clean_stderr,
+    podman,
+    podman_relay_host,
+)
 from ferry.runtimes.pods.single_pod import PUMP_CONTAINER, ROLES, PodPair, build_single_pod
 from ferry.runtimes.relayed import PodProcess, start_pod
 
@@ -99,7 +103,7 @@ async def start_podman_pair(runtime: PodmanRuntime, pair: PodPair, log: LogSink)
 
     entrypoints = await _entrypoints(pair, auto)
     host_network = settings.host_network is not False
-    host = settings.relay_host or (LOOPBACK_HOST if host_network else PODMAN_HOST)
+    host = podman_relay_host(settings)
     listener = await shared_listener()
 
     def make_pod(registration: RelayRegistration) -> PodmanPairPod:

@@ -120,6 +120,13 @@ async def podman(
     )
 
 
+def podman_relay_host(settings: KubernetesSettings) -> str:
+    """Where a Podman pod reaches ferry's relay: loopback on the host network (the default),
+    otherwise the host as podman's bridge names it; `relay_host` in the settings wins."""
+    host_network = settings.host_network is not False
+    return settings.relay_host or (LOOPBACK_HOST if host_network else PODMAN_HOST)
+
+
 def clean_stderr(text: str) -> str:
     """podman's stderr without its noise (syslog warnings, removal races of init containers)."""
     lines = [
@@ -293,7 +300,7 @@ class PodmanRuntime:
                 )
 
         host_network = settings.host_network is not False
-        host = settings.relay_host or (LOOPBACK_HOST if host_network else PODMAN_HOST)
+        host = podman_relay_host(settings)
         listener = await shared_listener()
 
         def make_pod(registration: RelayRegistration) -> PodmanPod:
