@@ -41,6 +41,7 @@ from ferry.protocol.messages import (
     FULL_REFRESH,
     OVERWRITE,
     STREAM_COMPLETE,
+    AirbyteMessage,
     AirbyteStateMessage,
     ConfiguredAirbyteCatalog,
     ConnectorSpecification,
@@ -59,6 +60,7 @@ from ferry.runtimes.base import (
 from ferry.runtimes.pods.single_pod import PodLayout, PodPair, container_settings
 from ferry.runtimes.resolve import resolve_reference
 from ferry.store import Store, StoredConfig, StreamCounts
+from ferry.store.base import ConfigRole
 from ferry.store.state import keeping_streams
 
 logger = logging.getLogger("ferry.sync")
@@ -186,14 +188,7 @@ class SyncRunner:
         commands.validate_config(source_spec, source_config, "source.config")
         commands.validate_config(destination_spec, destination_config, "destination.config")
         # The config was validated above: run discover directly rather than validating again.
-        discovered = await commands.run_command(
-            source,
-            "discover",
-            {"config": json.dumps(configs.current("source")).encode()},
-            self.runtimes[source.runtime],
-            CATALOG,
-            on_config=lambda config: configs.update("source", config),
-        )
+        discovered = await self._discover(source, "source", configs, CATALOG)
         catalog = discovered.catalog
         if catalog is None:
             raise ProtocolViolation("the source's discover sent no catalog")
@@ -238,19 +233,25 @@ class SyncRunner:
         if configs is None:
             raise InternalError("the destination's catalog was asked for before its config")
         try:
-            message = await commands.run_command(
-                destination,
-                "discover",
-                {"config": json.dumps(configs.current("destination")).encode()},
-                self.runtimes[destination.runtime],
-                DESTINATION_CATALOG,
-                on_config=lambda config: configs.update("destination", config),
-            )
+            message = await self._discover(destination, "destination", configs, DESTINATION_CATALOG)
         except FerryError as error:
             logger.debug("the destination's discover failed: %s", error)
             return None, f"its discover failed: {error}"
         name = commands.connector_name(destination)
         return commands.destination_catalog_of(message, name), ""
+
+    async def _discover(
+        self, ref: ConnectorRef, role: ConfigRole, configs: ConnectorConfigs, expected: str
+    ) -> AirbyteMessage:
+        """`discover` with the role's current config; a config the connector sends is kept."""
+        return await commands.run_command(
+            ref,
+            "discover",
+            {"config": json.dumps(configs.current(role)).encode()},
+            self.runtimes[ref.runtime],
+            expected,
+            on_config=lambda config: configs.update(role, config),
+        )
 
     async def _spec(self, ref: ConnectorRef) -> ConnectorSpecification:
         runtime = self.runtimes[ref.runtime]
