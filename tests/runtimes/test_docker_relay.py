@@ -28,6 +28,7 @@ from ferry.engine import commands
 from ferry.errors import ConfigError, ConnectorCrashed
 from ferry.relay import (
     DOCKER_BRIDGE_HOST,
+    ENV_SIDECAR_IMAGE,
     LOOPBACK_HOST,
     HeartbeatSettings,
     RelayListener,
@@ -45,7 +46,6 @@ from ferry.runtimes.docker.gc import collect_docker
 from ferry.runtimes.docker.relay import (
     BUSY_TCP_STATES,
     ENV_RELAY_HOST,
-    ENV_SIDECAR_IMAGE,
     PART_LABEL,
     check_reachable,
     fifo_archive,

@@ -52,6 +52,7 @@ from ferry.relay.listener import (
     shared_listener,
 )
 from ferry.relay.sidecars import (
+    ENV_SIDECAR_IMAGE,
     SIDECAR_IMAGE,
     HeartbeatSettings,
     RelayEndpoint,
@@ -59,6 +60,7 @@ from ferry.relay.sidecars import (
     heartbeat_sidecar_command,
     relay_sidecar_command,
     sidecar_commands,
+    sidecar_image,
 )
 from ferry.relay.wrapper import (
     WrapperCommand,
@@ -71,6 +73,7 @@ from ferry.relay.wrapper import (
 
 __all__ = [
     "DOCKER_BRIDGE_HOST",
+    "ENV_SIDECAR_IMAGE",
     "EXIT_FILE",
     "HANDSHAKE_MAGIC",
     "IO_DIR",
@@ -104,6 +107,7 @@ __all__ = [
     "relay_sidecar_command",
     "shared_listener",
     "sidecar_commands",
+    "sidecar_image",
     "unsafe_for_kubernetes",
     "wrapper_command",
     "wrapper_script",

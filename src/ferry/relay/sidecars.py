@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,9 +34,15 @@ from ferry.relay.wrapper import DEFAULT_SHELL, load_script
 
 # The image the sidecars run in; runtimes may pass another one (it needs busybox and socat).
 SIDECAR_IMAGE = "ferry-test/sidecar:dev"
+ENV_SIDECAR_IMAGE = "FERRY_SIDECAR_IMAGE"  # every runtime with sidecars reads it
 RELAY_BUFFER = 262144
 RELAY_CONNECT_RETRIES = 30
 RELAY_CHANNELS = (STDOUT, STDERR, STDIN)
+
+
+def sidecar_image(chosen: str | None = None) -> str:
+    """The image sidecars run in: `chosen`, else $FERRY_SIDECAR_IMAGE, else SIDECAR_IMAGE."""
+    return chosen or os.environ.get(ENV_SIDECAR_IMAGE) or SIDECAR_IMAGE
 
 
 def check_relay_host(host: str, where: str = "relay host") -> None:

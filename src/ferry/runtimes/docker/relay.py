@@ -96,7 +96,6 @@ from ferry.relay import (
     DOCKER_BRIDGE_HOST,
     IO_DIR,
     LOOPBACK_HOST,
-    SIDECAR_IMAGE,
     STDERR,
     STDIN,
     STDOUT,
@@ -108,6 +107,7 @@ from ferry.relay import (
     derive_entrypoint,
     shared_listener,
     sidecar_commands,
+    sidecar_image,
     wrapper_command,
 )
 from ferry.runtimes.base import (
@@ -131,7 +131,6 @@ from ferry.runtimes.relayed import PodProcess, start_pod
 
 logger = logging.getLogger(__name__)
 
-ENV_SIDECAR_IMAGE = "FERRY_SIDECAR_IMAGE"  # the same variable the Podman runtime reads
 ENV_RELAY_HOST = "FERRY_DOCKER_RELAY_HOST"
 PART_LABEL = "ferry.part"
 SANDBOX = "sandbox"
@@ -185,10 +184,6 @@ while :; do
   wait
 done
 """
-
-
-def sidecar_image() -> str:
-    return os.environ.get(ENV_SIDECAR_IMAGE) or SIDECAR_IMAGE
 
 
 def sandbox_command(

@@ -50,12 +50,12 @@ from ferry.errors import (
     RuntimeUnavailable,
 )
 from ferry.relay import (
-    SIDECAR_IMAGE,
     RelayRegistration,
     check_relay_host,
     derive_entrypoint,
     shared_listener,
 )
+from ferry.relay import sidecar_image as resolve_sidecar_image
 from ferry.runtimes.base import (
     ConnectorInvocation,
     ConnectorRef,
@@ -80,7 +80,6 @@ logger = logging.getLogger(__name__)
 
 ENV_RELAY_HOST = "FERRY_RELAY_HOST"
 ENV_POD_IP = "FERRY_POD_IP"
-ENV_SIDECAR_IMAGE = "FERRY_SIDECAR_IMAGE"
 FIELD_MANAGER = "ferry"
 
 PULL_ERRORS = frozenset(
@@ -620,7 +619,7 @@ class KubernetesRuntime:
         self, *, config: KubeConfig | None = None, sidecar_image: str | None = None
     ) -> None:
         self._config = config
-        self.sidecar_image = sidecar_image or os.environ.get(ENV_SIDECAR_IMAGE) or SIDECAR_IMAGE
+        self.sidecar_image = resolve_sidecar_image(sidecar_image)
         self._client: AsyncClient | None = None
         self._lock = asyncio.Lock()
         self._entrypoints: dict[str, str | None] = {}

@@ -34,7 +34,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -44,11 +43,11 @@ from ferry.errors import ConnectorCrashed, ImageUnavailable, RuntimeUnavailable
 from ferry.relay import (
     LOOPBACK_HOST,
     PODMAN_HOST,
-    SIDECAR_IMAGE,
     RelayRegistration,
     derive_entrypoint,
     shared_listener,
 )
+from ferry.relay import sidecar_image as resolve_sidecar_image
 from ferry.runtimes.base import (
     ConnectorInvocation,
     ConnectorRef,
@@ -68,7 +67,6 @@ from ferry.runtimes.relayed import PodProcess, start_pod
 
 logger = logging.getLogger(__name__)
 
-ENV_SIDECAR_IMAGE = "FERRY_SIDECAR_IMAGE"
 COMMAND_TIMEOUT = 300.0
 
 
@@ -273,7 +271,7 @@ class PodmanRuntime:
     name = "podman"
 
     def __init__(self, *, sidecar_image: str | None = None) -> None:
-        self.sidecar_image = sidecar_image or os.environ.get(ENV_SIDECAR_IMAGE) or SIDECAR_IMAGE
+        self.sidecar_image = resolve_sidecar_image(sidecar_image)
         self._ready_images: set[str] = set()
         self._configs: dict[str, Mapping[str, Any]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
