@@ -25,8 +25,11 @@ import jsonschema
 from ferry.errors import ConfigError, FerryError
 from ferry.protocol import convert, encode
 from ferry.protocol.messages import (
+    APPEND,
+    APPEND_DEDUP,
     CONNECTION_STATUS,
     LOG,
+    OVERWRITE,
     SPEC,
     TRACE,
     AirbyteConnectionStatus,
@@ -213,6 +216,25 @@ def load_catalog(path: Path | None) -> ConfiguredAirbyteCatalog:
 # ------------------------------------------------------------------------------------------------
 # Entry point
 # ------------------------------------------------------------------------------------------------
+
+
+def run_destination(
+    prog: str,
+    spec: JsonObject,
+    write: Callable[[Args], int],
+    test: Callable[[JsonObject], str | None] | None = None,
+) -> int:
+    """A destination's spec, check (`test`: see emit_check) and write commands, as `run` runs."""
+
+    def handle(args: Args) -> int:
+        if args.command == "spec":
+            emit_spec(spec, supported_destination_sync_modes=[OVERWRITE, APPEND, APPEND_DEDUP])
+            return 0
+        if args.command == "check":
+            return emit_check(args.config, spec, test)
+        return write(args)
+
+    return run(prog, ("spec", "check", "write"), handle)
 
 
 def run(prog: str, commands: Sequence[str], handler: Callable[[Args], int]) -> int:

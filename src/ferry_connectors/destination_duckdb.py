@@ -913,20 +913,8 @@ def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds through the cleanup above
 
 
-def handle(args: _io.Args) -> int:
-    if args.command == "spec":
-        _io.emit_spec(
-            CONNECTION_SPECIFICATION,
-            supported_destination_sync_modes=[OVERWRITE, APPEND, APPEND_DEDUP],
-        )
-        return 0
-    if args.command == "check":
-        return _io.emit_check(args.config, CONNECTION_SPECIFICATION, check)
-    return write(args)
-
-
 def main() -> None:
-    sys.exit(_io.run(PROG, ("spec", "check", "write"), handle))
+    sys.exit(_io.run_destination(PROG, CONNECTION_SPECIFICATION, write, check))
 
 
 if __name__ == "__main__":

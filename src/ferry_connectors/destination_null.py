@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 
 from ferry.errors import DecodeError
 from ferry.protocol import decode_envelope
-from ferry.protocol.messages import APPEND, APPEND_DEDUP, OVERWRITE, RECORD, STATE
+from ferry.protocol.messages import RECORD, STATE
 from ferry_connectors import _io
 
 PROG = "destination-null"
@@ -213,20 +213,8 @@ def write(args: _io.Args) -> int:
     return 0
 
 
-def handle(args: _io.Args) -> int:
-    if args.command == "spec":
-        _io.emit_spec(
-            CONNECTION_SPECIFICATION,
-            supported_destination_sync_modes=[OVERWRITE, APPEND, APPEND_DEDUP],
-        )
-        return 0
-    if args.command == "check":
-        return _io.emit_check(args.config, CONNECTION_SPECIFICATION)
-    return write(args)
-
-
 def main() -> None:
-    sys.exit(_io.run(PROG, ("spec", "check", "write"), handle))
+    sys.exit(_io.run_destination(PROG, CONNECTION_SPECIFICATION, write))
 
 
 if __name__ == "__main__":
