@@ -56,6 +56,7 @@ from ferry.runtimes.base import (
     Role,
     RunLabels,
     Runtime,
+    Verb,
 )
 from ferry.runtimes.pods.single_pod import PodLayout, PodPair, container_settings
 from ferry.runtimes.resolve import resolve_reference
@@ -281,21 +282,14 @@ class SyncRunner:
                 "catalog": catalog,
             },
         }
+
+        def invocation(ref: ConnectorRef, verb: Verb, role: Role) -> ConnectorInvocation:
+            labels = RunLabels("dry-run", self.connection.name, role)
+            return ConnectorInvocation(ref, verb, files[role], labels, job_id="dry-run")
+
         return [
-            ConnectorInvocation(
-                destination,
-                "write",
-                files["destination"],
-                RunLabels("dry-run", self.connection.name, "destination"),
-                job_id="dry-run",
-            ),
-            ConnectorInvocation(
-                source,
-                "read",
-                files["source"],
-                RunLabels("dry-run", self.connection.name, "source"),
-                job_id="dry-run",
-            ),
+            invocation(destination, "write", "destination"),
+            invocation(source, "read", "source"),
         ]
 
     def dry_run_pair(self, invocations: Sequence[ConnectorInvocation]) -> PodPair:
