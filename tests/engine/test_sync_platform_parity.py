@@ -4,6 +4,7 @@ clears and generations in destination-duckdb. Real processes, containers, pods a
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -82,6 +83,11 @@ def test_source_faker_into_a_bulk_cdk_destination(
         }
     runs = json.loads(ferry("runs", str(connection), "--json").stdout)
     assert runs[0]["records_rejected"] == summary["records_rejected"]
+    header, row = ferry("runs", str(connection)).stdout.splitlines()[:2]
+    starts = [header.index(name) for name in ("sent", "committed", "rejected", "bytes")]
+    cells = [row[a:b].strip() for a, b in itertools.pairwise([*starts, header.index("attempts")])]
+    assert cells[2] == f"{summary['records_rejected']:,}"  # each value under its own header
+    assert cells[3].endswith("B")
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)

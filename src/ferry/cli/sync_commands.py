@@ -417,8 +417,8 @@ def _runs(args: argparse.Namespace) -> int:
             f"{run.duration:.1f}s" if run.duration is not None else "",
             f"{run.records_sent:,}",
             f"{run.records_committed:,}",
-            human_bytes(run.bytes_sent),
             f"{run.records_rejected:,}",
+            human_bytes(run.bytes_sent),
             str(run.attempt_count),
             (run.error or "").splitlines()[0][:80] if run.error else "",
         ]
