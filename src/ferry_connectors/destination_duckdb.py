@@ -891,7 +891,7 @@ def write(args: _io.Args) -> int:
         raise ConfigError(f"cannot open the DuckDB database {config['path']!r}: {e}") from None
     # Batch files hold records: they live where ferry sweeps what a killed process left
     # ($FERRY_HOME/run), and go on any exit that can be caught (a stop signal included).
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, _exit_on_signal)
     try:
         workdir = make_run_dir("duckdb")
@@ -903,13 +903,23 @@ def write(args: _io.Args) -> int:
         with open(sys.stdin.fileno(), "rb", buffering=1 << 20, closefd=False) as stdin:
             writer.run(iter(stdin))
         writer.summary()
+    except Exception:
+        # A signal caught while DuckDB runs a query surfaces as the query's own error
+        # ("Query interrupted"): the stop, not that error, is why the process ends.
+        if _stop_signal:
+            raise SystemExit(128 + _stop_signal[0]) from None
+        raise
     finally:
         con.close()
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
+_stop_signal: list[int] = []
+
+
 def _exit_on_signal(signum: int, frame: object) -> None:
+    _stop_signal.append(signum)
     raise SystemExit(128 + signum)  # unwinds through the cleanup above
 
 
