@@ -116,18 +116,25 @@ class Progress:
     def _line(self, text: str) -> str:
         if not self.json_lines:
             return f"ferry: {text}"
-        labels = self.attempt.plan.labels if self.attempt else None
-        run_id = int(labels.run_id) if labels and labels.run_id.isdigit() else None
-        context = RunContext(labels.connection if labels else None, run_id)
-        return json_log_line("ferry.progress", text, context)
+        return json_log_line("ferry.progress", text, context_of(self.attempt))
+
+
+def context_of(attempt: Attempt | None) -> RunContext:
+    """The connection and run an attempt belongs to, for its JSON progress lines."""
+    labels = attempt.plan.labels if attempt else None
+    run_id = int(labels.run_id) if labels and labels.run_id.isdigit() else None
+    return RunContext(labels.connection if labels else None, run_id)
 
 
 class ProgressBoard:
     """Progress of several syncs at once: a live table with a row per connection on a
     terminal, otherwise a plain line per running connection every few seconds on stderr."""
 
-    def __init__(self, connections: list[str], enabled: bool = True) -> None:
+    def __init__(
+        self, connections: list[str], enabled: bool = True, json_lines: bool = False
+    ) -> None:
         self.enabled = enabled
+        self.json_lines = json_lines  # --log-format json: plain progress lines are JSON too
         self.status = dict.fromkeys(connections, "waiting")
         self.attempts: dict[str, Attempt] = {}
         self.console = Console(stderr=True)
@@ -163,7 +170,8 @@ class ProgressBoard:
         return table
 
     def showing(self) -> contextlib.AbstractAsyncContextManager[None]:
-        return _drawing(self.enabled, self._live if self.console.is_terminal else self._plain)
+        live = self.console.is_terminal and not self.json_lines
+        return _drawing(self.enabled, self._live if live else self._plain)
 
     async def _live(self) -> None:
         with Live(console=self.console, refresh_per_second=4, transient=True) as live:
@@ -179,10 +187,12 @@ class ProgressBoard:
                 if status != "running" or attempt is None:
                     continue
                 stats = attempt.stats
-                print(
-                    f"ferry: {connection}: {stats.records_sent:,} records, "
-                    f"{human_bytes(stats.bytes_sent)}, {stats.states_committed} states committed, "
-                    f"{stats.elapsed:.0f}s",
-                    file=sys.stderr,
-                    flush=True,
+                text = (
+                    f"{stats.records_sent:,} records, {human_bytes(stats.bytes_sent)}, "
+                    f"{stats.states_committed} states committed, {stats.elapsed:.0f}s"
                 )
+                if self.json_lines:
+                    line = json_log_line("ferry.progress", text, context_of(attempt))
+                else:
+                    line = f"ferry: {connection}: {text}"
+                print(line, file=sys.stderr, flush=True)
