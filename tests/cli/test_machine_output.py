@@ -8,10 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from clikit import Ferry
 from prometheus_client.parser import text_string_to_metric_families
 
+from ferry.cli import progress
 from ferry.cli.metrics import RunMetrics, render_metrics, write_metrics_file
 from ferry.engine.results import StreamResult, SyncResult
 
@@ -222,3 +224,34 @@ def test_many_connections_write_one_metrics_file_and_name_themselves_in_json_log
                 samples["ferry_sync_records_committed", per_stream] == stream["records_committed"]
             )
     assert [runs["good"]["status"], runs["broken"]["status"]] == ["succeeded", "failed"]
+
+
+@pytest.mark.parametrize("names", [["solo"], ["left", "right"]])
+def test_progress_lines_are_json_under_their_connection(
+    ferry: Ferry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, names: list[str]
+) -> None:
+    """The progress lines a sync prints while it runs (one connection, or several) are JSON log
+    lines naming the connection and run; printed often here so that a short sync has some."""
+    monkeypatch.setattr(progress, "PLAIN_INTERVAL", 0.01)
+    files = []
+    for name in names:
+        files.append(tmp_path / f"{name}.yaml")
+        files[-1].write_text(
+            yaml.safe_dump(
+                {
+                    "name": name,
+                    "source": {"connector": "source-generator", "config": {"count": 20000}},
+                    "destination": {"connector": "destination-null"},
+                }
+            )
+        )
+    state_db = f"sqlite:///{tmp_path / 'state.db'}"
+    result = ferry("sync", *map(str, files), "--state-db", state_db, "--log-format", "json")
+    assert result.code == 0, result.err
+    runs = {}
+    for name, file in zip(names, files, strict=True):
+        [run] = json.loads(ferry("runs", str(file), "--state-db", state_db, "--json").out)
+        runs[name] = run["run_id"]
+    lines = [e for e in json_lines(result.err) if e["logger"] == "ferry.progress"]
+    assert {(e["connection"], e["run_id"]) for e in lines} == set(runs.items())
+    assert all("states committed" in e["message"] for e in lines)
