@@ -7,6 +7,7 @@ container path, a Secret volume) and builds the protocol arguments with `protoco
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import uuid
@@ -214,3 +215,45 @@ class StderrTail:
 
     def lines(self) -> list[str]:
         return list(self._lines)
+
+
+MAX_STDERR_LINE = 64 << 10
+STDERR_CHUNK = 64 << 10
+
+
+class StderrLines:
+    """Cut a connector's stderr bytes into lines: each goes to the log sink and the tail. A
+    "line" longer than MAX_STDERR_LINE (a progress bar that never ends its line) goes in
+    pieces."""
+
+    def __init__(self, log: Callable[[str], None], tail: StderrTail) -> None:
+        self._log = log
+        self._tail = tail
+        self._partial = b""
+
+    def feed(self, data: bytes | memoryview) -> None:
+        buffer = self._partial + bytes(data)
+        lines = buffer.split(b"\n")
+        self._partial = lines.pop()
+        if len(self._partial) > MAX_STDERR_LINE:
+            lines.append(self._partial)
+            self._partial = b""
+        for line in lines:
+            self._emit(line)
+
+    def flush(self) -> None:
+        if self._partial:
+            self._emit(self._partial)
+            self._partial = b""
+
+    async def drain(self, stderr: ByteReader) -> None:
+        """Feed everything a connector's stderr stream gives, to its end."""
+        while chunk := await stderr.read(STDERR_CHUNK):
+            self.feed(chunk)
+        self.flush()
+
+    def _emit(self, raw: bytes) -> None:
+        line = raw.decode("utf-8", errors="replace").rstrip("\r")
+        self._tail.add(line)
+        with contextlib.suppress(Exception):  # a failing log sink must not break the data path
+            self._log(line)

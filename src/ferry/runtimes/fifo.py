@@ -20,11 +20,10 @@ from pathlib import Path
 
 from ferry.errors import ConnectorCrashed
 from ferry.relay import EXIT_FILE, STDERR, STDIN, STDOUT, TERMINATE_FILE, read_exit_file
-from ferry.runtimes.base import ByteReader, ByteWriter, LogSink, StderrTail
+from ferry.runtimes.base import ByteReader, ByteWriter, LogSink, StderrLines, StderrTail
 from ferry.runtimes.pipes import PipeReader, PipeWriter, enlarge_pipe
 
 POLL = 0.05  # seconds between looks at the exit file, and at a missing reader of stdin
-STDERR_CHUNK = 64 << 10
 # After the connector's output ended, how long its wrapper may take to write the exit code.
 EXIT_FILE_TIMEOUT = 30.0
 
@@ -105,7 +104,9 @@ class FifoProcess:
         self.stdin: ByteWriter | None = self._stdin
         self.exited = False
         self._exit = asyncio.create_task(self._watch_exit(), name=f"{name} exit")
-        self._draining = asyncio.create_task(self._drain_stderr(log), name=f"{name} stderr")
+        self._draining = asyncio.create_task(
+            StderrLines(log, self._tail).drain(self._stderr), name=f"{name} stderr"
+        )
 
     async def _watch_exit(self) -> int:
         path = self.directory / EXIT_FILE
@@ -115,20 +116,6 @@ class FifoProcess:
         self._stdout.process_exited()
         self._stderr.process_exited()
         return code
-
-    async def _drain_stderr(self, log: LogSink) -> None:
-        pending = b""
-        while chunk := await self._stderr.read(STDERR_CHUNK):
-            *complete, pending = (pending + chunk).split(b"\n")
-            for line in complete:
-                self._emit(line, log)
-        if pending:
-            self._emit(pending, log)
-
-    def _emit(self, line: bytes, log: LogSink) -> None:
-        text = line.decode("utf-8", "replace").rstrip("\r")
-        self._tail.add(text)
-        log(text)
 
     async def wait(self) -> int:
         await asyncio.shield(self._draining)

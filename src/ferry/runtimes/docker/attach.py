@@ -5,20 +5,18 @@ frame is an 8-byte header (stream type in byte 0, payload length big-endian in b
 followed by the payload. `Demuxer` walks the frames of each received chunk with memoryview
 slices (no per-byte work) and `AttachProtocol` hands stdout to a bounded `OutputStream`
 (pausing the socket when the consumer is behind: backpressure reaches the container) and stderr
-to `StderrLines`, which cuts it into lines for the log sink and the stderr tail.
+to `StderrLines` (runtimes.base), which cuts it into lines for the log sink and the stderr tail.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import json
 import struct
-from collections.abc import Callable
 
 from ferry.errors import InternalError, RuntimeUnavailable
-from ferry.runtimes.base import StderrTail
+from ferry.runtimes.base import StderrLines
 
 STDIN, STDOUT, STDERR, SYSTEMERR = 0, 1, 2, 3
 _HEADER = struct.Struct(">BxxxL")
@@ -29,7 +27,6 @@ OUTPUT_HIGH_WATER = 4 << 20
 READ_SIZE = 1 << 20
 MAX_RESPONSE_HEAD = 64 << 10
 # A stderr "line" longer than this is logged in pieces rather than held forever.
-MAX_STDERR_LINE = 64 << 10
 
 
 class Demuxer:
@@ -172,36 +169,6 @@ class OutputStream:
         if self._size <= self._low:
             self._resume()
         return data
-
-
-class StderrLines:
-    """Cut stderr bytes into lines: each goes to the log sink and the tail."""
-
-    def __init__(self, log: Callable[[str], None], tail: StderrTail) -> None:
-        self._log = log
-        self._tail = tail
-        self._partial = b""
-
-    def feed(self, data: bytes | memoryview) -> None:
-        buffer = self._partial + bytes(data)
-        lines = buffer.split(b"\n")
-        self._partial = lines.pop()
-        if len(self._partial) > MAX_STDERR_LINE:
-            lines.append(self._partial)
-            self._partial = b""
-        for line in lines:
-            self._emit(line)
-
-    def flush(self) -> None:
-        if self._partial:
-            self._emit(self._partial)
-            self._partial = b""
-
-    def _emit(self, raw: bytes) -> None:
-        line = raw.decode("utf-8", errors="replace").rstrip("\r")
-        self._tail.add(line)
-        with contextlib.suppress(Exception):  # a failing log sink must not break the data path
-            self._log(line)
 
 
 def parse_response_head(head: bytes) -> tuple[int, str, dict[str, str]]:

@@ -17,11 +17,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ferry.errors import RuntimeUnavailable
+from ferry.runtimes.base import StderrLines
 from ferry.runtimes.docker.attach import (
     MAX_RESPONSE_HEAD,
     AttachProtocol,
     OutputStream,
-    StderrLines,
     engine_message,
     parse_response_head,
 )

@@ -114,10 +114,11 @@ from ferry.runtimes.base import (
     ConnectorInvocation,
     ConnectorOptions,
     LogSink,
+    StderrLines,
     StderrTail,
     protocol_args,
 )
-from ferry.runtimes.docker.attach import OutputStream, StderrLines
+from ferry.runtimes.docker.attach import OutputStream
 from ferry.runtimes.docker.containers import (
     FILES_DIR,
     container_name,

@@ -44,10 +44,11 @@ from ferry.runtimes.base import (
     ConnectorInvocation,
     ConnectorRef,
     LogSink,
+    StderrLines,
     StderrTail,
     fingerprint_of,
 )
-from ferry.runtimes.docker.attach import OutputStream, StderrLines
+from ferry.runtimes.docker.attach import OutputStream
 from ferry.runtimes.docker.containers import FILES_DIR, container_spec, resolve_entrypoint
 from ferry.runtimes.docker.endpoint import StdinStream
 from ferry.runtimes.docker.engine import DockerEngine

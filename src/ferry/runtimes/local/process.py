@@ -34,6 +34,7 @@ from ferry.runtimes.base import (
     ConnectorInvocation,
     ConnectorRef,
     LogSink,
+    StderrLines,
     StderrTail,
     fingerprint_of,
     protocol_args,
@@ -42,8 +43,6 @@ from ferry.runtimes.local import supervisor
 from ferry.runtimes.local.install import load_manifest
 from ferry.runtimes.pipes import PipeReader, PipeWriter, enlarge_pipe
 
-STDERR_CHUNK = 64 * 1024
-STDERR_MAX_LINE = 64 * 1024  # longer stderr "lines" are logged in pieces
 # Standalone (-I -S: no site, no environment): it must start fast and import nothing of ferry.
 SUPERVISOR = [sys.executable, "-I", "-S", supervisor.__file__]
 
@@ -72,7 +71,9 @@ class LocalProcess:
         self._stderr = PipeReader(stderr_fd)
         self._exit = asyncio.create_task(process.wait(), name=f"{name} exit")
         self._exit.add_done_callback(lambda _: self._on_exit())
-        self._draining = asyncio.create_task(self._drain_stderr(log), name=f"{name} stderr")
+        self._draining = asyncio.create_task(
+            StderrLines(log, self._tail).drain(self._stderr), name=f"{name} stderr"
+        )
 
     @property
     def pid(self) -> int:
@@ -81,23 +82,6 @@ class LocalProcess:
     def _on_exit(self) -> None:
         self._stdout.process_exited()
         self._stderr.process_exited()
-
-    async def _drain_stderr(self, log: LogSink) -> None:
-        partial = b""
-        while chunk := await self._stderr.read(STDERR_CHUNK):
-            *lines, partial = (partial + chunk).split(b"\n")
-            if len(partial) > STDERR_MAX_LINE:  # a progress bar that never ends its line
-                lines.append(partial)
-                partial = b""
-            for line in lines:
-                self._emit(line, log)
-        if partial:
-            self._emit(partial, log)
-
-    def _emit(self, line: bytes, log: LogSink) -> None:
-        text = line.decode("utf-8", "replace").rstrip("\r")
-        self._tail.add(text)
-        log(text)
 
     async def wait(self) -> int:
         try:
