@@ -94,25 +94,13 @@ class Endpoint:
 
     async def open_stdin(self, container_id: str) -> StdinStream:
         """Attach to the stdin of a created container (a write-only connection)."""
-        reader, writer = await self.open_stream()
-        try:
-            writer.write(
-                self.request(
-                    "POST",
-                    f"/containers/{container_id}/attach?stream=1&stdin=1",
-                    {"Content-Length": "0", "Connection": "Upgrade", "Upgrade": "tcp"},
-                )
-            )
-            status, status_line, headers = await read_head(reader)
-            if status not in (101, 200):
-                body = await _error_body(reader, headers)
-                raise RuntimeUnavailable(
-                    f"the Docker engine refused to attach stdin: {status_line}: {body}"
-                )
-            writer.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        except BaseException:
-            writer.close()
-            raise
+        reader, writer, _ = await self._post(
+            f"/containers/{container_id}/attach?stream=1&stdin=1",
+            {"Connection": "Upgrade", "Upgrade": "tcp"},
+            ok=(101, 200),
+            refused="attach stdin",
+        )
+        writer.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         return StdinStream(reader, writer)
 
     async def start_wait(self, container_id: str, condition: str) -> asyncio.Task[int]:
@@ -121,25 +109,12 @@ class Endpoint:
         Returns once the engine has registered the wait (it sends the response head first), so
         a container started afterwards cannot end unseen.
         """
-        reader, writer = await self.open_stream()
-        try:
-            writer.write(
-                self.request(
-                    "POST",
-                    f"/containers/{container_id}/wait?condition={condition}",
-                    {"Content-Length": "0", "Connection": "close"},
-                )
-            )
-            status, status_line, headers = await read_head(reader)
-            if status != 200:
-                body = await _error_body(reader, headers)
-                raise RuntimeUnavailable(
-                    f"the Docker engine refused to wait for container {container_id[:12]}: "
-                    f"{status_line}: {body}"
-                )
-        except BaseException:
-            writer.close()
-            raise
+        reader, writer, headers = await self._post(
+            f"/containers/{container_id}/wait?condition={condition}",
+            {"Connection": "close"},
+            ok=(200,),
+            refused=f"wait for container {container_id[:12]}",
+        )
 
         async def result() -> int:
             try:
@@ -166,6 +141,25 @@ class Endpoint:
             return code
 
         return asyncio.ensure_future(result())
+
+    async def _post(
+        self, path: str, headers: dict[str, str], *, ok: tuple[int, ...], refused: str
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, dict[str, str]]:
+        """POST `path` (no body) on a connection of its own; the connection and the response's
+        headers once the engine answered with an `ok` status."""
+        reader, writer = await self.open_stream()
+        try:
+            writer.write(self.request("POST", path, {"Content-Length": "0", **headers}))
+            status, status_line, response = await read_head(reader)
+            if status not in ok:
+                body = await _error_body(reader, response)
+                raise RuntimeUnavailable(
+                    f"the Docker engine refused to {refused}: {status_line}: {body}"
+                )
+        except BaseException:
+            writer.close()
+            raise
+        return reader, writer, response
 
 
 class StdinStream:
