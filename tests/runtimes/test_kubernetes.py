@@ -28,10 +28,10 @@ from ferry.engine.runner import SyncOptions, SyncRunner
 from ferry.errors import ConfigError, ConnectorCrashed, ImageUnavailable, RuntimeUnavailable
 from ferry.runtimes import get_runtime
 from ferry.runtimes.base import ConnectorOptions, ConnectorRef
+from ferry.runtimes.options import KubernetesSettings, decode
 from ferry.runtimes.owner import HOST_LABEL, OWNER_LABEL, PID_LABEL, this_host
 from ferry.runtimes.pods.gc import collect_kubernetes
 from ferry.runtimes.pods.kubernetes import KubernetesRuntime, assess_pod, relay_host
-from ferry.runtimes.pods.manifests import KubernetesSettings
 from ferry.store import open_store
 
 NAMESPACE = "ferry-test"
@@ -137,7 +137,7 @@ def mini_connector(records: int = 25) -> Any:
 
 
 def ref(image: str = IMAGE, **options: Any) -> ConnectorRef:
-    return ConnectorRef("kubernetes", image, options=ConnectorOptions(**options))
+    return ConnectorRef("kubernetes", image, options=decode(options, ConnectorOptions, "source"))
 
 
 async def settle(kubelet: Kubelet) -> None:

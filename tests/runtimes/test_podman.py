@@ -47,6 +47,7 @@ from ferry.runtimes.base import (
     ConnectorRef,
     RunLabels,
 )
+from ferry.runtimes.options import decode
 from ferry.runtimes.owner import HOST_LABEL, OWNER_LABEL, PID_LABEL, process_start, this_host
 from ferry.runtimes.pods.gc import collect_podman
 from ferry.runtimes.pods.manifests import build_manifests, for_podman, podman_secret
@@ -229,7 +230,7 @@ def invocation(
     image: str, verb: Any = "spec", files: dict[str, bytes] | None = None, **options: Any
 ) -> ConnectorInvocation:
     labels = RunLabels(run_id=uuid.uuid4().hex[:8], connection=options.pop("connection"))
-    ref = ConnectorRef("podman", image, options=ConnectorOptions(**options))
+    ref = ConnectorRef("podman", image, options=decode(options, ConnectorOptions, "source"))
     return ConnectorInvocation(ref, verb, files or {}, labels)
 
 

@@ -62,10 +62,10 @@ from ferry.runtimes.base import (
     LogSink,
     fingerprint_of,
 )
+from ferry.runtimes.options import KubernetesSettings
 from ferry.runtimes.owner import owner_labels
 from ferry.runtimes.pods.manifests import (
     CONNECTOR_CONTAINER,
-    KubernetesSettings,
     PodManifests,
     build_manifests,
     secret_owner_patch,
@@ -642,8 +642,7 @@ class KubernetesRuntime:
 
     async def start(self, invocation: ConnectorInvocation, log: LogSink) -> PodProcess:
         ref = invocation.connector
-        role = invocation.labels.role
-        settings = KubernetesSettings.parse(ref.options.kubernetes, f"{role}.kubernetes")
+        settings = ref.options.kubernetes
         host = relay_host(settings)
         client = await self.client()
         namespace = settings.namespace or self.default_namespace
