@@ -12,7 +12,7 @@ import logging
 import re
 import threading
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from ferry.protocol.messages import ConnectorSpecification
@@ -35,22 +35,32 @@ def collect_secrets(schema: Mapping[str, Any], config: Any) -> set[str]:
 def _walk(schema: Any, value: Any, root: Mapping[str, Any], found: set[str], depth: int) -> None:
     if not isinstance(schema, Mapping) or depth > _MAX_DEPTH:
         return
-    depth += 1
     if schema.get("airbyte_secret") is True:
         _add_leaves(value, found)
+    for alternative in _alternatives(schema, root):
+        _walk(alternative, value, root, found, depth + 1)
+    for sub_schema, item in _children(schema, value):
+        _walk(sub_schema, item, root, found, depth + 1)
+
+
+def _alternatives(schema: Mapping[str, Any], root: Mapping[str, Any]) -> list[Any]:
+    """The schemas that describe the same value: a local `$ref`, each oneOf/anyOf/allOf branch."""
     ref = schema.get("$ref")
-    if isinstance(ref, str):
-        _walk(_local_ref(root, ref), value, root, found, depth)
+    found = [_local_ref(root, ref)] if isinstance(ref, str) else []
     for keyword in _COMBINATORS:
-        for branch in schema.get(keyword) or ():
-            _walk(branch, value, root, found, depth)
+        found += list(schema.get(keyword) or ())
+    return found
+
+
+def _children(schema: Mapping[str, Any], value: Any) -> Iterator[tuple[Any, Any]]:
+    """Each member of `value` (a mapping's values, a list's items) with its schema(s)."""
     if isinstance(value, Mapping):
         for key, item in value.items():
             for sub_schema in _property_schemas(schema, str(key)):
-                _walk(sub_schema, item, root, found, depth)
+                yield sub_schema, item
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            _walk(_item_schema(schema, index), item, root, found, depth)
+            yield _item_schema(schema, index), item
 
 
 def _property_schemas(schema: Mapping[str, Any], key: str) -> list[Any]:
