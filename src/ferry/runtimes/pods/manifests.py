@@ -257,11 +257,58 @@ def build_manifests(
     random part (for tests). Settings' namespace and sidecar image win over the arguments.
     """
     settings = settings or KubernetesSettings()
+    namespace = settings.namespace or namespace
+    layout = _PodCommon(
+        name=pod_name(invocation, suffix),
+        settings=settings,
+        pull_policy=KUBERNETES_PULL_POLICIES[invocation.connector.options.pull],
+        sidecar_image=settings.sidecar_image or sidecar_image,
+    )
+    paths = file_paths(invocation.files)
+    connector, host_volumes = _connector_container(invocation, layout, paths, entrypoint, grace)
+    sidecars = sidecar_commands(
+        token=token, endpoint=endpoint, reads_stdin=invocation.reads_stdin, heartbeat=heartbeat
+    )
+    init_script = _init_script(invocation.reads_stdin, IO_DIR)
+    init = layout.sidecar(INIT_CONTAINER, ["/bin/sh", "-c", init_script])
+    check_portable(init["command"], "the init container's command")
+    containers = [connector] + [layout.sidecar(c, command) for c, command in sidecars.items()]
+    volumes = [*layout.volumes(with_files=bool(paths)), *host_volumes]
+    labels = pod_labels(invocation, extra_labels, settings.labels)
+    owners = owner_annotations(invocation, extra_labels)
+    annotations = {**settings.annotations, **owners}
+    annotations[ANNOTATION_PREFIX + "image"] = invocation.connector.target
+    metadata = {"name": layout.name, "namespace": namespace}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {**metadata, "labels": labels, "annotations": annotations},
+        "spec": _pod_spec(settings, init, containers, volumes),
+    }
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {**metadata, "labels": dict(labels), "annotations": owners},
+        "immutable": True,
+        "data": {
+            f"{file}.json": base64.b64encode(data).decode("ascii")
+            for file, data in invocation.files.items()
+        },
+    }
+    return PodManifests(layout.name, namespace, secret, pod, layout.io_volume, paths)
+
+
+def _connector_container(
+    invocation: ConnectorInvocation,
+    layout: _PodCommon,
+    paths: Mapping[str, str],
+    entrypoint: str | None,
+    grace: float,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The connector's container under ferry's wrapper, and the host volumes it mounts."""
     ref = invocation.connector
     options = ref.options
-    namespace = settings.namespace or namespace
-    name = pod_name(invocation, suffix)
-    paths = file_paths(invocation.files)
     if entrypoint is None and options.entrypoint and options.entrypoint.strip() != "auto":
         entrypoint = options.entrypoint
     args = [*ref.args, *protocol_args(invocation.verb, paths)]
@@ -273,18 +320,8 @@ def build_manifests(
         entrypoint=entrypoint,
         grace=grace,
     )
-    sidecars = sidecar_commands(
-        token=token, endpoint=endpoint, reads_stdin=invocation.reads_stdin, heartbeat=heartbeat
-    )
-    layout = _PodLayout(
-        name=name,
-        settings=settings,
-        pull_policy=KUBERNETES_PULL_POLICIES[options.pull],
-        sidecar_image=settings.sidecar_image or sidecar_image,
-    )
-    connector = layout.container(
-        CONNECTOR_CONTAINER, ref.target, wrapper.argv, _connector_resources(options, settings)
-    )
+    resources = _connector_resources(options, layout.settings)
+    connector = layout.container(CONNECTOR_CONTAINER, ref.target, wrapper.argv, resources)
     env = [e for e in _user_env(invocation.environment, "env") if e["name"] not in wrapper.env]
     connector["env"] = env + [{"name": k, "value": v} for k, v in wrapper.env.items()]
     host_volumes, host_mounts = _host_volumes(options.volumes)
@@ -293,51 +330,7 @@ def build_manifests(
             {"name": layout.files_volume, "mountPath": FILES_DIR, "readOnly": True}
         )
     connector["volumeMounts"] += host_mounts
-    init = layout.sidecar(
-        INIT_CONTAINER, ["/bin/sh", "-c", _init_script(invocation.reads_stdin, IO_DIR)]
-    )
-    check_portable(init["command"], "the init container's command")
-    containers = [connector] + [layout.sidecar(c, command) for c, command in sidecars.items()]
-    volumes = [*layout.volumes(with_files=bool(paths)), *host_volumes]
-
-    labels = pod_labels(invocation, extra_labels, settings.labels)
-    annotations = {**settings.annotations, **owner_annotations(invocation, extra_labels)}
-    annotations[ANNOTATION_PREFIX + "image"] = ref.target
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": labels,
-            "annotations": annotations,
-        },
-        "spec": _pod_spec(settings, init, containers, volumes),
-    }
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": dict(labels),
-            "annotations": owner_annotations(invocation, extra_labels),
-        },
-        "immutable": True,
-        "data": {
-            f"{file}.json": base64.b64encode(data).decode("ascii")
-            for file, data in invocation.files.items()
-        },
-    }
-    return PodManifests(
-        name=name,
-        namespace=namespace,
-        secret=secret,
-        pod=pod,
-        io_volume=layout.io_volume,
-        files=paths,
-    )
+    return connector, host_volumes
 
 
 def _connector_resources(
@@ -362,7 +355,7 @@ def _connector_resources(
 
 
 @dataclass(frozen=True)
-class _PodLayout:
+class _PodCommon:
     """What every container of one pod shares: its volumes, pull policy, security context."""
 
     name: str
