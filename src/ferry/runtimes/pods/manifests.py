@@ -76,7 +76,7 @@ MANAGED_BY = "ferry"
 ANNOTATION_PREFIX = "ferry.dev/"
 REDACTED = "<redacted>"
 
-# The `pull:` policies (ferry.runtimes.base.PULL_POLICIES) in Kubernetes' words.
+# The `pull:` policies (ferry.runtimes.options.PULL_POLICIES) in Kubernetes' words.
 KUBERNETES_PULL_POLICIES = dict(
     zip(PULL_POLICIES, ("Never", "IfNotPresent", "Always"), strict=True)
 )
