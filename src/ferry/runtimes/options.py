@@ -365,7 +365,8 @@ class ConnectorOptions(_Block, frozen=True, kw_only=True, forbid_unknown_fields=
 
     def __post_init__(self) -> None:
         if self.pull not in PULL_POLICIES:
-            raise ValueError(f"pull: {self.pull!r} is not one of {', '.join(PULL_POLICIES)}")
+            policies = ", ".join(PULL_POLICIES)
+            raise ValueError(f"pull: {self.pull!r} is not a pull policy (one of {policies})")
         # Host directories as absolute paths: relative ones are the current directory's.
         volumes = {str(Path(host).expanduser().resolve()): c for host, c in self.volumes.items()}
         _set(self, "volumes", volumes)
