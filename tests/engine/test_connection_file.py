@@ -101,3 +101,17 @@ def test_the_options_of_a_connector_block_are_read_into_one_schema() -> None:
     assert connection.kubernetes.namespace == "etl"
     with pytest.raises(ConfigError, match=r"source\.pull: "):
         parse_connection({**BASE, "source": {"connector": "a", "pull": "sometimes"}})
+
+
+def test_a_kubernetes_key_set_to_null_keeps_its_default(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "name: c\nkubernetes:\nsource:\n  connector: a\n  kubernetes:\n    labels:\n"
+        "    termination_grace_period_seconds:\n    namespace: etl\ndestination: {connector: b}\n"
+    )
+    connection = load_connection(path)
+    settings = connection.source.options.kubernetes
+    assert settings.labels == {}
+    assert settings.termination_grace_period_seconds == 30
+    assert settings.namespace == "etl"
+    assert not connection.kubernetes.single_pod

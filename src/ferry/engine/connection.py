@@ -18,7 +18,7 @@ from ferry.engine.config import load_yaml
 from ferry.errors import ConfigError
 from ferry.protocol import StreamSelection
 from ferry.runtimes.base import RUNTIME_NAMES
-from ferry.runtimes.options import ConnectorOptions, PodLayout, describe
+from ferry.runtimes.options import ConnectorOptions, PodLayout, describe, unset_nulls
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -123,7 +123,7 @@ def parse_connection(
     if not isinstance(data, dict):
         raise ConfigError(f"{origin}: expected a mapping with name, source and destination")
     try:
-        raw = msgspec.convert(data, _ConnectionFile)
+        raw = msgspec.convert(_kubernetes_nulls_unset(data), _ConnectionFile)
     except msgspec.ValidationError as e:
         raise ConfigError(f"{origin}: {describe(e)}") from None
     if not _NAME.match(raw.name):
@@ -149,6 +149,17 @@ def parse_connection(
         kubernetes=raw.kubernetes,
         timeouts=_timeouts(raw.timeouts, origin),
     )
+
+
+def _kubernetes_nulls_unset(data: dict[str, Any]) -> dict[str, Any]:
+    """The file with the null keys of its `kubernetes:` blocks left out: a key set to null
+    keeps its default there (`labels:` with nothing after it)."""
+    data = {**data, "kubernetes": unset_nulls(data.get("kubernetes"))}
+    for role in ("source", "destination"):
+        block = data.get(role)
+        if isinstance(block, dict) and "kubernetes" in block:
+            data[role] = {**block, "kubernetes": unset_nulls(block["kubernetes"])}
+    return data
 
 
 def _timeouts(block: _TimeoutsBlock | None, origin: str) -> IdleTimeouts:

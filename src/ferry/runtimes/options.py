@@ -260,7 +260,7 @@ class KubernetesSettings(_Block, frozen=True, kw_only=True, forbid_unknown_field
     @classmethod
     def parse(cls, block: object, where: str = "kubernetes") -> KubernetesSettings:
         """Validate a `kubernetes:` block given as plain data; every problem is a ConfigError."""
-        return decode(block or {}, cls, where)
+        return decode(block, cls, where)
 
     def set_keys(self) -> list[str]:
         """The keys this block sets (differ from their defaults), in order."""
@@ -333,7 +333,7 @@ class PodLayout(KubernetesSettings, frozen=True, kw_only=True, forbid_unknown_fi
     @classmethod
     def parse(cls, block: object, layout: str | None = None) -> PodLayout:
         """Validate the block; `layout` (from `--layout`) wins over the block's."""
-        return decode(block or {}, cls, "kubernetes").with_layout(layout)
+        return decode(block, cls, "kubernetes").with_layout(layout)
 
     def with_layout(self, layout: str | None) -> PodLayout:
         """This block with `--layout`'s choice, when made (checked like the block's)."""
@@ -432,8 +432,17 @@ def describe(error: msgspec.ValidationError) -> str:
     return f"{path}: {message}" if path else message
 
 
+def unset_nulls(block: object) -> object:
+    """A block without its keys set to null: such a key keeps its default."""
+    if not isinstance(block, Mapping):
+        return {} if block is None else block
+    return {key: value for key, value in block.items() if value is not None}
+
+
 def decode(data: object, kind: type[_B], where: str) -> _B:
-    """`data` (plain data, as read from YAML) as a `kind` block; ConfigError naming `where`."""
+    """`data` (plain data, as read from YAML) as a `kind` block; ConfigError naming `where`.
+    A key set to null keeps its default."""
+    data = unset_nulls(data)
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a mapping")
     try:
