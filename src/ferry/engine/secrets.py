@@ -35,25 +35,27 @@ def collect_secrets(schema: Mapping[str, Any], config: Any) -> set[str]:
 def _walk(schema: Any, value: Any, root: Mapping[str, Any], found: set[str], depth: int) -> None:
     if not isinstance(schema, Mapping) or depth > _MAX_DEPTH:
         return
+    depth += 1
     if schema.get("airbyte_secret") is True:
         _add_leaves(value, found)
     for alternative in _alternatives(schema, root):
-        _walk(alternative, value, root, found, depth + 1)
+        _walk(alternative, value, root, found, depth)
     for sub_schema, item in _children(schema, value):
-        _walk(sub_schema, item, root, found, depth + 1)
+        _walk(sub_schema, item, root, found, depth)
 
 
-def _alternatives(schema: Mapping[str, Any], root: Mapping[str, Any]) -> list[Any]:
-    """The schemas that describe the same value: a local `$ref`, each oneOf/anyOf/allOf branch."""
+def _alternatives(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Iterator[Any]:
+    """Schemas that apply to the same value: a local `$ref`'s target, every oneOf/anyOf/allOf
+    branch."""
     ref = schema.get("$ref")
-    found = [_local_ref(root, ref)] if isinstance(ref, str) else []
+    if isinstance(ref, str):
+        yield _local_ref(root, ref)
     for keyword in _COMBINATORS:
-        found += list(schema.get(keyword) or ())
-    return found
+        yield from schema.get(keyword) or ()
 
 
 def _children(schema: Mapping[str, Any], value: Any) -> Iterator[tuple[Any, Any]]:
-    """Each member of `value` (a mapping's values, a list's items) with its schema(s)."""
+    """(schema, value) of each property of an object value, or each item of an array."""
     if isinstance(value, Mapping):
         for key, item in value.items():
             for sub_schema in _property_schemas(schema, str(key)):
