@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ferry.engine.connection import (
     DEFAULT_IDLE_SECONDS,
@@ -40,7 +41,7 @@ def test_timeouts_default_to_hours_and_each_side_can_be_set() -> None:
 
 
 def test_an_unknown_timeout_is_refused() -> None:
-    with pytest.raises(ConfigError, match="unknown key `write_idle` in timeouts"):
+    with pytest.raises(ConfigError, match="timeouts: unknown key `write_idle`"):
         parse_connection({**BASE, "timeouts": {"write_idle": 5}})
 
 
@@ -52,3 +53,65 @@ def test_yaml_dates_stay_the_strings_written(tmp_path: Path) -> None:
     )
     config = load_connection(path).source.config
     assert config == {"start_date": "2024-01-01", "at": "2024-01-01T10:00:00Z"}
+
+
+@pytest.mark.parametrize(
+    ("block", "says"),
+    [
+        ({"namespace": "Not_Valid"}, "source.kubernetes.namespace: 'Not_Valid' is not a valid"),
+        ({"namspace": "etl"}, "source.kubernetes: unknown key `namspace`"),
+        (
+            {"tolerations": [{"key": "a", "operatr": "Exists"}]},
+            "tolerations[0].operatr: not a field of Toleration",
+        ),
+        ({"resources": {"limits": {"memory": "lots"}}}, "resources.limits.memory: invalid memory"),
+        ({"host_network": "yes"}, "source.kubernetes.host_network: expected true or false"),
+    ],
+)
+def test_a_bad_kubernetes_block_is_refused_when_the_file_is_read(
+    tmp_path: Path, block: dict[str, object], says: str
+) -> None:
+    """Not when a pod starts: the error names the file, the key path and the problem."""
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "source": {"connector": "a", "kubernetes": block}}))
+    with pytest.raises(ConfigError) as caught:
+        load_connection(path)
+    assert str(caught.value).startswith(f"{path}: ")
+    assert says in str(caught.value)
+    assert caught.value.exit_code == 2
+
+
+def test_the_options_of_a_connector_block_are_read_into_one_schema() -> None:
+    connection = parse_connection(
+        {
+            **BASE,
+            "kubernetes": {"layout": "single-pod", "namespace": "etl"},
+            "source": {
+                "connector": "a",
+                "pull": "always",
+                "resources": {"memory": "1g", "cpu": 2},
+                "kubernetes": {"resources": {"limits": {"cpu": 2}}},
+            },
+        }
+    )
+    options = connection.source.options
+    assert (options.pull, options.memory, options.cpu) == ("always", "1g", "2")
+    assert options.kubernetes.resources == {"limits": {"cpu": "2"}}
+    assert connection.kubernetes.single_pod
+    assert connection.kubernetes.namespace == "etl"
+    with pytest.raises(ConfigError, match=r"source\.pull: "):
+        parse_connection({**BASE, "source": {"connector": "a", "pull": "sometimes"}})
+
+
+def test_a_kubernetes_key_set_to_null_keeps_its_default(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "name: c\nkubernetes:\nsource:\n  connector: a\n  kubernetes:\n    labels:\n"
+        "    termination_grace_period_seconds:\n    namespace: etl\ndestination: {connector: b}\n"
+    )
+    connection = load_connection(path)
+    settings = connection.source.options.kubernetes
+    assert settings.labels == {}
+    assert settings.termination_grace_period_seconds == 30
+    assert settings.namespace == "etl"
+    assert not connection.kubernetes.single_pod

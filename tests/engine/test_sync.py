@@ -272,7 +272,7 @@ def test_connection_file_errors_exit_2_and_name_the_problem(tmp_path: Path) -> N
     )
     result = ferry("sync", str(connection))
     assert result.returncode == 2
-    assert "unknown key `conector` in source" in result.stderr
+    assert "source: unknown key `conector`" in result.stderr
     connection = write_connection(
         tmp_path,
         source={"connector": "source-generator", "config": {"count": 5}},

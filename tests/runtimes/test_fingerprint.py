@@ -21,6 +21,7 @@ from ferry.runtimes.base import ConnectorOptions, ConnectorRef
 from ferry.runtimes.docker.runtime import DockerRuntime
 from ferry.runtimes.local.install import MANIFEST
 from ferry.runtimes.local.process import LocalRuntime
+from ferry.runtimes.options import decode
 from ferry.runtimes.pods.kubernetes import KubernetesRuntime
 from ferry.runtimes.pods.podman import PodmanRuntime
 
@@ -83,7 +84,7 @@ def test_kubernetes_fingerprint_only_for_an_image_pinned_by_digest() -> None:
     runtime = KubernetesRuntime()
 
     def fingerprint(image: str, **options: Any) -> str | None:
-        ref = ConnectorRef("kubernetes", image, options=ConnectorOptions(**options))
+        ref = ConnectorRef("kubernetes", image, options=decode(options, ConnectorOptions, "source"))
         return asyncio.run(runtime.fingerprint(ref))
 
     assert fingerprint("airbyte/source-faker:6.2.20") is None
@@ -128,7 +129,7 @@ def test_docker_fingerprint_is_the_image_id_and_the_options(docker_client: Any) 
         async def fingerprints(**options: Any) -> list[str | None]:
             runtime = DockerRuntime()
             try:
-                variants = [ConnectorOptions(), ConnectorOptions(**options)]
+                variants = [ConnectorOptions(), decode(options, ConnectorOptions, "source")]
                 return [
                     await runtime.fingerprint(ConnectorRef("docker", name, options=o))
                     for o in variants

@@ -13,6 +13,7 @@ from ferry.errors import ConfigError, ConnectorNotFound
 from ferry.runtimes import check_options_apply
 from ferry.runtimes.base import ConnectorOptions, ConnectorRef
 from ferry.runtimes.local.install import MANIFEST
+from ferry.runtimes.options import KubernetesSettings, Resources
 from ferry.runtimes.resolve import resolve_reference
 
 
@@ -149,11 +150,15 @@ def test_an_empty_image_and_an_unknown_runtime_are_config_errors() -> None:
             "network does not apply to the podman runtime",
         ),
         ("kubernetes", ConnectorOptions(network="n"), "kubernetes: {host_network: ...}"),
-        ("local", ConnectorOptions(memory="1g", cpu="1"), "memory, cpu do not apply to the local"),
+        (
+            "local",
+            ConnectorOptions(resources=Resources(memory="1g", cpu="1")),
+            "resources.memory, resources.cpu do not apply to the local",
+        ),
         ("local", ConnectorOptions(relay=True), "relay does not apply to the local runtime"),
         (
             "docker",
-            ConnectorOptions(kubernetes={"namespace": "x"}),
+            ConnectorOptions(kubernetes=KubernetesSettings(namespace="x")),
             "only to podman and kubernetes",
         ),
         ("local", ConnectorOptions(pull="always"), "only to docker and podman and kubernetes"),
@@ -169,5 +174,9 @@ def test_an_option_the_runtime_would_ignore_is_an_error(
 @pytest.mark.parametrize("runtime", ["local", "docker", "podman", "kubernetes"])
 def test_options_a_runtime_honours_pass(runtime: str) -> None:
     check_options_apply(runtime, ConnectorOptions(env={"A": "1"}))
-    honoured = {"docker": ConnectorOptions(network="host", memory="1g", relay=True, pull="never")}
+    honoured = {
+        "docker": ConnectorOptions(
+            network="host", resources=Resources(memory="1g"), relay=True, pull="never"
+        )
+    }
     check_options_apply(runtime, honoured.get(runtime, ConnectorOptions()))

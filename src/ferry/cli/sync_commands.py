@@ -23,6 +23,7 @@ from ferry.engine.runner import SyncOptions, SyncResult, SyncRunner, shown_confi
 from ferry.errors import ConfigError, FerryError
 from ferry.protocol import to_builtins
 from ferry.protocol.messages import StreamDescriptor
+from ferry.runtimes import render_pod_manifests
 from ferry.runtimes.base import RUNTIME_NAMES
 from ferry.store import RunRecord
 from ferry.store.base import CONFIG_ROLES, ConfigRole
@@ -257,9 +258,6 @@ def _clear(args: argparse.Namespace) -> int:
 
 
 def _dry_run(runner: SyncRunner) -> str:
-    from ferry.runtimes.pods.manifests import render_dry_run
-    from ferry.runtimes.pods.single_pod import render_pair_dry_run
-
     invocations = runner.dry_run_invocations()
     runtimes = {invocation.connector.runtime for invocation in invocations}
     if not runtimes <= {"podman", "kubernetes"}:
@@ -268,9 +266,9 @@ def _dry_run(runner: SyncRunner) -> str:
             f"(here: {', '.join(sorted(runtimes))}); try --runtime kubernetes"
         )
     if runner.layout.single_pod:
-        return render_pair_dry_run(runner.dry_run_pair(invocations), runtime=runtimes.pop())
-    namespace = str(runner.connection.source.options.kubernetes.get("namespace", "default"))
-    return render_dry_run(invocations, runtime=runtimes.pop(), namespace=namespace)
+        return render_pod_manifests(runner.dry_run_pair(invocations), runtimes.pop())
+    namespace = runner.connection.source.options.kubernetes.namespace or "default"
+    return render_pod_manifests(invocations, runtimes.pop(), namespace)
 
 
 async def _run_with_signals(runner: SyncRunner, progress: Progress) -> SyncResult:

@@ -7,7 +7,6 @@ the file, so every rule is tested on plain data.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,8 @@ import yaml
 from ferry.engine.config import load_yaml
 from ferry.errors import ConfigError
 from ferry.protocol import StreamSelection
-from ferry.runtimes.base import PULL_POLICIES, RUNTIME_NAMES, ConnectorOptions
+from ferry.runtimes.base import RUNTIME_NAMES
+from ferry.runtimes.options import ConnectorOptions, PodLayout, describe, unset_nulls
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -27,22 +27,17 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True):
     pass
 
 
-class _Resources(_Strict):
-    memory: str | None = None
-    cpu: str | None = None
+class _ConnectorBlock(ConnectorOptions, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A connector block: the reference and its config, then the connector's options."""
 
-
-class _ConnectorBlock(_Strict):
     connector: str
     config: dict[str, Any] = msgspec.field(default_factory=dict)
-    relay: bool = False
-    entrypoint: str | None = None
-    resources: _Resources | None = None
-    env: dict[str, str] = msgspec.field(default_factory=dict)
-    pull: str = "if-not-present"
-    network: str | None = None
-    volumes: dict[str, str] = msgspec.field(default_factory=dict)
-    kubernetes: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    def options(self) -> ConnectorOptions:
+        return ConnectorOptions(**{name: getattr(self, name) for name in _OPTION_FIELDS})
+
+
+_OPTION_FIELDS = ConnectorOptions.__struct_fields__
 
 
 class _TimeoutsBlock(_Strict):
@@ -56,7 +51,7 @@ class _ConnectionFile(_Strict):
     destination: _ConnectorBlock
     runtime: str = "local"
     streams: list[StreamSelection] | None = None
-    kubernetes: dict[str, Any] = msgspec.field(default_factory=dict)  # the pod layout's
+    kubernetes: PodLayout = msgspec.field(default_factory=PodLayout)
     timeouts: _TimeoutsBlock | None = None
 
 
@@ -103,7 +98,7 @@ class Connection:
     destination: Endpoint
     streams: list[StreamSelection] | None
     path: Path | None = None
-    kubernetes: Mapping[str, Any] = field(default_factory=dict)  # layout: single-pod, ...
+    kubernetes: PodLayout = field(default_factory=PodLayout)  # layout: single-pod, ...
     timeouts: IdleTimeouts = field(default_factory=IdleTimeouts)
 
 
@@ -128,9 +123,9 @@ def parse_connection(
     if not isinstance(data, dict):
         raise ConfigError(f"{origin}: expected a mapping with name, source and destination")
     try:
-        raw = msgspec.convert(data, _ConnectionFile)
+        raw = msgspec.convert(_kubernetes_nulls_unset(data), _ConnectionFile)
     except msgspec.ValidationError as e:
-        raise ConfigError(f"{origin}: {_describe(e)}") from None
+        raise ConfigError(f"{origin}: {describe(e)}") from None
     if not _NAME.match(raw.name):
         raise ConfigError(
             f"{origin}: name {raw.name!r} must be 1-63 letters, digits, '.', '_' or '-'"
@@ -156,6 +151,17 @@ def parse_connection(
     )
 
 
+def _kubernetes_nulls_unset(data: dict[str, Any]) -> dict[str, Any]:
+    """The file with the null keys of its `kubernetes:` blocks left out: a key set to null
+    keeps its default there (`labels:` with nothing after it)."""
+    data = {**data, "kubernetes": unset_nulls(data.get("kubernetes"))}
+    for role in ("source", "destination"):
+        block = data.get(role)
+        if isinstance(block, dict) and "kubernetes" in block:
+            data[role] = {**block, "kubernetes": unset_nulls(block["kubernetes"])}
+    return data
+
+
 def _timeouts(block: _TimeoutsBlock | None, origin: str) -> IdleTimeouts:
     if block is None:
         return IdleTimeouts()
@@ -170,34 +176,10 @@ def _timeouts(block: _TimeoutsBlock | None, origin: str) -> IdleTimeouts:
     )
 
 
-def _describe(error: msgspec.ValidationError) -> str:
-    # msgspec says "Object contains unknown field `x` - at `$.source`"; say it in our words.
-    message, _, where = str(error).partition(" - at ")
-    message = message.replace("Object contains unknown field", "unknown key").replace(
-        "Object missing required field", "missing required key"
-    )
-    where = where.strip("`").removeprefix("$").lstrip(".")
-    return f"{message} in {where}" if where else message
-
-
 def _endpoint(block: _ConnectorBlock, where: str) -> Endpoint:
     if not block.connector.strip():
         raise ConfigError(f"{where}: connector is empty")
-    if block.pull not in PULL_POLICIES:
-        raise ConfigError(f"{where}: pull {block.pull!r} is not one of {', '.join(PULL_POLICIES)}")
-    resources = block.resources or _Resources()
-    options = ConnectorOptions(
-        env=block.env,
-        relay=block.relay,
-        entrypoint=block.entrypoint,
-        pull=block.pull,
-        memory=resources.memory,
-        cpu=resources.cpu,
-        network=block.network,
-        volumes={str(Path(host).expanduser().resolve()): c for host, c in block.volumes.items()},
-        kubernetes=block.kubernetes,
-    )
-    return Endpoint(reference=block.connector.strip(), config=block.config, options=options)
+    return Endpoint(block.connector.strip(), block.config, block.options())
 
 
 def _check_sync_mode(stream: StreamSelection, origin: str) -> None:

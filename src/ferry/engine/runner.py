@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import msgspec
+
 from ferry.engine import commands, log_context
 from ferry.engine.config import resolve_env
 from ferry.engine.connection import Connection, Endpoint, IdleTimeouts
@@ -22,6 +24,7 @@ from ferry.errors import (
     Cancelled,
     ConfigError,
     ConnectionBusy,
+    ConnectorNotFound,
     FerryError,
     InternalError,
     ProtocolViolation,
@@ -49,7 +52,7 @@ from ferry.protocol.messages import (
     StreamDescriptor,
 )
 from ferry.protocol.stream_status import stream_status_lines
-from ferry.runtimes import check_options_apply, get_runtime
+from ferry.runtimes import get_runtime
 from ferry.runtimes.base import (
     ConnectorInvocation,
     ConnectorRef,
@@ -58,7 +61,7 @@ from ferry.runtimes.base import (
     Runtime,
     Verb,
 )
-from ferry.runtimes.pods.single_pod import PodLayout, PodPair, container_settings
+from ferry.runtimes.pods.layout import PodPair, container_settings
 from ferry.runtimes.resolve import resolve_reference
 from ferry.store import Store, StoredConfig, StreamCounts
 from ferry.store.base import ConfigRole
@@ -125,17 +128,18 @@ class SyncResult:
 def resolve_endpoint(
     endpoint: Endpoint, connection: Connection, options: SyncOptions, role: Role
 ) -> ConnectorRef:
-    ref = resolve_reference(
-        endpoint.reference,
-        default_runtime=options.runtime or connection.runtime,
-        options=endpoint.options,
-    )
     try:
-        check_options_apply(ref.runtime, ref.options)
-    except ConfigError as e:
+        ref = resolve_reference(
+            endpoint.reference,
+            default_runtime=options.runtime or connection.runtime,
+            options=endpoint.options,
+        )
+    except ConnectorNotFound:
+        raise
+    except ConfigError as e:  # an option the runtime would ignore, an unknown runtime
         raise ConfigError(f"{role}: {e}") from None
     if options.relay and ref.runtime != "local":  # --relay: every container connector relays
-        ref = replace(ref, options=replace(ref.options, relay=True))
+        ref = replace(ref, options=msgspec.structs.replace(ref.options, relay=True))
     return ref
 
 
@@ -158,7 +162,7 @@ class SyncRunner:
         self.configs: ConnectorConfigs | None = None  # set by `plan`
         self._current: Attempt | None = None
         self._stopping = False
-        self.layout = PodLayout.parse(connection.kubernetes, options.layout)
+        self.layout = connection.kubernetes.with_layout(options.layout)
 
     def request_stop(self) -> None:
         self._stopping = True

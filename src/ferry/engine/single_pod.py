@@ -38,6 +38,7 @@ from ferry.engine.sync import (
 )
 from ferry.errors import ConnectorCrashed, FerryError
 from ferry.protocol import decode_message, encode
+from ferry.runtimes import start_pair
 from ferry.runtimes.base import (
     ConnectorInvocation,
     ConnectorProcess,
@@ -45,7 +46,8 @@ from ferry.runtimes.base import (
     RunLabels,
     Runtime,
 )
-from ferry.runtimes.pods.single_pod import PodLayout, PodPair
+from ferry.runtimes.options import PodLayout
+from ferry.runtimes.pods.layout import PodPair
 
 logger = logging.getLogger("ferry.pump")
 
@@ -105,8 +107,6 @@ class SinglePodAttempt(Attempt):
         )
 
     async def run(self) -> AttemptOutcome:
-        from ferry.runtimes.pods.pod_pair import start_pair  # container clients: on demand
-
         runtime = self.runtimes[self.plan.source.runtime]
         log = lambda line: logger.info("%s", line)  # noqa: E731 - the pump's own log
         pod = self._pod = await start_pair(runtime, self.pair(), log)

@@ -1,20 +1,27 @@
-"""Runtimes start connectors: local processes, Docker containers, Podman and Kubernetes pods."""
+"""Runtimes start connectors: local processes, Docker containers, Podman and Kubernetes pods.
+
+This package is the registry of runtime kinds: each kind's machinery (container clients, pod
+manifests, lightkube) is imported here, on demand, when a connector or a layout first needs it,
+so that a local sync never loads them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 
 from ferry.errors import ConfigError
-from ferry.runtimes import docker, local, pods
 from ferry.runtimes.base import (
     RUNTIME_NAMES,
     ConnectorInvocation,
-    ConnectorOptions,
     ConnectorProcess,
     ConnectorRef,
+    LogSink,
     RunLabels,
     Runtime,
 )
+from ferry.runtimes.options import ConnectorOptions
+from ferry.runtimes.pods.layout import PodPair
+from ferry.runtimes.resolve import check_options_apply
 
 __all__ = [
     "RUNTIME_NAMES",
@@ -26,39 +33,13 @@ __all__ = [
     "Runtime",
     "check_options_apply",
     "get_runtime",
+    "render_pod_manifests",
+    "start_pair",
 ]
-
-# The connector-block options each runtime honours, as its kind declares them; any other option
-# set is an error, not ignored.
-HONOURED_OPTIONS: Mapping[str, frozenset[str]] = {
-    "local": local.OPTIONS,
-    "docker": docker.OPTIONS,
-    "podman": pods.OPTIONS,
-    "kubernetes": pods.OPTIONS,
-}
-_OPTION_HINTS = {
-    "network": "a pod's network is set with kubernetes: {host_network: ...}",
-    "memory": "resource limits need a container runtime",
-    "cpu": "resource limits need a container runtime",
-}
-
-
-def check_options_apply(runtime: str, options: ConnectorOptions) -> None:
-    """Raise ConfigError naming every option that is set but that `runtime` would ignore."""
-    ignored = [name for name in options.set_options() if name not in HONOURED_OPTIONS[runtime]]
-    if not ignored:
-        return
-    hints = sorted({_OPTION_HINTS[name] for name in ignored if name in _OPTION_HINTS})
-    users = [r for r in RUNTIME_NAMES if set(ignored) <= HONOURED_OPTIONS[r]]
-    raise ConfigError(
-        f"{', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to the "
-        f"{runtime} runtime (only to {' and '.join(users) or 'other runtimes'})"
-        + "".join(f"; {hint}" for hint in hints)
-    )
 
 
 def get_runtime(name: str) -> Runtime:
-    """A fresh runtime of that name; imported lazily so `local` never loads container clients."""
+    """A fresh runtime of that name."""
     if name == "local":
         from ferry.runtimes.local.process import LocalRuntime
 
@@ -76,3 +57,23 @@ def get_runtime(name: str) -> Runtime:
 
         return KubernetesRuntime()
     raise ConfigError(f"unknown runtime {name!r}; choose one of {', '.join(RUNTIME_NAMES)}")
+
+
+async def start_pair(runtime: Runtime, pair: PodPair, log: LogSink) -> ConnectorProcess:
+    """Start `pair` as one pod on `runtime` (podman or kubernetes): the single-pod layout."""
+    from ferry.runtimes.pods.pod_pair import start_pair as start_on_pods
+
+    return await start_on_pods(runtime, pair, log)
+
+
+def render_pod_manifests(
+    pods: PodPair | Sequence[ConnectorInvocation], runtime: str, namespace: str = "default"
+) -> str:
+    """The YAML of the pods that would run a single-pod `PodPair`, or each of a sequence of
+    invocations, on `runtime` (`namespace` where a block names none); secret values redacted."""
+    from ferry.runtimes.pods.manifests import render_dry_run
+    from ferry.runtimes.pods.single_pod import render_pair_dry_run
+
+    if isinstance(pods, PodPair):
+        return render_pair_dry_run(pods, runtime=runtime)
+    return render_dry_run(pods, runtime=runtime, namespace=namespace)

@@ -12,15 +12,14 @@ import json
 import os
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
-from ferry.errors import ConfigError
+from ferry.runtimes.options import ConnectorOptions as ConnectorOptions  # part of this interface
 
 Verb = Literal["spec", "check", "discover", "read", "write"]
 Role = Literal["source", "destination", "connector"]
 RUNTIME_NAMES = ("local", "docker", "podman", "kubernetes")
-PULL_POLICIES = ("never", "if-not-present", "always")
 
 # The order in which files become arguments: `read --config C --catalog K --state S`.
 FILE_ORDER = ("config", "catalog", "state")
@@ -30,34 +29,6 @@ FILE_ORDER = ("config", "catalog", "state")
 OWNER_ID = f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 LogSink = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class ConnectorOptions:
-    """Per-connector options from a connection file's connector block (all optional)."""
-
-    env: Mapping[str, str] = field(default_factory=dict)
-    relay: bool = False
-    entrypoint: str | None = None  # "auto" derives it from image metadata; else a command line
-    pull: str = "if-not-present"  # never | if-not-present | always
-    memory: str | None = None  # e.g. "512Mi" / "1g"
-    cpu: str | None = None  # e.g. "0.5" / "500m"
-    network: str | None = None
-    volumes: Mapping[str, str] = field(default_factory=dict)  # host dir -> container path
-    # Kubernetes-only settings (namespace, resources, nodeSelector, ...), validated by that runtime.
-    kubernetes: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.pull not in PULL_POLICIES:
-            raise ConfigError(
-                f"invalid pull policy {self.pull!r}: use one of {', '.join(PULL_POLICIES)}"
-            )
-
-    def set_options(self) -> list[str]:
-        """The names of the options this block sets (differ from their defaults), in order."""
-        defaults = ConnectorOptions()
-        names = [option.name for option in fields(self)]
-        return [name for name in names if getattr(self, name) != getattr(defaults, name)]
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 An explicit runtime prefix wins. Without one, a container default runtime takes the reference as
 an image; the local runtime tries, in order: a connector ferry installed, a first-party console
 script next to ferry's own interpreter (works without an activated venv), a command on PATH, a
-path to an executable file.
+path to an executable file. The options of the connector block must be ones the chosen runtime
+honours (each kind declares its `OPTIONS`): any other option set is an error, not ignored.
 """
 
 from __future__ import annotations
@@ -11,11 +12,27 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from ferry.errors import ConfigError, ConnectorNotFound
-from ferry.runtimes.base import RUNTIME_NAMES, ConnectorOptions, ConnectorRef
+from ferry.runtimes import docker, local, pods
+from ferry.runtimes.base import RUNTIME_NAMES, ConnectorRef
 from ferry.runtimes.local.install import find_installed
+from ferry.runtimes.options import ConnectorOptions
+
+# The connector-block options each runtime honours, as its kind declares them.
+HONOURED_OPTIONS: Mapping[str, frozenset[str]] = {
+    "local": local.OPTIONS,
+    "docker": docker.OPTIONS,
+    "podman": pods.OPTIONS,
+    "kubernetes": pods.OPTIONS,
+}
+_OPTION_HINTS = {
+    "network": "a pod's network is set with kubernetes: {host_network: ...}",
+    "resources.memory": "resource limits need a container runtime",
+    "resources.cpu": "resource limits need a container runtime",
+}
 
 
 def resolve_reference(
@@ -32,9 +49,24 @@ def resolve_reference(
         raise ConfigError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIME_NAMES)}")
     if not target:
         raise ConfigError(f"connector reference {reference!r} names no connector")
+    check_options_apply(runtime, options)
     if runtime != "local":
         return ConnectorRef(runtime, target, options=options)
     return _resolve_local(target, options)
+
+
+def check_options_apply(runtime: str, options: ConnectorOptions) -> None:
+    """Raise ConfigError naming every option that is set but that `runtime` would ignore."""
+    ignored = [name for name in options.set_options() if name not in HONOURED_OPTIONS[runtime]]
+    if not ignored:
+        return
+    hints = sorted({_OPTION_HINTS[name] for name in ignored if name in _OPTION_HINTS})
+    users = [r for r in RUNTIME_NAMES if set(ignored) <= HONOURED_OPTIONS[r]]
+    raise ConfigError(
+        f"{', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to the "
+        f"{runtime} runtime (only to {' and '.join(users) or 'other runtimes'})"
+        + "".join(f"; {hint}" for hint in hints)
+    )
 
 
 def _split_prefix(reference: str) -> tuple[str | None, str]:

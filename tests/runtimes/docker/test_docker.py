@@ -47,6 +47,7 @@ from ferry.runtimes.docker.fifo import DockerFifoProcess
 from ferry.runtimes.docker.gc import collect_docker
 from ferry.runtimes.docker.runtime import DockerProcess, DockerRuntime
 from ferry.runtimes.gc import collect_garbage
+from ferry.runtimes.options import decode
 from ferry.runtimes.owner import (
     HOST_LABEL,
     OWNER_LABEL,
@@ -68,7 +69,9 @@ def tiny_ref(image: str, script: str | None = None, **options: Any) -> Connector
     env = dict(options.pop("env", {}))
     if script is not None:
         env["TINY"] = script
-    return ConnectorRef("docker", image, options=ConnectorOptions(env=env, **options))
+    return ConnectorRef(
+        "docker", image, options=decode({"env": env, **options}, ConnectorOptions, "source")
+    )
 
 
 async def read_all(process: ConnectorProcess) -> bytes:
@@ -315,7 +318,7 @@ def test_a_container_killed_under_its_memory_limit_says_so(tiny_images: Any) -> 
         runtime = DockerRuntime()
         try:
             # `tail` buffers a "line" of /dev/zero that never ends: it grows until the OOM kill.
-            ref = tiny_ref(tiny_images.root, "tail /dev/zero", memory="16m")
+            ref = tiny_ref(tiny_images.root, "tail /dev/zero", resources={"memory": "16m"})
             process = await runtime.start(invocation(ref, "spec"), lambda _: None)
             assert await read_all(process) == b""
             return await process.wait(), process.stderr_tail()
@@ -409,8 +412,7 @@ def test_labels_options_and_removal_after_exit(tiny_images: Any, tmp_path: Path)
         tiny_images.root,
         'echo "$GREETING" > /data/greeting.txt; cat',
         env={"GREETING": "hi there"},
-        memory="64Mi",
-        cpu="500m",
+        resources={"memory": "64Mi", "cpu": "500m"},
         network="none",
         volumes={str(volume): "/data"},
     )

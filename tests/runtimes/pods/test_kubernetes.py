@@ -21,6 +21,7 @@ from typing import Any
 import kmock
 import pytest
 from kmock_cluster import FakeCluster, Kubelet, Outcome
+from lightkube.resources.core_v1 import Pod
 
 from ferry.engine import commands
 from ferry.engine.connection import parse_connection
@@ -28,10 +29,10 @@ from ferry.engine.runner import SyncOptions, SyncRunner
 from ferry.errors import ConfigError, ConnectorCrashed, ImageUnavailable, RuntimeUnavailable
 from ferry.runtimes import get_runtime
 from ferry.runtimes.base import ConnectorOptions, ConnectorRef
+from ferry.runtimes.options import KubernetesSettings, decode
 from ferry.runtimes.owner import HOST_LABEL, OWNER_LABEL, PID_LABEL, this_host
 from ferry.runtimes.pods.gc import collect_kubernetes
 from ferry.runtimes.pods.kubernetes import KubernetesRuntime, assess_pod, relay_host
-from ferry.runtimes.pods.manifests import KubernetesSettings
 from ferry.store import open_store
 
 NAMESPACE = "ferry-test"
@@ -137,7 +138,7 @@ def mini_connector(records: int = 25) -> Any:
 
 
 def ref(image: str = IMAGE, **options: Any) -> ConnectorRef:
-    return ConnectorRef("kubernetes", image, options=ConnectorOptions(**options))
+    return ConnectorRef("kubernetes", image, options=decode(options, ConnectorOptions, "source"))
 
 
 async def settle(kubelet: Kubelet) -> None:
@@ -333,45 +334,48 @@ def test_no_kubeconfig_is_runtime_unavailable(
     asyncio.run(run())
 
 
+def pod_in(status: dict[str, Any], **metadata: Any) -> Pod:
+    """A pod as the API returns it, with `status`; its container statuses' required fields
+    filled in."""
+    for key in ("containerStatuses", "initContainerStatuses"):
+        for container in status.get(key) or []:
+            container.update({"image": "i", "imageID": "", "ready": False, "restartCount": 0})
+    spec = {"containers": [{"name": "connector", "image": "i"}]}
+    pod = Pod.from_dict({"metadata": {"name": "p", **metadata}, "spec": spec, "status": status})
+    assert isinstance(pod, Pod)
+    return pod
+
+
 def test_assess_pod_reads_statuses() -> None:
-    pod: dict[str, Any] = {"metadata": {"name": "p"}, "spec": {}, "status": {"phase": "Pending"}}
-    assert assess_pod(pod).running is False
-    pod["status"] = {
-        "phase": "Running",
-        "containerStatuses": [{"name": "connector", "state": {"running": {}}}],
-    }
-    assert assess_pod(pod).running is True
-    pod["status"]["containerStatuses"] = [
-        {"name": "connector", "state": {"terminated": {"exitCode": 4}}}
-    ]
-    assert assess_pod(pod).exit_code == 4
+    assert assess_pod(pod_in({"phase": "Pending"})).running is False
+    running = {"name": "connector", "state": {"running": {}}}
+    assert assess_pod(pod_in({"phase": "Running", "containerStatuses": [running]})).running
+    ended = {"name": "connector", "state": {"terminated": {"exitCode": 4}}}
+    assert assess_pod(pod_in({"phase": "Running", "containerStatuses": [ended]})).exit_code == 4
     # ferry deleting its own pod is no failure; someone else doing it is.
-    running = {
-        "metadata": {"name": "p", "deletionTimestamp": "x"},
-        "spec": {},
-        "status": {"phase": "Running"},
-    }
-    assert assess_pod(running, deleting=True).error is None
-    assert isinstance(assess_pod(running).error, ConnectorCrashed)
-    unscheduled = {
-        "metadata": {"name": "p"},
-        "spec": {},
-        "status": {
-            "phase": "Pending",
-            "conditions": [
-                {
-                    "type": "PodScheduled",
-                    "status": "False",
-                    "reason": "Unschedulable",
-                    "message": "0/3 nodes",
-                }
-            ],
-        },
-    }
+    deleted = pod_in({"phase": "Running"}, deletionTimestamp="2024-01-01T00:00:00Z")
+    assert assess_pod(deleted, deleting=True).error is None
+    assert isinstance(assess_pod(deleted).error, ConnectorCrashed)
+    scheduling = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}
+    unscheduled = pod_in({"phase": "Pending", "conditions": [{**scheduling, "message": "0/3"}]})
     verdict = assess_pod(unscheduled)
     assert verdict.error is None
     assert verdict.note is not None
     assert "Unschedulable" in verdict.note
+
+
+def test_assess_pod_names_what_failed() -> None:
+    oom = {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}
+    verdict = assess_pod(pod_in({"containerStatuses": [{"name": "connector", "state": oom}]}))
+    assert verdict.exit_code == 137
+    assert "the connector was OOMKilled" in str(verdict.error)
+    pulling = {"waiting": {"reason": "ImagePullBackOff", "message": "not found"}}
+    status = {"containerStatuses": [{"name": "relay-stdout", "state": pulling}]}
+    assert isinstance(assess_pod(pod_in(status)).error, ImageUnavailable)
+    failed_init = {"name": "ferry-init", "state": {"terminated": {"exitCode": 1}}}
+    verdict = assess_pod(pod_in({"initContainerStatuses": [failed_init]}))
+    assert "init container ferry-init failed (exit code 1" in str(verdict.error)
+    assert "was evicted" in str(assess_pod(pod_in({"reason": "Evicted"})).error)
 
 
 # --- gc -----------------------------------------------------------------------------------------

@@ -14,18 +14,16 @@ from lightkube.models.core_v1 import Pod, Secret
 from ferry.errors import ConfigError
 from ferry.relay import RelayEndpoint, unsafe_for_kubernetes
 from ferry.runtimes.base import ConnectorInvocation, ConnectorOptions, ConnectorRef, RunLabels
+from ferry.runtimes.options import KubernetesSettings, cpu_quantity, decode, memory_quantity
 from ferry.runtimes.owner import HOST_LABEL, OWNER_LABEL, PID_LABEL
 from ferry.runtimes.pods.gc import POD_NAME, _k8s_phase, _podman_phase, garbage_reason
 from ferry.runtimes.pods.manifests import (
     FILES_DIR,
-    KubernetesSettings,
     PodManifests,
     build_manifests,
-    cpu_quantity,
     for_podman,
     label_value,
     labels_for_gc,
-    memory_quantity,
     pod_name,
     podman_secret,
     render_dry_run,
@@ -45,7 +43,9 @@ def invocation(
     **options: Any,
 ) -> ConnectorInvocation:
     ref = ConnectorRef(
-        "kubernetes", "airbyte/source-faker:6.2.20", options=ConnectorOptions(**options)
+        "kubernetes",
+        "airbyte/source-faker:6.2.20",
+        options=decode(options, ConnectorOptions, "source"),
     )
     if files is None:
         files = {"config": CONFIG, "catalog": b'{"streams": []}'}
@@ -196,7 +196,7 @@ def test_requests_and_limits_on_every_container() -> None:
 
 
 def test_resource_options() -> None:
-    inv = invocation(memory="1g", cpu="0.5")
+    inv = invocation(resources={"memory": "1g", "cpu": "0.5"})
     settings = KubernetesSettings.parse(
         {
             "resources": {"requests": {"cpu": "100m"}},
@@ -392,7 +392,7 @@ def test_dry_run_redacts_secret_values() -> None:
     assert "hostNetwork: true" in podman_text
 
 
-def test_dry_run_validates_the_kubernetes_block() -> None:
+def test_the_kubernetes_block_is_validated_when_the_options_are_read() -> None:
     with pytest.raises(ConfigError, match=r"source\.kubernetes: unknown key"):
         render_dry_run([invocation(kubernetes={"nodeSelector": {}})])
 

@@ -47,6 +47,7 @@ from ferry.runtimes.base import (
     ConnectorRef,
     RunLabels,
 )
+from ferry.runtimes.options import decode
 from ferry.runtimes.owner import HOST_LABEL, OWNER_LABEL, PID_LABEL, process_start, this_host
 from ferry.runtimes.pods.gc import collect_podman
 from ferry.runtimes.pods.manifests import build_manifests, for_podman, podman_secret
@@ -229,7 +230,7 @@ def invocation(
     image: str, verb: Any = "spec", files: dict[str, bytes] | None = None, **options: Any
 ) -> ConnectorInvocation:
     labels = RunLabels(run_id=uuid.uuid4().hex[:8], connection=options.pop("connection"))
-    ref = ConnectorRef("podman", image, options=ConnectorOptions(**options))
+    ref = ConnectorRef("podman", image, options=decode(options, ConnectorOptions, "source"))
     return ConnectorInvocation(ref, verb, files or {}, labels)
 
 
@@ -321,13 +322,10 @@ def test_missing_image_with_pull_never(podman_images: None, connection_name: str
     assert leftovers(connection_name) == NOTHING
 
 
-def test_invalid_kubernetes_block_is_a_config_error(podman_images: None) -> None:
-    async def run() -> None:
-        inv = invocation(NULL, connection="x", kubernetes={"namspace": "typo"})
-        with pytest.raises(ConfigError, match="unknown key"):
-            await PodmanRuntime().start(inv, lambda line: None)
-
-    asyncio.run(run())
+def test_invalid_kubernetes_block_is_a_config_error() -> None:
+    """Refused as the connector's options are read, before podman is asked for anything."""
+    with pytest.raises(ConfigError, match=r"source\.kubernetes: unknown key `namspace`"):
+        invocation(NULL, connection="x", kubernetes={"namspace": "typo"})
 
 
 def test_gc_removes_pod_secret_and_volume_of_a_dead_owner(

@@ -37,6 +37,7 @@ from ferry.engine import commands
 from ferry.errors import ConfigError, ImageUnavailable
 from ferry.relay import derive_entrypoint, encode_entrypoint
 from ferry.runtimes.base import ConnectorOptions, ConnectorRef
+from ferry.runtimes.options import KubernetesSettings
 from ferry.runtimes.pods.kubernetes import KubernetesRuntime
 from ferry.runtimes.pods.registry import (
     Credentials,
@@ -542,7 +543,8 @@ def test_kubernetes_entrypoint_auto_reads_the_registry_with_the_pull_secret(
                 "kubernetes",
                 image,
                 options=ConnectorOptions(
-                    entrypoint="auto", kubernetes={"image_pull_secrets": ["regcred"]}
+                    entrypoint="auto",
+                    kubernetes=KubernetesSettings(image_pull_secrets=("regcred",)),
                 ),
             )
             runtime = KubernetesRuntime()

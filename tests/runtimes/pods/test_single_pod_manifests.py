@@ -17,7 +17,9 @@ from ferry.engine.stats import SyncStats
 from ferry.errors import ConfigError, ConnectorCrashed, ConnectorFailed
 from ferry.relay import RelayEndpoint
 from ferry.runtimes.base import ConnectorInvocation, ConnectorOptions, ConnectorRef, RunLabels
-from ferry.runtimes.pods.single_pod import PodLayout, PodPair, build_single_pod
+from ferry.runtimes.options import PodLayout, decode
+from ferry.runtimes.pods.layout import PodPair
+from ferry.runtimes.pods.single_pod import build_single_pod
 
 
 def pair(
@@ -28,7 +30,7 @@ def pair(
     def invocation(
         image: str, verb: Any, role: Any, options: dict[str, Any]
     ) -> ConnectorInvocation:
-        ref = ConnectorRef("podman", image, options=ConnectorOptions(**options))
+        ref = ConnectorRef("podman", image, options=decode(options, ConnectorOptions, "source"))
         files = {"config": b'{"x": "$(not expanded)"}', "catalog": b"{}"}
         return ConnectorInvocation(ref, verb, files, RunLabels("7", "conn", role))
 
@@ -46,7 +48,9 @@ def build(p: PodPair) -> dict[str, Any]:
 
 
 def test_one_pod_with_both_connectors_the_pump_and_the_heartbeat() -> None:
-    built = build(pair({"ferry_image": "ferry:2", "labels": {"team": "etl"}}, {"memory": "1g"}))
+    built = build(
+        pair({"ferry_image": "ferry:2", "labels": {"team": "etl"}}, {"resources": {"memory": "1g"}})
+    )
     pod = built["pod"]
     containers = {c["name"]: c for c in pod["spec"]["containers"]}
     assert list(containers) == ["source", "destination", "pump", "heartbeat"]
@@ -76,7 +80,10 @@ def test_one_pod_with_both_connectors_the_pump_and_the_heartbeat() -> None:
     ("make", "says"),
     [
         (lambda: PodLayout.parse({"layout": "one-pod"}), "is not one of pod-per-connector"),
-        (lambda: PodLayout.parse({"layout": "single-pod", "nope": 1}), "unknown key(s) nope"),
+        (
+            lambda: PodLayout.parse({"layout": "single-pod", "nope": 1}),
+            "kubernetes: unknown key `nope`",
+        ),
         (lambda: build(pair(source={"kubernetes": {"namespace": "x"}})), "connection's kubernetes"),
         (
             lambda: check_single_pod(ConnectorRef("local", "x"), ConnectorRef("podman", "y")),

@@ -30,8 +30,8 @@ from ferry.engine.sync import AttemptOutcome, AttemptPlan
 from ferry.errors import ConnectorCrashed
 from ferry.protocol.messages import ConfiguredAirbyteCatalog
 from ferry.runtimes.base import ConnectorOptions, ConnectorRef, RunLabels
+from ferry.runtimes.options import PodLayout
 from ferry.runtimes.pods.podman import PodmanRuntime
-from ferry.runtimes.pods.single_pod import PodLayout
 from ferry.store import open_store
 
 pytestmark = pytest.mark.podman

@@ -1,4 +1,6 @@
 """Docker containers through the Engine API: plain containers (attach) and relay mode."""
 
-# The connector-block options Docker containers honour (see ferry.runtimes.check_options_apply).
-OPTIONS = frozenset({"env", "entrypoint", "pull", "memory", "cpu", "volumes", "relay", "network"})
+from ferry.runtimes.options import CONTAINER_OPTIONS
+
+# The connector-block options Docker containers honour (see ferry.runtimes.resolve).
+OPTIONS = CONTAINER_OPTIONS | {"network"}

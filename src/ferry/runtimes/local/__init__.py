@@ -1,4 +1,4 @@
 """Local connectors: processes on this machine, installed into their own venvs."""
 
-# The connector-block options a local process honours (see ferry.runtimes.check_options_apply).
+# The connector-block options a local process honours (see ferry.runtimes.resolve).
 OPTIONS = frozenset({"env"})

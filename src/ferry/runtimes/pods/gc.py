@@ -41,12 +41,12 @@ from lightkube.resources.core_v1 import Pod, Secret
 from lightkube.types import CascadeType
 
 from ferry.errors import RuntimeUnavailable
+from ferry.runtimes.options import MANAGED_BY_LABEL
 from ferry.runtimes.owner import orphan_reason, process_start, this_host
 from ferry.runtimes.pods.kubernetes import api_error, is_not_found, load_config
 from ferry.runtimes.pods.manifests import (
     CONNECTOR_CONTAINER,
     MANAGED_BY,
-    MANAGED_BY_LABEL,
     label_value,
     labels_for_gc,
 )

@@ -34,11 +34,18 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import httpx2
 from lightkube import ApiError, AsyncClient, KubeConfig, codecs
 from lightkube.core.exceptions import ConfigError as KubeConfigError
+from lightkube.models.core_v1 import (
+    Container,
+    ContainerStateTerminated,
+    ContainerStatus,
+    PodSpec,
+    PodStatus,
+)
+from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Pod, Secret
 from lightkube.types import CascadeType, PatchType
 
@@ -62,10 +69,10 @@ from ferry.runtimes.base import (
     LogSink,
     fingerprint_of,
 )
+from ferry.runtimes.options import KubernetesSettings
 from ferry.runtimes.owner import owner_labels
 from ferry.runtimes.pods.manifests import (
     CONNECTOR_CONTAINER,
-    KubernetesSettings,
     PodManifests,
     build_manifests,
     secret_owner_patch,
@@ -120,59 +127,59 @@ class PodAssessment:
 
 @dataclass(frozen=True)
 class _PodView:
-    """The parts of a pod (a dict as the API returns it) that `assess_pod` reads."""
+    """The parts of a pod that `assess_pod` reads, with the defaults of what is not there yet."""
 
     where: str
-    spec: Mapping[str, Any]
-    status: Mapping[str, Any]
+    spec: PodSpec | None
+    status: PodStatus
     being_deleted: bool
-    phase: str
-    reason: str
-    message: str
-    connector: Mapping[str, Any]  # the main container's status ({} before it has one)
+    connector: ContainerStatus | None  # the main container's status (None before it has one)
     main: str = CONNECTOR_CONTAINER  # the connector's, or a single pod's pump
     deferred: frozenset[str] = frozenset()  # their OOMKilled is told once the main one ended
 
     @classmethod
-    def of(
-        cls,
-        pod: Mapping[str, Any],
-        main: str = CONNECTOR_CONTAINER,
-        deferred: frozenset[str] = frozenset(),
-    ) -> _PodView:
-        metadata = pod.get("metadata") or {}
-        status = pod.get("status") or {}
-        where = f"pod {metadata.get('name', '?')}"
-        if metadata.get("namespace"):
-            where += f" (namespace {metadata['namespace']})"
-        connector: Mapping[str, Any] = {}
-        for container in _statuses(status, "containerStatuses"):
-            if container.get("name") == main:
-                connector = container
+    def of(cls, pod: Pod, main: str, deferred: frozenset[str]) -> _PodView:
+        metadata = pod.metadata or ObjectMeta()
+        status = pod.status or PodStatus()
+        where = f"pod {metadata.name or '?'}"
+        if metadata.namespace:
+            where += f" (namespace {metadata.namespace})"
+        statuses = [c for c in status.containerStatuses or [] if c.name == main]
         return cls(
             where=where,
-            spec=pod.get("spec") or {},
+            spec=pod.spec,
             status=status,
-            being_deleted=bool(metadata.get("deletionTimestamp")),
-            phase=str(status.get("phase") or ""),
-            reason=str(status.get("reason") or ""),
-            message=str(status.get("message") or "").strip() or "no message",
-            connector=connector,
+            being_deleted=metadata.deletionTimestamp is not None,
+            connector=statuses[0] if statuses else None,
             main=main,
             deferred=deferred,
         )
 
-    def containers(self, kind: str) -> dict[str, Mapping[str, Any]]:
-        """The containers of the spec by name: `containers` or `initContainers`."""
-        return {c.get("name"): c for c in self.spec.get(kind) or []}
+    @property
+    def phase(self) -> str:
+        return self.status.phase or ""
+
+    @property
+    def reason(self) -> str:
+        return self.status.reason or ""
+
+    @property
+    def message(self) -> str:
+        return _message(self.status.message)
+
+    def container(self, name: str, init: bool = False) -> Container | None:
+        """The spec of a container (an init container's with `init`)."""
+        spec = self.spec
+        containers = (spec.initContainers if init else spec.containers) if spec else None
+        return next((c for c in containers or [] if c.name == name), None)
 
 
-def _statuses(status: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
-    return list(status.get(key) or [])
+def _message(text: str | None) -> str:
+    return (text or "").strip() or "no message"
 
 
-def _reason(state: Mapping[str, Any]) -> tuple[str, str]:
-    return str(state.get("reason") or ""), str(state.get("message") or "").strip() or "no message"
+def _terminated(container: ContainerStatus | None) -> ContainerStateTerminated | None:
+    return container.state.terminated if container and container.state else None
 
 
 def _crashed(message: str) -> PodAssessment:
@@ -180,16 +187,16 @@ def _crashed(message: str) -> PodAssessment:
 
 
 def assess_pod(
-    pod: Mapping[str, Any],
+    pod: Pod,
     *,
     deleted: bool = False,
     deleting: bool = False,
     main: str = CONNECTOR_CONTAINER,
     deferred: frozenset[str] = frozenset(),
 ) -> PodAssessment:
-    """Interpret a pod (a dict as the API returns it) for its main container: the connector's,
-    or a single pod's pump, whose `deferred` containers (the connectors) may end before it: an
-    OOMKilled one is told once the pump has drained what it did.
+    """Interpret a pod for its main container: the connector's, or a single pod's pump, whose
+    `deferred` containers (the connectors) may end before it: an OOMKilled one is told once the
+    pump has drained what it did.
 
     `deleted`: the watch reported DELETED; `deleting`: ferry itself is deleting the pod (then a
     deletion is no failure). The first reading that applies wins: the connector's exit, a
@@ -208,15 +215,15 @@ def assess_pod(
 
 
 def _connector_exit(view: _PodView) -> PodAssessment | None:
-    terminated = (view.connector.get("state") or {}).get("terminated")
-    if not terminated:
+    terminated = _terminated(view.connector)
+    if terminated is None:
         return None
-    reason, _ = _reason(terminated)
-    code = int(terminated.get("exitCode", -1))
-    if reason != "OOMKilled":
+    code = terminated.exitCode
+    if terminated.reason != "OOMKilled":
         return PodAssessment(exit_code=code, error=_deferred_oom(view))
-    connector = view.containers("containers").get(view.main, {})
-    limit = (connector.get("resources") or {}).get("limits") or {}
+    connector = view.container(view.main)
+    resources = connector.resources if connector else None
+    limit = (resources.limits if resources else None) or {}
     return PodAssessment(
         exit_code=code,
         error=ConnectorCrashed(
@@ -229,12 +236,12 @@ def _connector_exit(view: _PodView) -> PodAssessment | None:
 
 
 def _deferred_oom(view: _PodView) -> FerryError | None:
-    for container in _statuses(view.status, "containerStatuses"):
-        terminated = (container.get("state") or {}).get("terminated") or {}
-        name = str(container.get("name"))
-        if name in view.deferred and terminated.get("reason") == "OOMKilled":
+    for container in view.status.containerStatuses or []:
+        terminated = _terminated(container)
+        if container.name in view.deferred and terminated and terminated.reason == "OOMKilled":
             return ConnectorCrashed(
-                f"{view.where}: the {name} container was OOMKilled; raise {OOM_HINTS[name]}"
+                f"{view.where}: the {container.name} container was OOMKilled; raise "
+                f"{OOM_HINTS[container.name]}"
             )
     return None
 
@@ -265,7 +272,7 @@ def _stopped_by_kubernetes(view: _PodView) -> PodAssessment | None:
     if view.reason == "Evicted":
         return _crashed(f"{view.where} was evicted: {view.message}")
     if view.reason == "DeadlineExceeded":
-        deadline = view.spec.get("activeDeadlineSeconds")
+        deadline = view.spec.activeDeadlineSeconds if view.spec else None
         return _crashed(
             f"{view.where}: DeadlineExceeded: it ran longer than activeDeadlineSeconds "
             f"({deadline}s) and was stopped; raise kubernetes.active_deadline_seconds"
@@ -276,58 +283,54 @@ def _stopped_by_kubernetes(view: _PodView) -> PodAssessment | None:
 def _container_problem(view: _PodView) -> PodAssessment | None:
     """An image that cannot be pulled, a container that cannot be created, a failed init
     container or an OOMKilled sidecar."""
-    for key, kind in (
-        ("initContainerStatuses", "initContainers"),
-        ("containerStatuses", "containers"),
+    for init, statuses in (
+        (True, view.status.initContainerStatuses),
+        (False, view.status.containerStatuses),
     ):
-        specs = view.containers(kind)
-        for container in _statuses(view.status, key):
-            name = str(container.get("name"))
-            image = specs.get(name, {}).get("image") or container.get("image") or "?"
-            state = container.get("state") or {}
-            found = _waiting_problem(view, name, image, state.get("waiting"))
-            if found is None and name != view.main:
-                found = _sidecar_ended(view, name, kind, state.get("terminated"))
+        for container in statuses or []:
+            spec = view.container(container.name, init)
+            image = (spec.image if spec else None) or container.image or "?"
+            found = _waiting_problem(view, container, image)
+            if found is None and container.name != view.main:
+                found = _sidecar_ended(view, container, init)
             if found is not None:
                 return found
     return None
 
 
 def _waiting_problem(
-    view: _PodView, name: str, image: str, waiting: Mapping[str, Any] | None
+    view: _PodView, container: ContainerStatus, image: str
 ) -> PodAssessment | None:
-    if not waiting:
+    waiting = container.state.waiting if container.state else None
+    if waiting is None:
         return None
-    reason, message = _reason(waiting)
+    reason, message = waiting.reason or "", _message(waiting.message)
     if reason in PULL_ERRORS:
-        which = _which(name)
         return PodAssessment(
             error=ImageUnavailable(
-                f"{view.where}: the {which} image {image} cannot be pulled ({reason}: "
-                f"{message}); check the image name, the registry and "
+                f"{view.where}: the {_which(container.name)} image {image} cannot be pulled "
+                f"({reason}: {message}); check the image name, the registry and "
                 "kubernetes.image_pull_secrets"
             )
         )
     if reason in CONFIG_ERRORS:
         return PodAssessment(
             error=RuntimeUnavailable(
-                f"{view.where}: container {name} cannot be created ({reason}: {message})"
+                f"{view.where}: container {container.name} cannot be created ({reason}: {message})"
             )
         )
     return None
 
 
-def _sidecar_ended(
-    view: _PodView, name: str, kind: str, terminated: Mapping[str, Any] | None
-) -> PodAssessment | None:
-    if not terminated:
+def _sidecar_ended(view: _PodView, container: ContainerStatus, init: bool) -> PodAssessment | None:
+    terminated = _terminated(container)
+    if terminated is None:
         return None
-    reason, message = _reason(terminated)
-    code = int(terminated.get("exitCode", -1))
-    if kind == "initContainers" and code != 0:
+    name, code, reason = container.name, terminated.exitCode, terminated.reason or ""
+    if init and code != 0:
         return _crashed(
             f"{view.where}: init container {name} failed (exit code {code}, "
-            f"{reason or 'no reason'}): {message}"
+            f"{reason or 'no reason'}): {_message(terminated.message)}"
         )
     if reason == "OOMKilled" and name not in view.deferred:
         hint = OOM_HINTS.get(name, "kubernetes.sidecar_resources.limits.memory")
@@ -345,18 +348,19 @@ def _pod_ended(view: _PodView) -> PodAssessment | None:
 
 def _progress(view: _PodView) -> PodAssessment:
     """Whether the connector runs and the pod is scheduled, and why not yet."""
-    running = bool((view.connector.get("state") or {}).get("running")) or view.phase == "Running"
-    scheduled = bool(view.spec.get("nodeName") or view.status.get("containerStatuses")) or running
+    state = view.connector.state if view.connector else None
+    running = bool(state and state.running) or view.phase == "Running"
+    on_node = bool(view.spec and view.spec.nodeName) or bool(view.status.containerStatuses)
     note = None
-    for condition in view.status.get("conditions") or []:
-        if condition.get("type") == "PodScheduled":
-            scheduled = scheduled or condition.get("status") == "True"
-            if condition.get("status") == "False":
-                note = (
-                    f"{view.where} is not scheduled yet ({condition.get('reason', '')}: "
-                    f"{condition.get('message', '')})"
-                )
-    return PodAssessment(running=running, note=note, scheduled=scheduled)
+    conditions = [c for c in view.status.conditions or [] if c.type == "PodScheduled"]
+    for condition in conditions:
+        on_node = on_node or condition.status == "True"
+        if condition.status == "False":
+            note = (
+                f"{view.where} is not scheduled yet ({condition.reason or ''}: "
+                f"{condition.message or ''})"
+            )
+    return PodAssessment(running=running, note=note, scheduled=on_node or running)
 
 
 # --- the runtime --------------------------------------------------------------------------------
@@ -520,8 +524,7 @@ class KubernetesPod:
                     Pod, namespace=self.namespace, fields={"metadata.name": self.name}
                 ):
                     failures = 0
-                    pod = obj.to_dict()
-                    code = self._observe(event, pod, on_running, schedule_guard)
+                    code = self._observe(event, obj, on_running, schedule_guard)
                     if code is not None:
                         return code
             except (FerryError, asyncio.CancelledError):
@@ -536,12 +539,12 @@ class KubernetesPod:
     def _observe(
         self,
         event: str,
-        pod: Mapping[str, Any],
+        pod: Pod,
         on_running: Callable[[], None],
         schedule_guard: asyncio.Timeout,
     ) -> int | None:
         """Act on one watch event: the connector's exit code once known, else None."""
-        if (pod.get("metadata") or {}).get("name") != self.name:
+        if pod.metadata is None or pod.metadata.name != self.name:
             return None
         verdict = assess_pod(
             pod,
@@ -642,8 +645,7 @@ class KubernetesRuntime:
 
     async def start(self, invocation: ConnectorInvocation, log: LogSink) -> PodProcess:
         ref = invocation.connector
-        role = invocation.labels.role
-        settings = KubernetesSettings.parse(ref.options.kubernetes, f"{role}.kubernetes")
+        settings = ref.options.kubernetes
         host = relay_host(settings)
         client = await self.client()
         namespace = settings.namespace or self.default_namespace

@@ -23,28 +23,22 @@ For one ConnectorInvocation, `build_manifests` returns plain dicts:
 No generated command, argument or environment value contains `$(` or `$$` (Kubernetes rewrites
 both, Podman 4.3 does neither): the relay layer checks its own, this module checks the rest.
 
-The `kubernetes:` block of a connector is validated strictly by `KubernetesSettings.parse`:
-unknown keys and wrongly typed values are ConfigErrors, and the Kubernetes-typed parts
-(tolerations, affinity, securityContext) are checked against lightkube's models, unknown nested
-keys included. `render_dry_run` prints the manifests as YAML with the Secret's values redacted.
+The `kubernetes:` block of a connector (`ferry.runtimes.options.KubernetesSettings`) was checked
+when the connection file was read. `render_dry_run` prints the manifests as YAML with the
+Secret's values redacted.
 """
 
 from __future__ import annotations
 
 import base64
-import functools
 import posixpath
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from decimal import Decimal
-from typing import Annotated, Any
+from typing import Any
 
-import msgspec
 import yaml
-from lightkube.core.schema import DictMixin
-from lightkube.models.core_v1 import Affinity, PodSecurityContext, SecurityContext, Toleration
 
 from ferry.errors import ConfigError, InternalError
 from ferry.relay import (
@@ -56,30 +50,33 @@ from ferry.relay import (
     HeartbeatSettings,
     RelayEndpoint,
     check_portable,
-    check_relay_host,
     sidecar_commands,
     unsafe_for_kubernetes,
     wrapper_command,
 )
-from ferry.runtimes.base import (
+from ferry.runtimes.base import ConnectorInvocation, protocol_args
+from ferry.runtimes.options import (
+    MANAGED_BY_LABEL,
     PULL_POLICIES,
-    ConnectorInvocation,
+    Amount,
     ConnectorOptions,
-    protocol_args,
+    KubernetesSettings,
+    amount,
+    check_requests_within_limits,
+    cpu_quantity,
+    memory_quantity,
 )
-from ferry.runtimes.quantity import cpu_amount, memory_bytes
 
 FILES_DIR = "/ferry/files"
 CONNECTOR_CONTAINER = "connector"
 INIT_CONTAINER = "ferry-init"
 HEARTBEAT_CONTAINER = "heartbeat"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "ferry"
 # Annotations carrying the full (unsanitised) owner labels, for gc: label values are limited.
 ANNOTATION_PREFIX = "ferry.dev/"
 REDACTED = "<redacted>"
 
-# The `pull:` policies (ferry.runtimes.base.PULL_POLICIES) in Kubernetes' words.
+# The `pull:` policies (ferry.runtimes.options.PULL_POLICIES) in Kubernetes' words.
 KUBERNETES_PULL_POLICIES = dict(
     zip(PULL_POLICIES, ("Never", "IfNotPresent", "Always"), strict=True)
 )
@@ -98,297 +95,18 @@ DEFAULT_SMALL_RESOURCES: dict[str, dict[str, str]] = {  # init and heartbeat con
     "requests": {"cpu": "10m", "memory": "16Mi"},
     "limits": {"cpu": "100m", "memory": "32Mi"},
 }
-DEFAULT_TERMINATION_GRACE = 30
-# A pod may wait this long for a node: a cluster autoscaler typically adds one in a few minutes.
-DEFAULT_SCHEDULE_TIMEOUT = 600
-
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 
 
-# --- quantities ---------------------------------------------------------------------------------
-
-
-def memory_quantity(value: str | int, where: str = "memory") -> str:
-    """A Kubernetes memory quantity (`512Mi`, `2Gi`, bytes) for a size ferry reads
-    (`quantity.memory_bytes`: `512m` is 512 MiB here, never Kubernetes' 0.512 bytes)."""
-    size = memory_bytes(value, where)
-    for suffix, unit in (("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
-        if size % unit == 0:
-            return f"{size // unit}{suffix}"
-    return str(size)
-
-
-def cpu_quantity(value: str | int | float, where: str = "cpu") -> str:
-    """A Kubernetes CPU quantity (`500m`, `2`) for `0.5`, `2`, `500m`."""
-    millis = max(1, round(cpu_amount(value, where) * 1000))
-    return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
-
-
-# The resources a requests/limits block may name, each with how its amounts are stated.
-_QUANTITIES: dict[str, Callable[[str, str], str]] = {
-    "cpu": cpu_quantity,
-    "memory": memory_quantity,
-    "ephemeral-storage": memory_quantity,
-}
-
-
-def _amount(resource: str, quantity: str, where: str) -> Decimal:
-    """The number a quantity of `resource` stands for, to compare requests with limits."""
-    if resource == "cpu":
-        return cpu_amount(quantity, where)
-    return Decimal(memory_bytes(quantity, where))
-
-
-# --- settings -----------------------------------------------------------------------------------
-
-
-def _resources_block(value: object, where: str) -> dict[str, dict[str, str]]:
-    """Validate `{requests: {cpu, memory}, limits: {cpu, memory}}`; quantities normalised."""
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{where}: expected a mapping with requests and/or limits")
-    out: dict[str, dict[str, str]] = {}
-    for kind, amounts in value.items():
-        if kind not in ("requests", "limits"):
-            raise ConfigError(f"{where}: unknown key {kind!r} (expected requests, limits)")
-        if not isinstance(amounts, Mapping):
-            raise ConfigError(f"{where}.{kind}: expected a mapping with cpu and/or memory")
-        section: dict[str, str] = {}
-        for resource, amount in amounts.items():
-            if resource not in _QUANTITIES:
-                raise ConfigError(
-                    f"{where}.{kind}: unknown resource {resource!r} "
-                    f"(expected {', '.join(_QUANTITIES)})"
-                )
-            section[resource] = _QUANTITIES[resource](amount, f"{where}.{kind}.{resource}")
-        out[kind] = section
-    _check_requests_within_limits(out, where)
-    return out
-
-
-def _check_requests_within_limits(resources: Mapping[str, Mapping[str, str]], where: str) -> None:
-    requests, limits = resources.get("requests", {}), resources.get("limits", {})
-    for name, amount in requests.items():
-        limit = limits.get(name)
-        if limit is not None and _amount(name, amount, where) > _amount(name, limit, where):
-            raise ConfigError(f"{where}: requests.{name} {amount} is above limits.{name} {limit}")
-
-
 def merge_resources(
-    base: Mapping[str, Mapping[str, str]], override: Mapping[str, Mapping[str, str]]
+    base: Mapping[str, Mapping[str, str]], override: Mapping[str, Mapping[str, Amount]]
 ) -> dict[str, dict[str, str]]:
     """`base` with `override`'s amounts replacing its own, per requests/limits and resource."""
     merged = {kind: dict(base.get(kind, {})) for kind in ("requests", "limits")}
     for kind, amounts in override.items():
-        merged.setdefault(kind, {}).update(amounts)
+        merged.setdefault(kind, {}).update({name: str(q) for name, q in amounts.items()})
     return merged
-
-
-def _model_dict(value: object, where: str, *, model: type[DictMixin]) -> dict[str, Any]:
-    """Validate a Kubernetes-typed mapping against a lightkube model; unknown keys are errors."""
-    name = model.__name__
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{where}: expected a mapping ({name})")
-    try:
-        parsed = model.from_dict(dict(value))
-    except (msgspec.ValidationError, TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: not a valid {name}: {e}") from None
-    normalised: dict[str, Any] = parsed.to_dict()
-    unknown = _first_dropped(dict(value), normalised, where)
-    if unknown is not None:
-        raise ConfigError(f"{unknown}: unknown key for a {name} (Kubernetes field names)")
-    return normalised
-
-
-def _first_dropped(given: object, kept: object, where: str) -> str | None:
-    """The path of the first key of `given` that a model round trip dropped (an unknown key)."""
-    if isinstance(given, Mapping):
-        if not isinstance(kept, Mapping):
-            return None
-        for key, value in given.items():
-            path = f"{where}.{key}"
-            if key not in kept:
-                if value is None:
-                    continue
-                return path
-            found = _first_dropped(value, kept[key], path)
-            if found is not None:
-                return found
-    elif isinstance(given, list) and isinstance(kept, list):
-        for index, (item, kept_item) in enumerate(zip(given, kept, strict=False)):
-            found = _first_dropped(item, kept_item, f"{where}[{index}]")
-            if found is not None:
-                return found
-    return None
-
-
-def _list(value: object, where: str, what: str) -> list[object]:
-    if not isinstance(value, list):
-        raise ConfigError(f"{where}: expected a list of {what}")
-    return value
-
-
-def _string(value: object, where: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{where}: expected a non-empty string")
-    return value.strip()
-
-
-def _named(pattern: re.Pattern[str], what: str) -> Callable[[object, str], str]:
-    def name(value: object, where: str) -> str:
-        text = _string(value, where)
-        if not pattern.match(text):
-            raise ConfigError(f"{where}: {text!r} is not a valid {what} name")
-        return text
-
-    return name
-
-
-def _relay_host(value: object, where: str) -> str:
-    host = _string(value, where)
-    check_relay_host(host, where)
-    return host
-
-
-def _string_map(value: object, where: str) -> dict[str, str]:
-    """Label-like keys (optional DNS-subdomain prefix, '/', name) with string (or number) values."""
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{where}: expected a mapping of strings")
-    out: dict[str, str] = {}
-    for key, item in value.items():
-        if not isinstance(key, str) or not _valid_key(key):
-            raise ConfigError(f"{where}: invalid key {key!r}")
-        if isinstance(item, bool) or not isinstance(item, str | int | float):
-            raise ConfigError(f"{where}.{key}: expected a string, got {type(item).__name__}")
-        out[key] = str(item)
-    return out
-
-
-def _valid_key(key: str) -> bool:
-    prefix, slash, rest = key.rpartition("/")
-    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
-        return False
-    return bool(_LABEL_NAME.match(rest if slash else key))
-
-
-def _user_labels(value: object, where: str) -> dict[str, str]:
-    labels = _string_map(value, where)
-    for key, text in labels.items():
-        if key.startswith("ferry.") or key == MANAGED_BY_LABEL:
-            raise ConfigError(f"{where}: label {key!r} is reserved for ferry")
-        if not _LABEL_VALUE.match(text):
-            raise ConfigError(f"{where}.{key}: {text!r} is not a valid label value")
-    return labels
-
-
-def _tolerations(value: object, where: str) -> tuple[dict[str, Any], ...]:
-    items = _list(value, where, "tolerations")
-    return tuple(
-        _model_dict(item, f"{where}[{i}]", model=Toleration) for i, item in enumerate(items)
-    )
-
-
-def _secret_names(value: object, where: str) -> tuple[str, ...]:
-    items = _list(value, where, "Secret names")
-    return tuple(_string(item, f"{where}[{i}]") for i, item in enumerate(items))
-
-
-class KubernetesSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The validated `kubernetes:` block of a connector (also used by the Podman runtime).
-
-    Keys (all optional): namespace, relay_host, sidecar_image, labels, annotations,
-    node_selector, tolerations, affinity, image_pull_secrets, service_account_name,
-    automount_service_account_token, security_context (the pod's), container_security_context
-    (every container's), resources (the connector's requests/limits), sidecar_resources,
-    active_deadline_seconds, termination_grace_period_seconds, priority_class_name, host_network,
-    schedule_timeout_seconds (how long a Kubernetes pod may stay unschedulable: room for a cluster
-    autoscaler to add a node, not forever).
-    """
-
-    namespace: str | None = None
-    relay_host: str | None = None
-    sidecar_image: str | None = None
-    labels: dict[str, str] = msgspec.field(default_factory=dict)
-    annotations: dict[str, str] = msgspec.field(default_factory=dict)
-    node_selector: dict[str, str] = msgspec.field(default_factory=dict)
-    tolerations: tuple[dict[str, Any], ...] = ()
-    affinity: dict[str, Any] | None = None
-    image_pull_secrets: tuple[str, ...] = ()
-    service_account_name: str | None = None
-    automount_service_account_token: bool = False
-    security_context: dict[str, Any] | None = None
-    container_security_context: dict[str, Any] | None = None
-    resources: dict[str, dict[str, str]] = msgspec.field(default_factory=dict)
-    sidecar_resources: dict[str, dict[str, str]] = msgspec.field(default_factory=dict)
-    active_deadline_seconds: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    termination_grace_period_seconds: Annotated[int, msgspec.Meta(ge=0)] = DEFAULT_TERMINATION_GRACE
-    priority_class_name: str | None = None
-    host_network: bool | None = None
-    schedule_timeout_seconds: Annotated[int, msgspec.Meta(ge=1)] = DEFAULT_SCHEDULE_TIMEOUT
-
-    @classmethod
-    def parse(cls, block: object, where: str = "kubernetes") -> KubernetesSettings:
-        """Validate a connector's `kubernetes:` block; every problem is a ConfigError.
-
-        msgspec checks the keys and the plain types; the values with rules of their own (names,
-        labels, Kubernetes-typed objects, quantities) are normalised by `_SETTING_READERS` first.
-        A key set to null keeps its default.
-        """
-        if not block:
-            return cls()
-        if not isinstance(block, Mapping):
-            raise ConfigError(f"{where}: expected a mapping")
-        known = cls.__struct_fields__
-        unknown = sorted(str(key) for key in block if key not in known)
-        if unknown:
-            raise ConfigError(
-                f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(known)}"
-            )
-        given = {
-            key: _SETTING_READERS.get(key, _as_given)(value, f"{where}.{key}")
-            for key, value in block.items()
-            if value is not None
-        }
-        try:
-            return msgspec.convert(given, cls, strict=True)
-        except msgspec.ValidationError as e:
-            raise ConfigError(_describe(e, where)) from None
-
-
-def _as_given(value: object, where: str) -> object:
-    return value
-
-
-def _describe(error: msgspec.ValidationError, where: str) -> str:
-    """msgspec's "Expected `bool`, got `str` - at `$.host_network`" in a connection file's words."""
-    message, _, path = str(error).partition(" - at `$")
-    message = message.replace(" | null`", "`")  # null is taken as "not set" before this
-    for plain, words in (("`bool`", "true or false"), ("`int`", "an integer")):
-        message = message.replace(f"Expected {plain}", f"expected {words}")
-    return f"{where}{path.rstrip('`')}: {message}"
-
-
-# How the keys with rules beyond their type are read (the rest msgspec checks as they are).
-_SETTING_READERS: dict[str, Callable[[object, str], object]] = {
-    "namespace": _named(_DNS_LABEL, "namespace"),
-    "relay_host": _relay_host,
-    "sidecar_image": _string,
-    "priority_class_name": _string,
-    "service_account_name": _named(_DNS_SUBDOMAIN, "service account"),
-    "labels": _user_labels,
-    "annotations": _string_map,
-    "node_selector": _string_map,
-    "tolerations": _tolerations,
-    "affinity": functools.partial(_model_dict, model=Affinity),
-    "security_context": functools.partial(_model_dict, model=PodSecurityContext),
-    "container_security_context": functools.partial(_model_dict, model=SecurityContext),
-    "image_pull_secrets": _secret_names,
-    "resources": _resources_block,
-    "sidecar_resources": _resources_block,
-}
 
 
 # --- names and labels ---------------------------------------------------------------------------
@@ -539,11 +257,58 @@ def build_manifests(
     random part (for tests). Settings' namespace and sidecar image win over the arguments.
     """
     settings = settings or KubernetesSettings()
+    namespace = settings.namespace or namespace
+    layout = _PodCommon(
+        name=pod_name(invocation, suffix),
+        settings=settings,
+        pull_policy=KUBERNETES_PULL_POLICIES[invocation.connector.options.pull],
+        sidecar_image=settings.sidecar_image or sidecar_image,
+    )
+    paths = file_paths(invocation.files)
+    connector, host_volumes = _connector_container(invocation, layout, paths, entrypoint, grace)
+    sidecars = sidecar_commands(
+        token=token, endpoint=endpoint, reads_stdin=invocation.reads_stdin, heartbeat=heartbeat
+    )
+    init_script = _init_script(invocation.reads_stdin, IO_DIR)
+    init = layout.sidecar(INIT_CONTAINER, ["/bin/sh", "-c", init_script])
+    check_portable(init["command"], "the init container's command")
+    containers = [connector] + [layout.sidecar(c, command) for c, command in sidecars.items()]
+    volumes = [*layout.volumes(with_files=bool(paths)), *host_volumes]
+    labels = pod_labels(invocation, extra_labels, settings.labels)
+    owners = owner_annotations(invocation, extra_labels)
+    annotations = {**settings.annotations, **owners}
+    annotations[ANNOTATION_PREFIX + "image"] = invocation.connector.target
+    metadata = {"name": layout.name, "namespace": namespace}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {**metadata, "labels": labels, "annotations": annotations},
+        "spec": _pod_spec(settings, init, containers, volumes),
+    }
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {**metadata, "labels": dict(labels), "annotations": owners},
+        "immutable": True,
+        "data": {
+            f"{file}.json": base64.b64encode(data).decode("ascii")
+            for file, data in invocation.files.items()
+        },
+    }
+    return PodManifests(layout.name, namespace, secret, pod, layout.io_volume, paths)
+
+
+def _connector_container(
+    invocation: ConnectorInvocation,
+    layout: _PodCommon,
+    paths: Mapping[str, str],
+    entrypoint: str | None,
+    grace: float,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The connector's container under ferry's wrapper, and the host volumes it mounts."""
     ref = invocation.connector
     options = ref.options
-    namespace = settings.namespace or namespace
-    name = pod_name(invocation, suffix)
-    paths = file_paths(invocation.files)
     if entrypoint is None and options.entrypoint and options.entrypoint.strip() != "auto":
         entrypoint = options.entrypoint
     args = [*ref.args, *protocol_args(invocation.verb, paths)]
@@ -555,18 +320,8 @@ def build_manifests(
         entrypoint=entrypoint,
         grace=grace,
     )
-    sidecars = sidecar_commands(
-        token=token, endpoint=endpoint, reads_stdin=invocation.reads_stdin, heartbeat=heartbeat
-    )
-    layout = _PodLayout(
-        name=name,
-        settings=settings,
-        pull_policy=KUBERNETES_PULL_POLICIES[options.pull],
-        sidecar_image=settings.sidecar_image or sidecar_image,
-    )
-    connector = layout.container(
-        CONNECTOR_CONTAINER, ref.target, wrapper.argv, _connector_resources(options, settings)
-    )
+    resources = _connector_resources(options, layout.settings)
+    connector = layout.container(CONNECTOR_CONTAINER, ref.target, wrapper.argv, resources)
     env = [e for e in _user_env(invocation.environment, "env") if e["name"] not in wrapper.env]
     connector["env"] = env + [{"name": k, "value": v} for k, v in wrapper.env.items()]
     host_volumes, host_mounts = _host_volumes(options.volumes)
@@ -575,51 +330,7 @@ def build_manifests(
             {"name": layout.files_volume, "mountPath": FILES_DIR, "readOnly": True}
         )
     connector["volumeMounts"] += host_mounts
-    init = layout.sidecar(
-        INIT_CONTAINER, ["/bin/sh", "-c", _init_script(invocation.reads_stdin, IO_DIR)]
-    )
-    check_portable(init["command"], "the init container's command")
-    containers = [connector] + [layout.sidecar(c, command) for c, command in sidecars.items()]
-    volumes = [*layout.volumes(with_files=bool(paths)), *host_volumes]
-
-    labels = pod_labels(invocation, extra_labels, settings.labels)
-    annotations = {**settings.annotations, **owner_annotations(invocation, extra_labels)}
-    annotations[ANNOTATION_PREFIX + "image"] = ref.target
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": labels,
-            "annotations": annotations,
-        },
-        "spec": _pod_spec(settings, init, containers, volumes),
-    }
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": dict(labels),
-            "annotations": owner_annotations(invocation, extra_labels),
-        },
-        "immutable": True,
-        "data": {
-            f"{file}.json": base64.b64encode(data).decode("ascii")
-            for file, data in invocation.files.items()
-        },
-    }
-    return PodManifests(
-        name=name,
-        namespace=namespace,
-        secret=secret,
-        pod=pod,
-        io_volume=layout.io_volume,
-        files=paths,
-    )
+    return connector, host_volumes
 
 
 def _connector_resources(
@@ -632,19 +343,19 @@ def _connector_resources(
         cpu = cpu_quantity(options.cpu, "resources.cpu")
         resources["limits"]["cpu"] = cpu
         request = resources["requests"]["cpu"]
-        if _amount("cpu", request, "resources.cpu") > _amount("cpu", cpu, "resources.cpu"):
+        if amount("cpu", request, "resources.cpu") > amount("cpu", cpu, "resources.cpu"):
             resources["requests"]["cpu"] = cpu
     if options.memory:
         memory = memory_quantity(options.memory, "resources.memory")
         resources["limits"]["memory"] = memory
         resources["requests"]["memory"] = memory
     resources = merge_resources(resources, settings.resources)
-    _check_requests_within_limits(resources, "the connector's resources")
+    check_requests_within_limits(resources, "the connector's resources")
     return resources
 
 
 @dataclass(frozen=True)
-class _PodLayout:
+class _PodCommon:
     """What every container of one pod shares: its volumes, pull policy, security context."""
 
     name: str
@@ -683,7 +394,7 @@ class _PodLayout:
         defaults = DEFAULT_SMALL_RESOURCES if small else DEFAULT_SIDECAR_RESOURCES
         resources = merge_resources(defaults, {} if small else self.settings.sidecar_resources)
         if not small:
-            _check_requests_within_limits(resources, "kubernetes.sidecar_resources")
+            check_requests_within_limits(resources, "kubernetes.sidecar_resources")
         spec = self.container(name, self.sidecar_image, command, resources)
         spec["imagePullPolicy"] = (
             "IfNotPresent" if self.pull_policy == "Always" else self.pull_policy
@@ -847,8 +558,7 @@ def render_dry_run(
         "redacted;\n# the relay token and endpoint are placeholders chosen when ferry runs)\n"
     ]
     for invocation in invocations:
-        where = f"{invocation.labels.role}.kubernetes"
-        settings = KubernetesSettings.parse(invocation.connector.options.kubernetes, where)
+        settings = invocation.connector.options.kubernetes
         manifests = build_manifests(
             invocation,
             token=DRY_RUN_TOKEN,

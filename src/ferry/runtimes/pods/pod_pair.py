@@ -22,6 +22,7 @@ from ferry.relay import (
 from ferry.runtimes.base import ConnectorInvocation, ConnectorRef, LogSink, Runtime
 from ferry.runtimes.owner import owner_labels
 from ferry.runtimes.pods.kubernetes import OOM_HINTS, KubernetesPod, KubernetesRuntime, relay_host
+from ferry.runtimes.pods.layout import PodPair
 from ferry.runtimes.pods.manifests import PodManifests, for_podman
 from ferry.runtimes.pods.podman import (
     PodmanPod,
@@ -30,7 +31,7 @@ from ferry.runtimes.pods.podman import (
     podman,
     podman_relay_host,
 )
-from ferry.runtimes.pods.single_pod import PUMP_CONTAINER, ROLES, PodPair, build_single_pod
+from ferry.runtimes.pods.single_pod import PUMP_CONTAINER, ROLES, build_single_pod
 from ferry.runtimes.relayed import PodProcess, start_pod
 
 logger = logging.getLogger("ferry.runtimes.pod")

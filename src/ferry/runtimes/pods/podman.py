@@ -54,10 +54,10 @@ from ferry.runtimes.base import (
     LogSink,
     fingerprint_of,
 )
+from ferry.runtimes.options import KubernetesSettings
 from ferry.runtimes.owner import owner_labels
 from ferry.runtimes.pods.manifests import (
     CONNECTOR_CONTAINER,
-    KubernetesSettings,
     PodManifests,
     build_manifests,
     for_podman,
@@ -279,8 +279,7 @@ class PodmanRuntime:
     async def start(self, invocation: ConnectorInvocation, log: LogSink) -> PodProcess:
         ref = invocation.connector
         options = ref.options
-        role = invocation.labels.role
-        settings = KubernetesSettings.parse(options.kubernetes, f"{role}.kubernetes")
+        settings = options.kubernetes
         sidecar_image = settings.sidecar_image or self.sidecar_image
         await asyncio.gather(
             self.ensure_image(ref.target, options.pull),

@@ -26,9 +26,8 @@ connector's own block may only set what applies to its container there (`resourc
 from __future__ import annotations
 
 import base64
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from ferry.errors import ConfigError
@@ -42,37 +41,27 @@ from ferry.relay import (
     io_path,
     wrapper_command,
 )
-from ferry.runtimes.base import (
-    ConnectorInvocation,
-    RunLabels,
-    protocol_args,
-)
+from ferry.runtimes.base import ConnectorInvocation, protocol_args
+from ferry.runtimes.options import KubernetesSettings, check_requests_within_limits
+from ferry.runtimes.pods.layout import PodPair, container_settings
 from ferry.runtimes.pods.manifests import (
     ANNOTATION_PREFIX,
     DEFAULT_SMALL_RESOURCES,
     FILES_DIR,
     INIT_CONTAINER,
     KUBERNETES_PULL_POLICIES,
-    KubernetesSettings,
     PodManifests,
-    _check_requests_within_limits,
     _connector_resources,
     _dns_part,
     _host_volumes,
     _init_script,
     _pod_spec,
-    _resources_block,
     _user_env,
     merge_resources,
     owner_annotations,
     pod_labels,
 )
 
-LAYOUTS = ("pod-per-connector", "single-pod")
-DEFAULT_LAYOUT = "pod-per-connector"
-ENV_FERRY_IMAGE = "FERRY_IMAGE"
-# The image of the pump container: python with ferry installed (scripts/build_images.py builds it).
-DEFAULT_FERRY_IMAGE = "ferry-test/ferry:dev"
 PUMP_CONTAINER = "pump"
 HEARTBEAT_CONTAINER = "heartbeat"
 ROLES = ("source", "destination")
@@ -81,72 +70,6 @@ DEFAULT_PUMP_RESOURCES: dict[str, dict[str, str]] = {
     "requests": {"cpu": "250m", "memory": "128Mi"},
     "limits": {"cpu": "2", "memory": "512Mi"},
 }
-# Keys of a connector's own `kubernetes:` block that apply to its container in a single pod.
-CONTAINER_KEYS = ("resources", "container_security_context")
-_POD_KEYS = ("layout", "ferry_image", "pump_resources")
-
-
-@dataclass(frozen=True)
-class PodLayout:
-    """The connection-level `kubernetes:` block: the layout and, for a single pod, its settings."""
-
-    layout: str = DEFAULT_LAYOUT
-    ferry_image: str | None = None
-    pump_resources: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    settings: KubernetesSettings = field(default_factory=KubernetesSettings)
-
-    @property
-    def single_pod(self) -> bool:
-        return self.layout == "single-pod"
-
-    @classmethod
-    def parse(cls, block: Mapping[str, Any] | None, layout: str | None = None) -> PodLayout:
-        """Validate the block; `layout` (from `--layout`) wins over the block's."""
-        block = dict(block or {})
-        chosen = layout or block.get("layout") or DEFAULT_LAYOUT
-        if chosen not in LAYOUTS:
-            raise ConfigError(f"kubernetes.layout: {chosen!r} is not one of {', '.join(LAYOUTS)}")
-        image = block.get("ferry_image")
-        if image is not None and (not isinstance(image, str) or not image.strip()):
-            raise ConfigError("kubernetes.ferry_image: expected an image reference")
-        pump = block.get("pump_resources")
-        rest = {k: v for k, v in block.items() if k not in _POD_KEYS}
-        return cls(
-            layout=chosen,
-            ferry_image=image.strip() if image else None,
-            pump_resources=_resources_block(pump, "kubernetes.pump_resources") if pump else {},
-            settings=KubernetesSettings.parse(rest, "kubernetes"),
-        )
-
-    def image(self) -> str:
-        return self.ferry_image or os.environ.get(ENV_FERRY_IMAGE) or DEFAULT_FERRY_IMAGE
-
-
-@dataclass(frozen=True)
-class PodPair:
-    """A sync's source read and destination write, to run together in one pod."""
-
-    source: ConnectorInvocation
-    destination: ConnectorInvocation
-    layout: PodLayout
-    labels: RunLabels
-
-    def invocations(self) -> tuple[ConnectorInvocation, ConnectorInvocation]:
-        return self.source, self.destination
-
-
-def container_settings(invocation: ConnectorInvocation) -> KubernetesSettings:
-    """A connector's own `kubernetes:` block, which may only set what its container takes."""
-    role = invocation.labels.role
-    block = invocation.connector.options.kubernetes
-    misplaced = sorted(k for k in block if k not in CONTAINER_KEYS)
-    if misplaced:
-        raise ConfigError(
-            f"{role}.kubernetes: {', '.join(misplaced)} apply to the whole pod in the single-pod "
-            "layout: set them in the connection's kubernetes: block (a connector's block may set "
-            f"only {', '.join(CONTAINER_KEYS)})"
-        )
-    return KubernetesSettings.parse(block, f"{role}.kubernetes")
 
 
 def secret_key(role: str, file: str) -> str:
@@ -264,7 +187,7 @@ def build_single_pod(
         containers.append(connector)
         volumes += host_specs
     pump_resources = merge_resources(DEFAULT_PUMP_RESOURCES, pair.layout.pump_resources)
-    _check_requests_within_limits(pump_resources, "kubernetes.pump_resources")
+    check_requests_within_limits(pump_resources, "kubernetes.pump_resources")
     pump = _container(
         PUMP_CONTAINER,
         pair.layout.image(),
