@@ -250,27 +250,30 @@ def ldd_closure(files: Sequence[str], exclude_under: str | None = None) -> set[s
     for i in range(0, len(files), 200):
         out = run(["ldd", *files[i : i + 200]], check=False).stdout.decode(errors="replace")
         for line in out.splitlines():
-            line = line.strip()
-            if "=>" in line:
-                target = line.split("=>", 1)[1].strip()
-                if target.startswith("not found"):
-                    continue
-                path = target.split(" (", 1)[0].strip()
-            elif line.startswith("/") and " (" in line:
-                path = line.split(" (", 1)[0].strip()  # the dynamic loader
-            else:
-                continue
-            if not path.startswith("/"):
-                continue
-            if exclude_under and os.path.realpath(path).startswith(exclude_under):
-                continue
-            libs.add(path)
+            path = _ldd_library(line)
+            if path and not (exclude_under and os.path.realpath(path).startswith(exclude_under)):
+                libs.add(path)
     for name in ALWAYS_LIBS:
         for d in ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu"):
             if os.path.exists(f"{d}/{name}"):
                 libs.add(f"{d}/{name}")
                 break
     return libs
+
+
+def _ldd_library(line: str) -> str | None:
+    """The absolute library path one line of ldd's output names, if any."""
+    line = line.strip()
+    if "=>" in line:
+        target = line.split("=>", 1)[1].strip()
+        if target.startswith("not found"):
+            return None
+        path = target.split(" (", 1)[0].strip()
+    elif line.startswith("/") and " (" in line:
+        path = line.split(" (", 1)[0].strip()  # the dynamic loader
+    else:
+        return None
+    return path if path.startswith("/") else None
 
 
 def rootfs_path(host_path: str) -> str:
@@ -853,20 +856,25 @@ def build(
         if any(img.name in todo[e] for e in engines):
             groups.setdefault(img.rootfs, []).append(img)
     errors, failed = build_groups(groups, hashes, engines, todo, status, jobs)
-    transfer = [n for n in via_docker if n not in failed]
-    if transfer:
-        t = time.monotonic()
-        refs = [IMAGES[n].ref for n in transfer]
-        refs += [IMAGES[n].parent_ref for n in transfer if IMAGES[n].parent_shell_entrypoint]
-        transfer_docker_to_podman(refs)
-        for n in transfer:
-            status.setdefault(n, "copied to podman")
-        log(f"[podman] loaded from docker in {time.monotonic() - t:.1f}s: {' '.join(refs)}")
+    copy_to_podman([n for n in via_docker if n not in failed], status)
     for engine in engines:
         remove_superseded(engine)
     if errors:
         raise BuildError("; ".join(errors))
     return status
+
+
+def copy_to_podman(names: Sequence[str], status: dict[str, str]) -> None:
+    """Load the named images (and their shell-entrypoint parents) from docker into podman."""
+    if not names:
+        return
+    t = time.monotonic()
+    refs = [IMAGES[n].ref for n in names]
+    refs += [IMAGES[n].parent_ref for n in names if IMAGES[n].parent_shell_entrypoint]
+    transfer_docker_to_podman(refs)
+    for n in names:
+        status.setdefault(n, "copied to podman")
+    log(f"[podman] loaded from docker in {time.monotonic() - t:.1f}s: {' '.join(refs)}")
 
 
 def image_hashes_of(imgs: Sequence[Image]) -> dict[str, str]:

@@ -48,29 +48,25 @@ def _now() -> str:
 
 
 def _selector_matches(selector: str, labels: Mapping[str, str]) -> bool:
-    for term in re.split(r",(?![^()]*\))", selector):
-        term = term.strip()
-        if not term:
-            continue
-        if match := re.fullmatch(r"([^\s!=]+)\s+(in|notin)\s+\(([^)]*)\)", term):
-            key, op, values = match.groups()
-            wanted = {v.strip() for v in values.split(",")}
-            if (labels.get(key) in wanted) != (op == "in"):
-                return False
-        elif "!=" in term:
-            key, value = term.split("!=", 1)
-            if labels.get(key.strip()) == value.strip():
-                return False
-        elif "=" in term:
-            key, value = term.split("=", 1)
-            if labels.get(key.strip().rstrip("=")) != value.strip().lstrip("="):
-                return False
-        elif term.startswith("!"):
-            if term[1:] in labels:
-                return False
-        elif term not in labels:
-            return False
-    return True
+    terms = (term.strip() for term in re.split(r",(?![^()]*\))", selector))
+    return all(_term_matches(term, labels) for term in terms if term)
+
+
+def _term_matches(term: str, labels: Mapping[str, str]) -> bool:
+    """One term of a label selector: `k in (a,b)`, `k notin (..)`, `k!=v`, `k=v`, `!k`, `k`."""
+    if match := re.fullmatch(r"([^\s!=]+)\s+(in|notin)\s+\(([^)]*)\)", term):
+        key, op, values = match.groups()
+        wanted = {v.strip() for v in values.split(",")}
+        return (labels.get(key) in wanted) == (op == "in")
+    if "!=" in term:
+        key, value = term.split("!=", 1)
+        return labels.get(key.strip()) != value.strip()
+    if "=" in term:
+        key, value = term.split("=", 1)
+        return labels.get(key.strip().rstrip("=")) == value.strip().lstrip("=")
+    if term.startswith("!"):
+        return term[1:] not in labels
+    return term in labels
 
 
 def _fields_match(selector: str, obj: Mapping[str, Any]) -> bool:
@@ -98,6 +94,20 @@ def selected(request: rendering.Request, obj: Mapping[str, Any] | None) -> bool:
     return not (field_selector and not _fields_match(field_selector, obj))
 
 
+def _stamp_metadata(request: rendering.Request, data: dict[str, Any], plural: str | None) -> None:
+    """What the API server sets: uid, resourceVersion, creation time, a new pod's phase."""
+    if request.action == enums.action.CREATE:
+        meta = data.setdefault("metadata", {})
+        meta.setdefault("namespace", request.namespace or "default")
+        meta["uid"] = str(uuid.uuid4())
+        meta["resourceVersion"] = str(next(_versions))
+        meta["creationTimestamp"] = _now()
+        if plural == "pods":
+            data.setdefault("status", {"phase": "Pending"})
+    elif request.action == enums.action.UPDATE:
+        data.setdefault("metadata", {})["resourceVersion"] = str(next(_versions))
+
+
 @attrs.define(kw_only=True)
 class FakeCluster(kmock.KubernetesEmulator):
     """kmock's emulator with server-set metadata, selectors, ownerReference GC and pod hooks."""
@@ -108,31 +118,10 @@ class FakeCluster(kmock.KubernetesEmulator):
     async def _handle(self, request: rendering.Request) -> Any:
         resource = request.resource
         plural = getattr(resource, "plural", None)
-        deleted_uid: str | None = None
         if resource is not None and isinstance(request.data, dict):
-            meta = (
-                request.data.setdefault("metadata", {})
-                if request.action == enums.action.CREATE
-                else None
-            )
-            if meta is not None:
-                meta.setdefault("namespace", request.namespace or "default")
-                meta["uid"] = str(uuid.uuid4())
-                meta["resourceVersion"] = str(next(_versions))
-                meta["creationTimestamp"] = _now()
-                if plural == "pods":
-                    request.data.setdefault("status", {"phase": "Pending"})
-            elif request.action == enums.action.UPDATE:
-                request.data.setdefault("metadata", {})["resourceVersion"] = str(next(_versions))
-        if resource is not None and request.action == enums.action.DELETE and plural == "pods":
-            for (res, ns, name), obj in self._objects.items():
-                if (
-                    res == resource
-                    and ns == request.namespace
-                    and name == request.name
-                    and not obj.deleted
-                ):
-                    deleted_uid = (obj.raw.get("metadata") or {}).get("uid")
+            _stamp_metadata(request, request.data, plural)
+        deleting = resource is not None and request.action == enums.action.DELETE
+        deleted_uid = self._live_uid(request) if deleting and plural == "pods" else None
         response = await super()._handle(request)
         if deleted_uid:
             await self._collect_owned(deleted_uid)
@@ -143,6 +132,15 @@ class FakeCluster(kmock.KubernetesEmulator):
                 self.hook_tasks.add(task)
                 task.add_done_callback(self.hook_tasks.discard)
         return response
+
+    def _live_uid(self, request: rendering.Request) -> str | None:
+        """The uid of the live object a DELETE request names, if any."""
+        for (res, ns, name), obj in self._objects.items():
+            named = (res, ns, name) == (request.resource, request.namespace, request.name)
+            if named and not obj.deleted:
+                uid: str | None = (obj.raw.get("metadata") or {}).get("uid")
+                return uid
+        return None
 
     async def _collect_owned(self, uid: str) -> None:
         async with self._lock:
@@ -297,55 +295,30 @@ class Kubelet:
         finally:
             record.done.set()
 
+    async def _end_abruptly(
+        self, record: PodRecord, outcome: Outcome, stdout: asyncio.StreamWriter
+    ) -> None:
+        """The pod is evicted, runs past its deadline or is deleted after some output."""
+        stdout.write(outcome.stdout)
+        await stdout.drain()
+        if outcome.failure == "Deleted":
+            path = f"/api/v1/namespaces/{record.namespace}/pods/{record.name}"
+            async with self.cluster.delete(path) as response:
+                await response.read()
+        else:
+            message = (
+                "The node was low on resource: memory."
+                if outcome.failure == "Evicted"
+                else "Pod was active on the node longer than the specified deadline"
+            )
+            status = {"phase": "Failed", "reason": outcome.failure, "message": message}
+            await self._patch_status(record, status)
+        await asyncio.sleep(0.5)  # the relays stay open: ferry must not wait for them
+
     async def _run(self, record: PodRecord, outcome: Outcome) -> None:
         names = [c["name"] for c in record.pod["spec"]["containers"]]
-        if outcome.failure == "ErrImagePull":
-            key = (
-                "initContainerStatuses"
-                if outcome.container == "ferry-init"
-                else "containerStatuses"
-            )
-            await self._patch_status(
-                record,
-                {
-                    "phase": "Pending",
-                    key: [
-                        {
-                            "name": outcome.container,
-                            "ready": False,
-                            "restartCount": 0,
-                            "image": "whatever",
-                            "imageID": "",
-                            "state": {
-                                "waiting": {
-                                    "reason": "ErrImagePull",
-                                    "message": "pull access denied, repository does not exist",
-                                }
-                            },
-                        }
-                    ],
-                },
-            )
-            return
-        if outcome.failure == "Unschedulable":
-            condition = {
-                "type": "PodScheduled",
-                "status": "False",
-                "reason": "Unschedulable",
-                "message": "0/3 nodes are available: 3 Insufficient memory.",
-            }
-            await self._patch_status(record, {"phase": "Pending", "conditions": [condition]})
-            return
-        if outcome.failure == "InitFailed":
-            await self._patch_status(
-                record,
-                {
-                    "phase": "Failed",
-                    "initContainerStatuses": [
-                        terminated("ferry-init", 1, "Error", "cannot create the FIFO")
-                    ],
-                },
-            )
+        if (status := _status_before_start(outcome)) is not None:
+            await self._patch_status(record, status)
             return
         await self._patch_status(
             record,
@@ -373,25 +346,7 @@ class Kubelet:
             outcome = Outcome(stdout=outcome.stdout)
         try:
             if outcome.failure in ("Evicted", "DeadlineExceeded", "Deleted"):
-                stdout[1].write(outcome.stdout)
-                await stdout[1].drain()
-                if outcome.failure == "Deleted":
-                    async with self.cluster.delete(
-                        f"/api/v1/namespaces/{record.namespace}/pods/{record.name}"
-                    ) as response:
-                        await response.read()
-                else:
-                    await self._patch_status(
-                        record,
-                        {
-                            "phase": "Failed",
-                            "reason": outcome.failure,
-                            "message": "The node was low on resource: memory."
-                            if outcome.failure == "Evicted"
-                            else "Pod was active on the node longer than the specified deadline",
-                        },
-                    )
-                await asyncio.sleep(0.5)  # the relays stay open: ferry must not wait for them
+                await self._end_abruptly(record, outcome, stdout[1])
                 return
             if stdin is not None:
                 reader = stdin[0]
@@ -471,3 +426,34 @@ async def report_exit(host: str, port: int, token: str, code: int) -> None:
     await writer.drain()
     await reader.read()
     writer.close()
+
+
+def _status_before_start(outcome: Outcome) -> dict[str, Any] | None:
+    """The status of a pod whose outcome stops it before its containers run, else None."""
+    if outcome.failure == "ErrImagePull":
+        key = "initContainerStatuses" if outcome.container == "ferry-init" else "containerStatuses"
+        waiting = {
+            "reason": "ErrImagePull",
+            "message": "pull access denied, repository does not exist",
+        }
+        status = {
+            "name": outcome.container,
+            "ready": False,
+            "restartCount": 0,
+            "image": "whatever",
+            "imageID": "",
+            "state": {"waiting": waiting},
+        }
+        return {"phase": "Pending", key: [status]}
+    if outcome.failure == "Unschedulable":
+        condition = {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": "0/3 nodes are available: 3 Insufficient memory.",
+        }
+        return {"phase": "Pending", "conditions": [condition]}
+    if outcome.failure == "InitFailed":
+        init = terminated("ferry-init", 1, "Error", "cannot create the FIFO")
+        return {"phase": "Failed", "initContainerStatuses": [init]}
+    return None
