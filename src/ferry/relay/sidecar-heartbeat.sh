@@ -74,6 +74,10 @@ ferry_probe() {
 
 trap 'exit 143' TERM INT HUP
 
+# A single pod has no init container: the shared directory (0755 when podman makes it) must let
+# connectors and the pump running as other users make their FIFOs and files there.
+chmod 0777 "$ferry_dir" 2>/dev/null
+
 while :; do
   if [ -e "$ferry_exit" ]; then
     ferry_report_exit
