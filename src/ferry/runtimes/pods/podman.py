@@ -294,16 +294,15 @@ async def remove_pod_resources(name: str, *, secret: bool = True) -> list[str]:
 
     The secret goes while the pod stops (`kube play` copied it into the volume); the volume
     only once the pod is gone (`volume rm -f` would remove the containers using it)."""
-    no_secret = asyncio.sleep(0, Completed(0, "", ""))
-    secret_rm = asyncio.ensure_future(podman("secret", "rm", name) if secret else no_secret)
+    secret_rm = asyncio.ensure_future(podman("secret", "rm", name)) if secret else None
     problems = []
     stop, remove = pod_teardown(name)
     await podman(*stop)
     await settle(name)
     results = {"pod": await podman(*remove)}
-    if secret:
+    if secret_rm is not None:
         results["volume"] = await podman("volume", "rm", "-f", name)
-    results["secret"] = await secret_rm
+        results["secret"] = await secret_rm
     for what, result in results.items():
         gone = f"no {what} with name" in result.stderr or f"no such {what}" in result.stderr
         if result.code != 0 and not gone:
