@@ -10,21 +10,28 @@ Per connector run (`podman:IMAGE`, or `runtime: podman`):
    `manifests.for_podman`: the Secret becomes a podman secret created beforehand from a Secret
    document holding the PLAIN file contents (podman 4.3 writes `data` values to the files as they
    are; an inline `kind: Secret` would mount base64 text), labelled like the pod.
-4. `podman kube play -` runs the pod. By default with `hostNetwork: true` and the relays
-   connecting to 127.0.0.1; `kubernetes: {host_network: false}` puts the pod on podman's bridge
-   and the relays connect to host.containers.internal. Measured on this 2-core VM (gVisor),
-   2 GB from `dd` in the connector container through FIFO, relay sidecar and ferry's listener:
-   1.08 GB/s with host network, 0.97 GB/s on the bridge. `start()` to the first byte of a
-   trivial connector takes about 1.2 s (kube play of init container + 4 containers), its whole
-   life including removal about 1.7 s.
-5. `podman wait` on the connector container gives its exit code; `podman inspect` says whether
-   it was OOMKilled. Podman 4.3 ignores `activeDeadlineSeconds`: this runtime enforces it and
-   reports DeadlineExceeded. Podman also ignores `terminationGracePeriodSeconds`: `terminate`
-   uses `podman pod stop -t GRACE` (the wrapper and sidecars trap SIGTERM).
-6. Teardown: `podman pod stop -t 0`, `podman pod rm -f` (removes the emptyDir volume),
+4. `podman kube play -` runs the pod, without the Kubernetes manifests' init container (the
+   wrapper and the relays make the FIFOs, whichever comes first; the heartbeat makes the
+   emptyDir, which podman creates 0755, writable for connectors running as another user): an
+   init container runs to its end before the other containers start, 0.35 s of `kube play`.
+   By default with `hostNetwork: true` and the relays connecting to 127.0.0.1;
+   `kubernetes: {host_network: false}` puts the pod on podman's bridge and the relays connect
+   to host.containers.internal. Measured on this 2-core VM, 2 GB from `dd` in the connector
+   container through FIFO, relay sidecar and ferry's listener: 1.08 GB/s with host network,
+   0.97 GB/s on the bridge.
+5. `podman wait` on the connector container gives its exit code (looking every 100 ms);
+   `podman inspect` says whether a failed one was OOMKilled. Podman 4.3 ignores
+   `activeDeadlineSeconds`: this runtime enforces it and reports DeadlineExceeded. Podman also
+   ignores `terminationGracePeriodSeconds`: `terminate` uses `podman pod stop -t GRACE` (the
+   wrapper and sidecars trap SIGTERM).
+6. Teardown: the containers get a moment to end on their own, then `podman pod stop -t 0`, a
+   wait until podman has cleaned up after every container (their conmons gone, `settle`: else
+   `pod rm` may stall 3 s), `podman pod rm -f` (removes the emptyDir volume),
    `podman secret rm` and `podman volume rm` of the volume podman made for the Secret (named
-   after it; it holds the files in plain text, so it must not outlive the run). `ferry gc` sweeps what a killed ferry
-   left (`pods.gc.collect_podman`).
+   after it; it holds the files in plain text, so it must not outlive the run). A pod whose
+   connector exited on its own is removed while ferry goes on (spec, check and discover run
+   before the sync's pods start); the runtime's `close()` waits for those removals. `ferry gc`
+   sweeps what a killed ferry left (`pods.gc.collect_podman`).
 """
 
 from __future__ import annotations
@@ -35,11 +42,11 @@ import json
 import logging
 import math
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ferry.errors import ConnectorCrashed, ImageUnavailable, RuntimeUnavailable
+from ferry.errors import ConnectorCrashed, FerryError, ImageUnavailable, RuntimeUnavailable
 from ferry.relay import (
     LOOPBACK_HOST,
     PODMAN_HOST,
@@ -73,6 +80,9 @@ COMMAND_TIMEOUT = 300.0
 WAIT_INTERVAL = "100ms"
 # How long a stopped pod's containers may take to be cleaned up before it is removed anyway.
 SETTLE_TIMEOUT = 10.0
+# How long a pod's containers get to end on their own before it is stopped for its removal (after
+# its main container exited, the sidecars end within a heartbeat tick).
+LINGER = 2.0
 
 
 @dataclass(frozen=True)
@@ -164,6 +174,7 @@ class PodmanPod:
         # there, while ferry goes on (the runtime's close() waits for them).
         self._removals = removals
         self._exited = False
+        self._conmons: asyncio.Future[dict[str, int]] | None = None
 
     async def launch(self) -> None:
         """The secret (`podman secret create`), then the pod (`podman kube play`)."""
@@ -191,6 +202,8 @@ class PodmanPod:
             raise RuntimeUnavailable(
                 f"podman kube play of pod {manifests.name} failed: {clean_stderr(played.stderr)}"
             )
+        # For the removal, looked up while the pod runs rather than when it is removed.
+        self._conmons = asyncio.ensure_future(conmon_pids(self.name))
 
     async def wait_connector(self, on_running: Callable[[], None]) -> int:
         on_running()  # `podman kube play` returned: the containers run
@@ -249,7 +262,11 @@ class PodmanPod:
             if self._removed:
                 return
             self._removed = True
-            removal = remove_pod_resources(self.name, secret=self._has_secret)
+            conmons = None
+            if self._conmons is not None:
+                with contextlib.suppress(FerryError):
+                    conmons = await asyncio.shield(self._conmons)
+            removal = remove_pod_resources(self.name, secret=self._has_secret, conmons=conmons)
             if self._exited and self._removals is not None:
                 task = asyncio.create_task(removal, name=f"remove {self.description}")
                 self._removals.add(task)
@@ -270,39 +287,64 @@ def pod_teardown(name: str) -> tuple[list[str], list[str]]:
     return ["pod", "stop", "-t", "0", name], ["pod", "rm", "-f", name]
 
 
-async def settle(name: str) -> None:
-    """Wait until podman has cleaned up after every container of the stopped pod `name`.
-
-    `pod rm` racing podman's own cleanup of a container that was just stopped or killed (the
-    exit command conmon runs) finds the pod's cgroup busy and retries for 3 s until it TERMs
-    that cleanup; measured here: `pod rm` 3.3 s after `pod kill`, 0.07 s once every container is
-    `exited` (cleaned up). A container that never started (`created`) counts as settled.
-    """
+async def conmon_pids(name: str) -> dict[str, int]:
+    """Container name -> pid of its conmon, for every container of the pod `name` (infra too)."""
     listed = await podman("ps", "--all", "--quiet", "--filter", f"pod={name}")
     ids = listed.stdout.split()
     if listed.code != 0 or not ids:
-        return
-    with contextlib.suppress(RuntimeUnavailable):  # bounded: `pod rm` copes, only slower
-        await podman(
-            "wait", "--condition", "exited", "--condition", "created", "--interval", "20ms",
-            *ids, limit=SETTLE_TIMEOUT,
-        )  # fmt: skip
+        return {}
+    inspected = await podman("inspect", "--format", "{{.Name}} {{.State.ConmonPid}}", *ids)
+    rows = (line.rpartition(" ") for line in inspected.stdout.splitlines())
+    return {container: int(pid) for container, _, pid in rows if pid.isdigit() and int(pid) > 0}
 
 
-async def remove_pod_resources(name: str, *, secret: bool = True) -> list[str]:
+async def settle(pids: Iterable[int], timeout: float = SETTLE_TIMEOUT) -> None:  # noqa: ASYNC109
+    """Wait (`timeout` seconds at most) until the conmon processes `pids` are gone.
+
+    A conmon outlives its container while podman's cleanup of it (the exit command conmon runs)
+    is under way; `pod rm` meanwhile finds the pod's cgroup busy and retries for 3 s until it
+    TERMs that cleanup. Measured here: `pod rm` 3.3-3.6 s right after `pod kill` or
+    `pod stop -t 0`, 0.1-0.3 s once the conmons are gone. A container that ends on its own is
+    cleaned up at once; one that is stopped, with all the others at the same moment: the
+    conmons of a pod killed with 4 containers took 1.5-1.9 s to be gone.
+    """
+    waiting = list(pids)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while any(map(_alive, waiting)) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+async def remove_pod_resources(
+    name: str, *, secret: bool = True, conmons: Mapping[str, int] | None = None
+) -> list[str]:
     """Remove a pod, its secret and the secret's volume (all named `name`); the problems.
 
-    The secret goes while the pod stops (`kube play` copied it into the volume); the volume
-    only once the pod is gone (`volume rm -f` would remove the containers using it)."""
+    `conmons` (`conmon_pids`, looked up now if not given): the pod's containers get LINGER
+    seconds to end on their own and be cleaned up (`settle`) before the pod is stopped. The
+    secret goes meanwhile (`kube play` copied it into the volume); the volume only once the pod
+    is gone (`volume rm -f` would remove the containers using it).
+    """
     secret_rm = asyncio.ensure_future(podman("secret", "rm", name)) if secret else None
-    problems = []
+    if conmons is None:
+        conmons = await conmon_pids(name)
+    own = [pid for container, pid in conmons.items() if not container.endswith("-infra")]
+    await settle(own, LINGER)
     stop, remove = pod_teardown(name)
     await podman(*stop)
-    await settle(name)
+    await settle(conmons.values())
     results = {"pod": await podman(*remove)}
     if secret_rm is not None:
         results["volume"] = await podman("volume", "rm", "-f", name)
         results["secret"] = await secret_rm
+    problems = []
     for what, result in results.items():
         gone = f"no {what} with name" in result.stderr or f"no such {what}" in result.stderr
         if result.code != 0 and not gone:
@@ -360,6 +402,10 @@ class PodmanRuntime:
                 sidecar_image=sidecar_image,
             )
             manifests = for_podman(manifests, host_network=host_network)
+            # Without the init container: the wrapper and the relays make the FIFOs whichever
+            # comes first, the heartbeat opens the directory to other users; an init container
+            # runs to its end before the others start (0.35 s of `podman kube play`).
+            del manifests.pod["spec"]["initContainers"]
             if options.pull == "always":  # pulled above; do not let kube play pull again
                 for container in manifests.pod["spec"]["containers"]:
                     container["imagePullPolicy"] = "IfNotPresent"
