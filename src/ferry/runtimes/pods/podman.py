@@ -173,7 +173,8 @@ class PodmanPod:
         # The runtime's removals still under way; a pod whose main container exited is removed
         # there, while ferry goes on (the runtime's close() waits for them).
         self._removals = removals
-        self._exited = False
+        self._exited = False  # the main container ended on its own (not stopped by ferry)
+        self._stopped = False
         self._conmons: asyncio.Future[dict[str, int]] | None = None
 
     async def launch(self) -> None:
@@ -253,6 +254,7 @@ class PodmanPod:
         return code
 
     async def stop(self, grace: float) -> None:
+        self._stopped = True
         result = await podman("pod", "stop", "-t", str(math.ceil(grace)), self.name)
         if result.code != 0 and "no pod with name" not in result.stderr:
             logger.warning("%s: stop failed: %s", self.description, clean_stderr(result.stderr))
@@ -267,7 +269,7 @@ class PodmanPod:
                 with contextlib.suppress(FerryError):
                     conmons = await asyncio.shield(self._conmons)
             removal = remove_pod_resources(self.name, secret=self._has_secret, conmons=conmons)
-            if self._exited and self._removals is not None:
+            if self._exited and not self._stopped and self._removals is not None:
                 task = asyncio.create_task(removal, name=f"remove {self.description}")
                 self._removals.add(task)
                 task.add_done_callback(self._removals.discard)
