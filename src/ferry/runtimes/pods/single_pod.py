@@ -81,6 +81,9 @@ DEFAULT_PUMP_RESOURCES: dict[str, dict[str, str]] = {
     "requests": {"cpu": "250m", "memory": "128Mi"},
     "limits": {"cpu": "2", "memory": "512Mi"},
 }
+# The heartbeat looks for the pump's exit code every 0.1 s: once the sync ended, the pod is
+# removed when its containers have ended, and the heartbeat's look is the last to come.
+SINGLE_POD_HEARTBEAT = HeartbeatSettings(tick=0.1)
 # Keys of a connector's own `kubernetes:` block that apply to its container in a single pod.
 CONTAINER_KEYS = ("resources", "container_security_context")
 _POD_KEYS = ("layout", "ferry_image", "pump_resources")
@@ -282,7 +285,9 @@ def build_single_pod(
     ]
     small = merge_resources(DEFAULT_SMALL_RESOURCES, {})
     try:
-        beat = heartbeat_sidecar_command(token=token, endpoint=endpoint, settings=heartbeat)
+        beat = heartbeat_sidecar_command(
+            token=token, endpoint=endpoint, settings=heartbeat or SINGLE_POD_HEARTBEAT
+        )
     except ValueError as e:
         raise ConfigError(str(e)) from None
     containers.append(pump)
