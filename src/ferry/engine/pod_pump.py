@@ -53,7 +53,7 @@ from ferry.protocol.messages import (
 )
 from ferry.relay import EXIT_FILE, TERMINATE_FILE, handshake_line
 from ferry.runtimes.base import ConnectorProcess, ConnectorRef, Role, RunLabels
-from ferry.runtimes.fifo import FifoProcess
+from ferry.runtimes.fifo import FifoProcess, prepare_fifos
 
 logger = logging.getLogger("ferry.pump")
 
@@ -127,6 +127,7 @@ class PodAttempt(Attempt):
     async def _start(
         self, ref: ConnectorRef, role: Role, files: dict[str, bytes]
     ) -> ConnectorProcess:
+        await prepare_fifos(self.directory / role, role == "destination")
         return FifoProcess(
             self.directory / role,
             reads_stdin=role == "destination",

@@ -41,13 +41,13 @@ from ferry.protocol import decode_message, encode
 from ferry.runtimes import start_pair
 from ferry.runtimes.base import (
     ConnectorInvocation,
-    ConnectorProcess,
     Role,
     RunLabels,
     Runtime,
 )
 from ferry.runtimes.options import PodLayout
 from ferry.runtimes.pods.layout import PodPair
+from ferry.runtimes.relayed import PodProcess
 
 logger = logging.getLogger("ferry.pump")
 
@@ -70,7 +70,7 @@ class SinglePodAttempt(Attempt):
     ) -> None:
         super().__init__(plan, runtimes, state_file, commit, number=number, keep_config=keep_config)
         self.layout = layout
-        self._pod: ConnectorProcess | None = None
+        self._pod: PodProcess | None = None
         self._ended = False
         self._stops: set[asyncio.Future[None]] = set()
 
@@ -81,7 +81,7 @@ class SinglePodAttempt(Attempt):
         if self._pod is not None and self._pod.stdin is not None:
             self._stops.add(asyncio.ensure_future(self._send_stop(self._pod)))
 
-    async def _send_stop(self, pod: ConnectorProcess) -> None:
+    async def _send_stop(self, pod: PodProcess) -> None:
         assert pod.stdin is not None
         with contextlib.suppress(FerryError, OSError):
             await pod.stdin.write(STOP_COMMAND)
@@ -115,14 +115,19 @@ class SinglePodAttempt(Attempt):
         try:
             await self._follow(pod)
         finally:
-            await pod.terminate(TERMINATE_GRACE)
+            if self._ended and not self._errors:
+                await pod.discard()  # nothing left to learn from the pod: remove it at once
+            else:
+                await pod.terminate(TERMINATE_GRACE)
         return self._outcome()
 
-    async def _follow(self, pod: ConnectorProcess) -> None:
+    async def _follow(self, pod: PodProcess) -> None:
         try:
             async for block in complete_lines(pod.stdout):
                 for line in block.splitlines():
                     self._on_event(decode_event(line))
+            if self._ended and not self._errors:
+                return  # the pump ended the sync cleanly; a failed one's pod may say more
             code = await pod.wait()
         except FerryError as error:  # the pod failed: its reason names the container
             self._errors = {"connector": error, **self._errors}

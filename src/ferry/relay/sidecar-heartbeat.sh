@@ -6,8 +6,9 @@
 # A 410 answer (ferry no longer knows the token) or FAILURES failed probes in a row write the
 # termination marker DIR/terminate (first line: the reason), which makes the wrapper stop the
 # connector. Once DIR/exit exists it reports the code (GET /exit/TOKEN/CODE; 3 tries, 1 s apart,
-# but a single one when the marker exists: ferry is gone or stopped the run, and retrying would
-# only keep the pod alive longer) and exits 0; if the marker exists but no exit code appears
+# but a single one when the marker exists or ferry answers 410: ferry is gone, stopped the run or
+# learnt how it ended, and retrying would only keep the pod alive longer) and exits 0; if the
+# marker exists but no exit code appears
 # within LINGER ticks, it gives up and exits 1.
 #
 # Rules for this text: POSIX sh only, and never a dollar sign followed by an opening parenthesis
@@ -48,7 +49,9 @@ ferry_report_exit() {
   [ -e "$ferry_mark" ] && ferry_tries=1
   ferry_try=
   while :; do
-    timeout "$ferry_timeout" wget -q -Y off -O /dev/null "$ferry_base/exit/$ferry_token/$ferry_code" 2>/dev/null && return 0
+    timeout "$ferry_timeout" wget -q -Y off -O /dev/null "$ferry_base/exit/$ferry_token/$ferry_code" 2>"$ferry_err" && return 0
+    # 410 Gone: ferry withdrew the token, it has learnt how the run ended; no retries.
+    grep -q ' 410' "$ferry_err" 2>/dev/null && return 0
     ferry_try=${ferry_try}x
     [ "${#ferry_try}" -ge "$ferry_tries" ] && break
     sleep 1
@@ -73,6 +76,10 @@ ferry_probe() {
 }
 
 trap 'exit 143' TERM INT HUP
+
+# A single pod has no init container: the shared directory (0755 when podman makes it) must let
+# connectors and the pump running as other users make their FIFOs and files there.
+chmod 0777 "$ferry_dir" 2>/dev/null
 
 while :; do
   if [ -e "$ferry_exit" ]; then

@@ -14,7 +14,8 @@ Every connector run through the wrapper gets, next to it and sharing its I/O dir
   writes the termination marker, and the wrapper stops the connector. When the wrapper has written
   its exit code, the heartbeat reports it (`GET /exit/<token>/<code>`) and exits, so ferry learns
   the code without reading the container's status. A failed report is retried (3 tries), except
-  after the termination marker: ferry is gone (or withdrew the token), so it is tried once.
+  after the termination marker or a 410: ferry is gone or withdrew the token (it learnt how the
+  run ended), so it is tried once.
 
 The sidecar image needs `sh`, `socat`, `timeout`, `wget`, `grep`, `sleep`, `mkfifo`, `kill`
 (busybox plus socat is enough). As for the wrapper, no generated command contains `$(` or `$$`.

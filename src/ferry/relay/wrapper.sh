@@ -144,7 +144,8 @@ trap 'ferry_request_stop "the wrapper received SIGTERM"' TERM
 trap 'ferry_request_stop "the wrapper received SIGINT"' INT
 trap 'ferry_request_stop "the wrapper received SIGHUP"' HUP
 
-mkdir -p "$ferry_dir" 2>/dev/null
+# 0777: the other side of the FIFOs (a sidecar, the pump) may run as another user.
+(umask 0 && mkdir -p "$ferry_dir") 2>/dev/null
 
 ferry_entry=
 if [ -n "${FERRY_ENTRYPOINT_OVERRIDE:-}" ]; then

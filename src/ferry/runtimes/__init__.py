@@ -21,6 +21,7 @@ from ferry.runtimes.base import (
 )
 from ferry.runtimes.options import ConnectorOptions
 from ferry.runtimes.pods.layout import PodPair
+from ferry.runtimes.relayed import PodProcess
 from ferry.runtimes.resolve import check_options_apply
 
 __all__ = [
@@ -59,7 +60,7 @@ def get_runtime(name: str) -> Runtime:
     raise ConfigError(f"unknown runtime {name!r}; choose one of {', '.join(RUNTIME_NAMES)}")
 
 
-async def start_pair(runtime: Runtime, pair: PodPair, log: LogSink) -> ConnectorProcess:
+async def start_pair(runtime: Runtime, pair: PodPair, log: LogSink) -> PodProcess:
     """Start `pair` as one pod on `runtime` (podman or kubernetes): the single-pod layout."""
     from ferry.runtimes.pods.pod_pair import start_pair as start_on_pods
 

@@ -8,7 +8,9 @@ local Docker engine's container has it bind-mounted) reads and writes the FIFOs 
 
 FIFO opens never block: the read ends are opened non-blocking at once (the wrapper's opens of
 the write ends wait for a reader) and their first read waits until the writer arrived; the
-write end (stdin) is opened once the wrapper holds the read end open.
+write end (stdin) is opened once the wrapper holds the read end open. Closing stdin before the
+wrapper opened it waits for that open too: a FIFO opened for reading waits for a writer to come,
+so closing earlier would leave the connector waiting forever instead of seeing EOF.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import stat
 from pathlib import Path
 
-from ferry.errors import ConnectorCrashed
+from ferry.errors import ConnectorCrashed, RuntimeUnavailable
 from ferry.relay import EXIT_FILE, STDERR, STDIN, STDOUT, TERMINATE_FILE, read_exit_file
 from ferry.runtimes.base import ByteReader, ByteWriter, LogSink, StderrLines, StderrTail
 from ferry.runtimes.pipes import PipeReader, PipeWriter, enlarge_pipe
@@ -26,6 +29,46 @@ from ferry.runtimes.pipes import PipeReader, PipeWriter, enlarge_pipe
 POLL = 0.05  # seconds between looks at the exit file, and at a missing reader of stdin
 # After the connector's output ended, how long its wrapper may take to write the exit code.
 EXIT_FILE_TIMEOUT = 30.0
+# How long the FIFOs of a connector may take to appear when only its wrapper can make them.
+FIFO_TIMEOUT = 60.0
+
+
+def ensure_fifos(directory: Path, reads_stdin: bool) -> bool:
+    """Make `directory` (0777) and the connector's FIFOs in it (0666) unless they exist; True
+    once they all do. The wrapper makes them too, whichever side comes first; the modes let a
+    connector running as another user open them. What this user may not make (the shared
+    directory not yet writable for it) is left to the wrapper."""
+    old_umask = os.umask(0)
+    try:
+        with contextlib.suppress(OSError):
+            directory.mkdir(mode=0o777, parents=True, exist_ok=True)
+        for channel in [STDOUT, STDERR] + ([STDIN] if reads_stdin else []):
+            with contextlib.suppress(FileExistsError, PermissionError, FileNotFoundError):
+                os.mkfifo(directory / channel, 0o666)
+    finally:
+        os.umask(old_umask)
+    channels = [STDOUT, STDERR] + ([STDIN] if reads_stdin else [])
+    return all(stat.S_ISFIFO(_mode(directory / channel)) for channel in channels)
+
+
+def _mode(path: Path) -> int:
+    try:
+        return path.stat().st_mode
+    except OSError:
+        return 0
+
+
+async def prepare_fifos(directory: Path, reads_stdin: bool) -> None:
+    """`ensure_fifos`, waiting (FIFO_TIMEOUT at most) for those only the wrapper may make."""
+    try:
+        async with asyncio.timeout(FIFO_TIMEOUT):
+            while not ensure_fifos(directory, reads_stdin):  # noqa: ASYNC110 - files
+                await asyncio.sleep(POLL)
+    except TimeoutError:
+        raise RuntimeUnavailable(
+            f"the FIFOs in {directory} were not there within {FIFO_TIMEOUT:g}s and this "
+            "process cannot make them: is the shared directory writable by its user?"
+        ) from None
 
 
 class FifoReader(PipeReader):
@@ -80,12 +123,18 @@ class LazyFifoWriter:
         await (await self._open()).write(data)
 
     async def close(self) -> None:
+        """EOF for the connector: never written, the FIFO is opened first, once the connector
+        holds its read end (or has exited)."""
         if self._closed:
             return
+        if self._writer is None:
+            with contextlib.suppress(BrokenPipeError):
+                await self._open()
+        await self.release()
+
+    async def release(self) -> None:
+        """Close without waiting for the connector (it is gone or no longer wanted)."""
         self._closed = True
-        if self._writer is None:  # never written: open it now so the connector sees EOF
-            with contextlib.suppress(OSError):
-                self._writer = PipeWriter(os.open(self._path, os.O_WRONLY | os.O_NONBLOCK))
         if self._writer is not None:
             await self._writer.close()
 
@@ -148,7 +197,7 @@ class FifoProcess:
             await asyncio.wait_for(asyncio.shield(self._draining), 5)
         self._stdout.close()
         if self._stdin is not None:
-            await self._stdin.close()
+            await self._stdin.release()
 
     def stderr_tail(self) -> list[str]:
         return self._tail.lines()

@@ -245,6 +245,13 @@ class PodProcess:
             finally:
                 await self._release()
 
+    async def discard(self) -> None:
+        """Remove the pod now, without waiting for its containers' exit status: for a caller
+        that learnt how the run ended another way (a single pod's control stream)."""
+        self._stopping = True
+        async with self._terminate_lock:
+            await self._release()
+
     def stderr_tail(self) -> list[str]:
         return self._tail.lines()
 

@@ -99,7 +99,8 @@ async def test_one_pod_one_secret_commits_on_echoes(cluster: FakeCluster, tmp_pa
         "heartbeat",
     ]
     assert pod["spec"]["nodeSelector"] == {"pool": "etl"}
-    for container in pod["spec"]["containers"] + pod["spec"]["initContainers"]:
+    assert "initContainers" not in pod["spec"]  # the pump and the wrappers make the FIFOs
+    for container in pod["spec"]["containers"]:
         assert set(container["resources"]) == {"requests", "limits"}, container["name"]
     destination = pod["spec"]["containers"][1]
     assert destination["resources"]["limits"]["memory"] == "1Gi"

@@ -25,12 +25,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ferry.errors import FerryError
+from ferry.errors import FerryError, RuntimeUnavailable
 from ferry.relay import (
     IO_DIR,
-    STDERR,
-    STDIN,
-    STDOUT,
     TERMINATED_EXIT_CODE,
     entrypoint_from_argv,
     wrapper_command,
@@ -38,7 +35,7 @@ from ferry.relay import (
 from ferry.runtimes.base import ByteReader, ByteWriter, ConnectorInvocation, LogSink, protocol_args
 from ferry.runtimes.docker.containers import FILES_DIR, container_spec, resolve_entrypoint
 from ferry.runtimes.docker.engine import DockerEngine
-from ferry.runtimes.fifo import FifoProcess
+from ferry.runtimes.fifo import FifoProcess, ensure_fifos
 
 ENV_DOCKER_FIFO = "FERRY_DOCKER_FIFO"
 SIGKILL_EXIT = 137  # 128 + SIGKILL
@@ -66,12 +63,9 @@ def oom_note(code: int, memory_limit: str | None) -> str | None:
 def make_fifos(reads_stdin: bool) -> Path:
     """A private directory holding `io/` (0777) with the connector's FIFOs (0666)."""
     root = Path(tempfile.mkdtemp(prefix="ferry-docker-"))
-    io_dir = root / "io"
-    io_dir.mkdir()
-    io_dir.chmod(0o777)
-    for channel in [STDOUT, STDERR] + ([STDIN] if reads_stdin else []):
-        os.mkfifo(io_dir / channel)
-        (io_dir / channel).chmod(0o666)
+    if not ensure_fifos(root / "io", reads_stdin):
+        shutil.rmtree(root, ignore_errors=True)
+        raise RuntimeUnavailable(f"cannot make the connector's FIFOs in {root}")
     return root
 
 

@@ -10,21 +10,28 @@ Per connector run (`podman:IMAGE`, or `runtime: podman`):
    `manifests.for_podman`: the Secret becomes a podman secret created beforehand from a Secret
    document holding the PLAIN file contents (podman 4.3 writes `data` values to the files as they
    are; an inline `kind: Secret` would mount base64 text), labelled like the pod.
-4. `podman kube play -` runs the pod. By default with `hostNetwork: true` and the relays
-   connecting to 127.0.0.1; `kubernetes: {host_network: false}` puts the pod on podman's bridge
-   and the relays connect to host.containers.internal. Measured on this 2-core VM (gVisor),
-   2 GB from `dd` in the connector container through FIFO, relay sidecar and ferry's listener:
-   1.08 GB/s with host network, 0.97 GB/s on the bridge. `start()` to the first byte of a
-   trivial connector takes about 1.2 s (kube play of init container + 4 containers), its whole
-   life including removal about 1.7 s.
-5. `podman wait` on the connector container gives its exit code; `podman inspect` says whether
-   it was OOMKilled. Podman 4.3 ignores `activeDeadlineSeconds`: this runtime enforces it and
-   reports DeadlineExceeded. Podman also ignores `terminationGracePeriodSeconds`: `terminate`
-   uses `podman pod stop -t GRACE` (the wrapper and sidecars trap SIGTERM).
-6. Teardown: `podman pod stop -t 0`, `podman pod rm -f` (removes the emptyDir volume),
+4. `podman kube play -` runs the pod, without the Kubernetes manifests' init container (the
+   wrapper and the relays make the FIFOs, whichever comes first; the heartbeat makes the
+   emptyDir, which podman creates 0755, writable for connectors running as another user): an
+   init container runs to its end before the other containers start, 0.35 s of `kube play`.
+   By default with `hostNetwork: true` and the relays connecting to 127.0.0.1;
+   `kubernetes: {host_network: false}` puts the pod on podman's bridge and the relays connect
+   to host.containers.internal. Measured on this 2-core VM, 2 GB from `dd` in the connector
+   container through FIFO, relay sidecar and ferry's listener: 1.08 GB/s with host network,
+   0.97 GB/s on the bridge.
+5. `podman wait` on the connector container gives its exit code (looking every 100 ms);
+   `podman inspect` says whether a failed one was OOMKilled. Podman 4.3 ignores
+   `activeDeadlineSeconds`: this runtime enforces it and reports DeadlineExceeded. Podman also
+   ignores `terminationGracePeriodSeconds`: `terminate` uses `podman pod stop -t GRACE` (the
+   wrapper and sidecars trap SIGTERM).
+6. Teardown: the containers get a moment to end on their own, then `podman pod stop -t 0`, a
+   wait until podman has cleaned up after every container (their conmons gone, `settle`: else
+   `pod rm` may stall 3 s), `podman pod rm -f` (removes the emptyDir volume),
    `podman secret rm` and `podman volume rm` of the volume podman made for the Secret (named
-   after it; it holds the files in plain text, so it must not outlive the run). `ferry gc` sweeps what a killed ferry
-   left (`pods.gc.collect_podman`).
+   after it; it holds the files in plain text, so it must not outlive the run). A pod whose
+   connector exited on its own is removed while ferry goes on (spec, check and discover run
+   before the sync's pods start); the runtime's `close()` waits for those removals. `ferry gc`
+   sweeps what a killed ferry left (`pods.gc.collect_podman`).
 """
 
 from __future__ import annotations
@@ -35,11 +42,11 @@ import json
 import logging
 import math
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ferry.errors import ConnectorCrashed, ImageUnavailable, RuntimeUnavailable
+from ferry.errors import ConnectorCrashed, FerryError, ImageUnavailable, RuntimeUnavailable
 from ferry.relay import (
     LOOPBACK_HOST,
     PODMAN_HOST,
@@ -68,6 +75,14 @@ from ferry.runtimes.relayed import PodProcess, start_pod
 logger = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT = 300.0
+# How often `podman wait` looks at the container (its default 250ms adds 125 ms on average to
+# every short command such as discover; a look costs podman about 1 ms of CPU).
+WAIT_INTERVAL = "100ms"
+# How long a stopped pod's containers may take to be cleaned up before it is removed anyway.
+SETTLE_TIMEOUT = 10.0
+# How long a pod's containers get to end on their own before it is stopped for its removal (after
+# its main container exited, the sidecars end within a heartbeat tick).
+LINGER = 2.0
 
 
 @dataclass(frozen=True)
@@ -140,7 +155,13 @@ def clean_stderr(text: str) -> str:
 class PodmanPod:
     """One played pod (a PodBackend)."""
 
-    def __init__(self, manifests: PodManifests, *, deadline: int | None) -> None:
+    def __init__(
+        self,
+        manifests: PodManifests,
+        *,
+        deadline: int | None,
+        removals: set[asyncio.Task[list[str]]] | None = None,
+    ) -> None:
         self.manifests = manifests
         self.name = manifests.name
         self.description = f"podman pod {manifests.name}"
@@ -149,6 +170,12 @@ class PodmanPod:
         self._has_secret = bool(manifests.secret["data"])
         self._removed = False
         self._remove_lock = asyncio.Lock()
+        # The runtime's removals still under way; a pod whose main container exited is removed
+        # there, while ferry goes on (the runtime's close() waits for them).
+        self._removals = removals
+        self._exited = False  # the main container ended on its own (not stopped by ferry)
+        self._stopped = False
+        self._conmons: asyncio.Future[dict[str, int]] | None = None
 
     async def launch(self) -> None:
         """The secret (`podman secret create`), then the pod (`podman kube play`)."""
@@ -176,6 +203,8 @@ class PodmanPod:
             raise RuntimeUnavailable(
                 f"podman kube play of pod {manifests.name} failed: {clean_stderr(played.stderr)}"
             )
+        # For the removal, looked up while the pod runs rather than when it is removed.
+        self._conmons = asyncio.ensure_future(conmon_pids(self.name))
 
     async def wait_connector(self, on_running: Callable[[], None]) -> int:
         on_running()  # `podman kube play` returned: the containers run
@@ -197,7 +226,7 @@ class PodmanPod:
                 await asyncio.gather(waiting, return_exceptions=True)
 
     async def _wait(self) -> int:
-        result = await podman("wait", self.container, limit=None)
+        result = await podman("wait", "--interval", WAIT_INTERVAL, self.container, limit=None)
         if result.code != 0:
             raise ConnectorCrashed(
                 f"{self.description}: cannot wait for the connector container (it was removed "
@@ -205,6 +234,9 @@ class PodmanPod:
             )
         text = result.stdout.strip().splitlines()
         code = int(text[-1]) if text and text[-1].lstrip("-").isdigit() else -1
+        self._exited = True
+        if code == 0:
+            return 0  # not OOMKilled: nothing for `podman inspect` to add
         state = await podman(
             "inspect", "--format", "{{.State.OOMKilled}} {{.State.ExitCode}}", self.container
         )
@@ -222,6 +254,7 @@ class PodmanPod:
         return code
 
     async def stop(self, grace: float) -> None:
+        self._stopped = True
         result = await podman("pod", "stop", "-t", str(math.ceil(grace)), self.name)
         if result.code != 0 and "no pod with name" not in result.stderr:
             logger.warning("%s: stop failed: %s", self.description, clean_stderr(result.stderr))
@@ -231,7 +264,17 @@ class PodmanPod:
             if self._removed:
                 return
             self._removed = True
-            await remove_pod_resources(self.name, secret=self._has_secret)
+            conmons = None
+            if self._conmons is not None:
+                with contextlib.suppress(FerryError):
+                    conmons = await asyncio.shield(self._conmons)
+            removal = remove_pod_resources(self.name, secret=self._has_secret, conmons=conmons)
+            if self._exited and not self._stopped and self._removals is not None:
+                task = asyncio.create_task(removal, name=f"remove {self.description}")
+                self._removals.add(task)
+                task.add_done_callback(self._removals.discard)
+            else:
+                await removal
 
 
 def pod_teardown(name: str) -> tuple[list[str], list[str]]:
@@ -240,26 +283,74 @@ def pod_teardown(name: str) -> tuple[list[str], list[str]]:
     Whatever still runs is killed at once (`terminate` stopped the pod gracefully before; after
     the connector exited only the pause container and finishing sidecars are left; `ferry gc`
     removes what nobody needs). Measured on podman 4.3: `pod stop -t 0` then `pod rm -f` takes
-    0.2-0.3 s, `pod rm -f -t 0` 3.3-3.5 s.
+    0.2-0.3 s, `pod rm -f -t 0` 3.3-3.5 s; `pod rm` right after a stop that killed containers
+    also takes 3.3 s at times, unless their cleanup is waited for (`settle`).
     """
     return ["pod", "stop", "-t", "0", name], ["pod", "rm", "-f", name]
 
 
-async def remove_pod_resources(name: str, *, secret: bool = True) -> list[str]:
-    """Remove a pod, its secret and the secret's volume (all named `name`); the problems."""
-    problems: list[str] = []
+async def conmon_pids(name: str) -> dict[str, int]:
+    """Container name -> pid of its conmon, for every container of the pod `name` (infra too)."""
+    listed = await podman("ps", "--all", "--quiet", "--filter", f"pod={name}")
+    ids = listed.stdout.split()
+    if listed.code != 0 or not ids:
+        return {}
+    inspected = await podman("inspect", "--format", "{{.Name}} {{.State.ConmonPid}}", *ids)
+    rows = (line.rpartition(" ") for line in inspected.stdout.splitlines())
+    return {container: int(pid) for container, _, pid in rows if pid.isdigit() and int(pid) > 0}
+
+
+async def settle(pids: Iterable[int], timeout: float = SETTLE_TIMEOUT) -> None:  # noqa: ASYNC109
+    """Wait (`timeout` seconds at most) until the conmon processes `pids` are gone.
+
+    A conmon outlives its container while podman's cleanup of it (the exit command conmon runs)
+    is under way; `pod rm` meanwhile finds the pod's cgroup busy and retries for 3 s until it
+    TERMs that cleanup. Measured here: `pod rm` 3.3-3.6 s right after `pod kill` or
+    `pod stop -t 0`, 0.1-0.3 s once the conmons are gone. A container that ends on its own is
+    cleaned up at once; one that is stopped, with all the others at the same moment: the
+    conmons of a pod killed with 4 containers took 1.5-1.9 s to be gone.
+    """
+    waiting = list(pids)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while any(map(_alive, waiting)) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+async def remove_pod_resources(
+    name: str, *, secret: bool = True, conmons: Mapping[str, int] | None = None
+) -> list[str]:
+    """Remove a pod, its secret and the secret's volume (all named `name`); the problems.
+
+    `conmons` (`conmon_pids`, looked up now if not given): the pod's containers get LINGER
+    seconds to end on their own and be cleaned up (`settle`) before the pod is stopped. The
+    secret goes meanwhile (`kube play` copied it into the volume); the volume only once the pod
+    is gone (`volume rm -f` would remove the containers using it).
+    """
+    secret_rm = asyncio.ensure_future(podman("secret", "rm", name)) if secret else None
+    if conmons is None:
+        conmons = await conmon_pids(name)
+    own = [pid for container, pid in conmons.items() if not container.endswith("-infra")]
+    await settle(own, LINGER)
     stop, remove = pod_teardown(name)
     await podman(*stop)
-    result = await podman(*remove)
-    if result.code != 0 and "no pod with name" not in result.stderr:
-        problems.append(f"pod rm: {clean_stderr(result.stderr)}")
-    if secret:
-        removed = await asyncio.gather(
-            podman("secret", "rm", name), podman("volume", "rm", "-f", name)
-        )
-        for what, result in zip(("secret", "volume"), removed, strict=True):
-            if result.code != 0 and f"no such {what}" not in result.stderr:
-                problems.append(f"{what} rm: {clean_stderr(result.stderr)}")
+    await settle(conmons.values())
+    results = {"pod": await podman(*remove)}
+    if secret_rm is not None:
+        results["volume"] = await podman("volume", "rm", "-f", name)
+        results["secret"] = await secret_rm
+    problems = []
+    for what, result in results.items():
+        gone = f"no {what} with name" in result.stderr or f"no such {what}" in result.stderr
+        if result.code != 0 and not gone:
+            problems.append(f"{what} rm: {clean_stderr(result.stderr)}")
     for problem in problems:
         logger.warning("podman pod %s: %s", name, problem)
     return problems
@@ -275,6 +366,7 @@ class PodmanRuntime:
         self._ready_images: set[str] = set()
         self._configs: dict[str, Mapping[str, Any]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self.removals: set[asyncio.Task[list[str]]] = set()
 
     async def start(self, invocation: ConnectorInvocation, log: LogSink) -> PodProcess:
         ref = invocation.connector
@@ -311,10 +403,16 @@ class PodmanRuntime:
                 sidecar_image=sidecar_image,
             )
             manifests = for_podman(manifests, host_network=host_network)
+            # Without the init container: the wrapper and the relays make the FIFOs whichever
+            # comes first, the heartbeat opens the directory to other users; an init container
+            # runs to its end before the others start (0.35 s of `podman kube play`).
+            del manifests.pod["spec"]["initContainers"]
             if options.pull == "always":  # pulled above; do not let kube play pull again
                 for container in manifests.pod["spec"]["containers"]:
                     container["imagePullPolicy"] = "IfNotPresent"
-            return PodmanPod(manifests, deadline=settings.active_deadline_seconds)
+            return PodmanPod(
+                manifests, deadline=settings.active_deadline_seconds, removals=self.removals
+            )
 
         return await start_pod(invocation, log, listener, make_pod)
 
@@ -358,16 +456,27 @@ class PodmanRuntime:
 
     async def fingerprint(self, ref: ConnectorRef) -> str | None:
         """The image's id after the pull policy is applied (as `start` applies it), and the
-        `entrypoint` option (a pod always runs the image under ferry's wrapper)."""
-        await self.ensure_image(ref.target, ref.options.pull)
-        inspected = await podman("image", "inspect", "--format", "{{.Id}}", ref.target)
+        `entrypoint` option (a pod always runs the image under ferry's wrapper).
+
+        An image already there needs only its id (one podman call instead of two)."""
+        inspected = await self._image_id(ref.target)
+        if inspected.code != 0 or ref.options.pull == "always":
+            await self.ensure_image(ref.target, ref.options.pull)
+            inspected = await self._image_id(ref.target)
+        else:
+            self._ready_images.add(ref.target)
         image_id = inspected.stdout.strip()
         if inspected.code != 0 or not image_id:
             return None
         return fingerprint_of(ref, image_id=image_id, entrypoint=ref.options.entrypoint)
 
+    async def _image_id(self, image: str) -> Completed:
+        return await podman("image", "inspect", "--format", "{{.Id}}", image)
+
     async def sweep_orphans(self) -> list[str]:
         return []  # pods stop themselves once ferry is gone (heartbeat); `ferry gc` removes them
 
     async def close(self) -> None:
-        """Nothing to release: pods are removed by their processes, the listener is shared."""
+        """Finish removing the pods whose connectors exited (the listener is shared)."""
+        while self.removals:
+            await asyncio.gather(*self.removals, return_exceptions=True)

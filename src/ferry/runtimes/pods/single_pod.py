@@ -3,9 +3,11 @@
 `kubernetes: {layout: single-pod}` in a connection file (or `ferry sync --layout single-pod`)
 runs a sync as ONE pod, Airbyte 1.x's replication-pod layout:
 
-- init container `ferry-init` (sidecar image) makes the FIFOs in the pod's emptyDir (its volume
-  name is unique per pod: podman's emptyDirs are global by name): `source/{stdout,stderr}` and
-  `destination/{stdin,stdout,stderr}`;
+- no init container: the FIFOs in the pod's emptyDir (its volume name is unique per pod:
+  podman's emptyDirs are global by name), `source/{stdout,stderr}` and
+  `destination/{stdin,stdout,stderr}`, are made by the pump and the wrappers, whichever comes
+  first (directories 0777, FIFOs 0666, for containers running as different users; the heartbeat
+  makes the emptyDir itself 0777, which podman creates 0755);
 - `source` and `destination` run their images under ferry's wrapper (`eval "$AIRBYTE_ENTRYPOINT"`,
   or the `entrypoint:` override), each with its own directory of that emptyDir;
 - `pump` runs `python -m ferry.engine.pod_pump` from the ferry image (FERRY_IMAGE): the same
@@ -48,13 +50,11 @@ from ferry.runtimes.pods.manifests import (
     ANNOTATION_PREFIX,
     DEFAULT_SMALL_RESOURCES,
     FILES_DIR,
-    INIT_CONTAINER,
     KUBERNETES_PULL_POLICIES,
     PodManifests,
     _connector_resources,
     _dns_part,
     _host_volumes,
-    _init_script,
     _pod_spec,
     _user_env,
     merge_resources,
@@ -70,6 +70,9 @@ DEFAULT_PUMP_RESOURCES: dict[str, dict[str, str]] = {
     "requests": {"cpu": "250m", "memory": "128Mi"},
     "limits": {"cpu": "2", "memory": "512Mi"},
 }
+# The heartbeat looks for the pump's exit code every 0.1 s: once the sync ended, the pod is
+# removed when its containers have ended, and the heartbeat's look is the last to come.
+SINGLE_POD_HEARTBEAT = HeartbeatSettings(tick=0.1)
 
 
 def secret_key(role: str, file: str) -> str:
@@ -205,27 +208,23 @@ def build_single_pod(
     ]
     small = merge_resources(DEFAULT_SMALL_RESOURCES, {})
     try:
-        beat = heartbeat_sidecar_command(token=token, endpoint=endpoint, settings=heartbeat)
+        beat = heartbeat_sidecar_command(
+            token=token, endpoint=endpoint, settings=heartbeat or SINGLE_POD_HEARTBEAT
+        )
     except ValueError as e:
         raise ConfigError(str(e)) from None
     containers.append(pump)
     containers.append(_container(HEARTBEAT_CONTAINER, sidecar_image, beat, small, [io_mount]))
-    init_script = (
-        f"chmod 0777 {IO_DIR} 2>/dev/null\nmkdir -p {io_path('source')} {io_path('destination')}"
-        f" || exit 1\n(\n{_init_script(False, io_path('source'))}) || exit 1\n"
-        f"{_init_script(True, io_path('destination'))}"
-    )
-    init = _container(
-        INIT_CONTAINER, sidecar_image, ["/bin/sh", "-c", init_script], small, [io_mount]
-    )
-    check_portable(init["command"], "the init container's command")
     volumes.append(
         {
             "name": files_volume,
             "secret": {"secretName": name, "defaultMode": 0o444, "optional": False},
         }
     )
-    spec = _pod_spec(settings, init, containers, volumes)
+    spec = _pod_spec(settings, {}, containers, volumes)
+    # No init container: the pump and the wrappers make the FIFOs, whichever comes first (one
+    # container less to run before the others start: 0.35 s of `podman kube play`).
+    del spec["initContainers"]
     labels = pod_labels(pod_invocation, extra_labels, settings.labels)
     annotations = {**settings.annotations, **owner_annotations(pod_invocation, extra_labels)}
     for invocation in pair.invocations():
