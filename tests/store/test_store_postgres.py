@@ -67,7 +67,8 @@ def test_a_commit_after_the_lock_session_was_lost_is_refused(postgres_url: str) 
         store.commit_states("c", attempt, [stream_state(1)])
         (holder,) = lock_sessions(postgres_url)
         with psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (holder,))
+            # With a timeout, the call returns once the session is gone, its locks with it.
+            admin.execute("SELECT pg_terminate_backend(%s, 10000)", (holder,))
         with pytest.raises(StoreError, match="lost its lock on connection 'c'"):
             store.commit_states("c", attempt, [stream_state(2)])
         assert store.load_state("c").streams  # the state of the refused commit is not there
