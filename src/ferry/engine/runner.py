@@ -581,6 +581,7 @@ def _config_file(endpoint: Endpoint, where: str) -> bytes:
 
 
 def _counts(stats: SyncStats) -> list[StreamCounts]:
+    # tuple() copies the streams at once: a commit reads them from a thread (Attempt).
     return [
         StreamCounts(
             StreamDescriptor(s.name, s.namespace),
@@ -590,7 +591,7 @@ def _counts(stats: SyncStats) -> list[StreamCounts]:
             s.bytes_committed,
             s.records_rejected,
         )
-        for s in stats.streams.values()
+        for s in tuple(stats.streams.values())
     ]
 
 
