@@ -11,13 +11,20 @@ Modes, in this order:
                        fsync on, tests/pgkit.py);
 - one-process-postgres one `ferry sync DIR --parallel N` running them all in one process.
 Then the store alone: as many processes committing 100 batches each at once, nothing else
-running, for each backend (the store's own latency, without the connectors' CPU load).
+running, for each backend: back to back (a throughput test: the commits queue for the CPU) and
+paced (PACED_PAUSE between two commits of a process, closer to what syncs do).
 Each ferry process runs through benchmarks/ferry_rusage.py: its own peak RSS and CPU, and the
-duration of every store commit it made (FERRY_BENCH_COMMITS=1), under that load.
+duration of every store commit it made (FERRY_BENCH_COMMITS=1), under that load: the latency
+ferry observes (commit_ms_*), and as a share of the process's wall time
+(share_of_wall_in_commits). The server logs every statement with its duration: the sum over a
+commit's statements, BEGIN to COMMIT (the WAL flush included), is its server-side time
+(server_commit_ms_*). What lies between the two is the client's own work and the time both
+sides wait for a CPU: 20 processes and their 40 connectors on 2 cores.
 The CPU a mode needed is ferry's with its connectors (os.wait4 of each ferry process: its
 reaped children included) plus, for PostgreSQL, the server's processes (from /proc). The target
 "no contention of ferry's own" is wall <= CPU / cores (ratio <= 1, with some slack for start-up
-on a shared machine); the PostgreSQL target is a commit p99 under 10 ms.
+on a shared machine); the PostgreSQL target is a commit p99 under 10 ms. The load average at
+each mode's start and end tells how much else ran on the machine.
 Writes DIR/many_syncs.json and DIR/many_syncs.md (default DIR: benchmarks/results).
 """
 

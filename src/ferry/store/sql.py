@@ -359,8 +359,7 @@ class SqlStore(Store):
             )
             if cursor.rowcount != 1:
                 raise StoreError(f"there is no attempt {attempt_id}")
-            for counts in stats:
-                _set_counts(db, attempt_id, counts, 0, self.ddl.namespace_key)
+            _set_counts(db, attempt_id, list(stats), Counter(), self.ddl.namespace_key)
             db.execute(
                 "UPDATE runs SET updated_at = ?"
                 " WHERE id = (SELECT run_id FROM attempts WHERE id = ?)",
@@ -549,14 +548,25 @@ def _write_state(
         " attempt_id = excluded.attempt_id",
         (connection, new.type, _text(shared), now, attempt_id),
     )
-    for descriptor, value in new.streams.items():
-        db.execute(
-            "INSERT INTO stream_state (connection, name, namespace, state, updated_at)"
-            f" VALUES (?, ?, ?, ?, ?) ON CONFLICT (connection, name, {namespace_key})"
-            " DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at"
-            " WHERE stream_state.state <> excluded.state",
-            (connection, descriptor.name, descriptor.namespace, _text(value), now),
-        )
+    _insert_rows(
+        db,
+        "INSERT INTO stream_state (connection, name, namespace, state, updated_at)",
+        [(connection, d.name, d.namespace, _text(value), now) for d, value in new.streams.items()],
+        f"ON CONFLICT (connection, name, {namespace_key}) DO UPDATE SET state = excluded.state,"
+        " updated_at = excluded.updated_at WHERE stream_state.state <> excluded.state",
+    )
+
+
+_ROWS_PER_STATEMENT = 500  # bound the placeholders of a statement (SQLite: 32 766)
+
+
+def _insert_rows(db: Db, insert: str, rows: Sequence[tuple[Any, ...]], conflict: str) -> None:
+    """`insert VALUES (row), (row)... conflict`: a statement for many rows (none: nothing)."""
+    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+        chunk = rows[start : start + _ROWS_PER_STATEMENT]
+        row = "(" + ", ".join("?" * len(chunk[0])) + ")"
+        values = ", ".join([row] * len(chunk))
+        db.execute(f"{insert} VALUES {values} {conflict}", [v for r in chunk for v in r])
 
 
 def _count_commit(
@@ -578,42 +588,53 @@ def _count_commit(
         (now, attempt_id),
     )
     touched = Counter(d for state in states for d in streams_touched(state))
-    for counts in progress:
-        _set_counts(db, attempt_id, counts, touched.pop(counts.stream, 0), namespace_key)
-    for descriptor, count in touched.items():
-        db.execute(
-            "INSERT INTO attempt_streams (attempt_id, name, namespace, states_committed)"
-            f" VALUES (?, ?, ?, ?) ON CONFLICT (attempt_id, name, {namespace_key}) DO UPDATE"
-            " SET states_committed = attempt_streams.states_committed + excluded.states_committed",
-            (attempt_id, descriptor.name, descriptor.namespace, count),
-        )
+    _set_counts(db, attempt_id, progress, touched, namespace_key)
+    given = {counts.stream for counts in progress}
+    _insert_rows(
+        db,
+        "INSERT INTO attempt_streams (attempt_id, name, namespace, states_committed)",
+        [
+            (attempt_id, d.name, d.namespace, count)
+            for d, count in touched.items()
+            if d not in given
+        ],
+        f"ON CONFLICT (attempt_id, name, {namespace_key}) DO UPDATE"
+        " SET states_committed = attempt_streams.states_committed + excluded.states_committed",
+    )
 
 
 def _set_counts(
-    db: Db, attempt_id: int, counts: StreamCounts, states: int, namespace_key: str
+    db: Db,
+    attempt_id: int,
+    progress: Sequence[StreamCounts],
+    states: Counter[StreamDescriptor],
+    namespace_key: str,
 ) -> None:
-    """Set a stream's counts in an attempt and add `states` to its committed states."""
-    stream = counts.stream
-    db.execute(
+    """Set the streams' counts in an attempt and add `states` to their committed states."""
+    latest = {counts.stream: counts for counts in progress}  # a row is set once per statement
+    _insert_rows(
+        db,
         "INSERT INTO attempt_streams (attempt_id, name, namespace, states_committed, records,"
-        " bytes, records_committed, bytes_committed, records_rejected)"
-        f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (attempt_id, name, {namespace_key})"
-        " DO UPDATE SET states_committed = attempt_streams.states_committed"
-        " + excluded.states_committed, records = excluded.records, bytes = excluded.bytes,"
+        " bytes, records_committed, bytes_committed, records_rejected)",
+        [
+            (
+                attempt_id,
+                counts.stream.name,
+                counts.stream.namespace,
+                states[counts.stream],
+                counts.records_sent,
+                counts.bytes_sent,
+                counts.records_committed,
+                counts.bytes_committed,
+                counts.records_rejected,
+            )
+            for counts in latest.values()
+        ],
+        f"ON CONFLICT (attempt_id, name, {namespace_key}) DO UPDATE"
+        " SET states_committed = attempt_streams.states_committed + excluded.states_committed,"
+        " records = excluded.records, bytes = excluded.bytes,"
         " records_committed = excluded.records_committed,"
-        " bytes_committed = excluded.bytes_committed,"
-        " records_rejected = excluded.records_rejected",
-        (
-            attempt_id,
-            stream.name,
-            stream.namespace,
-            states,
-            counts.records_sent,
-            counts.bytes_sent,
-            counts.records_committed,
-            counts.bytes_committed,
-            counts.records_rejected,
-        ),
+        " bytes_committed = excluded.bytes_committed, records_rejected = excluded.records_rejected",
     )
 
 
