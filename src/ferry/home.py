@@ -26,17 +26,42 @@ def run_dir() -> Path:
 def make_run_dir(kind: str) -> Path:
     """A fresh private (0700) directory under run_dir(), owned by this process."""
     pid = os.getpid()
-    return Path(tempfile.mkdtemp(prefix=f"{pid}-{process_start(pid) or 0}-{kind}-", dir=run_dir()))
+    start = process_start_text(pid) or 0
+    return Path(tempfile.mkdtemp(prefix=f"{pid}-{start}-{kind}-", dir=run_dir()))
 
 
-def process_start(pid: int) -> str | None:
-    """The kernel's start time of `pid` (clock ticks since boot) as text; None if unknown."""
+def process_start(pid: int) -> int | None:
+    """Start time of a live process in clock ticks since boot (what tells a pid's owner from a
+    later process given the same pid); None if there is no such process.
+
+    A zombie (dead, not yet reaped) counts as gone. Without procfs the start time is unknown (0).
+    """
     stat = process_stat(pid)
     if stat is None:
-        return None
+        return None if os.path.isdir("/proc/self") else _alive_without_proc(pid)
     fields = stat.split()
-    # Fields after the command name: state is 3rd overall, starttime the 22nd.
-    return fields[19] if len(fields) > 19 else None
+    if not fields or fields[0] in ("Z", "X"):
+        return None
+    try:
+        return int(fields[19])  # field 22 of the whole line: starttime
+    except (IndexError, ValueError):
+        return 0
+
+
+def process_start_text(pid: int) -> str | None:
+    """`process_start` as text, as run owners are stored; None when gone or unknown."""
+    start = process_start(pid)
+    return str(start) if start else None
+
+
+def _alive_without_proc(pid: int) -> int | None:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # exists, owned by another user
+    return 0
 
 
 def process_stat(pid: int) -> str | None:

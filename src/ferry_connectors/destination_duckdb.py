@@ -258,6 +258,56 @@ def is_text_cast(sql_type: str) -> bool:
     return upper in INTEGER_TYPES or upper.startswith(TEXT_CAST_PREFIXES)
 
 
+def _parse_sql(
+    text_cols: list[Column], json_cols: list[Column], *, ordinal: bool, data: bool
+) -> list[str]:
+    """The innermost SELECT list: the line parsed for every scalar column's text and
+    emitted_at (`s`, emitted_at last), the JSON columns (`j`) and the whole data (`d`)."""
+    ptrs = [literal(json_pointer(["record", "data", c.field])) for c in text_cols]
+    ptrs.append(literal("/record/emitted_at"))
+    inner = [f"json_extract_string(l, [{', '.join(ptrs)}]) AS s"]
+    if ordinal:
+        inner.append("o")
+    if json_cols:
+        jptrs = ", ".join(literal(json_pointer(["record", "data", c.field])) for c in json_cols)
+        inner.append(f"json_extract(l, [{jptrs}]) AS j")
+    if data:
+        inner.append("json_extract(l, '/record/data') AS d")
+    return inner
+
+
+def _typed_sql(text_cols: list[Column], json_cols: list[Column]) -> tuple[list[str], list[str]]:
+    """Every column typed from `s`/`j`, and per castable column the condition of a value the
+    cast nulled (raw is not null and typed is null)."""
+    typed: list[str] = []
+    nulled: list[str] = []
+    for i, c in enumerate(text_cols, 1):
+        typed.append(f"{_from_text(f's[{i}]', c.type)} AS {ident(c.name)}")
+        if c.type.upper() != "VARCHAR":
+            nulled.append(f"_ferry_s[{i}] IS NOT NULL AND {ident(c.name)} IS NULL")
+    for i, c in enumerate(json_cols, 1):
+        raw = f"j[{i}]"
+        kept = raw if c.type.upper() == "JSON" else f"TRY_CAST({raw} AS {c.type})"
+        typed.append(
+            f"CASE WHEN json_type({raw}) = 'NULL' THEN NULL ELSE {kept} END AS {ident(c.name)}"
+        )
+        if c.type.upper() != "JSON":
+            nulled.append(f"json_type(_ferry_j[{i}]) <> 'NULL' AND {ident(c.name)} IS NULL")
+    return typed, nulled
+
+
+def _from_text(raw: str, type_: str) -> str:
+    if type_.upper() == "VARCHAR":
+        return raw
+    if type_.upper() in INTEGER_TYPES:
+        # TRY_CAST alone would round 12.5 to 13: accept only integral values.
+        return (
+            f"CASE WHEN TRY_CAST({raw} AS DOUBLE) = TRY_CAST({raw} AS {type_})"
+            f" THEN TRY_CAST({raw} AS {type_}) END"
+        )
+    return f"TRY_CAST({raw} AS {type_})"
+
+
 # ------------------------------------------------------------------------------------------------
 # One stream's table
 # ------------------------------------------------------------------------------------------------
@@ -323,47 +373,14 @@ class StreamTable:
         """
         text_cols = [c for c in self.columns if is_text_cast(c.type) and c.name != DATA]
         json_cols = [c for c in self.columns if not is_text_cast(c.type) and c.name != DATA]
-        ptrs = [literal(json_pointer(["record", "data", c.field])) for c in text_cols]
-        ptrs.append(literal("/record/emitted_at"))
-        inner = [f"json_extract_string(l, [{', '.join(ptrs)}]) AS s"]
-        if ordinal:
-            inner.append("o")
-        if json_cols:
-            jptrs = ", ".join(literal(json_pointer(["record", "data", c.field])) for c in json_cols)
-            inner.append(f"json_extract(l, [{jptrs}]) AS j")
-        if any(c.name == DATA for c in self.columns):
-            inner.append("json_extract(l, '/record/data') AS d")
-        typed: list[str] = []
-        nulled: list[str] = []  # (raw is not null and typed is null) per castable column
-        for i, c in enumerate(text_cols, 1):
-            raw = f"s[{i}]"
-            if c.type.upper() == "VARCHAR":
-                typed.append(f"{raw} AS {ident(c.name)}")
-                continue
-            if c.type.upper() in INTEGER_TYPES:
-                # TRY_CAST alone would round 12.5 to 13: accept only integral values.
-                value = (
-                    f"CASE WHEN TRY_CAST({raw} AS DOUBLE) = TRY_CAST({raw} AS {c.type})"
-                    f" THEN TRY_CAST({raw} AS {c.type}) END"
-                )
-            else:
-                value = f"TRY_CAST({raw} AS {c.type})"
-            typed.append(f"{value} AS {ident(c.name)}")
-            nulled.append(f"_ferry_s[{i}] IS NOT NULL AND {ident(c.name)} IS NULL")
-        for i, c in enumerate(json_cols, 1):
-            raw = f"j[{i}]"
-            if c.type.upper() == "JSON":
-                value = f"CASE WHEN json_type({raw}) = 'NULL' THEN NULL ELSE {raw} END"
-                typed.append(f"{value} AS {ident(c.name)}")
-                continue
-            value = f"CASE WHEN json_type({raw}) = 'NULL' THEN NULL ELSE TRY_CAST({raw} AS {c.type}) END"
-            typed.append(f"{value} AS {ident(c.name)}")
-            nulled.append(f"json_type(_ferry_j[{i}]) <> 'NULL' AND {ident(c.name)} IS NULL")
-        if any(c.name == DATA for c in self.columns):
+        has_data = any(c.name == DATA for c in self.columns)
+        inner = _parse_sql(text_cols, json_cols, ordinal=ordinal, data=has_data)
+        typed, nulled = _typed_sql(text_cols, json_cols)
+        if has_data:
             typed.append(f"CASE WHEN json_type(d) = 'NULL' THEN NULL ELSE d END AS {ident(DATA)}")
         if ordinal:
             typed.append(f"o AS {ident(ORDINAL)}")
-        typed.append(f"s[{len(ptrs)}] AS _ferry_e, s AS _ferry_s")
+        typed.append(f"s[{len(text_cols) + 1}] AS _ferry_e, s AS _ferry_s")  # emitted_at: last
         if json_cols:
             typed.append("j AS _ferry_j")
         outer = [ident(c.name) for c in self.columns]

@@ -39,6 +39,7 @@ from ferry.protocol.messages import (
     AirbyteStateMessage,
     AirbyteStream,
     AirbyteStreamState,
+    ConfiguredAirbyteCatalog,
     StateStats,
     StreamDescriptor,
 )
@@ -336,58 +337,59 @@ def discover_catalog(config: dict[str, Any]) -> AirbyteCatalog:
 
 def parse_state(raw: Any) -> dict[str, int]:
     """Cursors by stream name from a STREAM/GLOBAL state list or a legacy {stream: state} dict."""
-    per_stream: dict[str, Any] = {}
-    if isinstance(raw, list):
-        for item in raw:
-            if not isinstance(item, dict):
-                raise ConfigError("the state file must hold a list of state messages")
-            kind = item.get("type") or STATE_LEGACY
-            if kind == STATE_STREAM:
-                stream = item.get("stream") or {}
-                descriptor = stream.get("stream_descriptor") or {}
-                per_stream[str(descriptor.get("name"))] = stream.get("stream_state")
-            elif kind == STATE_GLOBAL:
-                for stream in (item.get("global") or {}).get("stream_states") or []:
-                    name = (stream.get("stream_descriptor") or {}).get("name")
-                    per_stream[str(name)] = stream.get("stream_state")
-            elif isinstance(item.get("data"), dict):
-                per_stream.update(item["data"])
-    elif isinstance(raw, dict):
-        per_stream.update(raw)
-    elif raw is not None:
+    return {
+        name: _cursor(name, stream_state)
+        for name, stream_state in _stream_states(raw).items()
+        if stream_state is not None
+    }
+
+
+def _stream_states(raw: Any) -> dict[str, Any]:
+    if isinstance(raw, dict):
+        return dict(raw)
+    if raw is None:
+        return {}
+    if not isinstance(raw, list):
         raise ConfigError("the state file must hold a list of state messages or an object")
-    cursors = {}
-    for name, stream_state in per_stream.items():
-        if stream_state is None:
-            continue
-        cursor = stream_state.get("cursor") if isinstance(stream_state, dict) else None
-        if not isinstance(cursor, int) or isinstance(cursor, bool) or cursor < 0:
-            raise ConfigError(
-                f"state of stream {name!r} must be {{'cursor': <id >= 0>}}, got {stream_state!r}"
-            )
-        cursors[name] = cursor
-    return cursors
+    per_stream: dict[str, Any] = {}
+    for item in raw:
+        per_stream.update(_states_in_message(item))
+    return per_stream
+
+
+def _states_in_message(item: Any) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise ConfigError("the state file must hold a list of state messages")
+    kind = item.get("type") or STATE_LEGACY
+    if kind == STATE_STREAM:
+        streams = [item.get("stream") or {}]
+    elif kind == STATE_GLOBAL:
+        streams = (item.get("global") or {}).get("stream_states") or []
+    else:
+        data = item.get("data")
+        return dict(data) if isinstance(data, dict) else {}
+    return {
+        str((stream.get("stream_descriptor") or {}).get("name")): stream.get("stream_state")
+        for stream in streams
+    }
+
+
+def _cursor(name: str, stream_state: Any) -> int:
+    cursor = stream_state.get("cursor") if isinstance(stream_state, dict) else None
+    if not isinstance(cursor, int) or isinstance(cursor, bool) or cursor < 0:
+        raise ConfigError(
+            f"state of stream {name!r} must be {{'cursor': <id >= 0>}}, got {stream_state!r}"
+        )
+    return cursor
 
 
 def read(args: _io.Args) -> int:
     config = _io.load_config(args.config, CONNECTION_SPECIFICATION)
     catalog = _io.load_catalog(args.catalog)
     cursors = parse_state(_io.load_json(args.state, "state")) if args.state else {}
-    count: int = config.get("count", 1000)
     record_size: int = config.get("record_size", 200)
-    n_streams: int = config.get("streams", 1)
     state_every: int = config.get("state_every", 10000)
-    known = {stream_name(i) for i in range(n_streams)}
-    runs = []
-    for configured in catalog.streams:
-        name = configured.stream.name
-        if name not in known:
-            raise ConfigError(
-                f"stream {name!r} is not one of this source's streams"
-                f" (stream_0 .. stream_{n_streams - 1})"
-            )
-        start = cursors.get(name, 0) if configured.sync_mode == INCREMENTAL else 0
-        runs.append(StreamRun(name=name, next_id=start + 1, count=count))
+    runs = _stream_runs(catalog, cursors, config.get("count", 1000), config.get("streams", 1))
 
     templates = Templates(config.get("seed", 0), record_size)
     writer = ChunkWriter(sys.stdout.buffer)
@@ -418,6 +420,24 @@ def read(args: _io.Args) -> int:
                     active.remove(run)
     writer.flush()
     return 0
+
+
+def _stream_runs(
+    catalog: ConfiguredAirbyteCatalog, cursors: dict[str, int], count: int, n_streams: int
+) -> list[StreamRun]:
+    """A run per configured stream, resuming an incremental one after its cursor."""
+    known = {stream_name(i) for i in range(n_streams)}
+    runs = []
+    for configured in catalog.streams:
+        name = configured.stream.name
+        if name not in known:
+            raise ConfigError(
+                f"stream {name!r} is not one of this source's streams"
+                f" (stream_0 .. stream_{n_streams - 1})"
+            )
+        start = cursors.get(name, 0) if configured.sync_mode == INCREMENTAL else 0
+        runs.append(StreamRun(name=name, next_id=start + 1, count=count))
+    return runs
 
 
 def _now_ms() -> bytes:

@@ -34,6 +34,17 @@ def faker_connection(tmp_path: Path, count: int = 300) -> ferry.Connection:
     )
 
 
+def test_the_public_names_are_the_api_packages_and_the_errors() -> None:
+    """`ferry/__init__.py` lists the API's names without importing it (the first-party
+    connectors import `ferry.errors` alone): the list must be what `ferry.api` exports."""
+    import ferry.api
+    import ferry.errors
+
+    own = {n for n in ferry.__all__ if hasattr(ferry.errors, n)} | {"__version__"}
+    assert set(ferry.__all__) - own == set(ferry.api.__all__)
+    assert all(getattr(ferry, name) is getattr(ferry.api, name) for name in ferry.api.__all__)
+
+
 def table_counts(path: Path) -> dict[str, int]:
     with duckdb.connect(str(path), read_only=True) as con:
         tables = [

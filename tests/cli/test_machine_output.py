@@ -8,11 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from clikit import Ferry
 from prometheus_client.parser import text_string_to_metric_families
 
-from ferry.cli.metrics import render_metrics, write_metrics_file
+from ferry.cli import progress
+from ferry.cli.metrics import RunMetrics, render_metrics, write_metrics_file
 from ferry.engine.results import StreamResult, SyncResult
 
 SECRET = "js0n-l0g-s3cret"
@@ -162,8 +164,94 @@ def test_label_values_are_escaped(tmp_path: Path) -> None:
         states_committed=1,
     )
     prom = tmp_path / "m.prom"
-    write_metrics_file(prom, render_metrics("c", "succeeded", 1.5, result))
+    write_metrics_file(prom, render_metrics([RunMetrics("c", "succeeded", 1.5, result)]))
     samples = metrics(prom)
     labels = (("connection", "c"), ("namespace", "ns"), ("stream", odd))
     assert samples["ferry_sync_records_sent", labels] == 3
     assert samples["ferry_sync_run_id", (("connection", "c"),)] == 7
+
+
+def test_many_connections_write_one_metrics_file_and_name_themselves_in_json_logs(
+    ferry_process: Ferry, tmp_path: Path
+) -> None:
+    """`ferry sync A.yaml B.yaml`: every connection's metrics in the one file, every JSON log
+    line (connector output, progress, the failed connection's error) under its own connection."""
+    folder = tmp_path / "connections"
+    folder.mkdir()
+    for name, destination in (("good", {}), ("broken", {"fail_after": 3})):
+        (folder / f"{name}.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "name": name,
+                    "source": {"connector": "source-generator", "config": {"count": 300}},
+                    "destination": {"connector": "destination-null", "config": destination},
+                }
+            )
+        )
+    prom = tmp_path / "ferry.prom"
+    state_db = f"sqlite:///{tmp_path / 'state.db'}"
+    result = ferry_process(
+        "sync", str(folder), "--parallel", "2", "--retries", "0", "--state-db", state_db,
+        "--metrics-file", str(prom), "-v", "--log-format", "json",
+    )  # fmt: skip
+    assert result.code == 1, result.err  # the worst of the two: a connector failed
+    runs = {}
+    for name in ("good", "broken"):
+        listed = ferry_process(
+            "runs", str(folder / f"{name}.yaml"), "--state-db", state_db, "--json"
+        )
+        [runs[name]] = json.loads(listed.out)
+
+    entries = json_lines(result.err)
+    during_run = {(e["connection"], e["run_id"]) for e in entries if e["run_id"] is not None}
+    assert during_run == {(name, run["run_id"]) for name, run in runs.items()}
+    roles = {(e["connection"], e["role"]) for e in entries if e["role"] is not None}
+    assert roles >= {("good", "destination"), ("broken", "destination")}
+    [failure] = [e for e in entries if e["level"] == "error" and e["logger"] == "ferry"]
+    assert (failure["connection"], failure["run_id"]) == ("broken", runs["broken"]["run_id"])
+    assert "ferry: error" not in result.err  # no text line among the JSON ones
+
+    samples = metrics(prom)
+    for name, run in runs.items():
+        labels = (("connection", name),)
+        assert samples["ferry_sync_status", (*labels, ("status", run["status"]))] == 1
+        assert samples["ferry_sync_run_id", labels] == run["run_id"]
+        assert samples["ferry_sync_attempts", labels] == 1
+        for stream in run["streams"]:
+            per_stream = (*labels, ("namespace", ""), ("stream", stream["stream"]))
+            assert samples["ferry_sync_records_sent", per_stream] == stream["records_sent"]
+            assert (
+                samples["ferry_sync_records_committed", per_stream] == stream["records_committed"]
+            )
+    assert [runs["good"]["status"], runs["broken"]["status"]] == ["succeeded", "failed"]
+
+
+@pytest.mark.parametrize("names", [["solo"], ["left", "right"]])
+def test_progress_lines_are_json_under_their_connection(
+    ferry: Ferry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, names: list[str]
+) -> None:
+    """The progress lines a sync prints while it runs (one connection, or several) are JSON log
+    lines naming the connection and run; printed often here so that a short sync has some."""
+    monkeypatch.setattr(progress, "PLAIN_INTERVAL", 0.01)
+    files = []
+    for name in names:
+        files.append(tmp_path / f"{name}.yaml")
+        files[-1].write_text(
+            yaml.safe_dump(
+                {
+                    "name": name,
+                    "source": {"connector": "source-generator", "config": {"count": 20000}},
+                    "destination": {"connector": "destination-null"},
+                }
+            )
+        )
+    state_db = f"sqlite:///{tmp_path / 'state.db'}"
+    result = ferry("sync", *map(str, files), "--state-db", state_db, "--log-format", "json")
+    assert result.code == 0, result.err
+    runs = {}
+    for name, file in zip(names, files, strict=True):
+        [run] = json.loads(ferry("runs", str(file), "--state-db", state_db, "--json").out)
+        runs[name] = run["run_id"]
+    lines = [e for e in json_lines(result.err) if e["logger"] == "ferry.progress"]
+    assert {(e["connection"], e["run_id"]) for e in lines} == set(runs.items())
+    assert all("states committed" in e["message"] for e in lines)

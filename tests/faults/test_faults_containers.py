@@ -1,7 +1,7 @@
 """The fault suite on container runtimes: the faults whose handling differs there (a crash, a
 SIGKILLed ferry, a hung destination, an idle source), with the same connectors run in an image
 (faultkit.Connection with runtime docker or podman). Pods are slow (~10-20 s a sync): podman
-gets all but the SIGKILL case, which is tests/runtimes/test_podman.py's heartbeat test.
+gets all but the SIGKILL case, which is tests/runtimes/pods/test_podman.py's heartbeat test.
 """
 
 from __future__ import annotations

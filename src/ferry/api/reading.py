@@ -15,6 +15,7 @@ import contextlib
 import logging
 import tempfile
 from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ from ferry.engine.read import ReadPlan, plan_read, read_lines
 from ferry.errors import ConfigError, DecodeError, ProtocolViolation
 from ferry.protocol import decode_message
 from ferry.protocol.messages import LOG, RECORD
+from ferry.runtimes.base import ConnectorRef
 from ferry_connectors import destination_duckdb
 from ferry_connectors._io import ConnectorError
 
@@ -38,30 +40,21 @@ logger = logging.getLogger("ferry.read")
 ARROW_BATCH_ROWS = 64 * 1024
 
 
+@dataclass(frozen=True, eq=False)
 class Read:
-    """The records of a source: iterate it for dicts, `read["users"]` for one stream's."""
+    """The records of a source: iterate it for dicts, `read["users"]` for one stream's.
+    `ferry.read` makes it."""
 
-    def __init__(
-        self,
-        connector: str,
-        config: Config,
-        streams: Sequence[str] | None = None,
-        state: Sequence[Mapping[str, Any]] | None = None,
-        *,
-        runtime: str = "local",
-    ) -> None:
-        if isinstance(streams, str):
-            raise ConfigError(f"streams={streams!r}: give a list of stream names")
-        self.connector = connector
-        self.config = connector_config(config)
-        self.streams = None if streams is None else list(streams)
-        self.state = None if state is None else list(state)
-        self.runtime = runtime
-        self._ref = connector_ref(connector, runtime)
+    connector: str
+    config: dict[str, Any]
+    streams: list[str] | None
+    state: list[Mapping[str, Any]] | None
+    runtime: str
+    _ref: ConnectorRef = field(repr=False)
 
     def __getitem__(self, stream: str) -> Read:
         """The same read, of one stream (NAME or NAMESPACE.NAME)."""
-        return Read(self.connector, self.config, [stream], self.state, runtime=self.runtime)
+        return replace(self, streams=[stream])
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         with self._lines() as (_, blocks):
@@ -139,24 +132,15 @@ class Read:
         return await plan_read(self._ref, self.config, streams=self.streams, state=self.state)
 
 
+@dataclass(frozen=True, eq=False)
 class AsyncRead:
     """`Read` for asyncio code: `async for record in ...`; `to_duckdb`/`to_arrow` are awaited
-    (they run the blocking DuckDB work in a thread)."""
+    (they run the blocking DuckDB work in a thread). `ferry.async_read` makes it."""
 
-    def __init__(
-        self,
-        connector: str,
-        config: Config,
-        streams: Sequence[str] | None = None,
-        state: Sequence[Mapping[str, Any]] | None = None,
-        *,
-        runtime: str = "local",
-    ) -> None:
-        self._read = Read(connector, config, streams, state, runtime=runtime)
+    _read: Read
 
     def __getitem__(self, stream: str) -> AsyncRead:
-        read = self._read
-        return AsyncRead(read.connector, read.config, [stream], read.state, runtime=read.runtime)
+        return AsyncRead(self._read[stream])
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         with secrets_masked():
@@ -189,7 +173,16 @@ def read(
     """Read a source without a destination. `connector` as for `ferry.spec`; `config` a mapping
     or a file; `streams` NAME or NAMESPACE.NAME (default: all); `state` what `ferry.state`
     returns, to read incrementally from there (default: everything, full refresh)."""
-    return Read(connector, config, streams, state, runtime=runtime)
+    if isinstance(streams, str):
+        raise ConfigError(f"streams={streams!r}: give a list of stream names")
+    return Read(
+        connector,
+        connector_config(config),
+        streams=None if streams is None else list(streams),
+        state=None if state is None else list(state),
+        runtime=runtime,
+        _ref=connector_ref(connector, runtime),
+    )
 
 
 def async_read(
@@ -201,7 +194,7 @@ def async_read(
     runtime: str = "local",
 ) -> AsyncRead:
     """`ferry.read` for asyncio code."""
-    return AsyncRead(connector, config, streams, state, runtime=runtime)
+    return AsyncRead(read(connector, config, streams, state, runtime=runtime))
 
 
 def records_of(block: list[bytes]) -> Iterator[dict[str, Any]]:

@@ -108,6 +108,23 @@ def json_log_line(logger: str, message: str, context: log_context.RunContext) ->
 LOG_FORMATS = ("text", "json")
 
 
+def json_logs(args: argparse.Namespace) -> bool:
+    """Whether logs are JSON lines (`--log-format json` or FERRY_LOG_FORMAT, as main resolved)."""
+    return getattr(args, "log_format", None) == "json"
+
+
+def print_error(
+    message: str, *, json_lines: bool, context: log_context.RunContext | None = None
+) -> None:
+    """A failure on stderr: `ferry: error: MESSAGE`, or with JSON logs an error log line naming
+    the connection and run of `context`. Masked either way."""
+    if json_lines:
+        extra = {"ferry_context": context} if context is not None else None
+        logging.getLogger("ferry").error("%s", message, extra=extra)
+    else:
+        print(f"ferry: error: {mask(message)}", file=sys.stderr)
+
+
 def setup_logging(
     verbosity: int = 0, debug: bool = False, log_format: str = "text"
 ) -> logging.Handler:

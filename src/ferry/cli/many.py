@@ -12,7 +12,7 @@ import argparse
 import asyncio
 import json
 import signal
-import sys
+import time
 from collections import Counter
 from functools import partial
 from pathlib import Path
@@ -21,9 +21,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ferry.cli.common import open_cli_store
+from ferry.cli.common import json_logs, open_cli_store, print_error
+from ferry.cli.metrics import run_metrics, write_run_metrics
 from ferry.cli.progress import ProgressBoard, human_bytes
 from ferry.engine.connection import load_connection
+from ferry.engine.log_context import RunContext
 from ferry.engine.runner import SyncOptions, SyncResult, SyncRunner
 from ferry.engine.secrets import mask
 from ferry.errors import ConfigError, FerryError
@@ -35,42 +37,58 @@ def sync_many(args: argparse.Namespace, files: list[Path], options: SyncOptions)
     if args.dry_run:
         raise ConfigError("--dry-run takes one connection file")
     connections = [load_connection(file) for file in files]  # every file is valid, or none runs
-    twice = [name for name, n in Counter(c.name for c in connections).items() if n > 1]
+    names = [c.name for c in connections]
+    twice = [name for name, n in Counter(names).items() if n > 1]
     if twice:
         raise ConfigError(
             f"connection names must differ in one sync: {', '.join(sorted(twice))} "
             "appear more than once"
         )
+    json_lines = json_logs(args)
     board = ProgressBoard(
-        [c.name for c in connections], enabled=not args.no_progress and not args.json
+        names, enabled=not args.no_progress and not args.json, json_lines=json_lines
     )
-    with open_cli_store(args) as store:
-        runners = [
-            SyncRunner(c, store, options, on_attempt=partial(board.follow, c.name))
-            for c in connections
-        ]
-        outcomes = asyncio.run(_run_all(runners, board, args.parallel))
-    named = list(zip((c.name for c in connections), outcomes, strict=True))
+    started = time.monotonic()
+    try:
+        with open_cli_store(args) as store:
+            runners = [
+                SyncRunner(c, store, options, on_attempt=partial(board.follow, c.name))
+                for c in connections
+            ]
+            finished = asyncio.run(_run_all(runners, board, args.parallel))
+    except FerryError as error:  # before any sync began: the store
+        elapsed = time.monotonic() - started
+        write_run_metrics(args.metrics_file, [run_metrics(n, error, elapsed) for n in names])
+        raise
+    write_run_metrics(
+        args.metrics_file,
+        [run_metrics(n, outcome, took) for n, (outcome, took) in zip(names, finished, strict=True)],
+    )
+    named = [(name, outcome) for name, (outcome, _) in zip(names, finished, strict=True)]
     if args.json:
         print(json.dumps([_as_dict(name, outcome) for name, outcome in named], indent=2))
     else:
-        _print_summary(named)
-    return max(_exit_code(outcome) for outcome in outcomes)
+        _print_summary(named, json_lines)
+    return max(outcome.exit_code for _, outcome in named)
 
 
-async def _run_all(runners: list[SyncRunner], board: ProgressBoard, parallel: int) -> list[Outcome]:
+async def _run_all(
+    runners: list[SyncRunner], board: ProgressBoard, parallel: int
+) -> list[tuple[Outcome, float]]:
+    """Each runner's outcome and how long it took (seconds)."""
     slots = asyncio.Semaphore(parallel)
 
-    async def run(runner: SyncRunner) -> Outcome:
+    async def run(runner: SyncRunner) -> tuple[Outcome, float]:
         name = runner.connection.name
         async with slots:
             board.set_status(name, "running")
+            started = time.monotonic()
             try:
                 result: Outcome = await runner.run()
             except FerryError as error:
                 result = error
             board.set_status(name, result.status if isinstance(result, SyncResult) else "failed")
-            return result
+            return result, time.monotonic() - started
 
     loop = asyncio.get_running_loop()
 
@@ -88,10 +106,6 @@ async def _run_all(runners: list[SyncRunner], board: ProgressBoard, parallel: in
             loop.remove_signal_handler(signum)
 
 
-def _exit_code(outcome: Outcome) -> int:
-    return outcome.exit_code
-
-
 def _as_dict(name: str, outcome: Outcome) -> dict[str, Any]:
     if isinstance(outcome, SyncResult):
         return {**outcome.as_dict(), "exit_code": outcome.exit_code}
@@ -104,7 +118,7 @@ def _as_dict(name: str, outcome: Outcome) -> dict[str, Any]:
     }
 
 
-def _print_summary(named: list[tuple[str, Outcome]]) -> None:
+def _print_summary(named: list[tuple[str, Outcome]], json_lines: bool) -> None:
     console = Console(stderr=False, highlight=False)
     table = Table(show_edge=False, pad_edge=False)
     for column in ("connection", "status", "run", "attempts", "records", "bytes", "time", "error"):
@@ -136,7 +150,9 @@ def _print_summary(named: list[tuple[str, Outcome]]) -> None:
     for name, outcome in named:
         failure = outcome.error if isinstance(outcome, SyncResult) else outcome
         if failure is not None:
-            print(f"ferry: error: {name}: {mask(str(failure))}", file=sys.stderr)
+            run_id = outcome.run_id if isinstance(outcome, SyncResult) else None
+            context = RunContext(name, run_id)
+            print_error(f"{name}: {failure}", json_lines=json_lines, context=context)
 
 
 def _first_line(text: str) -> str:

@@ -1,7 +1,7 @@
 """`--metrics-file`: the outcome of a run in Prometheus' text format, written atomically.
 
-Every metric is a gauge describing the connection's latest run, labelled with the connection (and
-the stream): the file suits node_exporter's textfile collector (which reads `*.prom` files from a
+Every metric is a gauge describing a connection's latest run, labelled with the connection (and
+the stream); `ferry sync A.yaml B.yaml` writes every connection's in the one file: the file suits node_exporter's textfile collector (which reads `*.prom` files from a
 directory) or `curl --data-binary @FILE` to a Pushgateway.
 """
 
@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
-from ferry.engine.results import StreamResult, SyncResult
-from ferry.errors import ConfigError
+from ferry.engine.results import StreamResult, SyncResult, sync_result
+from ferry.engine.runner import SyncResult as EngineResult
+from ferry.errors import Cancelled, ConfigError, FerryError
 
 STATUSES = ("succeeded", "failed", "cancelled")
 _HELP = {
@@ -41,24 +43,56 @@ _PER_STREAM = {
 }
 
 
-def render_metrics(
-    connection: str, status: str, duration: float, result: SyncResult | None = None
-) -> str:
-    """The metrics of a run; `result` is None when the sync failed before a run began."""
+class RunMetrics(NamedTuple):
+    """A connection's latest run as the metrics tell it; `result` is None when the sync failed
+    before a run began."""
+
+    connection: str
+    status: str
+    duration: float
+    result: SyncResult | None = None
+
+
+def run_metrics(connection: str, outcome: EngineResult | FerryError, duration: float) -> RunMetrics:
+    """The metrics of a sync that returned `outcome` (or raised it) after `duration` seconds."""
+    if isinstance(outcome, FerryError):
+        status = "cancelled" if isinstance(outcome, Cancelled) else "failed"
+        return RunMetrics(connection, status, duration)
+    summary = sync_result(outcome, duration)
+    return RunMetrics(connection, summary.status, duration, summary)
+
+
+def write_run_metrics(path: Path | None, runs: Sequence[RunMetrics]) -> None:
+    """`--metrics-file PATH`: the runs' metrics in one file; nothing without the option."""
+    if path is not None:
+        write_metrics_file(path, render_metrics(runs))
+
+
+def render_metrics(runs: Sequence[RunMetrics]) -> str:
+    """The metrics of the runs, every family once with a sample set per connection."""
     samples: dict[str, list[tuple[dict[str, str], float]]] = {name: [] for name in _HELP}
-    run = {"connection": connection}
-    samples["ferry_sync_last_run_timestamp_seconds"].append((run, time.time()))
-    for name in STATUSES:
-        samples["ferry_sync_status"].append(({**run, "status": name}, float(name == status)))
-    samples["ferry_sync_duration_seconds"].append((run, duration))
-    if result is not None:
-        samples["ferry_sync_attempts"].append((run, result.attempts))
-        samples["ferry_sync_run_id"].append((run, result.run_id))
-        samples["ferry_sync_states_committed"].append((run, result.states_committed))
-        for stream in result.streams:
-            for name, value in _stream_values(stream):
-                samples[name].append(({**run, **_stream_labels(stream)}, value))
+    now = time.time()
+    for run in runs:
+        for name, labels, value in _samples_of(run, now):
+            samples[name].append((labels, value))
     return "".join(_family(name, found) for name, found in samples.items() if found)
+
+
+def _samples_of(run: RunMetrics, now: float) -> Iterator[tuple[str, dict[str, str], float]]:
+    labels = {"connection": run.connection}
+    yield "ferry_sync_last_run_timestamp_seconds", labels, now
+    for status in STATUSES:
+        yield "ferry_sync_status", {**labels, "status": status}, float(status == run.status)
+    yield "ferry_sync_duration_seconds", labels, run.duration
+    result = run.result
+    if result is None:
+        return
+    yield "ferry_sync_attempts", labels, result.attempts
+    yield "ferry_sync_run_id", labels, result.run_id
+    yield "ferry_sync_states_committed", labels, result.states_committed
+    for stream in result.streams:
+        for name, value in _stream_values(stream):
+            yield name, {**labels, **_stream_labels(stream)}, value
 
 
 def _stream_values(stream: StreamResult) -> Iterator[tuple[str, float]]:

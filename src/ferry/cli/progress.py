@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 from rich.console import Console
@@ -74,69 +74,101 @@ def stats_table(stats: SyncStats, title: str | None = None) -> Table:
     return table
 
 
-class Progress:
-    """A live table on a terminal, otherwise a plain line every few seconds on stderr."""
+class _Display:
+    """A live view on a terminal, otherwise plain lines every few seconds on stderr (JSON log
+    lines with `--log-format json`, which also turns the live view off)."""
 
-    def __init__(self, enabled: bool = True, json_lines: bool = False) -> None:
+    def __init__(self, enabled: bool, json_lines: bool) -> None:
         self.enabled = enabled
-        self.json_lines = json_lines  # --log-format json: plain progress lines are JSON too
-        self.attempt: Attempt | None = None
+        self.json_lines = json_lines
         self.console = Console(stderr=True)
-
-    def follow(self, attempt: Attempt) -> None:
-        self.attempt = attempt
 
     def showing(self) -> contextlib.AbstractAsyncContextManager[None]:
         live = self.console.is_terminal and not self.json_lines
         return _drawing(self.enabled, self._live if live else self._plain)
 
+    def view(self) -> Table | None:
+        """What the live view shows now (None: nothing yet)."""
+        raise NotImplementedError
+
+    def lines(self) -> Iterator[tuple[str, str, Attempt]]:
+        """The plain progress lines due now: (prefix of the text form, text, attempt)."""
+        raise NotImplementedError
+
     async def _live(self) -> None:
         with Live(console=self.console, refresh_per_second=4, transient=True) as live:
             while True:
-                if self.attempt is not None:
-                    elapsed = self.attempt.stats.elapsed
-                    live.update(stats_table(self.attempt.stats, f"syncing… {elapsed:.0f}s"))
+                view = self.view()
+                if view is not None:
+                    live.update(view)
                 await asyncio.sleep(LIVE_INTERVAL)
 
     async def _plain(self) -> None:
         while True:
             await asyncio.sleep(PLAIN_INTERVAL)
-            if self.attempt is None:
-                continue
-            stats = self.attempt.stats
-            elapsed = max(stats.elapsed, 1e-9)
-            text = (
-                f"{stats.records_sent:,} records sent, {human_bytes(stats.bytes_sent)}, "
-                f"{stats.records_sent / elapsed:,.0f} records/s, "
-                f"{stats.records_committed:,} committed, "
-                f"{stats.states_committed} states committed, {elapsed:.0f}s"
-            )
-            print(self._line(text), file=sys.stderr, flush=True)
-
-    def _line(self, text: str) -> str:
-        if not self.json_lines:
-            return f"ferry: {text}"
-        labels = self.attempt.plan.labels if self.attempt else None
-        run_id = int(labels.run_id) if labels and labels.run_id.isdigit() else None
-        context = RunContext(labels.connection if labels else None, run_id)
-        return json_log_line("ferry.progress", text, context)
+            for prefix, text, attempt in self.lines():
+                if self.json_lines:
+                    line = json_log_line("ferry.progress", text, context_of(attempt))
+                else:
+                    line = f"ferry: {prefix}{text}"
+                print(line, file=sys.stderr, flush=True)
 
 
-class ProgressBoard:
-    """Progress of several syncs at once: a live table with a row per connection on a
-    terminal, otherwise a plain line per running connection every few seconds on stderr."""
+def context_of(attempt: Attempt) -> RunContext:
+    """The connection and run an attempt belongs to, for its JSON progress lines."""
+    labels = attempt.plan.labels
+    run_id = int(labels.run_id) if labels.run_id.isdigit() else None
+    return RunContext(labels.connection, run_id)
 
-    def __init__(self, connections: list[str], enabled: bool = True) -> None:
-        self.enabled = enabled
+
+class Progress(_Display):
+    """Progress of one sync: a live table of its streams, or a line of totals."""
+
+    def __init__(self, enabled: bool = True, json_lines: bool = False) -> None:
+        super().__init__(enabled, json_lines)
+        self.attempt: Attempt | None = None
+
+    def follow(self, attempt: Attempt) -> None:
+        self.attempt = attempt
+
+    def view(self) -> Table | None:
+        if self.attempt is None:
+            return None
+        return stats_table(self.attempt.stats, f"syncing… {self.attempt.stats.elapsed:.0f}s")
+
+    def lines(self) -> Iterator[tuple[str, str, Attempt]]:
+        if self.attempt is None:
+            return
+        stats = self.attempt.stats
+        elapsed = max(stats.elapsed, 1e-9)
+        text = (
+            f"{stats.records_sent:,} records sent, {human_bytes(stats.bytes_sent)}, "
+            f"{stats.records_sent / elapsed:,.0f} records/s, "
+            f"{stats.records_committed:,} committed, "
+            f"{stats.states_committed} states committed, {elapsed:.0f}s"
+        )
+        yield "", text, self.attempt
+
+
+class ProgressBoard(_Display):
+    """Progress of several syncs at once: a live table with a row per connection, or a line
+    per running connection."""
+
+    def __init__(
+        self, connections: list[str], enabled: bool = True, json_lines: bool = False
+    ) -> None:
+        super().__init__(enabled, json_lines)
         self.status = dict.fromkeys(connections, "waiting")
         self.attempts: dict[str, Attempt] = {}
-        self.console = Console(stderr=True)
 
     def follow(self, connection: str, attempt: Attempt) -> None:
         self.attempts[connection] = attempt
 
     def set_status(self, connection: str, status: str) -> None:
         self.status[connection] = status
+
+    def view(self) -> Table:
+        return self.table()
 
     def table(self) -> Table:
         table = Table(show_edge=False, pad_edge=False)
@@ -162,27 +194,14 @@ class ProgressBoard:
             )
         return table
 
-    def showing(self) -> contextlib.AbstractAsyncContextManager[None]:
-        return _drawing(self.enabled, self._live if self.console.is_terminal else self._plain)
-
-    async def _live(self) -> None:
-        with Live(console=self.console, refresh_per_second=4, transient=True) as live:
-            while True:
-                live.update(self.table())
-                await asyncio.sleep(LIVE_INTERVAL)
-
-    async def _plain(self) -> None:
-        while True:
-            await asyncio.sleep(PLAIN_INTERVAL)
-            for connection, status in self.status.items():
-                attempt = self.attempts.get(connection)
-                if status != "running" or attempt is None:
-                    continue
-                stats = attempt.stats
-                print(
-                    f"ferry: {connection}: {stats.records_sent:,} records, "
-                    f"{human_bytes(stats.bytes_sent)}, {stats.states_committed} states committed, "
-                    f"{stats.elapsed:.0f}s",
-                    file=sys.stderr,
-                    flush=True,
-                )
+    def lines(self) -> Iterator[tuple[str, str, Attempt]]:
+        for connection, status in self.status.items():
+            attempt = self.attempts.get(connection)
+            if status != "running" or attempt is None:
+                continue
+            stats = attempt.stats
+            text = (
+                f"{stats.records_sent:,} records, {human_bytes(stats.bytes_sent)}, "
+                f"{stats.states_committed} states committed, {stats.elapsed:.0f}s"
+            )
+            yield f"{connection}: ", text, attempt

@@ -7,7 +7,6 @@ import asyncio
 import json
 import math
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,14 +14,13 @@ from typing import Any
 from rich.console import Console
 
 from ferry.cli import many
-from ferry.cli.common import Subparsers, open_cli_store, print_table
-from ferry.cli.metrics import render_metrics, write_metrics_file
+from ferry.cli.common import Subparsers, json_logs, open_cli_store, print_error, print_table
+from ferry.cli.metrics import run_metrics, write_run_metrics
 from ferry.cli.progress import Progress, human_bytes, stats_table
 from ferry.engine.connection import load_connection, parse_duration
-from ferry.engine.results import sync_result
+from ferry.engine.log_context import RunContext
 from ferry.engine.runner import SyncOptions, SyncResult, SyncRunner, shown_config
-from ferry.engine.secrets import mask
-from ferry.errors import Cancelled, ConfigError, FerryError
+from ferry.errors import ConfigError, FerryError
 from ferry.protocol import to_builtins
 from ferry.protocol.messages import StreamDescriptor
 from ferry.runtimes.base import RUNTIME_NAMES
@@ -90,7 +88,8 @@ def register(subparsers: Subparsers) -> None:
         "--metrics-file",
         type=Path,
         metavar="PATH",
-        help="write the run's metrics in Prometheus text format to PATH (replaced atomically)",
+        help="write the run's metrics (every connection's) in Prometheus text format to PATH"
+        " (replaced atomically)",
     )
     sync.add_argument(
         "--dry-run",
@@ -217,30 +216,24 @@ def _sync(args: argparse.Namespace) -> int:
         with open_cli_store(args) as store:
             print(_dry_run(SyncRunner(connection, store, options)), end="")
         return 0
-    progress = Progress(
-        enabled=not args.no_progress and not args.json,
-        json_lines=getattr(args, "log_format", None) == "json",
-    )
+    json_lines = json_logs(args)
+    progress = Progress(enabled=not args.no_progress and not args.json, json_lines=json_lines)
     started = time.monotonic()
     try:
         with open_cli_store(args) as store:
             runner = SyncRunner(connection, store, options, on_attempt=progress.follow)
             result = asyncio.run(_run_with_signals(runner, progress))
     except FerryError as error:
-        if args.metrics_file:
-            status = "cancelled" if isinstance(error, Cancelled) else "failed"
-            duration = time.monotonic() - started
-            write_metrics_file(args.metrics_file, render_metrics(connection.name, status, duration))
+        elapsed = time.monotonic() - started
+        write_run_metrics(args.metrics_file, [run_metrics(connection.name, error, elapsed)])
         raise
-    if args.metrics_file:
-        summary = sync_result(result, time.monotonic() - started)
-        text = render_metrics(connection.name, summary.status, summary.duration, summary)
-        write_metrics_file(args.metrics_file, text)
+    elapsed = time.monotonic() - started
+    write_run_metrics(args.metrics_file, [run_metrics(connection.name, result, elapsed)])
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
-        _print_error(result)
     else:
         _print_summary(result)
+    _print_error(result, json_lines)
     return result.exit_code
 
 
@@ -318,13 +311,13 @@ def _print_summary(result: SyncResult) -> None:
             )
     for warning in result.warnings:
         console.print(f"warning: {warning}", style="yellow")
-    _print_error(result)
 
 
-def _print_error(result: SyncResult) -> None:
-    """The one-line `ferry: error:` of a failed sync (with --json too), on stderr."""
+def _print_error(result: SyncResult, json_lines: bool) -> None:
+    """The one-line error of a failed sync (with --json too), on stderr."""
     if result.error is not None:
-        print(f"ferry: error: {mask(str(result.error))}", file=sys.stderr)
+        context = RunContext(result.connection, result.run_id)
+        print_error(str(result.error), json_lines=json_lines, context=context)
 
 
 def _state(args: argparse.Namespace) -> int:

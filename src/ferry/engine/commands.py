@@ -118,16 +118,7 @@ async def check(
     on_config: ConfigSink | None = None,
 ) -> AirbyteConnectionStatus:
     """The connector's verdict on `config` (SUCCEEDED or FAILED); the config is validated first."""
-    async with _runtime_for(ref, runtime) as running:
-        spec = await _checked_spec(ref, config, running, spec)
-        message = await run_command(
-            ref,
-            "check",
-            _config_files(config),
-            running,
-            CONNECTION_STATUS,
-            on_config=_masking(spec, on_config),
-        )
+    message = await _with_config(ref, "check", CONNECTION_STATUS, config, runtime, spec, on_config)
     return _content(message.connectionStatus, CONNECTION_STATUS)
 
 
@@ -158,19 +149,35 @@ async def discover_any(
     on_config: ConfigSink | None = None,
 ) -> AirbyteCatalog | DestinationCatalog:
     """A source's CATALOG or a destination's DESTINATION_CATALOG, whichever it answers."""
-    async with _runtime_for(ref, runtime) as running:
-        spec = await _checked_spec(ref, config, running, spec)
-        message = await run_command(
-            ref,
-            "discover",
-            _config_files(config),
-            running,
-            (CATALOG, DESTINATION_CATALOG),
-            on_config=_masking(spec, on_config),
-        )
+    message = await _with_config(
+        ref, "discover", (CATALOG, DESTINATION_CATALOG), config, runtime, spec, on_config
+    )
     if message.catalog is not None:
         return message.catalog
     return destination_catalog_of(message, connector_name(ref))
+
+
+async def _with_config(
+    ref: ConnectorRef,
+    verb: Verb,
+    expected: str | tuple[str, ...],
+    config: Mapping[str, Any],
+    runtime: Runtime | None,
+    spec: ConnectorSpecification | None,
+    on_config: ConfigSink | None,
+) -> AirbyteMessage:
+    """Run `check` or `discover` with `config` (validated against the spec first) and return
+    its `expected` result message."""
+    async with _runtime_for(ref, runtime) as running:
+        spec = await _checked_spec(ref, config, running, spec)
+        return await run_command(
+            ref,
+            verb,
+            _config_files(config),
+            running,
+            expected,
+            on_config=_masking(spec, on_config),
+        )
 
 
 def destination_catalog_of(message: AirbyteMessage, name: str) -> DestinationCatalog:

@@ -12,7 +12,7 @@ import logging
 import re
 import threading
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from ferry.protocol.messages import ConnectorSpecification
@@ -38,19 +38,31 @@ def _walk(schema: Any, value: Any, root: Mapping[str, Any], found: set[str], dep
     depth += 1
     if schema.get("airbyte_secret") is True:
         _add_leaves(value, found)
+    for alternative in _alternatives(schema, root):
+        _walk(alternative, value, root, found, depth)
+    for sub_schema, item in _children(schema, value):
+        _walk(sub_schema, item, root, found, depth)
+
+
+def _alternatives(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Iterator[Any]:
+    """Schemas that apply to the same value: a local `$ref`'s target, every oneOf/anyOf/allOf
+    branch."""
     ref = schema.get("$ref")
     if isinstance(ref, str):
-        _walk(_local_ref(root, ref), value, root, found, depth)
+        yield _local_ref(root, ref)
     for keyword in _COMBINATORS:
-        for branch in schema.get(keyword) or ():
-            _walk(branch, value, root, found, depth)
+        yield from schema.get(keyword) or ()
+
+
+def _children(schema: Mapping[str, Any], value: Any) -> Iterator[tuple[Any, Any]]:
+    """(schema, value) of each property of an object value, or each item of an array."""
     if isinstance(value, Mapping):
         for key, item in value.items():
             for sub_schema in _property_schemas(schema, str(key)):
-                _walk(sub_schema, item, root, found, depth)
+                yield sub_schema, item
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            _walk(_item_schema(schema, index), item, root, found, depth)
+            yield _item_schema(schema, index), item
 
 
 def _property_schemas(schema: Mapping[str, Any], key: str) -> list[Any]:

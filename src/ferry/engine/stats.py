@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ferry.store.base import SummedOverStreams
+
 
 @dataclass
 class StreamStats:
@@ -42,7 +44,9 @@ class StreamStats:
 
 
 @dataclass
-class SyncStats:
+class SyncStats(SummedOverStreams):
+    """Every stream's counters, and their totals (records_sent, ... summed over `streams`)."""
+
     streams: dict[tuple[str, str | None], StreamStats] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     records_since_state: int = 0  # all streams, for GLOBAL/LEGACY sourceStats
@@ -59,26 +63,8 @@ class SyncStats:
         return found
 
     @property
-    def records_sent(self) -> int:
-        return sum(s.records_sent for s in self.streams.values())
-
-    @property
-    def bytes_sent(self) -> int:
-        return sum(s.bytes_sent for s in self.streams.values())
-
-    @property
-    def records_committed(self) -> int:
-        return sum(s.records_committed for s in self.streams.values())
-
-    @property
-    def bytes_committed(self) -> int:
-        return sum(s.bytes_committed for s in self.streams.values())
-
-    @property
     def records_rejected(self) -> int:
-        return self.records_rejected_unattributed + sum(
-            s.records_rejected for s in self.streams.values()
-        )
+        return self.records_rejected_unattributed + super().records_rejected
 
     @property
     def elapsed(self) -> float:

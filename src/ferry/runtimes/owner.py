@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
+from ferry.home import process_start as process_start  # gc's probe, re-exported
 from ferry.runtimes.base import OWNER_ID
 
 OWNER_LABEL = "ferry.owner"
@@ -29,33 +29,6 @@ ProcessProbe = Callable[[int], int | None]
 
 def this_host() -> str:
     return os.uname().nodename
-
-
-def process_start(pid: int) -> int | None:
-    """Start time of a live process in clock ticks since boot; None if there is no such process.
-
-    A zombie (dead, not yet reaped) counts as gone. Without procfs the start time is unknown (0).
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        if Path("/proc/self/stat").exists():
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass
-        return 0
-    # Field 2 (comm) may hold spaces and parentheses: the rest starts after its last ')'.
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    if not fields or fields[0] in (b"Z", b"X"):
-        return None
-    try:
-        return int(fields[19])  # field 22 of the whole line: starttime
-    except (IndexError, ValueError):
-        return 0
 
 
 def owner_labels() -> dict[str, str]:

@@ -21,7 +21,7 @@ the connection file's config it replaced, so an edit of the file can be told apa
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -57,29 +57,33 @@ class _CountsOfAStream(Protocol):
 
 
 class SummedOverStreams:
-    """The totals of a run (or sync) as properties, summed over its `streams`."""
+    """The totals of a run (or sync) as properties, summed over its `streams` (a mapping's
+    values: the engine's live counters are keyed by stream)."""
 
-    streams: Sequence[_CountsOfAStream]
+    streams: Sequence[_CountsOfAStream] | Mapping[Any, _CountsOfAStream]
+
+    def _counted(self) -> Iterable[_CountsOfAStream]:
+        return self.streams.values() if isinstance(self.streams, Mapping) else self.streams
 
     @property
     def records_sent(self) -> int:
-        return sum(s.records_sent for s in self.streams)
+        return sum(s.records_sent for s in self._counted())
 
     @property
     def bytes_sent(self) -> int:
-        return sum(s.bytes_sent for s in self.streams)
+        return sum(s.bytes_sent for s in self._counted())
 
     @property
     def records_committed(self) -> int:
-        return sum(s.records_committed for s in self.streams)
+        return sum(s.records_committed for s in self._counted())
 
     @property
     def bytes_committed(self) -> int:
-        return sum(s.bytes_committed for s in self.streams)
+        return sum(s.bytes_committed for s in self._counted())
 
     @property
     def records_rejected(self) -> int:
-        return sum(s.records_rejected for s in self.streams)
+        return sum(s.records_rejected for s in self._counted())
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ import shutil
 import socket
 from dataclasses import dataclass
 
-from ferry.home import ferry_home, process_start
+from ferry.home import ferry_home
+from ferry.home import process_start_text as process_start
 from ferry.home import process_stat as _stat
 
 

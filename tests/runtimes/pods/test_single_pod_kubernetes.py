@@ -20,7 +20,7 @@ from ferry.engine.control import Event, encode_event, state_event
 from ferry.engine.runner import SyncOptions, SyncResult, SyncRunner
 from ferry.errors import ConnectorCrashed, ImageUnavailable
 from ferry.store import open_store
-from runtimes.test_kubernetes import IMAGE, line, mini_connector, state
+from runtimes.pods.test_kubernetes import IMAGE, line, mini_connector, state
 
 DESTINATION = "registry.example/dest-mini:1"
 

@@ -56,7 +56,7 @@ from ferry.runtimes.docker.relay import (
 from ferry.runtimes.docker.runtime import DockerRuntime
 from ferry.runtimes.owner import PID_LABEL
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 HANG_GUARD = 120.0
 
 

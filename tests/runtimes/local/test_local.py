@@ -19,7 +19,7 @@ from ferry.runtimes import get_runtime
 from ferry.runtimes.base import ConnectorInvocation, ConnectorOptions, ConnectorRef, Verb
 from ferry.runtimes.local.process import LocalProcess, LocalRuntime
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def sh(script: str, *, env: dict[str, str] | None = None) -> ConnectorRef:

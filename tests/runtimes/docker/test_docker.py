@@ -57,7 +57,7 @@ from ferry.runtimes.owner import (
     split_owner,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SECRET = "hunter2-" + uuid.uuid4().hex
 
 

@@ -5,7 +5,7 @@ Kubernetes API in these tests, extended by `kmock_cluster.FakeCluster` (server-s
 resourceVersion, selectors, ownerReference GC) and driven by `kmock_cluster.Kubelet`, a
 simulated kubelet that PATCHes pod status and speaks to ferry's relay listener the way the relay
 and heartbeat sidecars do. lightkube reaches it through a temporary KUBECONFIG, exactly as it
-would reach a cluster. The pod layout itself runs for real in tests/runtimes/test_podman.py.
+would reach a cluster. The pod layout itself runs for real in tests/runtimes/pods/test_podman.py.
 """
 
 from __future__ import annotations
