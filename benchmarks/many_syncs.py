@@ -11,13 +11,20 @@ Modes, in this order:
                        fsync on, tests/pgkit.py);
 - one-process-postgres one `ferry sync DIR --parallel N` running them all in one process.
 Then the store alone: as many processes committing 100 batches each at once, nothing else
-running, for each backend (the store's own latency, without the connectors' CPU load).
+running, for each backend: back to back (a throughput test: the commits queue for the CPU) and
+paced (PACED_PAUSE between two commits of a process, closer to what syncs do).
 Each ferry process runs through benchmarks/ferry_rusage.py: its own peak RSS and CPU, and the
-duration of every store commit it made (FERRY_BENCH_COMMITS=1), under that load.
+duration of every store commit it made (FERRY_BENCH_COMMITS=1), under that load: the latency
+ferry observes (commit_ms_*), and as a share of the process's wall time
+(share_of_wall_in_commits). The server logs every statement with its duration: the sum over a
+commit's statements, BEGIN to COMMIT (the WAL flush included), is its server-side time
+(server_commit_ms_*). What lies between the two is the client's own work and the time both
+sides wait for a CPU: 20 processes and their 40 connectors on 2 cores.
 The CPU a mode needed is ferry's with its connectors (os.wait4 of each ferry process: its
 reaped children included) plus, for PostgreSQL, the server's processes (from /proc). The target
 "no contention of ferry's own" is wall <= CPU / cores (ratio <= 1, with some slack for start-up
-on a shared machine); the PostgreSQL target is a commit p99 under 10 ms.
+on a shared machine); the PostgreSQL target is a commit p99 under 10 ms. The load average at
+each mode's start and end tells how much else ran on the machine.
 Writes DIR/many_syncs.json and DIR/many_syncs.md (default DIR: benchmarks/results).
 """
 
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -33,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +49,49 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
-from pgkit import start_postgres  # noqa: E402
+from pgkit import PostgresServer, start_postgres  # noqa: E402
 
 RUSAGE = str(HERE / "ferry_rusage.py")
 STREAMS = 2
 STATE_EVERY = 1000
 COMMIT_P99_TARGET_MS = 10.0
+PACED_PAUSE = 0.05  # seconds between a paced writer's commits
+# The server logs every statement with its duration: the server-side time of each commit.
+SERVER_LOGGING = {"log_min_duration_statement": "0", "log_line_prefix": "%m [%p] "}
+_LOGGED = re.compile(r"\[(\d+)\] LOG:  duration: ([0-9.]+) ms  (?:parse|bind|execute|statement)")
+
+
+def server_commit_ms(log: Path, offset: int) -> list[float]:
+    """Per state commit logged after `offset`: the server's time executing its statements
+    (BEGIN to COMMIT, the WAL flush included), the sum of their logged durations."""
+    with log.open("rb") as handle:
+        handle.seek(offset)
+        lines = handle.read().decode(errors="replace").splitlines()
+    spent: dict[str, float] = {}  # per backend, since its last transaction ended
+    commits: dict[str, bool] = {}
+    found = []
+    for line in lines:
+        logged = _LOGGED.search(line)
+        if logged is None:
+            continue
+        pid, ms = logged.group(1), float(logged.group(2))
+        spent[pid] = spent.get(pid, 0.0) + ms
+        commits[pid] = commits.get(pid, False) or "INTO connection_state" in line
+        if line.endswith((": COMMIT", ": ROLLBACK")):
+            if commits[pid]:
+                found.append(spent[pid])
+            spent[pid], commits[pid] = 0.0, False
+    return found
+
+
+def percentiles(values: list[float], prefix: str, scale: float = 1.0) -> dict[str, float]:
+    ordered = sorted(values)
+    if not ordered:
+        return {}
+    return {
+        f"{prefix}_median": round(statistics.median(ordered) * scale, 2),
+        f"{prefix}_p99": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * scale, 2),
+    }
 
 
 def write_connections(directory: Path, syncs: int, records: int) -> list[Path]:
@@ -114,32 +160,59 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
+@dataclass
+class Postgres:
+    """The benchmark's PostgreSQL server: a new database per mode, its log read per mode."""
+
+    server: PostgresServer
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.server.url(), autocommit=True) as admin:
+            admin.execute(f"CREATE DATABASE {name}")
+        return self.server.url(name)
+
+    def log_size(self) -> int:
+        return self.log.stat().st_size
+
+
+def run_syncs(name: str, files: list[Path], store: str, reports: Path) -> float:
+    """Run the mode's syncs; the CPU seconds the ferry processes and their connectors used."""
+    if name.startswith("sequential"):
+        return sum(
+            reap(start(reports / f"{i}.json", store, str(path))) for i, path in enumerate(files)
+        )
+    if name.startswith("one-process"):
+        return reap(
+            start(reports / "all.json", store, str(files[0].parent), "--parallel", str(len(files)))
+        )
+    processes = [start(reports / f"{i}.json", store, str(p)) for i, p in enumerate(files)]
+    return sum(reap(process) for process in processes)
+
+
 def run_mode(
-    name: str, files: list[Path], store: str, work: Path, server_pid: int | None
+    name: str, files: list[Path], store: str, work: Path, pg: Postgres | None
 ) -> dict[str, Any]:
     reports = work / f"{name}-reports"
     reports.mkdir()
-    server_before = tree_cpu(server_pid) if server_pid else 0.0
+    server_before = tree_cpu(pg.process.pid) if pg else 0.0
+    log_offset = pg.log_size() if pg else 0
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
-    cpu = 0.0
-    if name.startswith("sequential"):
-        for i, path in enumerate(files):
-            cpu += reap(start(reports / f"{i}.json", store, str(path)))
-    elif name.startswith("one-process"):
-        cpu += reap(
-            start(reports / "all.json", store, str(files[0].parent), "--parallel", str(len(files)))
-        )
-    else:
-        processes = [start(reports / f"{i}.json", store, str(p)) for i, p in enumerate(files)]
-        cpu += sum(reap(process) for process in processes)
+    cpu = run_syncs(name, files, store, reports)
     wall = time.perf_counter() - started
-    server_cpu = (tree_cpu(server_pid) - server_before) if server_pid else 0.0
+    server_cpu = (tree_cpu(pg.process.pid) - server_before) if pg else 0.0
     measured = [json.loads(p.read_text()) for p in sorted(reports.glob("*.json"))]
-    commits = sorted(s for m in measured for s in m.get("commit_seconds", []))
+    commits = [s for m in measured for s in m.get("commit_seconds", [])]
+    # The share of a ferry process's time spent inside store commits: its event loop (the
+    # data path of every sync it runs) waits meanwhile.
+    in_commits = [sum(m.get("commit_seconds", [])) / m["wall"] for m in measured]
     per_process = len(files) if len(measured) == 1 else 1
     rss_mb = [m["maxrss_kb"] / 1024 / per_process for m in measured]
     cores = os.cpu_count() or 1
-    needed = cpu + server_cpu
     return {
         "mode": name,
         "syncs": len(files),
@@ -147,13 +220,15 @@ def run_mode(
         "cpu_s": round(cpu, 2),
         "server_cpu_s": round(server_cpu, 2),
         "cores": cores,
-        "wall_vs_cpu_per_core": round(wall / (needed / cores), 2),
+        "wall_vs_cpu_per_core": round(wall / ((cpu + server_cpu) / cores), 2),
+        "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
         "ferry_cpu_s_per_sync": round(sum(m["user"] + m["sys"] for m in measured) / len(files), 3),
         "ferry_rss_mb_per_sync_median": round(statistics.median(rss_mb), 1),
         "ferry_rss_mb_per_sync_max": round(max(rss_mb), 1),
         "commits": len(commits),
-        "commit_ms_median": round(statistics.median(commits) * 1000, 2),
-        "commit_ms_p99": round(commits[min(len(commits) - 1, int(len(commits) * 0.99))] * 1000, 2),
+        **percentiles(commits, "commit_ms", 1000),
+        **(percentiles(server_commit_ms(pg.log, log_offset), "server_commit_ms") if pg else {}),
+        "share_of_wall_in_commits": round(statistics.median(in_commits), 3),
     }
 
 
@@ -163,7 +238,7 @@ from ferry.protocol import convert
 from ferry.protocol.messages import AirbyteStateMessage
 from ferry.store import open_store
 
-url, name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+url, name, count, pause = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 store = open_store(url)
 attempt = store.start_attempt(store.start_run(name))
 seconds = []
@@ -176,25 +251,57 @@ for k in range(count):
     started = time.perf_counter()
     store.commit_states(name, attempt, states)
     seconds.append(time.perf_counter() - started)
+    time.sleep(pause)
 print(json.dumps(seconds))
 """
 
 
-def commits_only(store: str, writers: int, count: int) -> dict[str, Any]:
-    """`writers` processes committing at once, nothing else: the store's own latency."""
+def commits_only(store: str, writers: int, pause: float, pg: Postgres | None) -> dict[str, Any]:
+    """`writers` processes committing 100 batches at once, nothing else running, `pause`
+    seconds between two commits of a writer (0: as fast as they can)."""
+    log_offset = pg.log_size() if pg else 0
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", COMMITTER, store, f"writer-{i}", str(count)],
+            [sys.executable, "-c", COMMITTER, store, f"writer-{i}", "100", str(pause)],
             stdout=subprocess.PIPE,
         )
         for i in range(writers)
     ]
-    seconds = sorted(s for p in processes for s in json.loads(p.communicate()[0]))
+    seconds = [s for p in processes for s in json.loads(p.communicate()[0])]
     return {
+        "writers": writers,
+        "pause_ms": round(pause * 1000),
         "commits": len(seconds),
-        "commit_ms_median": round(statistics.median(seconds) * 1000, 2),
-        "commit_ms_p99": round(seconds[int(len(seconds) * 0.99)] * 1000, 2),
+        **percentiles(seconds, "commit_ms", 1000),
+        **(percentiles(server_commit_ms(pg.log, log_offset), "server_commit_ms") if pg else {}),
     }
+
+
+MODES = ("sequential-sqlite", "concurrent-sqlite", "concurrent-postgres", "one-process-postgres")
+
+
+def store_for(name: str, work: Path, pg: Postgres) -> tuple[str, Postgres | None]:
+    if name.endswith("postgres"):
+        return pg.database(name.replace("-", "_")), pg
+    return f"sqlite://{work / name / 'ferry.db'}", None
+
+
+def run_all(args: argparse.Namespace, work: Path, pg: Postgres) -> dict[str, Any]:
+    results = []
+    for name in MODES:
+        files = write_connections(work / name, args.syncs, args.records)
+        store, used = store_for(name, work, pg)
+        result = run_mode(name, files, store, work, used)
+        result["records_per_s"] = round(args.syncs * args.records * STREAMS / result["wall_s"])
+        print(json.dumps(result), flush=True)
+        results.append(result)
+    alone = []
+    for backend in ("sqlite", "postgres"):
+        for pause in (0.0, PACED_PAUSE):
+            store, used = store_for(f"commits-{round(pause * 1000)}-{backend}", work, pg)
+            alone.append({"backend": backend, **commits_only(store, args.syncs, pause, used)})
+            print(json.dumps(alone[-1]), flush=True)
+    return {"modes": results, "commits_only": alone}
 
 
 def main() -> int:
@@ -206,60 +313,24 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="ferry-bench-concurrent-"))
     os.chmod(work, 0o755)
     os.environ["FERRY_HOME"] = str(work / "home")
-    server, postgres = start_postgres(work / "pg", fsync=True)
-    results = []
+    server, process = start_postgres(work / "pg", fsync=True, settings=SERVER_LOGGING)
+    load_before = os.getloadavg()
     try:
-        import psycopg
-
-        for name in ("sequential-sqlite", "concurrent-sqlite", "concurrent-postgres",
-                     "one-process-postgres"):  # fmt: skip
-            files = write_connections(work / name, args.syncs, args.records)
-            if name.endswith("postgres"):
-                database = name.replace("-", "_")
-                with psycopg.connect(server.url(), autocommit=True) as admin:
-                    admin.execute(f"CREATE DATABASE {database}")
-                store, server_pid = server.url(database), postgres.pid
-            else:
-                store, server_pid = f"sqlite://{work / name / 'ferry.db'}", None
-            result = run_mode(name, files, store, work, server_pid)
-            result["records_per_s"] = round(args.syncs * args.records * STREAMS / result["wall_s"])
-            print(json.dumps(result), flush=True)
-            results.append(result)
-        commit_load: dict[str, dict[str, Any]] = {}
-        for backend in ("sqlite", "postgres"):
-            if backend == "postgres":
-                with psycopg.connect(server.url(), autocommit=True) as admin:
-                    admin.execute("CREATE DATABASE commits_only")
-                store = server.url("commits_only")
-            else:
-                store = f"sqlite://{work / 'commits-only.db'}"
-            commit_load[backend] = commits_only(store, args.syncs, 100)
-            print(backend, "commits only:", json.dumps(commit_load[backend]), flush=True)
+        measured = run_all(args, work, Postgres(server, process, work / "pg" / "log"))
     finally:
-        postgres.send_signal(signal.SIGINT)
-        postgres.wait(timeout=60)
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
         shutil.rmtree(work, ignore_errors=True)
-    sequential = results[0]["wall_s"]
-    for result in results:
-        result["speedup_vs_sequential"] = round(sequential / result["wall_s"], 2)
-    pg = next(r for r in results if r["mode"] == "concurrent-postgres")
     report = {
         "meta": {
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "syncs": args.syncs,
             "records_per_sync": args.records * STREAMS,
-            "load_average": os.getloadavg(),
+            "load_average_before": load_before,
+            "load_average_after": os.getloadavg(),
         },
-        "modes": results,
-        "commits_only": commit_load,
-        "targets": {
-            "concurrent_wall_within_cpu_per_core": all(
-                r["wall_vs_cpu_per_core"] <= 1.1 for r in results[1:]
-            ),
-            "postgres_commit_p99_under_10ms": pg["commit_ms_p99"] < COMMIT_P99_TARGET_MS,
-            "postgres_commit_p99_under_10ms_commits_only": commit_load["postgres"]["commit_ms_p99"]
-            < COMMIT_P99_TARGET_MS,
-        },
+        **measured,
+        "targets": targets(measured),
     }
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "many_syncs.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -268,33 +339,61 @@ def main() -> int:
     return 0
 
 
-def markdown(report: dict[str, Any]) -> str:
-    columns = [
-        "mode", "wall_s", "speedup_vs_sequential", "records_per_s", "cpu_s", "server_cpu_s",
-        "wall_vs_cpu_per_core", "ferry_rss_mb_per_sync_median", "ferry_cpu_s_per_sync",
-        "commit_ms_median", "commit_ms_p99",
-    ]  # fmt: skip
-    lines = [
-        f"{report['meta']['syncs']} syncs of {report['meta']['records_per_sync']:,} records, "
-        f"{report['meta']['when']}, load average {report['meta']['load_average'][0]:.1f}",
-        "",
+def targets(measured: dict[str, Any]) -> dict[str, bool]:
+    results = measured["modes"]
+    sequential = results[0]["wall_s"]
+    for result in results:
+        result["speedup_vs_sequential"] = round(sequential / result["wall_s"], 2)
+    pg = next(r for r in results if r["mode"] == "concurrent-postgres")
+    return {
+        "concurrent_wall_within_cpu_per_core": all(
+            r["wall_vs_cpu_per_core"] <= 1.1 for r in results[1:]
+        ),
+        "postgres_commit_p99_under_10ms": pg["commit_ms_p99"] < COMMIT_P99_TARGET_MS,
+        "postgres_server_commit_p99_under_10ms": pg["server_commit_ms_p99"] < COMMIT_P99_TARGET_MS,
+    }
+
+
+MODE_COLUMNS = (
+    "mode", "wall_s", "speedup_vs_sequential", "records_per_s", "cpu_s", "server_cpu_s",
+    "wall_vs_cpu_per_core", "load_average", "ferry_rss_mb_per_sync_median",
+    "ferry_cpu_s_per_sync", "commits", "commit_ms_median", "commit_ms_p99",
+    "server_commit_ms_median", "server_commit_ms_p99", "share_of_wall_in_commits",
+)  # fmt: skip
+ALONE_COLUMNS = (
+    "backend", "writers", "pause_ms", "commits", "commit_ms_median", "commit_ms_p99",
+    "server_commit_ms_median", "server_commit_ms_p99",
+)  # fmt: skip
+
+
+def table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> list[str]:
+    return [
         "| " + " | ".join(columns) + " |",
         "| " + " | ".join("---" for _ in columns) + " |",
+        *("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows),
     ]
-    for mode in report["modes"]:
-        lines.append("| " + " | ".join(str(mode[c]) for c in columns) + " |")
-    lines += [
-        "",
-        "The store alone (as many processes committing 100 batches of 2 states at once):",
-        "",
-    ]
-    for backend, load in report["commits_only"].items():
-        lines.append(
-            f"- {backend}: {load['commits']} commits, median {load['commit_ms_median']} ms, "
-            f"p99 {load['commit_ms_p99']} ms"
-        )
-    lines += ["", f"targets: {report['targets']}", ""]
-    return "\n".join(lines)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    meta = report["meta"]
+    return "\n".join(
+        [
+            f"{meta['syncs']} syncs of {meta['records_per_sync']:,} records, {meta['when']},"
+            f" load average {meta['load_average_before'][0]:.1f} before the run,"
+            f" {meta['load_average_after'][0]:.1f} after (each mode's: its load_average column,"
+            " at its start and end)",
+            "",
+            *table(report["modes"], MODE_COLUMNS),
+            "",
+            "The store alone: as many processes each committing 100 batches of 2 states at once,"
+            " nothing else running, back to back (pause 0) or paced:",
+            "",
+            *table(report["commits_only"], ALONE_COLUMNS),
+            "",
+            f"targets: {report['targets']}",
+            "",
+        ]
+    )
 
 
 if __name__ == "__main__":

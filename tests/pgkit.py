@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,14 @@ def postgres_bin() -> Path | None:
     return found[-1].parent if found else None
 
 
-def start_postgres(root: Path, *, fsync: bool) -> tuple[PostgresServer, subprocess.Popen[bytes]]:
+def start_postgres(
+    root: Path, *, fsync: bool, settings: Mapping[str, str] | None = None
+) -> tuple[PostgresServer, subprocess.Popen[bytes]]:
     """initdb a cluster under `root` and run it on 127.0.0.1 (as user postgres when root).
 
-    `root` (created if needed) must be reachable by user postgres; stop the returned process with SIGQUIT (immediate) or SIGINT (fast)."""
+    `root` (created if needed) must be reachable by user postgres; stop the returned process
+    with SIGQUIT (immediate) or SIGINT (fast). `settings`: more server settings (`-c k=v`);
+    the server's log is `root/log`."""
     import pwd
     import socket
     import time
@@ -73,7 +78,8 @@ def start_postgres(root: Path, *, fsync: bool) -> tuple[PostgresServer, subproce
     process = subprocess.Popen(
         [str(bin_dir / "postgres"), "-D", str(data), "-k", str(sockets),
          "-p", str(port), "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300",
-         "-c", f"fsync={'on' if fsync else 'off'}"],
+         "-c", f"fsync={'on' if fsync else 'off'}",
+         *(f"-c{key}={value}" for key, value in (settings or {}).items())],
         stdout=subprocess.DEVNULL, stderr=(root / "log").open("wb"), **as_postgres,
     )  # fmt: skip
     server = PostgresServer("127.0.0.1", port, sockets)

@@ -135,7 +135,19 @@ def test_a_holder_in_another_pod_is_named_waited_for_and_released_by_its_sigkill
     env = store_env(postgres_url)
     slow = connection_file(tmp_path / "slow", "held", count=50_000_000)  # runs for minutes
     fast = connection_file(tmp_path, "held")
+    # The waiting syncs' source notes each command it runs: none may run while they wait.
+    calls = tmp_path / "source-calls"
+    source = tmp_path / "noting-source"
+    source.write_text(
+        f'#!/bin/sh\necho "$1" >> {calls}\nexec {sys.executable} -m ferry_connectors.source_generator "$@"\n'
+    )
+    source.chmod(0o755)
+    settings = yaml.safe_load(fast.read_text())
+    fast.write_text(
+        yaml.safe_dump({**settings, "source": {**settings["source"], "connector": str(source)}})
+    )
     holder = ferry({**env, "POD_NAME": "ferry-job-abc12"}, "sync", str(slow), "--no-progress")
+    started = [holder]
     try:
         run_id = running_run(postgres_url, "held")
 
@@ -148,16 +160,24 @@ def test_a_holder_in_another_pod_is_named_waited_for_and_released_by_its_sigkill
         assert password(postgres_url) not in err
 
         waiting = ferry(env, "sync", str(fast), "--json", "--wait", "5m", "--full-refresh")
+        clearing = ferry(env, "clear", str(fast), "--wait")  # no limit
+        started += [waiting, clearing]
         time.sleep(2)
         assert waiting.poll() is None, "the second sync must wait while the holder lives"
+        assert clearing.poll() is None, "a clear must wait while the holder lives"
+        assert not calls.exists(), "a sync waiting for the connection ran its source"
         assert holder.poll() is None
         holder.kill()  # SIGKILL, no cleanup at all: the server drops the dead session's locks
         out, err = waiting.communicate(timeout=300)
         assert waiting.returncode == 0, err
         assert json.loads(out)["records_committed"] == COUNT * STREAMS
+        assert "discover" in calls.read_text().split()
+        _, err = clearing.communicate(timeout=300)
+        assert clearing.returncode == 0, err
     finally:
-        holder.kill()
-        holder.communicate()
+        for process in started:
+            process.kill()
+            process.communicate()
     statuses = {run["run_id"]: run["status"] for run in runs(env, fast)}
     assert statuses[run_id] == "abandoned"
-    assert sorted(statuses.values()) == ["abandoned", "succeeded"]
+    assert sorted(statuses.values()) == ["abandoned", "succeeded", "succeeded"]

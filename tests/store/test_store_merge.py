@@ -13,9 +13,11 @@ from ferry.protocol.messages import AirbyteStateMessage, StreamDescriptor
 from ferry.store.state import (
     EMPTY,
     ConnectionState,
+    StateUpdate,
     apply_state,
     apply_states,
     keeping_streams,
+    state_update,
     streams_touched,
     without_stream,
 )
@@ -262,3 +264,34 @@ def test_keeping_streams_filters_stream_and_global_state_but_not_legacy() -> Non
     assert (cdc.type, cdc.shared_state, dict(cdc.streams)) == ("GLOBAL", {"lsn": 9}, {})
     old = apply_state(EMPTY, legacy({"x": 1}))
     assert keeping_streams(old, lambda d: False) is old  # one blob: nothing to pick from
+
+
+def applied(update: StateUpdate, stored: ConnectionState) -> ConnectionState:
+    """What a store holds after writing `update` over `stored` (the rule StateUpdate states)."""
+    if update.merges and stored.type == "STREAM":
+        return ConnectionState("STREAM", {**stored.streams, **update.state.streams})
+    return update.state
+
+
+def test_a_state_update_written_over_any_stored_state_equals_applying_the_messages() -> None:
+    messages = [
+        stream("a", 1),
+        stream("b", 2),
+        stream("b", 3, "public"),
+        global_({"lsn": 4}, {"a": 5}),
+        global_({"lsn": 6}, {}),
+        legacy({"x": 7}),
+    ]
+    stored_states = [EMPTY, *(apply_state(EMPTY, m) for m in messages)]
+    stored_states.append(apply_states(EMPTY, messages[:3]))
+    batches = [[m] for m in messages] + [
+        [a, b] for a in messages for b in messages
+    ]  # every pair, in both orders
+    for stored in stored_states:
+        for batch in batches:
+            assert applied(state_update(batch), stored) == apply_states(stored, batch), batch
+
+
+def test_a_state_update_refuses_what_apply_states_refuses() -> None:
+    with pytest.raises(ProtocolViolation):
+        state_update([stream("a", 1), state({"type": "STREAM"})])

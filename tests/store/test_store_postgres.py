@@ -14,8 +14,8 @@ from ferry.errors import ConnectionBusy, StoreError
 from ferry.protocol import convert
 from ferry.protocol.messages import AirbyteStateMessage
 from ferry.store import RUNNING, SUCCEEDED, open_store
-from ferry.store.postgres import PostgresStore
-from ferry.store.schema import SCHEMA_VERSION
+from ferry.store.postgres import POSTGRES_DDL, PostgresStore
+from ferry.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 pytestmark = pytest.mark.postgres
 
@@ -67,7 +67,8 @@ def test_a_commit_after_the_lock_session_was_lost_is_refused(postgres_url: str) 
         store.commit_states("c", attempt, [stream_state(1)])
         (holder,) = lock_sessions(postgres_url)
         with psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (holder,))
+            # With a timeout, the call returns once the session is gone, its locks with it.
+            admin.execute("SELECT pg_terminate_backend(%s, 10000)", (holder,))
         with pytest.raises(StoreError, match="lost its lock on connection 'c'"):
             store.commit_states("c", attempt, [stream_state(2)])
         assert store.load_state("c").streams  # the state of the refused commit is not there
@@ -99,3 +100,29 @@ def test_the_store_names_itself_without_the_password(postgres_url: str) -> None:
         password = postgres_url.split(":")[2].split("@")[0]
         assert password not in store.url
         assert ":***@" in store.url
+
+
+def test_a_store_of_schema_version_2_gains_the_commit_check(postgres_url: str) -> None:
+    """A store written before the server-side commit check keeps its state, and commits (which
+    need the check) work once it is opened."""
+    with psycopg.connect(postgres_url, autocommit=True) as raw:
+        for step in MIGRATIONS[:2]:
+            for statement in step:
+                raw.execute(POSTGRES_DDL.render(statement))
+        raw.execute("CREATE TABLE ferry_schema (version INTEGER NOT NULL)")
+        raw.execute("INSERT INTO ferry_schema (version) VALUES (2)")
+        raw.execute(
+            "INSERT INTO connection_state (connection, type, shared, updated_at)"
+            " VALUES ('c', 'STREAM', 'null', 0)"
+        )
+        raw.execute(
+            "INSERT INTO stream_state (connection, name, state, updated_at) VALUES ('c', 'a', '1', 0)"
+        )
+    with open_store(postgres_url) as store:
+        assert next(iter(store.load_state("c").streams.values())) == 1
+        run = store.start_run("c")
+        store.commit_states("c", store.start_attempt(run), [stream_state(2)])
+        store.finish_run(run, SUCCEEDED)
+        assert next(iter(store.load_state("c").streams.values())) == 2
+    with psycopg.connect(postgres_url) as raw:
+        assert raw.execute("SELECT version FROM ferry_schema").fetchall() == [(SCHEMA_VERSION,)]

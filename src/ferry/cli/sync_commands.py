@@ -47,15 +47,7 @@ def register(subparsers: Subparsers) -> None:
         metavar="N",
         help=f"with several connections: how many sync at once (default {DEFAULT_PARALLEL})",
     )
-    sync.add_argument(
-        "--wait",
-        nargs="?",
-        const="inf",
-        type=_wait,
-        metavar="DURATION",
-        help="if another ferry syncs the connection, wait for it to end (at most DURATION: "
-        "30s, 10m, 2h; default no limit) instead of refusing",
-    )
+    _wait_option(sync)
     sync.add_argument("--runtime", choices=RUNTIME_NAMES, help="runtime for unprefixed connectors")
     sync.add_argument("--full-refresh", action="store_true", help="ignore saved state, re-read all")
     sync.add_argument(
@@ -114,6 +106,7 @@ def register(subparsers: Subparsers) -> None:
     clear.add_argument("connection", type=Path, help="connection file (YAML)")
     _streams_option(clear, "the streams to clear (default: every stream)")
     clear.add_argument("--runtime", choices=RUNTIME_NAMES, help="runtime for unprefixed connectors")
+    _wait_option(clear)
     _store_option(clear)
     clear.set_defaults(handler=_clear)
 
@@ -164,6 +157,18 @@ def _duration(text: str) -> float:
         return parse_duration(text, "--idle-timeout")
     except ConfigError as error:
         raise argparse.ArgumentTypeError(str(error).removeprefix("--idle-timeout: ")) from None
+
+
+def _wait_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wait",
+        nargs="?",
+        const="inf",
+        type=_wait,
+        metavar="DURATION",
+        help="if another ferry syncs the connection, wait for it to end (at most DURATION: "
+        "30s, 10m, 2h; default no limit) instead of refusing",
+    )
 
 
 def _wait(text: str) -> float:
@@ -249,7 +254,7 @@ def connection_files(paths: list[Path]) -> list[Path]:
 
 def _clear(args: argparse.Namespace) -> int:
     connection = load_connection(args.connection)
-    options = SyncOptions(runtime=args.runtime, streams=tuple(args.streams))
+    options = SyncOptions(runtime=args.runtime, streams=tuple(args.streams), wait=args.wait)
     with open_cli_store(args) as store:
         cleared = asyncio.run(SyncRunner(connection, store, options).clear())
     names = ", ".join(s.name if s.namespace is None else f"{s.namespace}.{s.name}" for s in cleared)

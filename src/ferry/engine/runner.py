@@ -305,17 +305,35 @@ class SyncRunner:
 
     async def run(self) -> SyncResult:
         try:
-            if self.options.wait is None:  # refuse a busy connection before starting anything
-                self.store.ensure_free(self.connection.name)
             with log_context.running(self.connection.name):
-                plan = await self.plan()
+                # The connection first: no connector runs while another ferry syncs it.
+                run_id = await self._start_run(self.options.full_refresh)
+                plan = await self._planned(run_id)
                 await self._sweep_orphans()
-                refreshed = select_streams(plan.catalog, self.options.streams)
-                return await self._run_attempts(plan, refreshed if self.options.refresh else [])
+                with log_context.running(self.connection.name, run_id):
+                    return await self._attempts_of_run(plan, run_id)
         finally:
             await asyncio.gather(
                 *(r.close() for r in self.runtimes.values()), return_exceptions=True
             )
+
+    async def _planned(self, run_id: int) -> AttemptPlan:
+        """The run's plan, its streams' generations started; a failure ends the run."""
+        try:
+            plan = await self.plan()
+            refreshed = select_streams(plan.catalog, self.options.streams)
+            refreshed = refreshed if self.options.refresh else []
+            catalog = self._start_generations(plan.catalog, run_id, refreshed)
+        except BaseException as failure:
+            self._end_run_early(run_id, failure)
+            raise
+        return replace(plan, catalog=catalog, labels=RunLabels(str(run_id), self.connection.name))
+
+    def _end_run_early(self, run_id: int, failure: BaseException) -> None:
+        if isinstance(failure, FerryError):
+            self.store.finish_run(run_id, "failed", str(failure), failure.failure_type)
+        else:  # interrupted
+            self.store.finish_run(run_id, "cancelled", "stopped before the sync started")
 
     async def clear(self) -> list[StreamDescriptor]:
         """`ferry clear`: empty the named streams (every stream if none) in the destination.
@@ -325,16 +343,13 @@ class SyncRunner:
         COMPLETE for each (so it drops every older generation). Recorded as a run.
         """
         try:
-            plan = await self.plan()
-            streams = select_streams(plan.catalog, self.options.streams)
-            name = self.connection.name
-            runtime = self.options.runtime or self.connection.runtime
-            run_id = self.store.start_run(name, full_refresh=True, runtime=runtime)
+            run_id = await self._start_run(full_refresh=True)
             try:
+                plan = await self.plan()
+                streams = select_streams(plan.catalog, self.options.streams)
                 await self._clear(plan, run_id, streams)
-            except FerryError as error:
-                failure_type = error.failure_type
-                self.store.finish_run(run_id, "failed", str(error), failure_type)
+            except BaseException as failure:
+                self._end_run_early(run_id, failure)
                 raise
             self.store.finish_run(run_id, "succeeded")
             return streams
@@ -357,20 +372,6 @@ class SyncRunner:
         labels = RunLabels(str(run_id), name, "destination")
         runtime = self.runtimes[plan.destination.runtime]
         await commands.write_input(plan.destination, files, runtime, completions, labels)
-
-    async def _run_attempts(
-        self, plan: AttemptPlan, refreshed: list[StreamDescriptor]
-    ) -> SyncResult:
-        name = self.connection.name
-        run_id = await self._start_run()
-        try:
-            catalog = self._start_generations(plan.catalog, run_id, refreshed)
-        except FerryError as failure:
-            self.store.finish_run(run_id, "failed", str(failure))
-            raise
-        plan = replace(plan, catalog=catalog, labels=RunLabels(str(run_id), name))
-        with log_context.running(name, run_id):
-            return await self._attempts_of_run(plan, run_id)
 
     async def _attempts_of_run(self, plan: AttemptPlan, run_id: int) -> SyncResult:
         name = self.connection.name
@@ -414,7 +415,7 @@ class SyncRunner:
             warnings=outcome.warnings,
         )
 
-    async def _start_run(self) -> int:
+    async def _start_run(self, full_refresh: bool) -> int:
         """Start the run, waiting (with --wait) while another ferry syncs the connection."""
         loop = asyncio.get_running_loop()
         deadline = None if self.options.wait is None else loop.time() + self.options.wait
@@ -423,7 +424,7 @@ class SyncRunner:
             try:
                 return self.store.start_run(
                     self.connection.name,
-                    full_refresh=self.options.full_refresh,
+                    full_refresh=full_refresh,
                     runtime=self.options.runtime or self.connection.runtime,
                 )
             except ConnectionBusy as busy:
@@ -585,6 +586,7 @@ def _config_file(endpoint: Endpoint, where: str) -> bytes:
 
 
 def _counts(stats: SyncStats) -> list[StreamCounts]:
+    # tuple() copies the streams at once: a commit reads them from a thread (Attempt).
     return [
         StreamCounts(
             StreamDescriptor(s.name, s.namespace),
@@ -594,7 +596,7 @@ def _counts(stats: SyncStats) -> list[StreamCounts]:
             s.bytes_committed,
             s.records_rejected,
         )
-        for s in stats.streams.values()
+        for s in tuple(stats.streams.values())
     ]
 
 

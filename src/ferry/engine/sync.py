@@ -323,7 +323,7 @@ class Attempt:
                 else:
                     self._on_message("destination", decode_message(line))
             if confirmed:
-                self._commit(confirmed)
+                await self._commit_in_thread(confirmed)
         self._idle.destination_done()
 
     def _confirm(self, echoed: AirbyteStateMessage) -> list[PendingState]:
@@ -359,8 +359,26 @@ class Attempt:
                 f" ferry sent {last.covers_records}"
             )
 
+    async def _commit_in_thread(self, confirmed: list[PendingState]) -> None:
+        """`_commit`, the store's part in a thread: the pump goes on while the store waits on
+        its server or disk; the echoes wait, so commits keep their order. A cancellation
+        waits for the commit to end, so that the stats say what the store holds."""
+        states = [entry.state for entry in confirmed]
+        committing = asyncio.ensure_future(asyncio.to_thread(self.commit, states))
+        try:
+            await asyncio.shield(committing)
+        except asyncio.CancelledError:
+            await asyncio.wait([committing])
+            if committing.exception() is None:
+                self._committed(confirmed)
+            raise
+        self._committed(confirmed)
+
     def _commit(self, confirmed: list[PendingState]) -> None:
         self.commit([entry.state for entry in confirmed])
+        self._committed(confirmed)
+
+    def _committed(self, confirmed: list[PendingState]) -> None:
         self.stats.states_committed += len(confirmed)
         for entry in confirmed:
             stream = entry.state.stream

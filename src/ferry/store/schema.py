@@ -17,6 +17,9 @@ class DdlTokens:
     int: str  # a 64-bit integer
     real: str  # a double (timestamps are seconds since the epoch)
     namespace_key: str  # index key parts that tell a NULL namespace from every text one
+    # The statement creating what checks a state commit on the server (PostgreSQL: a function
+    # that raises, so that a commit is sent in one go); empty where there is none.
+    commit_check: str = ""
 
     def render(self, statement: str) -> str:
         return statement.format(status_check=_STATUS_CHECK, **asdict(self))
@@ -109,5 +112,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (connection, role)
         )""",
     ),
+    # 2 -> 3: the server-side check of a state commit (PostgreSQL only).
+    ("{commit_check}",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -27,6 +27,7 @@ from ferry.protocol import encode
 from ferry.protocol.messages import (
     STATE_GLOBAL,
     STATE_LEGACY,
+    STATE_STREAM,
     AirbyteStateMessage,
     StreamDescriptor,
 )
@@ -45,7 +46,14 @@ from ferry.store.base import (
 )
 from ferry.store.owner import Owner, current_owner
 from ferry.store.schema import MIGRATIONS, SCHEMA_VERSION, DdlTokens
-from ferry.store.state import EMPTY, ConnectionState, apply_states, streams_touched, without_stream
+from ferry.store.state import (
+    EMPTY,
+    ConnectionState,
+    StateUpdate,
+    state_update,
+    streams_touched,
+    without_stream,
+)
 
 
 class Cursor(Protocol):
@@ -104,6 +112,19 @@ class SqlStore(Store):
     def _serialize(self, db: Db, connection: str) -> None:
         """Called first in a transaction that reads then writes `connection`'s state or runs."""
 
+    def _check_commit(self, db: Db, connection: str, attempt_id: int | None) -> None:
+        """Called first in a state commit: serialize it (`_serialize`) and raise StoreError
+        if `attempt_id` is not one of `connection`'s attempts."""
+        self._serialize(db, connection)
+        if attempt_id is not None:
+            found = db.execute(
+                "SELECT 1 FROM attempts JOIN runs ON runs.id = attempts.run_id"
+                " WHERE attempts.id = ? AND runs.connection = ?",
+                (attempt_id, connection),
+            ).fetchone()
+            if found is None:
+                raise StoreError(not_an_attempt_of(connection, attempt_id))
+
     @abc.abstractmethod
     def _alive(self, db: Db, runs: Sequence[RunningRun]) -> set[int]:
         """The ids of `runs` whose owning ferry may still be running them."""
@@ -127,7 +148,9 @@ class SqlStore(Store):
             return
         for statements in MIGRATIONS[version:]:
             for statement in statements:
-                db.execute(self.ddl.render(statement))
+                rendered = self.ddl.render(statement)
+                if rendered:  # a dialect may have nothing to do in a step
+                    db.execute(rendered)
         self._set_schema_version(db, SCHEMA_VERSION)
 
     def _check_version(self, version: int) -> None:
@@ -163,18 +186,16 @@ class SqlStore(Store):
             return
         if attempt_id is None and progress:
             raise StoreError("progress counts need the attempt they belong to")
+        update = state_update(states) if states else None
+        # Nothing is read to be merged: the statements say what changes whatever is stored,
+        # so a backend may send them all at once (one round trip, PostgreSQL's pipeline).
         with self._write(batched=True) as db:
-            self._serialize(db, connection)
+            self._check_commit(db, connection, attempt_id)
             now = time.time()
-            # Every read first (one round trip when batched), then only writes.
-            old = _load_raw(db, connection) if states else EMPTY
-            counted = _attempt_streams(db, connection, attempt_id) if attempt_id else set()
-            if states:
-                _write_state(db, connection, old, apply_states(old, states), attempt_id, now)
+            if update is not None:
+                _write_state(db, connection, update, attempt_id, now, self.ddl.namespace_key)
             if attempt_id is not None:
-                _count_commit(db, attempt_id, states, counted, now)
-                for counts in progress:
-                    _set_counts(db, attempt_id, counts, counted)
+                _count_commit(db, attempt_id, states, progress, now, self.ddl.namespace_key)
 
     def reset_state(self, connection: str, stream: StreamDescriptor | None = None) -> bool:
         with self._write() as db:
@@ -183,7 +204,8 @@ class SqlStore(Store):
             new = EMPTY if stream is None else without_stream(old, stream)
             if new is old or (old.is_empty and new.is_empty):
                 return False
-            _write_state(db, connection, old, new, None, time.time())
+            update = StateUpdate(new, merges=False)
+            _write_state(db, connection, update, None, time.time(), self.ddl.namespace_key)
             return True
 
     # -- generations ---------------------------------------------------------------------------
@@ -337,9 +359,7 @@ class SqlStore(Store):
             )
             if cursor.rowcount != 1:
                 raise StoreError(f"there is no attempt {attempt_id}")
-            counted = _attempt_streams(db, None, attempt_id)
-            for counts in stats:
-                _set_counts(db, attempt_id, counts, counted)
+            _set_counts(db, attempt_id, list(stats), Counter(), self.ddl.namespace_key)
             db.execute(
                 "UPDATE runs SET updated_at = ?"
                 " WHERE id = (SELECT run_id FROM attempts WHERE id = ?)",
@@ -413,6 +433,10 @@ def busy(connection: str, run: RunningRun | None) -> ConnectionBusy:
         f"connection {connection!r} is already being synced: {holder}; wait for it to end, "
         "or use `ferry sync --wait` (two syncs of one connection at once would race on its state)"
     )
+
+
+def not_an_attempt_of(connection: str, attempt_id: int) -> str:
+    return f"attempt {attempt_id} is not an attempt of connection {connection!r}"
 
 
 # -- values ------------------------------------------------------------------------------------
@@ -489,16 +513,33 @@ def _load_raw(db: Db, connection: str) -> ConnectionState:
 def _write_state(
     db: Db,
     connection: str,
-    old: ConnectionState,
-    new: ConnectionState,
+    update: StateUpdate,
     attempt_id: int | None,
     now: float,
+    namespace_key: str,
 ) -> None:
-    """Write the rows that differ between `old` (as loaded) and `new`."""
+    """Store `update`; only the rows it changes are written. `namespace_key`: the dialect's
+    key parts of the stream indexes (`DdlTokens.namespace_key`)."""
+    new = update.state
     if new.is_empty:
         db.execute("DELETE FROM stream_state WHERE connection = ?", (connection,))
         db.execute("DELETE FROM connection_state WHERE connection = ?", (connection,))
         return
+    # First the streams that go: those the update does not name, unless it merges into a
+    # stored STREAM state (read here, before the next statement changes the type).
+    sweep = "DELETE FROM stream_state WHERE connection = ?"
+    params: list[Any] = [connection]
+    if new.streams:
+        rows = ", ".join(["(?, ?)"] * len(new.streams))
+        sweep += (
+            f" AND NOT EXISTS (SELECT 1 FROM (VALUES {rows}) AS kept WHERE kept.column1 = name"
+            " AND (kept.column2 = namespace OR (kept.column2 IS NULL AND namespace IS NULL)))"
+        )
+        params += [part for d in new.streams for part in (d.name, d.namespace)]
+    if update.merges:
+        sweep += " AND coalesce((SELECT type FROM connection_state WHERE connection = ?), '') <> ?"
+        params += [connection, STATE_STREAM]
+    db.execute(sweep, params)
     shared = new.shared_state if new.type == STATE_GLOBAL else new.data
     db.execute(
         "INSERT INTO connection_state (connection, type, shared, updated_at, attempt_id)"
@@ -507,112 +548,94 @@ def _write_state(
         " attempt_id = excluded.attempt_id",
         (connection, new.type, _text(shared), now, attempt_id),
     )
-    if old.type != new.type:
-        db.execute("DELETE FROM stream_state WHERE connection = ?", (connection,))
-        old_streams: dict[StreamDescriptor, Any] = {}
-    else:
-        old_streams = dict(old.streams)
-        for gone in old_streams.keys() - new.streams.keys():
-            db.execute(
-                "DELETE FROM stream_state WHERE connection = ? AND name = ? AND namespace IS ?",
-                (connection, gone.name, gone.namespace),
-            )
-    for descriptor, value in new.streams.items():
-        previous = old_streams.get(descriptor)
-        if previous is not None and value is previous:
-            continue
-        text = _text(value)
-        if previous is not None:
-            if text == previous.text:
-                continue
-            db.execute(
-                "UPDATE stream_state SET state = ?, updated_at = ?"
-                " WHERE connection = ? AND name = ? AND namespace IS ?",
-                (text, now, connection, descriptor.name, descriptor.namespace),
-            )
-        else:
-            db.execute(
-                "INSERT INTO stream_state (connection, name, namespace, state, updated_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (connection, descriptor.name, descriptor.namespace, text, now),
-            )
-
-
-def _attempt_streams(db: Db, connection: str | None, attempt_id: int) -> set[StreamDescriptor]:
-    """The streams an attempt has counts for; StoreError if it is not one of `connection`'s."""
-    if connection is not None:
-        found = db.execute(
-            "SELECT 1 FROM attempts JOIN runs ON runs.id = attempts.run_id"
-            " WHERE attempts.id = ? AND runs.connection = ?",
-            (attempt_id, connection),
-        )
-    rows = db.execute(
-        "SELECT name, namespace FROM attempt_streams WHERE attempt_id = ?", (attempt_id,)
+    _insert_rows(
+        db,
+        "INSERT INTO stream_state (connection, name, namespace, state, updated_at)",
+        [(connection, d.name, d.namespace, _text(value), now) for d, value in new.streams.items()],
+        f"ON CONFLICT (connection, name, {namespace_key}) DO UPDATE SET state = excluded.state,"
+        " updated_at = excluded.updated_at WHERE stream_state.state <> excluded.state",
     )
-    if connection is not None and found.fetchone() is None:
-        raise StoreError(f"attempt {attempt_id} is not an attempt of connection {connection!r}")
-    return {StreamDescriptor(name=name, namespace=namespace) for name, namespace in rows.fetchall()}
+
+
+_ROWS_PER_STATEMENT = 500  # bound the placeholders of a statement (SQLite: 32 766)
+
+
+def _insert_rows(db: Db, insert: str, rows: Sequence[tuple[Any, ...]], conflict: str) -> None:
+    """`insert VALUES (row), (row)... conflict`: a statement for many rows (none: nothing)."""
+    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+        chunk = rows[start : start + _ROWS_PER_STATEMENT]
+        row = "(" + ", ".join("?" * len(chunk[0])) + ")"
+        values = ", ".join([row] * len(chunk))
+        db.execute(f"{insert} VALUES {values} {conflict}", [v for r in chunk for v in r])
 
 
 def _count_commit(
     db: Db,
     attempt_id: int,
     states: Sequence[AirbyteStateMessage],
-    counted: set[StreamDescriptor],
+    progress: Sequence[StreamCounts],
     now: float,
+    namespace_key: str,
 ) -> None:
-    """Raise the attempt's committed-state counters; `counted` gains the streams it adds."""
-    db.execute(
-        "UPDATE attempts SET states_committed = states_committed + ? WHERE id = ?",
-        (len(states), attempt_id),
-    )
+    """Raise the attempt's committed-state counters and set its streams' progress counts."""
+    if states:
+        db.execute(
+            "UPDATE attempts SET states_committed = states_committed + ? WHERE id = ?",
+            (len(states), attempt_id),
+        )
     db.execute(
         "UPDATE runs SET updated_at = ? WHERE id = (SELECT run_id FROM attempts WHERE id = ?)",
         (now, attempt_id),
     )
     touched = Counter(d for state in states for d in streams_touched(state))
-    for descriptor, count in touched.items():
-        if descriptor in counted:
-            db.execute(
-                "UPDATE attempt_streams SET states_committed = states_committed + ?"
-                " WHERE attempt_id = ? AND name = ? AND namespace IS ?",
-                (count, attempt_id, descriptor.name, descriptor.namespace),
-            )
-        else:
-            db.execute(
-                "INSERT INTO attempt_streams (attempt_id, name, namespace, states_committed)"
-                " VALUES (?, ?, ?, ?)",
-                (attempt_id, descriptor.name, descriptor.namespace, count),
-            )
-            counted.add(descriptor)
+    _set_counts(db, attempt_id, progress, touched, namespace_key)
+    given = {counts.stream for counts in progress}
+    _insert_rows(
+        db,
+        "INSERT INTO attempt_streams (attempt_id, name, namespace, states_committed)",
+        [
+            (attempt_id, d.name, d.namespace, count)
+            for d, count in touched.items()
+            if d not in given
+        ],
+        f"ON CONFLICT (attempt_id, name, {namespace_key}) DO UPDATE"
+        " SET states_committed = attempt_streams.states_committed + excluded.states_committed",
+    )
 
 
 def _set_counts(
-    db: Db, attempt_id: int, counts: StreamCounts, counted: set[StreamDescriptor]
+    db: Db,
+    attempt_id: int,
+    progress: Sequence[StreamCounts],
+    states: Counter[StreamDescriptor],
+    namespace_key: str,
 ) -> None:
-    stream = counts.stream
-    values = (
-        counts.records_sent,
-        counts.bytes_sent,
-        counts.records_committed,
-        counts.bytes_committed,
-        counts.records_rejected,
+    """Set the streams' counts in an attempt and add `states` to their committed states."""
+    latest = {counts.stream: counts for counts in progress}  # a row is set once per statement
+    _insert_rows(
+        db,
+        "INSERT INTO attempt_streams (attempt_id, name, namespace, states_committed, records,"
+        " bytes, records_committed, bytes_committed, records_rejected)",
+        [
+            (
+                attempt_id,
+                counts.stream.name,
+                counts.stream.namespace,
+                states[counts.stream],
+                counts.records_sent,
+                counts.bytes_sent,
+                counts.records_committed,
+                counts.bytes_committed,
+                counts.records_rejected,
+            )
+            for counts in latest.values()
+        ],
+        f"ON CONFLICT (attempt_id, name, {namespace_key}) DO UPDATE"
+        " SET states_committed = attempt_streams.states_committed + excluded.states_committed,"
+        " records = excluded.records, bytes = excluded.bytes,"
+        " records_committed = excluded.records_committed,"
+        " bytes_committed = excluded.bytes_committed, records_rejected = excluded.records_rejected",
     )
-    if stream in counted:
-        db.execute(
-            "UPDATE attempt_streams SET records = ?, bytes = ?, records_committed = ?,"
-            " bytes_committed = ?, records_rejected = ?"
-            " WHERE attempt_id = ? AND name = ? AND namespace IS ?",
-            (*values, attempt_id, stream.name, stream.namespace),
-        )
-    else:
-        db.execute(
-            "INSERT INTO attempt_streams (attempt_id, name, namespace, records, bytes,"
-            " records_committed, bytes_committed, records_rejected)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (attempt_id, stream.name, stream.namespace, *values),
-        )
-        counted.add(stream)
 
 
 def _generations(db: Db, connection: str) -> dict[StreamDescriptor, int]:

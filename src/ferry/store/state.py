@@ -137,6 +137,27 @@ def apply_states(
     return ConnectionState(type=kind, streams=streams, shared_state=shared_state, data=data)
 
 
+@dataclass(frozen=True)
+class StateUpdate:
+    """What a batch of state messages does to a stored state, whatever that state is.
+
+    `state` is the batch applied to no state. Applied to a stored state S, the batch gives
+    `state` itself, except when `merges` and S is a STREAM state: then S's streams the batch
+    does not name are kept (STREAM messages replace their own stream only). A store can thus
+    write a batch without reading what it holds first.
+    """
+
+    state: ConnectionState
+    merges: bool
+
+
+def state_update(messages: Iterable[AirbyteStateMessage]) -> StateUpdate:
+    """The update `messages` make (ProtocolViolation as `apply_states` raises it)."""
+    messages = list(messages)
+    state = apply_states(EMPTY, messages)
+    return StateUpdate(state, merges=all(_kind(m) == STATE_STREAM for m in messages))
+
+
 def apply_state(state: ConnectionState, message: AirbyteStateMessage) -> ConnectionState:
     return apply_states(state, (message,))
 
