@@ -16,6 +16,7 @@ import random
 import sqlite3
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from ferry.store import ABANDONED, open_store
@@ -58,63 +59,81 @@ def test_sigkill_at_random_points_leaves_the_store_consistent(store_url: str) ->
     final = 0  # last batch present in the store
     for round_ in range(ROUNDS):
         where = f"seed {seed}, round {round_}"
-        child = spawn(store_url)
-        assert child.stdout is not None
-        run_id = attempt_id = None
-        reported = final
-        if rng.random() < 0.15:
-            for _ in range(rng.randrange(0, 200_000)):  # kill while it starts up or migrates
-                pass
-        else:
-            header = child.stdout.readline().split()
-            if header:
-                run_id, attempt_id = int(header[1]), int(header[3])
-            for _ in range(rng.randrange(0, 30)):
-                line = child.stdout.readline()
-                if not line:
-                    break
-                reported = int(line)
-            for _ in range(rng.randrange(0, 50_000)):  # and a random instant after that
-                pass
-        child.kill()
-        child.wait()
-        for line in child.stdout:
-            if line.startswith("run "):
-                header = line.split()
-                run_id, attempt_id = int(header[1]), int(header[3])
-            else:
-                reported = int(line)
-        child.stdout.close()
-
+        killed = kill_at_random(spawn(store_url), rng, final)
         check_integrity(store_url, where)
-        with open_store(store_url) as store:
-            state = store.load_state("conn")
-            if state.is_empty:
-                assert (final, reported) == (0, 0), where
-                continue
-            batches = {value["batch"] for value in state.streams.values()}
-            assert len(batches) == 1, f"{where}: a batch was torn: {sorted(batches)}"
-            assert set(state.streams) == {d for d in state.streams if d.name in STREAMS}
-            assert len(state.streams) == len(STREAMS), where
-            (k,) = batches
-            if state.type == "GLOBAL":
-                assert k % GLOBAL_EVERY == 0, where
-                assert state.shared_state["batch"] == k, where
-            assert reported <= k <= reported + 1, f"{where}: store {k}, child said {reported}"
-            if attempt_id is not None:
-                assert run_id is not None
-                (run,) = [r for r in store.list_runs("conn", limit=100) if r.id == run_id]
-                assert run.status == ABANDONED, where
-                (attempt,) = run.attempts
-                assert attempt.id == attempt_id
-                assert attempt.status == ABANDONED
-                assert attempt.states_committed == states_for(range(final + 1, k + 1)), where
-                for totals in attempt.streams:
-                    assert totals.states_committed == k - final, where
-            else:
-                assert k == final, where
-            final = k
+        final = check_after_kill(store_url, where, final, killed)
     assert final > 0, f"seed {seed}: no batch was ever committed"
+
+
+@dataclass
+class Killed:
+    """What a killed child said before it died: its run and attempt, its last batch."""
+
+    reported: int
+    run_id: int | None = None
+    attempt_id: int | None = None
+
+    def read(self, line: str) -> None:
+        if line.startswith("run "):
+            header = line.split()
+            self.run_id, self.attempt_id = int(header[1]), int(header[3])
+        else:
+            self.reported = int(line)
+
+
+def kill_at_random(child: subprocess.Popen[str], rng: random.Random, final: int) -> Killed:
+    """SIGKILL the child while it starts up or migrates, or after a random number of batches."""
+    assert child.stdout is not None
+    killed = Killed(reported=final)
+    if rng.random() < 0.15:
+        for _ in range(rng.randrange(0, 200_000)):  # kill while it starts up or migrates
+            pass
+    else:
+        for _ in range(rng.randrange(0, 31)):  # the header line, then batches
+            line = child.stdout.readline()
+            if not line:
+                break
+            killed.read(line)
+        for _ in range(rng.randrange(0, 50_000)):  # and a random instant after that
+            pass
+    child.kill()
+    child.wait()
+    for line in child.stdout:
+        killed.read(line)
+    child.stdout.close()
+    return killed
+
+
+def check_after_kill(store_url: str, where: str, final: int, killed: Killed) -> int:
+    """The store holds one whole batch, at most one past what the child reported; its run and
+    attempt are abandoned with exactly the states since the last round. Returns that batch."""
+    with open_store(store_url) as store:
+        state = store.load_state("conn")
+        if state.is_empty:
+            assert (final, killed.reported) == (0, 0), where
+            return 0
+        batches = {value["batch"] for value in state.streams.values()}
+        assert len(batches) == 1, f"{where}: a batch was torn: {sorted(batches)}"
+        assert set(state.streams) == {d for d in state.streams if d.name in STREAMS}
+        assert len(state.streams) == len(STREAMS), where
+        k: int = next(iter(batches))
+        if state.type == "GLOBAL":
+            assert k % GLOBAL_EVERY == 0, where
+            assert state.shared_state["batch"] == k, where
+        reported = killed.reported
+        assert reported <= k <= reported + 1, f"{where}: store {k}, child said {reported}"
+        if killed.attempt_id is None:
+            assert k == final, where
+            return k
+        (run,) = [r for r in store.list_runs("conn", limit=100) if r.id == killed.run_id]
+        assert run.status == ABANDONED, where
+        (attempt,) = run.attempts
+        assert attempt.id == killed.attempt_id
+        assert attempt.status == ABANDONED
+        assert attempt.states_committed == states_for(range(final + 1, k + 1)), where
+        for totals in attempt.streams:
+            assert totals.states_committed == k - final, where
+    return k
 
 
 def test_concurrent_processes_do_not_lose_or_corrupt_commits(store_url: str) -> None:
