@@ -59,7 +59,7 @@ def build(inv: ConnectorInvocation | None = None, **kw: Any) -> PodManifests:
 
 
 def containers(manifests: PodManifests) -> dict[str, dict[str, Any]]:
-    spec = manifests.pod["spec"]
+    spec = manifests.pod.to_dict()["spec"]
     return {c["name"]: c for c in spec["initContainers"] + spec["containers"]}
 
 
@@ -79,7 +79,7 @@ def strings(value: Any) -> Iterator[str]:
 
 def test_source_pod_layout() -> None:
     m = build()
-    pod = m.pod
+    pod = m.pod.to_dict()
     assert m.name == "ferry-faker-to-duckdb-src-read-0123abcd"
     assert pod["spec"]["restartPolicy"] == "Never"
     by_name = containers(m)
@@ -163,7 +163,7 @@ def test_labels_annotations_and_owner() -> None:
             labels={"team": "data"}, annotations={"sidecar.istio.io/inject": "false"}
         ),
     )
-    labels = m.pod["metadata"]["labels"]
+    labels = m.pod.to_dict()["metadata"]["labels"]
     assert labels["ferry.run"] == "42"
     assert labels["ferry.connection"] == "faker-to-duckdb"
     assert labels["ferry.role"] == "source"
@@ -171,19 +171,21 @@ def test_labels_annotations_and_owner() -> None:
     assert labels[HOST_LABEL] == "node-1"
     assert labels["team"] == "data"
     assert labels["app.kubernetes.io/managed-by"] == "ferry"
-    annotations = m.pod["metadata"]["annotations"]
+    annotations = m.pod.to_dict()["metadata"]["annotations"]
     assert annotations["sidecar.istio.io/inject"] == "false"
     assert annotations["ferry.dev/ferry.pid"] == "99"
-    assert m.secret["metadata"]["labels"] == labels
+    assert m.secret.to_dict()["metadata"]["labels"] == labels
 
 
 def test_long_owner_values_are_valid_labels_and_kept_whole_in_annotations() -> None:
     owner = "a-very-long-host-name.with.dots.example.internal.corp.example.com-12345-deadbeef"
     m = build(extra_labels={OWNER_LABEL: owner})
-    label = m.pod["metadata"]["labels"][OWNER_LABEL]
+    label = m.pod.to_dict()["metadata"]["labels"][OWNER_LABEL]
     assert len(label) <= 63
     assert label.endswith("12345-deadbeef")
-    merged = labels_for_gc(m.pod["metadata"]["labels"], m.pod["metadata"]["annotations"])
+    merged = labels_for_gc(
+        m.pod.to_dict()["metadata"]["labels"], m.pod.to_dict()["metadata"]["annotations"]
+    )
     assert merged[OWNER_LABEL] == owner
 
 
@@ -240,9 +242,9 @@ def test_scheduling_and_security_settings() -> None:
         }
     )
     m = build(settings=settings)
-    spec = m.pod["spec"]
+    spec = m.pod.to_dict()["spec"]
     assert m.namespace == "etl"
-    assert m.pod["metadata"]["namespace"] == "etl"
+    assert m.pod.to_dict()["metadata"]["namespace"] == "etl"
     assert spec["nodeSelector"] == {"pool": "batch"}
     assert spec["tolerations"][0]["key"] == "batch"
     assert spec["affinity"]["nodeAffinity"]
@@ -301,7 +303,7 @@ def test_pull_policy_entrypoint_and_host_volumes() -> None:
     env = {e["name"]: e["value"] for e in connector["env"]}
     assert env["FERRY_ENTRYPOINT_OVERRIDE"] == "python /app/main.py"
     assert {"name": "ferry-host-0", "mountPath": "/local"} in connector["volumeMounts"]
-    host = next(v for v in m.pod["spec"]["volumes"] if v["name"] == "ferry-host-0")
+    host = next(v for v in m.pod.to_dict()["spec"]["volumes"] if v["name"] == "ferry-host-0")
     assert host["hostPath"] == {"path": "/srv/data", "type": "DirectoryOrCreate"}
     # `entrypoint: auto` is resolved by the runtime, never passed through literally.
     auto = containers(build(invocation(entrypoint="auto")))["connector"]
@@ -322,11 +324,11 @@ def test_names_are_dns_labels_and_unique() -> None:
 
 def test_secret_holds_files_and_is_owned_after_creation() -> None:
     m = build(invocation(files={"config": CONFIG, "catalog": b"{}", "state": b"[]"}))
-    data = m.secret["data"]
+    data = m.secret.to_dict()["data"]
     assert base64.b64decode(data["config.json"]) == CONFIG
     assert set(data) == {"config.json", "catalog.json", "state.json"}
-    assert m.secret["metadata"]["name"] == m.name
-    assert m.secret["immutable"] is True
+    assert m.secret.to_dict()["metadata"]["name"] == m.name
+    assert m.secret.to_dict()["immutable"] is True
     patch = secret_owner_patch(m.name, "uid-1")
     (owner,) = patch["metadata"]["ownerReferences"]
     assert owner == {
@@ -343,8 +345,8 @@ def test_secret_holds_files_and_is_owned_after_creation() -> None:
 
 def test_spec_has_no_secret_volume() -> None:
     m = build(invocation("spec", {}))
-    assert m.secret["data"] == {}
-    assert [v["name"] for v in m.pod["spec"]["volumes"]] == [m.io_volume]
+    assert m.secret.to_dict()["data"] == {}
+    assert [v["name"] for v in m.pod.to_dict()["spec"]["volumes"]] == [m.io_volume]
 
 
 def test_manifests_are_valid_kubernetes_objects() -> None:
@@ -353,9 +355,10 @@ def test_manifests_are_valid_kubernetes_objects() -> None:
         invocation("write", role="destination", volumes={"/d": "/local"}),
         settings=KubernetesSettings.parse({"tolerations": [{"key": "k", "operator": "Exists"}]}),
     )
-    assert Pod.from_dict(m.pod).to_dict() == m.pod
-    assert Secret.from_dict(m.secret).to_dict() == m.secret
-    metadata = codecs.from_dict(m.pod).metadata
+    pod, secret = m.pod.to_dict(), m.secret.to_dict()
+    assert Pod.from_dict(pod).to_dict() == pod
+    assert Secret.from_dict(secret).to_dict() == secret
+    metadata = codecs.from_dict(pod).metadata
     assert metadata is not None
     assert metadata.name == m.name
 
@@ -365,10 +368,10 @@ def test_manifests_are_valid_kubernetes_objects() -> None:
 
 def test_podman_adaptation() -> None:
     m = for_podman(build())
-    assert m.pod["spec"]["hostNetwork"] is True
-    assert "namespace" not in m.pod["metadata"]
+    assert m.pod.to_dict()["spec"]["hostNetwork"] is True
+    assert "namespace" not in m.pod.to_dict()["metadata"]
     bridged = for_podman(build(), host_network=False)
-    assert "hostNetwork" not in bridged.pod["spec"]
+    assert "hostNetwork" not in bridged.pod.to_dict()["spec"]
     secret = podman_secret(m)
     assert secret["data"]["config.json"] == CONFIG.decode()  # plain, not base64
     assert secret["metadata"]["name"] == m.name

@@ -385,7 +385,7 @@ def test_gc_removes_pod_secret_and_volume_of_a_dead_owner(
         )
         subprocess.run(
             ["podman", "kube", "play", "-"],
-            input=json.dumps(manifests.pod),
+            input=json.dumps(manifests.pod.to_dict()),
             text=True,
             check=True,
             capture_output=True,

@@ -44,7 +44,7 @@ def pair(
 
 def build(p: PodPair) -> dict[str, Any]:
     manifests = build_single_pod(p, token="tok", endpoint=RelayEndpoint("10.0.0.1", 4000))
-    return {"pod": manifests.pod, "secret": manifests.secret}
+    return {"pod": manifests.pod.to_dict(), "secret": manifests.secret.to_dict()}
 
 
 def test_one_pod_with_both_connectors_the_pump_and_the_heartbeat() -> None:

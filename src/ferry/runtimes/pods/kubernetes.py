@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import httpx2
-from lightkube import ApiError, AsyncClient, KubeConfig, codecs
+from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.core.exceptions import ConfigError as KubeConfigError
 from lightkube.models.core_v1 import (
     Container,
@@ -470,14 +470,14 @@ class KubernetesPod:
 
     async def launch(self) -> None:
         """Secret, Pod, then the Secret's ownerReference to the Pod."""
-        has_secret = bool(self.manifests.secret.get("data"))
+        has_secret = self.manifests.has_files
         if has_secret:
             try:
-                await self.client.create(codecs.from_dict(self.manifests.secret))
+                await self.client.create(self.manifests.secret)
             except Exception as e:
                 raise api_error(f"create the Secret {self.name} in {self.namespace}", e) from None
         try:
-            created = await self.client.create(codecs.from_dict(self.manifests.pod))
+            created = await self.client.create(self.manifests.pod)
         except Exception as e:
             raise api_error(f"create the pod {self.name} in {self.namespace}", e) from None
         uid = created.metadata.uid if created.metadata is not None else None
@@ -603,7 +603,7 @@ class KubernetesPod:
             self._removed = True
             self.deleting = True
             await self._delete_pod(None)
-            if self.manifests.secret.get("data"):
+            if self.manifests.has_files:
                 try:  # normally garbage-collected with the pod; harmless if already gone
                     await self.client.delete(Secret, self.name, namespace=self.namespace)
                 except Exception as e:

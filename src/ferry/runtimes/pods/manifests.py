@@ -1,6 +1,7 @@
 """The Secret and Pod of one connector run, for Kubernetes and `podman kube play` alike (pure).
 
-For one ConnectorInvocation, `build_manifests` returns plain dicts:
+For one ConnectorInvocation, `build_manifests` returns lightkube's models (a `Secret` and a
+`Pod` resource: Kubernetes creates them as they are, `podman kube play` reads their dicts):
 
 - a **Secret** named like the pod, holding `config.json`, `catalog.json`, `state.json` (those the
   invocation has). It is created before the pod and then owned by it (`secret_owner_patch`, once
@@ -31,14 +32,34 @@ Secret's values redacted.
 from __future__ import annotations
 
 import base64
+import copy
 import posixpath
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 import yaml
+from lightkube.models.core_v1 import (
+    Affinity,
+    Container,
+    EmptyDirVolumeSource,
+    EnvVar,
+    HostPathVolumeSource,
+    LocalObjectReference,
+    PodSecurityContext,
+    PodSpec,
+    ResourceRequirements,
+    SecretVolumeSource,
+    SecurityContext,
+    Toleration,
+    Volume,
+    VolumeMount,
+)
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Pod, Secret
 
 from ferry.errors import ConfigError, InternalError
 from ferry.relay import (
@@ -175,14 +196,31 @@ class PodManifests:
 
     name: str
     namespace: str
-    secret: dict[str, Any]
-    pod: dict[str, Any]
+    secret: Secret
+    pod: Pod
     io_volume: str
     files: dict[str, str]  # file name (config/catalog/state) -> path in the connector container
 
     @property
     def secret_name(self) -> str:
-        return str(self.secret["metadata"]["name"])
+        return self.name  # the Secret is named like its pod
+
+    @property
+    def spec(self) -> PodSpec:
+        """The pod's spec (always set by the builders)."""
+        if self.pod.spec is None:  # pragma: no cover - guaranteed by construction
+            raise InternalError(f"pod {self.name} has no spec")
+        return self.pod.spec
+
+    @property
+    def labels(self) -> dict[str, str]:
+        metadata = self.pod.metadata
+        return dict(metadata.labels or {}) if metadata is not None else {}
+
+    @property
+    def has_files(self) -> bool:
+        """Whether the Secret holds any file (else it is neither created nor mounted)."""
+        return bool(self.secret.data)
 
 
 def file_paths(files: Iterable[str]) -> dict[str, str]:
@@ -205,7 +243,7 @@ def _init_script(reads_stdin: bool, io_dir: str) -> str:
     )
 
 
-def _user_env(env: Mapping[str, str], where: str) -> list[dict[str, str]]:
+def _user_env(env: Mapping[str, str], where: str) -> list[EnvVar]:
     out = []
     for name, value in env.items():
         if not _ENV_NAME.match(name):
@@ -215,13 +253,13 @@ def _user_env(env: Mapping[str, str], where: str) -> list[dict[str, str]]:
                 f"{where}.{name}: the value contains '$(' or '$$', which Kubernetes rewrites in "
                 "environment values and Podman does not; pass it in the connector's config instead"
             )
-        out.append({"name": name, "value": str(value)})
+        out.append(EnvVar(name=name, value=str(value)))
     return out
 
 
-def _host_volumes(volumes: Mapping[str, str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    specs: list[dict[str, Any]] = []
-    mounts: list[dict[str, Any]] = []
+def _host_volumes(volumes: Mapping[str, str]) -> tuple[list[Volume], list[VolumeMount]]:
+    specs: list[Volume] = []
+    mounts: list[VolumeMount] = []
     for index, (host, target) in enumerate(sorted(volumes.items())):
         if not posixpath.isabs(target) or not posixpath.isabs(host):
             raise ConfigError(
@@ -229,8 +267,10 @@ def _host_volumes(volumes: Mapping[str, str]) -> tuple[list[dict[str, Any]], lis
                 "container path)"
             )
         name = f"ferry-host-{index}"
-        specs.append({"name": name, "hostPath": {"path": host, "type": "DirectoryOrCreate"}})
-        mounts.append({"name": name, "mountPath": target})
+        specs.append(
+            Volume(name=name, hostPath=HostPathVolumeSource(path=host, type="DirectoryOrCreate"))
+        )
+        mounts.append(VolumeMount(name=name, mountPath=target))
     return specs, mounts
 
 
@@ -271,32 +311,40 @@ def build_manifests(
     )
     init_script = _init_script(invocation.reads_stdin, IO_DIR)
     init = layout.sidecar(INIT_CONTAINER, ["/bin/sh", "-c", init_script])
-    check_portable(init["command"], "the init container's command")
+    check_portable(init.command or [], "the init container's command")
     containers = [connector] + [layout.sidecar(c, command) for c, command in sidecars.items()]
     volumes = [*layout.volumes(with_files=bool(paths)), *host_volumes]
     labels = pod_labels(invocation, extra_labels, settings.labels)
     owners = owner_annotations(invocation, extra_labels)
     annotations = {**settings.annotations, **owners}
     annotations[ANNOTATION_PREFIX + "image"] = invocation.connector.target
-    metadata = {"name": layout.name, "namespace": namespace}
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {**metadata, "labels": labels, "annotations": annotations},
-        "spec": _pod_spec(settings, init, containers, volumes),
-    }
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": {**metadata, "labels": dict(labels), "annotations": owners},
-        "immutable": True,
-        "data": {
-            f"{file}.json": base64.b64encode(data).decode("ascii")
-            for file, data in invocation.files.items()
-        },
-    }
+    pod = Pod(
+        metadata=ObjectMeta(
+            name=layout.name, namespace=namespace, labels=labels, annotations=annotations
+        ),
+        spec=_pod_spec(settings, [init], containers, volumes),
+    )
+    files = {f"{file}.json": data for file, data in invocation.files.items()}
+    secret = files_secret(layout.name, namespace, files, labels, owners)
     return PodManifests(layout.name, namespace, secret, pod, layout.io_volume, paths)
+
+
+def files_secret(
+    name: str,
+    namespace: str,
+    files: Mapping[str, bytes],
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str],
+) -> Secret:
+    """The immutable Secret `name` holding `files` (file name -> content) for a pod to mount."""
+    return Secret(
+        type="Opaque",
+        metadata=ObjectMeta(
+            name=name, namespace=namespace, labels=dict(labels), annotations=dict(annotations)
+        ),
+        immutable=True,
+        data={key: base64.b64encode(content).decode("ascii") for key, content in files.items()},
+    )
 
 
 def _connector_container(
@@ -305,7 +353,7 @@ def _connector_container(
     paths: Mapping[str, str],
     entrypoint: str | None,
     grace: float,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+) -> tuple[Container, list[Volume]]:
     """The connector's container under ferry's wrapper, and the host volumes it mounts."""
     ref = invocation.connector
     options = ref.options
@@ -322,15 +370,33 @@ def _connector_container(
     )
     resources = _connector_resources(options, layout.settings)
     connector = layout.container(CONNECTOR_CONTAINER, ref.target, wrapper.argv, resources)
-    env = [e for e in _user_env(invocation.environment, "env") if e["name"] not in wrapper.env]
-    connector["env"] = env + [{"name": k, "value": v} for k, v in wrapper.env.items()]
+    connector.env = with_wrapper_env(_user_env(invocation.environment, "env"), wrapper.env)
     host_volumes, host_mounts = _host_volumes(options.volumes)
+    mounts = connector.volumeMounts or []
     if paths:
-        connector["volumeMounts"].append(
-            {"name": layout.files_volume, "mountPath": FILES_DIR, "readOnly": True}
-        )
-    connector["volumeMounts"] += host_mounts
+        mounts.append(VolumeMount(name=layout.files_volume, mountPath=FILES_DIR, readOnly=True))
+    connector.volumeMounts = mounts + host_mounts
     return connector, host_volumes
+
+
+def with_wrapper_env(user: Sequence[EnvVar], wrapper: Mapping[str, str]) -> list[EnvVar]:
+    """The user's environment, then the wrapper's (which wins over a user's of the same name)."""
+    kept = [item for item in user if item.name not in wrapper]
+    return kept + [EnvVar(name=name, value=value) for name, value in wrapper.items()]
+
+
+def resource_requirements(resources: Mapping[str, Mapping[str, str]]) -> ResourceRequirements:
+    return ResourceRequirements(
+        requests=dict(resources.get("requests", {})), limits=dict(resources.get("limits", {}))
+    )
+
+
+_Model = TypeVar("_Model")
+
+
+def as_model(value: Mapping[str, Any] | None, model: type[_Model]) -> _Model | None:
+    """A `kubernetes:` block object (checked against `model` when the options were read)."""
+    return None if not value else msgspec.convert(value, model)
 
 
 def _connector_resources(
@@ -372,22 +438,24 @@ class _PodCommon:
         return f"{self.name}-files"
 
     def container(
-        self, name: str, image: str, command: Sequence[str], resources: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        spec: dict[str, Any] = {
-            "name": name,
-            "image": image,
-            "imagePullPolicy": self.pull_policy,
-            "command": list(command),
-            "resources": {kind: dict(amounts) for kind, amounts in resources.items()},
-            "volumeMounts": [{"name": self.io_volume, "mountPath": IO_DIR}],
-            "terminationMessagePolicy": "FallbackToLogsOnError",
-        }
-        if self.settings.container_security_context:
-            spec["securityContext"] = dict(self.settings.container_security_context)
-        return spec
+        self,
+        name: str,
+        image: str,
+        command: Sequence[str],
+        resources: Mapping[str, Mapping[str, str]],
+    ) -> Container:
+        return Container(
+            name=name,
+            image=image,
+            imagePullPolicy=self.pull_policy,
+            command=list(command),
+            resources=resource_requirements(resources),
+            volumeMounts=[VolumeMount(name=self.io_volume, mountPath=IO_DIR)],
+            terminationMessagePolicy="FallbackToLogsOnError",
+            securityContext=as_model(self.settings.container_security_context, SecurityContext),
+        )
 
-    def sidecar(self, name: str, command: Sequence[str]) -> dict[str, Any]:
+    def sidecar(self, name: str, command: Sequence[str]) -> Container:
         """The init container, a relay or the heartbeat: the sidecar image, its resources, and
         pulled only when missing even under `pull: always` (the connector's policy)."""
         small = name in (INIT_CONTAINER, HEARTBEAT_CONTAINER)
@@ -396,18 +464,21 @@ class _PodCommon:
         if not small:
             check_requests_within_limits(resources, "kubernetes.sidecar_resources")
         spec = self.container(name, self.sidecar_image, command, resources)
-        spec["imagePullPolicy"] = (
-            "IfNotPresent" if self.pull_policy == "Always" else self.pull_policy
-        )
+        spec.imagePullPolicy = "IfNotPresent" if self.pull_policy == "Always" else self.pull_policy
         return spec
 
-    def volumes(self, *, with_files: bool) -> list[dict[str, Any]]:
-        volumes: list[dict[str, Any]] = [{"name": self.io_volume, "emptyDir": {}}]
+    def volumes(self, *, with_files: bool) -> list[Volume]:
+        volumes = [Volume(name=self.io_volume, emptyDir=EmptyDirVolumeSource())]
         if with_files:
-            # `optional: false` spelled out: podman 4.3 dereferences it without a nil check.
-            secret = {"secretName": self.name, "defaultMode": 0o444, "optional": False}
-            volumes.append({"name": self.files_volume, "secret": secret})
+            volumes.append(secret_volume(self.files_volume, self.name))
         return volumes
+
+
+def secret_volume(name: str, secret: str) -> Volume:
+    """The volume `name` mounting the Secret `secret`'s files read-only."""
+    # `optional: false` spelled out: podman 4.3 dereferences it without a nil check.
+    source = SecretVolumeSource(secretName=secret, defaultMode=0o444, optional=False)
+    return Volume(name=name, secret=source)
 
 
 # The pod spec fields of the `kubernetes:` block's optional settings, set when present.
@@ -415,10 +486,14 @@ _OPTIONAL_POD_FIELDS: tuple[tuple[str, str, Callable[[Any], Any]], ...] = (
     ("active_deadline_seconds", "activeDeadlineSeconds", int),
     ("service_account_name", "serviceAccountName", str),
     ("node_selector", "nodeSelector", dict),
-    ("tolerations", "tolerations", lambda items: [dict(item) for item in items]),
-    ("affinity", "affinity", dict),
-    ("image_pull_secrets", "imagePullSecrets", lambda names: [{"name": n} for n in names]),
-    ("security_context", "securityContext", dict),
+    ("tolerations", "tolerations", lambda items: [as_model(i, Toleration) for i in items]),
+    ("affinity", "affinity", lambda value: as_model(value, Affinity)),
+    (
+        "image_pull_secrets",
+        "imagePullSecrets",
+        lambda names: [LocalObjectReference(name=n) for n in names],
+    ),
+    ("security_context", "securityContext", lambda value: as_model(value, PodSecurityContext)),
     ("priority_class_name", "priorityClassName", str),
     ("host_network", "hostNetwork", bool),
 )
@@ -426,24 +501,26 @@ _OPTIONAL_POD_FIELDS: tuple[tuple[str, str, Callable[[Any], Any]], ...] = (
 
 def _pod_spec(
     settings: KubernetesSettings,
-    init: dict[str, Any],
-    containers: list[dict[str, Any]],
-    volumes: list[dict[str, Any]],
-) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "terminationGracePeriodSeconds": settings.termination_grace_period_seconds,
-        "enableServiceLinks": False,
-        "automountServiceAccountToken": settings.automount_service_account_token,
-        "initContainers": [init],
-        "containers": containers,
-        "volumes": volumes,
+    init: list[Container] | None,
+    containers: list[Container],
+    volumes: list[Volume],
+) -> PodSpec:
+    """The spec of a pod running `containers` once (`init` first, when given)."""
+    optional = {
+        field: spelled(value)
+        for setting, field, spelled in _OPTIONAL_POD_FIELDS
+        if (value := getattr(settings, setting))
     }
-    for setting, field, spelled in _OPTIONAL_POD_FIELDS:
-        value = getattr(settings, setting)
-        if value:
-            spec[field] = spelled(value)
-    return spec
+    return PodSpec(
+        restartPolicy="Never",
+        terminationGracePeriodSeconds=settings.termination_grace_period_seconds,
+        enableServiceLinks=False,
+        automountServiceAccountToken=settings.automount_service_account_token,
+        initContainers=init,
+        containers=containers,
+        volumes=volumes,
+        **optional,
+    )
 
 
 def secret_owner_patch(pod_name: str, pod_uid: str) -> dict[str, Any]:
@@ -474,7 +551,7 @@ def podman_secret(manifests: PodManifests) -> dict[str, Any]:
     its `data` values to the files AS THEY ARE (an inline `kind: Secret` would therefore mount
     base64 text): so `data` carries the plain file contents.
     """
-    data = manifests.secret["data"]
+    data = manifests.secret.data or {}
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -491,21 +568,11 @@ def for_podman(manifests: PodManifests, *, host_network: bool = True) -> PodMani
     - `activeDeadlineSeconds` and `terminationGracePeriodSeconds` are ignored by podman: the
       runtime enforces the deadline itself and stops pods with its own grace period.
     """
-    pod = _deep_copy(manifests.pod)
-    pod["metadata"].pop("namespace", None)
-    if host_network:
-        pod["spec"]["hostNetwork"] = True
-    else:
-        pod["spec"].pop("hostNetwork", None)
-    return replace(manifests, pod=pod)
-
-
-def _deep_copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _deep_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deep_copy(v) for v in value]
-    return value
+    adapted = replace(manifests, pod=copy.deepcopy(manifests.pod))
+    if adapted.pod.metadata is not None:
+        adapted.pod.metadata.namespace = None
+    adapted.spec.hostNetwork = True if host_network else None
+    return adapted
 
 
 # --- dry run ------------------------------------------------------------------------------------
@@ -528,17 +595,25 @@ DRY_RUN_ENDPOINT = RelayEndpoint("relay-host.invalid", 65535)
 
 def redacted(manifests: PodManifests) -> PodManifests:
     """A copy with the Secret's values and the user's environment values redacted."""
-    secret = _deep_copy(manifests.secret)
-    secret["data"] = {
+    secret = copy.deepcopy(manifests.secret)
+    secret.data = {
         key: f"{REDACTED} ({len(base64.b64decode(value))} bytes)"
-        for key, value in secret.get("data", {}).items()
+        for key, value in (secret.data or {}).items()
     }
-    pod = _deep_copy(manifests.pod)
-    for spec in pod["spec"]["containers"]:
-        for item in spec.get("env", []):
-            if not str(item["name"]).startswith("FERRY_"):
-                item["value"] = REDACTED
-    return replace(manifests, secret=secret, pod=pod)
+    shown = replace(manifests, secret=secret, pod=copy.deepcopy(manifests.pod))
+    for container in shown.spec.containers:
+        for item in container.env or []:
+            if not item.name.startswith("FERRY_"):
+                item.value = REDACTED
+    return shown
+
+
+def dry_run_documents(manifests: PodManifests) -> list[str]:
+    """The Secret and the Pod as YAML documents."""
+    return [
+        yaml.dump(document.to_dict(), Dumper=_Dumper, sort_keys=False, width=100)
+        for document in (manifests.secret, manifests.pod)
+    ]
 
 
 def render_dry_run(
@@ -568,7 +643,5 @@ def render_dry_run(
         )
         if runtime == "podman":
             manifests = for_podman(manifests, host_network=settings.host_network is not False)
-        manifests = redacted(manifests)
-        for document in (manifests.secret, manifests.pod):
-            documents.append(yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=100))
+        documents += dry_run_documents(redacted(manifests))
     return "---\n".join(documents)

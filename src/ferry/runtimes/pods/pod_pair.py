@@ -117,8 +117,8 @@ async def start_podman_pair(runtime: PodmanRuntime, pair: PodPair, log: LogSink)
             sidecar_image=sidecar_image,
         )
         manifests = for_podman(manifests, host_network=host_network)
-        for container in manifests.pod["spec"]["containers"]:  # pulled above
-            container["imagePullPolicy"] = "IfNotPresent"
+        for container in manifests.spec.containers:  # pulled above
+            container.imagePullPolicy = "IfNotPresent"
         return PodmanPairPod(manifests, deadline=settings.active_deadline_seconds)
 
     return await start_pod(_pump_invocation(pair, "podman"), log, listener, make_pod)

@@ -167,7 +167,7 @@ class PodmanPod:
         self.description = f"podman pod {manifests.name}"
         self.container = f"{manifests.name}-{CONNECTOR_CONTAINER}"
         self._deadline = deadline
-        self._has_secret = bool(manifests.secret["data"])
+        self._has_secret = manifests.has_files
         self._removed = False
         self._remove_lock = asyncio.Lock()
         # The runtime's removals still under way; a pod whose main container exited is removed
@@ -180,7 +180,7 @@ class PodmanPod:
     async def launch(self) -> None:
         """The secret (`podman secret create`), then the pod (`podman kube play`)."""
         manifests = self.manifests
-        labels = manifests.pod["metadata"]["labels"]
+        labels = manifests.labels
         if self._has_secret:
             label_args = [arg for k, v in labels.items() for arg in ("--label", f"{k}={v}")]
             created = await podman(
@@ -197,7 +197,7 @@ class PodmanPod:
                     f"{clean_stderr(created.stderr)}"
                 )
         played = await podman(
-            "kube", "play", "--quiet", "-", input=json.dumps(manifests.pod).encode()
+            "kube", "play", "--quiet", "-", input=json.dumps(manifests.pod.to_dict()).encode()
         )
         if played.code != 0:
             raise RuntimeUnavailable(
@@ -406,10 +406,10 @@ class PodmanRuntime:
             # Without the init container: the wrapper and the relays make the FIFOs whichever
             # comes first, the heartbeat opens the directory to other users; an init container
             # runs to its end before the others start (0.35 s of `podman kube play`).
-            del manifests.pod["spec"]["initContainers"]
+            manifests.spec.initContainers = None
             if options.pull == "always":  # pulled above; do not let kube play pull again
-                for container in manifests.pod["spec"]["containers"]:
-                    container["imagePullPolicy"] = "IfNotPresent"
+                for container in manifests.spec.containers:
+                    container.imagePullPolicy = "IfNotPresent"
             return PodmanPod(
                 manifests, deadline=settings.active_deadline_seconds, removals=self.removals
             )

@@ -27,10 +27,21 @@ connector's own block may only set what applies to its container there (`resourc
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Mapping
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
+
+from lightkube.models.core_v1 import (
+    Container,
+    EmptyDirVolumeSource,
+    EnvVar,
+    SecurityContext,
+    Volume,
+    VolumeMount,
+)
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Pod
 
 from ferry.errors import ConfigError
 from ferry.relay import (
@@ -49,6 +60,8 @@ from ferry.runtimes.pods.layout import PodPair, container_settings
 from ferry.runtimes.pods.manifests import (
     ANNOTATION_PREFIX,
     DEFAULT_SMALL_RESOURCES,
+    DRY_RUN_ENDPOINT,
+    DRY_RUN_TOKEN,
     FILES_DIR,
     KUBERNETES_PULL_POLICIES,
     PodManifests,
@@ -57,9 +70,17 @@ from ferry.runtimes.pods.manifests import (
     _host_volumes,
     _pod_spec,
     _user_env,
+    as_model,
+    dry_run_documents,
+    files_secret,
+    for_podman,
     merge_resources,
     owner_annotations,
     pod_labels,
+    redacted,
+    resource_requirements,
+    secret_volume,
+    with_wrapper_env,
 )
 
 PUMP_CONTAINER = "pump"
@@ -82,34 +103,32 @@ def secret_key(role: str, file: str) -> str:
 def _container(
     name: str,
     image: str,
-    command: list[str] | tuple[str, ...],
+    command: Sequence[str],
     resources: Mapping[str, Mapping[str, str]],
-    mounts: list[dict[str, Any]],
+    mounts: Sequence[VolumeMount],
     *,
     pull: str = "IfNotPresent",
     security: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "name": name,
-        "image": image,
-        "imagePullPolicy": pull,
-        "command": list(command),
-        "resources": {kind: dict(amounts) for kind, amounts in resources.items()},
-        "volumeMounts": [dict(mount) for mount in mounts],
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
-    if security:
-        spec["securityContext"] = dict(security)
-    return spec
+) -> Container:
+    return Container(
+        name=name,
+        image=image,
+        imagePullPolicy=pull,
+        command=list(command),
+        resources=resource_requirements(resources),
+        volumeMounts=list(mounts),
+        terminationMessagePolicy="FallbackToLogsOnError",
+        securityContext=as_model(security, SecurityContext),
+    )
 
 
 def _connector_container(
     invocation: ConnectorInvocation,
     entrypoint: str | None,
-    mounts: list[dict[str, Any]],
+    mounts: list[VolumeMount],
     pod_settings: KubernetesSettings,
     grace: float,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+) -> tuple[Container, list[Volume]]:
     """The container of one connector under the wrapper, and its host volumes."""
     ref = invocation.connector
     options = ref.options
@@ -133,8 +152,10 @@ def _connector_container(
         raise ConfigError(str(e)) from None
     resources = _connector_resources(options, own)
     host_specs, host_mounts = _host_volumes(options.volumes)
-    host_specs = [{**spec, "name": f"{role}-{spec['name']}"} for spec in host_specs]
-    host_mounts = [{**mount, "name": f"{role}-{mount['name']}"} for mount in host_mounts]
+    for volume in host_specs:
+        volume.name = f"{role}-{volume.name}"
+    for mount in host_mounts:
+        mount.name = f"{role}-{mount.name}"
     spec = _container(
         role,
         ref.target,
@@ -144,8 +165,7 @@ def _connector_container(
         pull=KUBERNETES_PULL_POLICIES[options.pull],
         security=own.container_security_context or pod_settings.container_security_context,
     )
-    env = [e for e in _user_env(options.env, f"{role}.env") if e["name"] not in wrapper.env]
-    spec["env"] = env + [{"name": key, "value": value} for key, value in wrapper.env.items()]
+    spec.env = with_wrapper_env(_user_env(options.env, f"{role}.env"), wrapper.env)
     return spec, host_specs
 
 
@@ -163,8 +183,6 @@ def build_single_pod(
     sidecar_image: str = SIDECAR_IMAGE,
 ) -> PodManifests:
     """The Secret and Pod running `pair` in one pod (see the module docstring)."""
-    import uuid
-
     settings = pair.layout.settings
     namespace = settings.namespace or namespace
     sidecar_image = settings.sidecar_image or sidecar_image
@@ -172,12 +190,12 @@ def build_single_pod(
     suffix = suffix or uuid.uuid4().hex[:8]
     name = f"ferry-{_dns_part(connection, 63 - len(f'ferry--pod-{suffix}'))}-pod-{suffix}"
     io_volume, files_volume = f"{name}-io", f"{name}-files"
-    io_mount = {"name": io_volume, "mountPath": IO_DIR}
-    files_mount = {"name": files_volume, "mountPath": FILES_DIR, "readOnly": True}
+    io_mount = VolumeMount(name=io_volume, mountPath=IO_DIR)
+    files_mount = VolumeMount(name=files_volume, mountPath=FILES_DIR, readOnly=True)
     pod_invocation = replace(pair.source, labels=pair.labels)
 
-    containers: list[dict[str, Any]] = []
-    volumes: list[dict[str, Any]] = [{"name": io_volume, "emptyDir": {}}]
+    containers: list[Container] = []
+    volumes = [Volume(name=io_volume, emptyDir=EmptyDirVolumeSource())]
     for invocation in pair.invocations():
         role = invocation.labels.role
         connector, host_specs = _connector_container(
@@ -199,13 +217,14 @@ def build_single_pod(
         [io_mount, files_mount],
         security=settings.container_security_context,
     )
-    pump["env"] = [
-        {"name": "FERRY_PUMP_DIR", "value": IO_DIR},
-        {"name": "FERRY_PUMP_CATALOG", "value": f"{FILES_DIR}/{secret_key('source', 'catalog')}"},
-        {"name": "FERRY_PUMP_RELAY", "value": f"{endpoint.host}:{endpoint.port}"},
-        {"name": "FERRY_PUMP_TOKEN", "value": token},
-        {"name": "PYTHONUNBUFFERED", "value": "1"},
-    ]
+    pump_env = {
+        "FERRY_PUMP_DIR": IO_DIR,
+        "FERRY_PUMP_CATALOG": f"{FILES_DIR}/{secret_key('source', 'catalog')}",
+        "FERRY_PUMP_RELAY": f"{endpoint.host}:{endpoint.port}",
+        "FERRY_PUMP_TOKEN": token,
+        "PYTHONUNBUFFERED": "1",
+    }
+    pump.env = [EnvVar(name=key, value=value) for key, value in pump_env.items()]
     small = merge_resources(DEFAULT_SMALL_RESOURCES, {})
     try:
         beat = heartbeat_sidecar_command(
@@ -215,72 +234,41 @@ def build_single_pod(
         raise ConfigError(str(e)) from None
     containers.append(pump)
     containers.append(_container(HEARTBEAT_CONTAINER, sidecar_image, beat, small, [io_mount]))
-    volumes.append(
-        {
-            "name": files_volume,
-            "secret": {"secretName": name, "defaultMode": 0o444, "optional": False},
-        }
-    )
-    spec = _pod_spec(settings, {}, containers, volumes)
+    volumes.append(secret_volume(files_volume, name))
     # No init container: the pump and the wrappers make the FIFOs, whichever comes first (one
     # container less to run before the others start: 0.35 s of `podman kube play`).
-    del spec["initContainers"]
+    spec = _pod_spec(settings, None, containers, volumes)
     labels = pod_labels(pod_invocation, extra_labels, settings.labels)
     annotations = {**settings.annotations, **owner_annotations(pod_invocation, extra_labels)}
     for invocation in pair.invocations():
         annotations[f"{ANNOTATION_PREFIX}{invocation.labels.role}-image"] = (
             invocation.connector.target
         )
-    metadata = {"name": name, "namespace": namespace}
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {**metadata, "labels": labels, "annotations": annotations},
-        "spec": spec,
-    }
+    pod = Pod(
+        metadata=ObjectMeta(name=name, namespace=namespace, labels=labels, annotations=annotations),
+        spec=spec,
+    )
     data = {
-        secret_key(invocation.labels.role, file): base64.b64encode(content).decode("ascii")
+        secret_key(invocation.labels.role, file): content
         for invocation in pair.invocations()
         for file, content in invocation.files.items()
     }
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": {
-            **metadata,
-            "labels": dict(labels),
-            "annotations": owner_annotations(pod_invocation, extra_labels),
-        },
-        "immutable": True,
-        "data": data,
-    }
+    owners = owner_annotations(pod_invocation, extra_labels)
+    secret = files_secret(name, namespace, data, labels, owners)
     files = {key: f"{FILES_DIR}/{key}" for key in data}
     return PodManifests(name, namespace, secret, pod, io_volume, files)
 
 
 def render_pair_dry_run(pair: PodPair, *, runtime: str = "kubernetes") -> str:
     """The single pod's Secret and Pod as YAML, secret values redacted (see `render_dry_run`)."""
-    import yaml
-
-    from ferry.runtimes.pods.manifests import (
-        DRY_RUN_ENDPOINT,
-        DRY_RUN_TOKEN,
-        _Dumper,
-        for_podman,
-        redacted,
-    )
-
     manifests = build_single_pod(pair, token=DRY_RUN_TOKEN, endpoint=DRY_RUN_ENDPOINT)
     if runtime == "podman":
         manifests = for_podman(
             manifests, host_network=pair.layout.settings.host_network is not False
         )
-    manifests = redacted(manifests)
     documents = [
         "# ferry dry run: the single pod ferry would create (Secret values and environment values "
-        "redacted;\n# the relay token and endpoint are placeholders chosen when ferry runs)\n"
+        "redacted;\n# the relay token and endpoint are placeholders chosen when ferry runs)\n",
+        *dry_run_documents(redacted(manifests)),
     ]
-    for document in (manifests.secret, manifests.pod):
-        documents.append(yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=100))
     return "---\n".join(documents)
