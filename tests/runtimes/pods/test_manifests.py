@@ -329,7 +329,7 @@ def test_secret_holds_files_and_is_owned_after_creation() -> None:
     assert set(data) == {"config.json", "catalog.json", "state.json"}
     assert m.secret.to_dict()["metadata"]["name"] == m.name
     assert m.secret.to_dict()["immutable"] is True
-    patch = secret_owner_patch(m.name, "uid-1")
+    patch = secret_owner_patch(m.name, "uid-1").to_dict()
     (owner,) = patch["metadata"]["ownerReferences"]
     assert owner == {
         "apiVersion": "v1",

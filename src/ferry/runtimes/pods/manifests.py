@@ -58,7 +58,7 @@ from lightkube.models.core_v1 import (
     Volume,
     VolumeMount,
 )
-from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
 from lightkube.resources.core_v1 import Pod, Secret
 
 from ferry.errors import ConfigError, InternalError
@@ -523,22 +523,17 @@ def _pod_spec(
     )
 
 
-def secret_owner_patch(pod_name: str, pod_uid: str) -> dict[str, Any]:
-    """The patch making the Secret owned by its Pod (set once the pod's uid is known)."""
-    return {
-        "metadata": {
-            "ownerReferences": [
-                {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "name": pod_name,
-                    "uid": pod_uid,
-                    "controller": False,
-                    "blockOwnerDeletion": False,
-                }
-            ]
-        }
-    }
+def secret_owner_patch(pod_name: str, pod_uid: str) -> Secret:
+    """The (merge) patch making the Secret owned by its Pod (set once the pod's uid is known)."""
+    owner = OwnerReference(
+        apiVersion="v1",
+        kind="Pod",
+        name=pod_name,
+        uid=pod_uid,
+        controller=False,
+        blockOwnerDeletion=False,
+    )
+    return Secret(metadata=ObjectMeta(ownerReferences=[owner]))
 
 
 # --- Podman adaptation --------------------------------------------------------------------------
