@@ -135,6 +135,18 @@ def podman_relay_host(settings: KubernetesSettings) -> str:
     return settings.relay_host or (LOOPBACK_HOST if host_network else PODMAN_HOST)
 
 
+def podman_playable(
+    manifests: PodManifests, settings: KubernetesSettings, *, pulled: bool
+) -> PodManifests:
+    """`manifests` as `podman kube play` takes them, on the host network unless the settings say
+    otherwise; `pulled`: ferry has just pulled the images, so kube play must not pull again."""
+    manifests = for_podman(manifests, host_network=settings.host_network is not False)
+    if pulled:
+        for container in manifests.pod["spec"]["containers"]:
+            container["imagePullPolicy"] = "IfNotPresent"
+    return manifests
+
+
 def clean_stderr(text: str) -> str:
     """podman's stderr without its noise (syslog warnings, removal races of init containers)."""
     lines = [
@@ -383,7 +395,6 @@ class PodmanRuntime:
                     entrypoint,
                 )
 
-        host_network = settings.host_network is not False
         host = podman_relay_host(settings)
         listener = await shared_listener()
 
@@ -397,14 +408,11 @@ class PodmanRuntime:
                 extra_labels=owner_labels(),
                 sidecar_image=sidecar_image,
             )
-            manifests = for_podman(manifests, host_network=host_network)
+            manifests = podman_playable(manifests, settings, pulled=options.pull == "always")
             # Without the init container: the wrapper and the relays make the FIFOs whichever
             # comes first, the heartbeat opens the directory to other users; an init container
             # runs to its end before the others start (0.35 s of `podman kube play`).
             del manifests.pod["spec"]["initContainers"]
-            if options.pull == "always":  # pulled above; do not let kube play pull again
-                for container in manifests.pod["spec"]["containers"]:
-                    container["imagePullPolicy"] = "IfNotPresent"
             return PodmanPod(
                 manifests, deadline=settings.active_deadline_seconds, removals=self.removals
             )
