@@ -330,9 +330,9 @@ def test_run_and_attempt_misuse(store: Store) -> None:
         store.finish_run(run, RUNNING)
     with pytest.raises(InternalError, match="status"):
         store.finish_attempt(store.start_attempt(run), "great")
-    with pytest.raises(StoreError):
+    with pytest.raises(StoreError, match="there is no run 999"):
         store.finish_run(999, SUCCEEDED)
-    with pytest.raises(StoreError):
+    with pytest.raises(StoreError, match="there is no attempt 999"):
         store.finish_attempt(999, SUCCEEDED)
     with pytest.raises(StoreError):
         store.start_attempt(999)

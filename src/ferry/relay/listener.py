@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -41,6 +42,7 @@ import sys
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ferry.errors import (
     ConfigError,
@@ -54,6 +56,7 @@ from ferry.relay.layout import STDERR, STDIN, STDOUT
 from ferry.relay.sidecars import RelayEndpoint
 
 logger = logging.getLogger("ferry.relay")
+_T = TypeVar("_T")
 
 HANDSHAKE_MAGIC = "FERRY-RELAY/1"
 MAX_FIRST_LINE = 256  # bytes, newline included, for a handshake or an HTTP request line
@@ -165,6 +168,17 @@ class _Channel:
             self._disarm()
             self._waiter = None
 
+    async def _io(self, sock: socket.socket, call: Callable[[], _T], *, writable: bool) -> _T:
+        """`call` (one recv or send on the non-blocking `sock`) once it does not block; any other
+        OSError is the relay connection lost."""
+        while True:
+            try:
+                return call()
+            except (BlockingIOError, InterruptedError):
+                await self._wait_io(sock, writable)
+            except OSError as exc:
+                raise self._lost(exc) from exc
+
     def _disarm(self) -> None:
         if self._armed is not None:
             fd, writable = self._armed
@@ -177,11 +191,13 @@ class _Channel:
     def _lost(self, exc: BaseException) -> FerryError:
         if self._error is not None:
             return self._error
-        return self._fail(
-            ConnectorCrashed(
-                f"{self._registration.name}: the {self.name} relay connection broke before a "
-                f"clean end ({exc}); the connector's container or its relay sidecar is gone"
-            )
+        return self._fail(ConnectorCrashed(f"{self._registration.name}: {self._broke(exc)}"))
+
+    def _broke(self, exc: BaseException) -> str:
+        """What a broken connection means for this channel."""
+        return (
+            f"the {self.name} relay connection broke before a clean end ({exc}); the "
+            "connector's container or its relay sidecar is gone"
         )
 
     def _fail(self, error: FerryError) -> FerryError:
@@ -214,18 +230,10 @@ class RelayReader(_Channel):
         if self._prefix:
             data, self._prefix = self._prefix[:n], self._prefix[n:]
             return data
-        size = min(n, MAX_READ)
-        while True:
-            try:
-                data = sock.recv(size)
-            except (BlockingIOError, InterruptedError):
-                await self._wait_io(sock, writable=False)
-                continue
-            except OSError as exc:
-                raise self._lost(exc) from exc
-            if not data:
-                self.eof = True
-            return data
+        data = await self._io(sock, functools.partial(sock.recv, min(n, MAX_READ)), writable=False)
+        if not data:
+            self.eof = True
+        return data
 
 
 class RelayWriter(_Channel):
@@ -249,13 +257,7 @@ class RelayWriter(_Channel):
             sock = await self._ready()
         view = memoryview(data)
         while view:
-            try:
-                sent = sock.send(view)
-            except (BlockingIOError, InterruptedError):
-                await self._wait_io(sock, writable=True)
-                continue
-            except OSError as exc:
-                raise self._lost(exc) from exc
+            sent = await self._io(sock, functools.partial(sock.send, view), writable=True)
             view = view[sent:]
 
     async def close(self) -> None:
@@ -270,14 +272,10 @@ class RelayWriter(_Channel):
             with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_WR)
 
-    def _lost(self, exc: BaseException) -> FerryError:
-        if self._error is not None:
-            return self._error
-        return self._fail(
-            ConnectorCrashed(
-                f"{self._registration.name}: the stdin relay connection broke ({exc}); the "
-                f"connector stopped reading its input (it may have exited) or its container is gone"
-            )
+    def _broke(self, exc: BaseException) -> str:
+        return (
+            f"the stdin relay connection broke ({exc}); the connector stopped reading its input "
+            "(it may have exited) or its container is gone"
         )
 
 

@@ -349,16 +349,8 @@ class SqlStore(Store):
         error: str | None = None,
         failure_type: str | None = None,
     ) -> None:
-        _check_final(status)
         with self._write() as db:
-            now = time.time()
-            cursor = db.execute(
-                "UPDATE attempts SET status = ?, ended_at = ?, error = ?, failure_type = ?"
-                " WHERE id = ?",
-                (status, now, error, failure_type, attempt_id),
-            )
-            if cursor.rowcount != 1:
-                raise StoreError(f"there is no attempt {attempt_id}")
+            now = _end(db, "attempts", attempt_id, status, error, failure_type)
             _set_counts(db, attempt_id, list(stats), Counter(), self.ddl.namespace_key)
             db.execute(
                 "UPDATE runs SET updated_at = ?"
@@ -373,16 +365,8 @@ class SqlStore(Store):
         error: str | None = None,
         failure_type: str | None = None,
     ) -> None:
-        _check_final(status)
         with self._write() as db:
-            now = time.time()
-            cursor = db.execute(
-                "UPDATE runs SET status = ?, ended_at = ?, updated_at = ?, error = ?,"
-                " failure_type = ? WHERE id = ?",
-                (status, now, now, error, failure_type, run_id),
-            )
-            if cursor.rowcount != 1:
-                raise StoreError(f"there is no run {run_id}")
+            now = _end(db, "runs", run_id, status, error, failure_type)
             db.execute(
                 "UPDATE attempts SET status = ?, ended_at = ? WHERE run_id = ? AND status = ?",
                 (status, now, run_id, RUNNING),
@@ -481,6 +465,25 @@ def _check_final(status: str) -> None:
         raise InternalError(
             f"status must be one of {', '.join(sorted(FINAL_STATUSES))}: {status!r}"
         )
+
+
+def _end(
+    db: Db, table: str, row_id: int, status: str, error: str | None, failure_type: str | None
+) -> float:
+    """End row `row_id` of `table` (attempts or runs) with the final `status`; the time it
+    ended. A run's end is also its last activity (`updated_at`). StoreError if there is no
+    such row."""
+    _check_final(status)
+    now = time.time()
+    touched = ", updated_at = ?" if table == "runs" else ""
+    cursor = db.execute(
+        f"UPDATE {table} SET status = ?, ended_at = ?, error = ?, failure_type = ?{touched}"
+        " WHERE id = ?",
+        (status, now, error, failure_type, *([now] if touched else []), row_id),
+    )
+    if cursor.rowcount != 1:
+        raise StoreError(f"there is no {table.removesuffix('s')} {row_id}")
+    return now
 
 
 # -- queries (called inside a transaction) -----------------------------------------------------

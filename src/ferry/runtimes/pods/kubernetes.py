@@ -63,12 +63,7 @@ from ferry.relay import (
     shared_listener,
 )
 from ferry.relay import sidecar_image as resolve_sidecar_image
-from ferry.runtimes.base import (
-    ConnectorInvocation,
-    ConnectorRef,
-    LogSink,
-    fingerprint_of,
-)
+from ferry.runtimes.base import ConnectorInvocation, ConnectorRef, LogSink, fingerprint_of
 from ferry.runtimes.options import KubernetesSettings
 from ferry.runtimes.owner import owner_labels
 from ferry.runtimes.pods.manifests import (

@@ -23,12 +23,13 @@ from ferry.runtimes.base import ConnectorInvocation, ConnectorRef, LogSink, Runt
 from ferry.runtimes.owner import owner_labels
 from ferry.runtimes.pods.kubernetes import OOM_HINTS, KubernetesPod, KubernetesRuntime, relay_host
 from ferry.runtimes.pods.layout import PodPair
-from ferry.runtimes.pods.manifests import PodManifests, for_podman
+from ferry.runtimes.pods.manifests import PodManifests
 from ferry.runtimes.pods.podman import (
     PodmanPod,
     PodmanRuntime,
     clean_stderr,
     podman,
+    podman_playable,
     podman_relay_host,
 )
 from ferry.runtimes.pods.single_pod import PUMP_CONTAINER, ROLES, build_single_pod
@@ -103,7 +104,6 @@ async def start_podman_pair(runtime: PodmanRuntime, pair: PodPair, log: LogSink)
         return derive_entrypoint(await runtime.image_config(invocation.connector.target))
 
     entrypoints = await _entrypoints(pair, auto)
-    host_network = settings.host_network is not False
     host = podman_relay_host(settings)
     listener = await shared_listener()
 
@@ -116,10 +116,8 @@ async def start_podman_pair(runtime: PodmanRuntime, pair: PodPair, log: LogSink)
             extra_labels=owner_labels(),
             sidecar_image=sidecar_image,
         )
-        manifests = for_podman(manifests, host_network=host_network)
-        for container in manifests.spec.containers:  # pulled above
-            container.imagePullPolicy = "IfNotPresent"
-        return PodmanPairPod(manifests, deadline=settings.active_deadline_seconds)
+        playable = podman_playable(manifests, settings, pulled=True)  # pulled above
+        return PodmanPairPod(playable, deadline=settings.active_deadline_seconds)
 
     return await start_pod(_pump_invocation(pair, "podman"), log, listener, make_pod)
 

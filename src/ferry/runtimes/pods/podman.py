@@ -55,12 +55,7 @@ from ferry.relay import (
     shared_listener,
 )
 from ferry.relay import sidecar_image as resolve_sidecar_image
-from ferry.runtimes.base import (
-    ConnectorInvocation,
-    ConnectorRef,
-    LogSink,
-    fingerprint_of,
-)
+from ferry.runtimes.base import ConnectorInvocation, ConnectorRef, LogSink, fingerprint_of
 from ferry.runtimes.options import KubernetesSettings
 from ferry.runtimes.owner import owner_labels
 from ferry.runtimes.pods.manifests import (
@@ -138,6 +133,18 @@ def podman_relay_host(settings: KubernetesSettings) -> str:
     otherwise the host as podman's bridge names it; `relay_host` in the settings wins."""
     host_network = settings.host_network is not False
     return settings.relay_host or (LOOPBACK_HOST if host_network else PODMAN_HOST)
+
+
+def podman_playable(
+    manifests: PodManifests, settings: KubernetesSettings, *, pulled: bool
+) -> PodManifests:
+    """`manifests` as `podman kube play` takes them, on the host network unless the settings say
+    otherwise; `pulled`: ferry has just pulled the images, so kube play must not pull again."""
+    manifests = for_podman(manifests, host_network=settings.host_network is not False)
+    if pulled:
+        for container in manifests.spec.containers:
+            container.imagePullPolicy = "IfNotPresent"
+    return manifests
 
 
 def clean_stderr(text: str) -> str:
@@ -388,7 +395,6 @@ class PodmanRuntime:
                     entrypoint,
                 )
 
-        host_network = settings.host_network is not False
         host = podman_relay_host(settings)
         listener = await shared_listener()
 
@@ -402,14 +408,11 @@ class PodmanRuntime:
                 extra_labels=owner_labels(),
                 sidecar_image=sidecar_image,
             )
-            manifests = for_podman(manifests, host_network=host_network)
+            manifests = podman_playable(manifests, settings, pulled=options.pull == "always")
             # Without the init container: the wrapper and the relays make the FIFOs whichever
             # comes first, the heartbeat opens the directory to other users; an init container
             # runs to its end before the others start (0.35 s of `podman kube play`).
             manifests.spec.initContainers = None
-            if options.pull == "always":  # pulled above; do not let kube play pull again
-                for container in manifests.spec.containers:
-                    container.imagePullPolicy = "IfNotPresent"
             return PodmanPod(
                 manifests, deadline=settings.active_deadline_seconds, removals=self.removals
             )
