@@ -77,6 +77,39 @@ def test_one_pod_with_both_connectors_the_pump_and_the_heartbeat() -> None:
     ]
 
 
+def test_each_container_mounts_only_its_own_secret_keys() -> None:
+    """The source cannot read the destination's config, nor the reverse; the pump only the catalog."""
+    pod = build(pair())["pod"]
+    secret_name = pod["metadata"]["name"]
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+
+    def visible(container: dict[str, Any]) -> dict[str, str]:
+        """File path -> Secret key, for every file of the Secret this container mounts."""
+        seen: dict[str, str] = {}
+        for mount in container["volumeMounts"]:
+            secret = volumes[mount["name"]].get("secret")
+            if secret is None:
+                continue
+            assert secret["secretName"] == secret_name  # one Secret for the whole pod
+            assert mount["readOnly"] is True
+            for item in secret["items"]:  # without items, every key would be mounted
+                seen[f"{mount['mountPath']}/{item['path']}"] = item["key"]
+        return seen
+
+    containers = {c["name"]: c for c in pod["spec"]["containers"]}
+    for role in ("source", "destination"):
+        files = visible(containers[role])
+        assert files == {
+            f"/ferry/files/{role}-config.json": f"{role}-config.json",
+            f"/ferry/files/{role}-catalog.json": f"{role}-catalog.json",
+        }
+        assert all(path in containers[role]["command"] for path in files)  # the arguments' paths
+    pump = containers["pump"]
+    catalog = {e["name"]: e["value"] for e in pump["env"]}["FERRY_PUMP_CATALOG"]
+    assert visible(pump) == {catalog: "source-catalog.json"}
+    assert visible(containers["heartbeat"]) == {}
+
+
 @pytest.mark.parametrize(
     ("make", "says"),
     [

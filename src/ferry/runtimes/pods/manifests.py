@@ -48,6 +48,7 @@ from lightkube.models.core_v1 import (
     EmptyDirVolumeSource,
     EnvVar,
     HostPathVolumeSource,
+    KeyToPath,
     LocalObjectReference,
     PodSecurityContext,
     PodSpec,
@@ -474,10 +475,15 @@ class _PodCommon:
         return volumes
 
 
-def secret_volume(name: str, secret: str) -> Volume:
-    """The volume `name` mounting the Secret `secret`'s files read-only."""
+def secret_volume(name: str, secret: str, keys: Sequence[str] | None = None) -> Volume:
+    """The volume `name` mounting the Secret `secret`'s files read-only (only `keys` if given).
+
+    `keys` become files of the same name; podman 4.3 honours them only per secret: it writes
+    every volume of one secret into one podman volume named after it (all their keys together).
+    """
     # `optional: false` spelled out: podman 4.3 dereferences it without a nil check.
-    source = SecretVolumeSource(secretName=secret, defaultMode=0o444, optional=False)
+    items = None if keys is None else [KeyToPath(key=key, path=key) for key in keys]
+    source = SecretVolumeSource(secretName=secret, defaultMode=0o444, optional=False, items=items)
     return Volume(name=name, secret=source)
 
 

@@ -17,7 +17,11 @@ runs a sync as ONE pod, Airbyte 1.x's replication-pod layout:
   and the pump stops both connectors.
 
 One Secret (owned by the pod, as in the per-connector layout) holds `<role>-<file>.json` for the
-config, catalog and state of both connectors. Every container has requests and limits.
+config, catalog and state of both connectors. Each connector container mounts only its own keys
+(a volume of the Secret with `items:`), the pump only the source's catalog: on Kubernetes the
+source cannot read the destination's credentials, nor the reverse. Podman 4.3 writes all the
+volumes of one secret into a single podman volume, so there every container still sees every
+key. Every container has requests and limits.
 
 The connection-level `kubernetes:` block holds `layout`, `ferry_image`, `pump_resources` and any
 pod-level key of a connector's block (namespace, labels, node_selector, host_network ...); a
@@ -98,6 +102,16 @@ SINGLE_POD_HEARTBEAT = HeartbeatSettings(tick=0.1)
 
 def secret_key(role: str, file: str) -> str:
     return f"{role}-{file}.json"
+
+
+def _files_mounts(
+    volume: str, secret: str, keys: Sequence[str], volumes: list[Volume]
+) -> list[VolumeMount]:
+    """The mount of the Secret's `keys` only (none without keys); its volume joins `volumes`."""
+    if not keys:
+        return []
+    volumes.append(secret_volume(volume, secret, keys))
+    return [VolumeMount(name=volume, mountPath=FILES_DIR, readOnly=True)]
 
 
 def _container(
@@ -189,19 +203,25 @@ def build_single_pod(
     connection = pair.labels.connection
     suffix = suffix or uuid.uuid4().hex[:8]
     name = f"ferry-{_dns_part(connection, 63 - len(f'ferry--pod-{suffix}'))}-pod-{suffix}"
-    io_volume, files_volume = f"{name}-io", f"{name}-files"
+    io_volume = f"{name}-io"
     io_mount = VolumeMount(name=io_volume, mountPath=IO_DIR)
-    files_mount = VolumeMount(name=files_volume, mountPath=FILES_DIR, readOnly=True)
     pod_invocation = replace(pair.source, labels=pair.labels)
+    data = {
+        secret_key(invocation.labels.role, file): content
+        for invocation in pair.invocations()
+        for file, content in invocation.files.items()
+    }
 
     containers: list[Container] = []
     volumes = [Volume(name=io_volume, emptyDir=EmptyDirVolumeSource())]
     for invocation in pair.invocations():
         role = invocation.labels.role
+        keys = [secret_key(role, file) for file in invocation.files]
+        files_mounts = _files_mounts(f"{role}-files", name, keys, volumes)
         connector, host_specs = _connector_container(
             invocation,
             (entrypoints or {}).get(role),
-            [io_mount, files_mount],
+            [io_mount, *files_mounts],
             settings,
             grace,
         )
@@ -209,17 +229,19 @@ def build_single_pod(
         volumes += host_specs
     pump_resources = merge_resources(DEFAULT_PUMP_RESOURCES, pair.layout.pump_resources)
     check_requests_within_limits(pump_resources, "kubernetes.pump_resources")
+    pump_catalog = secret_key("source", "catalog")
+    pump_keys = [pump_catalog] if pump_catalog in data else []
     pump = _container(
         PUMP_CONTAINER,
         pair.layout.image(),
         PUMP_COMMAND,
         pump_resources,
-        [io_mount, files_mount],
+        [io_mount, *_files_mounts("pump-files", name, pump_keys, volumes)],
         security=settings.container_security_context,
     )
     pump_env = {
         "FERRY_PUMP_DIR": IO_DIR,
-        "FERRY_PUMP_CATALOG": f"{FILES_DIR}/{secret_key('source', 'catalog')}",
+        "FERRY_PUMP_CATALOG": f"{FILES_DIR}/{pump_catalog}",
         "FERRY_PUMP_RELAY": f"{endpoint.host}:{endpoint.port}",
         "FERRY_PUMP_TOKEN": token,
         "PYTHONUNBUFFERED": "1",
@@ -234,7 +256,6 @@ def build_single_pod(
         raise ConfigError(str(e)) from None
     containers.append(pump)
     containers.append(_container(HEARTBEAT_CONTAINER, sidecar_image, beat, small, [io_mount]))
-    volumes.append(secret_volume(files_volume, name))
     # No init container: the pump and the wrappers make the FIFOs, whichever comes first (one
     # container less to run before the others start: 0.35 s of `podman kube play`).
     spec = _pod_spec(settings, None, containers, volumes)
@@ -248,11 +269,6 @@ def build_single_pod(
         metadata=ObjectMeta(name=name, namespace=namespace, labels=labels, annotations=annotations),
         spec=spec,
     )
-    data = {
-        secret_key(invocation.labels.role, file): content
-        for invocation in pair.invocations()
-        for file, content in invocation.files.items()
-    }
     owners = owner_annotations(pod_invocation, extra_labels)
     secret = files_secret(name, namespace, data, labels, owners)
     files = {key: f"{FILES_DIR}/{key}" for key in data}
