@@ -25,7 +25,7 @@ from ferry.runtimes.pods.manifests import (
     label_value,
     labels_for_gc,
     pod_name,
-    podman_secret,
+    podman_secrets,
     render_dry_run,
     secret_owner_patch,
 )
@@ -372,7 +372,9 @@ def test_podman_adaptation() -> None:
     assert "namespace" not in m.pod.to_dict()["metadata"]
     bridged = for_podman(build(), host_network=False)
     assert "hostNetwork" not in bridged.pod.to_dict()["spec"]
-    secret = podman_secret(m)
+    secrets = podman_secrets(m)
+    assert list(secrets) == [m.name]  # one secret, named like the pod
+    secret = secrets[m.name]
     assert secret["data"]["config.json"] == CONFIG.decode()  # plain, not base64
     assert secret["metadata"]["name"] == m.name
 

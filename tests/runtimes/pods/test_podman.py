@@ -50,7 +50,7 @@ from ferry.runtimes.base import (
 from ferry.runtimes.options import decode
 from ferry.runtimes.owner import HOST_LABEL, OWNER_LABEL, PID_LABEL, process_start, this_host
 from ferry.runtimes.pods.gc import collect_podman
-from ferry.runtimes.pods.manifests import build_manifests, for_podman, podman_secret
+from ferry.runtimes.pods.manifests import build_manifests, for_podman, podman_secrets
 from ferry.runtimes.pods.podman import PodmanRuntime
 
 pytestmark = pytest.mark.podman
@@ -378,7 +378,7 @@ def test_gc_removes_pod_secret_and_volume_of_a_dead_owner(
                 manifests.secret_name,
                 "-",
             ],
-            input=json.dumps(podman_secret(manifests)),
+            input=json.dumps(podman_secrets(manifests)[manifests.secret_name]),
             text=True,
             check=True,
             capture_output=True,

@@ -19,6 +19,7 @@ from ferry.relay import RelayEndpoint
 from ferry.runtimes.base import ConnectorInvocation, ConnectorOptions, ConnectorRef, RunLabels
 from ferry.runtimes.options import PodLayout, decode
 from ferry.runtimes.pods.layout import PodPair
+from ferry.runtimes.pods.manifests import for_podman, podman_secret_pod, podman_secrets
 from ferry.runtimes.pods.single_pod import build_single_pod
 
 
@@ -108,6 +109,23 @@ def test_each_container_mounts_only_its_own_secret_keys() -> None:
     catalog = {e["name"]: e["value"] for e in pump["env"]}["FERRY_PUMP_CATALOG"]
     assert visible(pump) == {catalog: "source-catalog.json"}
     assert visible(containers["heartbeat"]) == {}
+
+
+def test_on_podman_each_secret_volume_reads_a_podman_secret_of_its_own() -> None:
+    """Podman 4.3 writes every volume of one secret into one podman volume (all keys together):
+    for podman, each volume's keys go in a secret of their own, `<pod>.<volume>`."""
+    manifests = for_podman(build_single_pod(pair(), token="t", endpoint=RelayEndpoint("h", 1)))
+    secrets = podman_secrets(manifests)
+    pod = manifests.name
+    assert {name: sorted(doc["data"]) for name, doc in secrets.items()} == {
+        f"{pod}.source-files": ["source-catalog.json", "source-config.json"],
+        f"{pod}.destination-files": ["destination-catalog.json", "destination-config.json"],
+        f"{pod}.pump-files": ["source-catalog.json"],
+    }
+    assert secrets[f"{pod}.source-files"]["data"]["source-config.json"] == (
+        '{"x": "$(not expanded)"}'  # plain, not base64
+    )
+    assert {podman_secret_pod(name) for name in secrets} == {pod}  # ferry gc finds the pod
 
 
 @pytest.mark.parametrize(

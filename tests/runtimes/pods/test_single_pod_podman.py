@@ -39,25 +39,49 @@ pytestmark = pytest.mark.podman
 SINGLE_POD = {"layout": "single-pod"}
 
 
+def blind_to(other: str, command: str) -> str:
+    """An entrypoint that fails (exit 1) when the other connector's config file is visible."""
+    return f"test ! -e /ferry/files/{other}-config.json && {command}"
+
+
+# The images' own entrypoints, each behind a check that the container cannot see the other
+# connector's config (its credentials): the pod mounts each container only its own keys.
+BLIND = {
+    "source": {"entrypoint": blind_to("destination", "/opt/connector/bin/source-generator")},
+    "destination": {"entrypoint": blind_to("source", "/opt/connector/bin/destination-null")},
+}
+
+
 def generator_to_null(
-    tmp_path: Path, name: str, source: dict[str, Any], destination: dict[str, Any] | None = None
+    tmp_path: Path,
+    name: str,
+    source: dict[str, Any],
+    destination: dict[str, Any] | None = None,
+    *,
+    blind: bool = False,
 ) -> Path:
     return write_connection(
         tmp_path,
         name,
         runtime="podman",
         kubernetes=SINGLE_POD,
-        source={"connector": GENERATOR, "config": source},
-        destination={"connector": NULL, "config": destination or {}},
+        source={"connector": GENERATOR, "config": source, **(BLIND["source"] if blind else {})},
+        destination={
+            "connector": NULL,
+            "config": destination or {},
+            **(BLIND["destination"] if blind else {}),
+        },
     )
 
 
 def test_incremental_rerun_resumes_from_the_committed_state(
     podman_images: None, connection_name: str, tmp_path: Path
 ) -> None:
-    """The state committed from the echoes of the first run reaches the second run's source."""
+    """The state committed from the echoes of the first run reaches the second run's source;
+    neither connector sees the other's config file (else its entrypoint exits 1)."""
     first = {"count": 12000, "streams": 2, "state_every": 5000}
-    code, summary, stderr = ferry_sync(generator_to_null(tmp_path, connection_name, first))
+    connection = generator_to_null(tmp_path, connection_name, first, blind=True)
+    code, summary, stderr = ferry_sync(connection)
     assert code == 0, stderr
     assert stream_records(summary) == {"stream_0": 12000, "stream_1": 12000}
     assert summary["states_committed"] == 6

@@ -49,6 +49,7 @@ from ferry.runtimes.pods.manifests import (
     MANAGED_BY,
     label_value,
     labels_for_gc,
+    podman_secret_pod,
 )
 from ferry.runtimes.pods.podman import pod_teardown
 
@@ -270,9 +271,10 @@ def _sweep_podman_secrets(sweep: _Sweep, secrets: list[Mapping[str, Any]]) -> se
         name = str(spec.get("Name") or "")
         names.add(name)
         labels = labels_for_gc(spec.get("Labels") or {}, {})
-        if name in sweep.doomed:
+        pod = podman_secret_pod(name)
+        if pod in sweep.doomed:
             reason: str | None = "its pod is being removed"
-        elif name in sweep.seen:
+        elif pod in sweep.seen:
             continue
         else:
             reason = sweep.unused_secret_reason(labels, _timestamp(secret.get("CreatedAt")), "uses")

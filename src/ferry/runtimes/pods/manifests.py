@@ -545,20 +545,36 @@ def secret_owner_patch(pod_name: str, pod_uid: str) -> Secret:
 # --- Podman adaptation --------------------------------------------------------------------------
 
 
-def podman_secret(manifests: PodManifests) -> dict[str, Any]:
-    """What `podman secret create` must hold for `podman kube play` to mount the files.
+def podman_secret_pod(secret: str) -> str:
+    """The pod a podman secret belongs to: it is named like the pod, or `<pod>.<volume>`."""
+    return secret.split(".", 1)[0]
+
+
+def podman_secrets(manifests: PodManifests) -> dict[str, dict[str, Any]]:
+    """What `podman secret create` must hold for `podman kube play` to mount the files: secret
+    name -> Secret document, one per Secret volume of the (`for_podman`) pod.
 
     Podman 4.3 reads a Secret volume from a podman secret holding a Secret document and writes
     its `data` values to the files AS THEY ARE (an inline `kind: Secret` would therefore mount
-    base64 text): so `data` carries the plain file contents.
+    base64 text): so `data` carries the plain file contents, only the volume's `items` if any.
     """
-    data = manifests.secret.data or {}
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": manifests.secret_name},
-        "data": {key: base64.b64decode(value).decode("utf-8") for key, value in data.items()},
+    data = {
+        key: base64.b64decode(value).decode("utf-8")
+        for key, value in (manifests.secret.data or {}).items()
     }
+    documents: dict[str, dict[str, Any]] = {}
+    for volume in manifests.spec.volumes or []:
+        if volume.secret is None or volume.secret.secretName is None:
+            continue
+        name = volume.secret.secretName
+        keys = [item.key for item in volume.secret.items] if volume.secret.items else list(data)
+        documents[name] = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name},
+            "data": {key: data[key] for key in keys},
+        }
+    return documents
 
 
 def for_podman(manifests: PodManifests, *, host_network: bool = True) -> PodManifests:
@@ -566,12 +582,19 @@ def for_podman(manifests: PodManifests, *, host_network: bool = True) -> PodMani
 
     - `hostNetwork: true` unless disabled (then pods reach ferry at host.containers.internal);
     - namespace dropped (podman has none);
+    - a Secret volume with `items` reads a podman secret of its own, `<secret>.<volume>`
+      (`podman_secrets`), else every container would see every key;
     - `activeDeadlineSeconds` and `terminationGracePeriodSeconds` are ignored by podman: the
       runtime enforces the deadline itself and stops pods with its own grace period.
     """
     adapted = replace(manifests, pod=copy.deepcopy(manifests.pod))
     if adapted.pod.metadata is not None:
         adapted.pod.metadata.namespace = None
+    for volume in adapted.spec.volumes or []:
+        if volume.secret is not None and volume.secret.items:
+            # Podman writes every volume of one secret into one podman volume named after it:
+            # a volume that selects keys gets a secret (and so a podman volume) of its own.
+            volume.secret.secretName = f"{volume.secret.secretName}.{volume.name}"
     adapted.spec.hostNetwork = True if host_network else None
     return adapted
 

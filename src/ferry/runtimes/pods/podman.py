@@ -9,7 +9,9 @@ Per connector run (`podman:IMAGE`, or `runtime: podman`):
 3. The manifests are the Kubernetes ones (`manifests.build_manifests`), adapted by
    `manifests.for_podman`: the Secret becomes a podman secret created beforehand from a Secret
    document holding the PLAIN file contents (podman 4.3 writes `data` values to the files as they
-   are; an inline `kind: Secret` would mount base64 text), labelled like the pod.
+   are; an inline `kind: Secret` would mount base64 text), labelled like the pod. A single pod's
+   Secret volumes select keys per container: each becomes a podman secret of its own
+   (`<pod>.<volume>`, `manifests.podman_secrets`), since podman mounts one secret's volumes as one.
 4. `podman kube play -` runs the pod, without the Kubernetes manifests' init container (the
    wrapper and the relays make the FIFOs, whichever comes first; the heartbeat makes the
    emptyDir, which podman creates 0755, writable for connectors running as another user): an
@@ -27,7 +29,7 @@ Per connector run (`podman:IMAGE`, or `runtime: podman`):
 6. Teardown: the containers get a moment to end on their own, then `podman pod stop -t 0`, a
    wait until podman has cleaned up after every container (their conmons gone, `settle`: else
    `pod rm` may stall 3 s), `podman pod rm -f` (removes the emptyDir volume),
-   `podman secret rm` and `podman volume rm` of the volume podman made for the Secret (named
+   `podman secret rm` and `podman volume rm` of the volume podman made for each secret (named
    after it; it holds the files in plain text, so it must not outlive the run). A pod whose
    connector exited on its own is removed while ferry goes on (spec, check and discover run
    before the sync's pods start); the runtime's `close()` waits for those removals. `ferry gc`
@@ -42,7 +44,7 @@ import json
 import logging
 import math
 import shutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,7 +65,7 @@ from ferry.runtimes.pods.manifests import (
     PodManifests,
     build_manifests,
     for_podman,
-    podman_secret,
+    podman_secrets,
 )
 from ferry.runtimes.relayed import PodProcess, start_pod
 
@@ -174,7 +176,7 @@ class PodmanPod:
         self.description = f"podman pod {manifests.name}"
         self.container = f"{manifests.name}-{CONNECTOR_CONTAINER}"
         self._deadline = deadline
-        self._has_secret = manifests.has_files
+        self._secrets = podman_secrets(manifests) if manifests.has_files else {}
         self._removed = False
         self._remove_lock = asyncio.Lock()
         # The runtime's removals still under way; a pod whose main container exited is removed
@@ -188,20 +190,14 @@ class PodmanPod:
         """The secret (`podman secret create`), then the pod (`podman kube play`)."""
         manifests = self.manifests
         labels = manifests.labels
-        if self._has_secret:
-            label_args = [arg for k, v in labels.items() for arg in ("--label", f"{k}={v}")]
+        label_args = [arg for k, v in labels.items() for arg in ("--label", f"{k}={v}")]
+        for secret, document in self._secrets.items():
             created = await podman(
-                "secret",
-                "create",
-                *label_args,
-                manifests.secret_name,
-                "-",
-                input=json.dumps(podman_secret(manifests)).encode(),
+                "secret", "create", *label_args, secret, "-", input=json.dumps(document).encode()
             )
             if created.code != 0:
                 raise RuntimeUnavailable(
-                    f"podman could not create the secret {manifests.secret_name}: "
-                    f"{clean_stderr(created.stderr)}"
+                    f"podman could not create the secret {secret}: {clean_stderr(created.stderr)}"
                 )
         played = await podman(
             "kube", "play", "--quiet", "-", input=json.dumps(manifests.pod.to_dict()).encode()
@@ -275,7 +271,7 @@ class PodmanPod:
             if self._conmons is not None:
                 with contextlib.suppress(FerryError):
                     conmons = await asyncio.shield(self._conmons)
-            removal = remove_pod_resources(self.name, secret=self._has_secret, conmons=conmons)
+            removal = remove_pod_resources(self.name, list(self._secrets), conmons=conmons)
             if self._exited and not self._stopped and self._removals is not None:
                 task = asyncio.create_task(removal, name=f"remove {self.description}")
                 self._removals.add(task)
@@ -332,16 +328,16 @@ def _alive(pid: int) -> bool:
 
 
 async def remove_pod_resources(
-    name: str, *, secret: bool = True, conmons: Mapping[str, int] | None = None
+    name: str, secrets: Sequence[str], *, conmons: Mapping[str, int] | None = None
 ) -> list[str]:
-    """Remove a pod, its secret and the secret's volume (all named `name`); the problems.
+    """Remove a pod, its `secrets` and their volumes (named like them); the problems.
 
     `conmons` (`conmon_pids`, looked up now if not given): the pod's containers get LINGER
     seconds to end on their own and be cleaned up (`settle`) before the pod is stopped. The
     secret goes meanwhile (`kube play` copied it into the volume); the volume only once the pod
     is gone (`volume rm -f` would remove the containers using it).
     """
-    secret_rm = asyncio.ensure_future(podman("secret", "rm", name)) if secret else None
+    secrets_rm = asyncio.ensure_future(podman("secret", "rm", *secrets)) if secrets else None
     if conmons is None:
         conmons = await conmon_pids(name)
     own = [pid for container, pid in conmons.items() if not container.endswith("-infra")]
@@ -350,9 +346,9 @@ async def remove_pod_resources(
     await podman(*stop)
     await settle(conmons.values())
     results = {"pod": await podman(*remove)}
-    if secret_rm is not None:
-        results["volume"] = await podman("volume", "rm", "-f", name)
-        results["secret"] = await secret_rm
+    if secrets_rm is not None:
+        results["volume"] = await podman("volume", "rm", "-f", *secrets)
+        results["secret"] = await secrets_rm
     problems = []
     for what, result in results.items():
         gone = f"no {what} with name" in result.stderr or f"no such {what}" in result.stderr
