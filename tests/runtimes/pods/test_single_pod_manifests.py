@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +19,10 @@ from ferry.engine.stats import SyncStats
 from ferry.errors import ConfigError, ConnectorCrashed, ConnectorFailed
 from ferry.relay import RelayEndpoint
 from ferry.runtimes.base import ConnectorInvocation, ConnectorOptions, ConnectorRef, RunLabels
-from ferry.runtimes.options import PodLayout, decode
+from ferry.runtimes.options import MANAGED_BY_LABEL, PodLayout, decode
+from ferry.runtimes.pods.gc import _Sweep, _sweep_podman_secrets, ttls
 from ferry.runtimes.pods.layout import PodPair
-from ferry.runtimes.pods.manifests import for_podman, podman_secret_pod, podman_secrets
+from ferry.runtimes.pods.manifests import MANAGED_BY, for_podman, podman_secret_pod, podman_secrets
 from ferry.runtimes.pods.single_pod import build_single_pod
 
 
@@ -126,6 +129,29 @@ def test_on_podman_each_secret_volume_reads_a_podman_secret_of_its_own() -> None
         '{"x": "$(not expanded)"}'  # plain, not base64
     )
     assert {podman_secret_pod(name) for name in secrets} == {pod}  # ferry gc finds the pod
+
+
+def test_gc_keeps_the_per_container_podman_secrets_of_a_running_pod() -> None:
+    """`ferry gc` on podman (its secret sweep, on listings written here: nothing is removed, a
+    dry run) keeps an old `<pod>.<volume>` secret while its pod exists, sweeps it with its pod."""
+    pod = "ferry-conn-pod-0123abcd"
+    old: list[Mapping[str, Any]] = [
+        {
+            "Spec": {"Name": f"{pod}.{volume}", "Labels": {MANAGED_BY_LABEL: MANAGED_BY}},
+            "CreatedAt": 1.0,  # far older than the TTL of a secret without its pod
+        }
+        for volume in ("source-files", "destination-files", "pump-files")
+    ]
+
+    def planned(seen: set[str], doomed: set[str]) -> list[str]:
+        sweep = _Sweep("podman", "remove", True, time.time(), ttls(), lambda pid: pid)
+        sweep.seen, sweep.doomed = seen, doomed
+        _sweep_podman_secrets(sweep, old)
+        return sweep.lines
+
+    assert planned({pod}, set()) == []
+    assert len(planned(set(), {pod})) == 3  # its pod is being removed
+    assert len(planned(set(), set())) == 3  # no pod uses them, and they are old
 
 
 @pytest.mark.parametrize(
