@@ -5,6 +5,7 @@ modules of tests/store on both backends.)"""
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import psycopg
@@ -12,9 +13,9 @@ import pytest
 
 from ferry.errors import ConnectionBusy, StoreError
 from ferry.protocol import convert
-from ferry.protocol.messages import AirbyteStateMessage
+from ferry.protocol.messages import AirbyteStateMessage, StreamDescriptor
 from ferry.store import RUNNING, SUCCEEDED, open_store
-from ferry.store.postgres import POSTGRES_DDL, PostgresStore
+from ferry.store.postgres import POSTGRES_DDL, PostgresStore, connection_key
 from ferry.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 pytestmark = pytest.mark.postgres
@@ -73,6 +74,56 @@ def test_a_commit_after_the_lock_session_was_lost_is_refused(postgres_url: str) 
             store.commit_states("c", attempt, [stream_state(2)])
         assert store.load_state("c").streams  # the state of the refused commit is not there
         assert next(iter(store.load_state("c").streams.values())) == 1
+
+
+def connection_locks_of(admin: psycopg.Connection[Any], pid: int) -> set[int]:
+    """The one-key (bigint) advisory locks backend `pid` holds: ferry's connection locks."""
+    rows = admin.execute(
+        "SELECT classid::bigint, objid::bigint FROM pg_locks WHERE locktype = 'advisory'"
+        " AND objsubid = 1 AND granted AND pid = %s",
+        (pid,),
+    ).fetchall()
+    return {int.from_bytes(((high << 32) | low).to_bytes(8), signed=True) for high, low in rows}
+
+
+def test_the_runs_of_one_store_commit_side_by_side_each_on_its_lock_session(
+    postgres_url: str,
+) -> None:
+    """Commits of several runs of one store, from threads (as `ferry sync A.yaml B.yaml ...`
+    makes them), wait on the server at the same time, each in the session that holds its
+    connection's lock: none queues behind another in ferry."""
+    names = ["a", "b", "c", "d"]
+    with open_store(postgres_url) as store:
+        attempts = {name: store.start_attempt(store.start_run(name)) for name in names}
+        commits = [
+            threading.Thread(target=store.commit_states, args=(n, attempts[n], [stream_state(n)]))
+            for n in names
+        ]
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            with psycopg.connect(postgres_url) as blocker:  # holds the runs' rows: commits wait
+                blocker.execute("SELECT id FROM runs FOR UPDATE")
+                for commit in commits:
+                    commit.start()
+                waiting: list[int] = []
+                deadline = time.monotonic() + 30  # a guard against a hang, not a measure
+                while len(waiting) < len(names) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    waiting = [
+                        pid
+                        for (pid,) in admin.execute(
+                            "SELECT DISTINCT pid FROM pg_locks WHERE NOT granted"
+                        ).fetchall()
+                    ]
+                held = {pid: connection_locks_of(admin, pid) for pid in waiting}
+            for commit in commits:
+                commit.join()
+        # One waiting session per run, each holding its own connection's lock and no other.
+        assert sorted(tuple(locks) for locks in held.values()) == sorted(
+            (connection_key(n),) for n in names
+        )
+        assert {n: store.load_state(n).streams for n in names} == {
+            n: {StreamDescriptor(name="a"): n} for n in names
+        }
 
 
 def test_many_first_opens_at_once_migrate_once(postgres_url: str) -> None:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -91,6 +93,11 @@ async def _run_all(
             return result, time.monotonic() - started
 
     loop = asyncio.get_running_loop()
+    # A thread per running sync for its state commits (each on its own store session), on top
+    # of asyncio's default pool (min(32, cores + 4)), which 20 syncs would otherwise queue on.
+    # asyncio.run shuts the pool down at the end.
+    threads = parallel + min(32, (os.cpu_count() or 1) + 4)
+    loop.set_default_executor(ThreadPoolExecutor(threads, thread_name_prefix="ferry-sync"))
 
     def stop_all() -> None:
         for runner in runners:

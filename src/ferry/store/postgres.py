@@ -1,10 +1,13 @@
 """The PostgreSQL store: state, runs and locks shared by ferry processes on any number of hosts.
 
 The queries are the SQLite store's (`ferry.store.sql`); what differs lives here:
-- Every call is one transaction on the store's own session (autocommit between calls). State
-  writes of one connection are serialized by a transaction-scoped advisory lock, so the
-  read-merge-write of a commit never loses a concurrent update; a commit is one round trip per
-  statement, and durable when COMMIT returns (the server's `synchronous_commit`).
+- Every call is one transaction on the store's own session (autocommit between calls), except
+  the state commits of a run this store holds: those go on the run's lock session (below), so
+  the syncs of one ferry process (`ferry sync A.yaml B.yaml ...`) commit side by side instead of
+  queueing on one session, and ferry opens no more sessions than before. State writes of one
+  connection are serialized by a transaction-scoped advisory lock, so the read-merge-write of a
+  commit never loses a concurrent update; a commit is one round trip, and durable when COMMIT
+  returns (the server's `synchronous_commit`).
 - The schema version is the single row of `ferry_schema`; migrations run under an advisory lock,
   so two ferry processes opening a new database migrate it once.
 - Locks that hold across hosts: a run holds, on a dedicated session of its own, a session-scoped
@@ -16,16 +19,19 @@ The queries are the SQLite store's (`ferry.store.sql`); what differs lives here:
   about a minute. A running run whose run-id lock nobody holds is abandoned.
 - Before each commit the store checks, in the commit's transaction, that the connection's lock
   is still held and its run still running; if the lock session was lost (network cut), the
-  commit is refused rather than racing a ferry that may have taken over.
+  commit is refused rather than racing a ferry that may have taken over. A commit made on the
+  lock session itself holds the lock as long as that session lives: it checks the run, and
+  a lost session refuses it (never reconnected: that would drop the lock).
 The password never leaves this module in a message: every error names the URL without it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,7 +49,8 @@ from ferry.store.sql import Cursor, Db, RunningRun, SqlStore, busy, not_an_attem
 # `lock_key`), and raises (which rolls back everything sent after it) when the run's
 # connection lock `conn_lock` is no longer held or its run `run_no` is no longer running, or
 # when `attempt_no` is not an attempt of `conn_name` (the error's message is the connection, its
-# detail the attempt). The NULLs skip a check.
+# detail the attempt). The NULLs skip a check: a NULL `conn_lock` with a `run_no` checks the
+# run's status only (NULL OR status-check), for a commit made on the lock's own session.
 _COMMIT_CHECK = """CREATE FUNCTION ferry_check_commit(
     conn_name TEXT, lock_class INTEGER, lock_key INTEGER, attempt_no BIGINT, run_no BIGINT,
     conn_lock BIGINT
@@ -77,6 +84,11 @@ CONNECT_TIMEOUT = 10  # seconds
 _LOCK_SESSION_OPTIONS = (
     "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3"
 )
+# The same on ferry's side: a commit on a lock session whose server vanished fails about as
+# soon as the server drops the lock, rather than when the kernel gives up on the socket.
+_LOCK_SESSION_KEEPALIVES = {
+    "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3
+}  # fmt: skip
 
 # First keys of ferry's two-part advisory locks (the second part is the value).
 _RUN_LOCK = 0x66524E31  # run id
@@ -106,8 +118,9 @@ def _translated(sql: str) -> str:
 
 
 class _PgDb:
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], lease: _Lease | None = None) -> None:
         self.conn = conn
+        self.lease = lease  # the run whose lock session `conn` is, if it is one
 
     def execute(self, sql: str, params: Sequence[Any] = (), /) -> Cursor:
         return self.conn.execute(_translated(sql), params)
@@ -115,11 +128,15 @@ class _PgDb:
 
 @dataclass
 class _Lease:
-    """A run's lock session and the connection lock it holds (None: a non-exclusive run)."""
+    """A run's lock session and the connection lock it holds (None: a non-exclusive run).
+
+    An exclusive run's state commits go on this session too, one at a time (`busy`)."""
 
     connection: str
     session: psycopg.Connection[Any]
     connection_lock: int | None
+    run_id: int | None = None  # set once the run is inserted
+    busy: threading.Lock = field(default_factory=threading.Lock)
 
 
 class PostgresStore(SqlStore):
@@ -132,6 +149,7 @@ class PostgresStore(SqlStore):
         self._password = urlsplit(url).password if "://" in url else None
         self._leases: dict[int, _Lease] = {}
         self._pending: _Lease | None = None
+        self._leases_lock = threading.Lock()  # commit threads look leases up without `_lock`
         self._db: psycopg.Connection[Any] | None = None
         self._closed = False
         self._db = self._connect()
@@ -163,8 +181,10 @@ class PostgresStore(SqlStore):
 
     # -- sessions ------------------------------------------------------------------------------
 
-    def _connect(self, options: str | None = None) -> psycopg.Connection[Any]:
-        extra: dict[str, Any] = {"options": options} if options else {}
+    def _connect(self, *, lock_session: bool = False) -> psycopg.Connection[Any]:
+        extra: dict[str, Any] = (
+            {"options": _LOCK_SESSION_OPTIONS, **_LOCK_SESSION_KEEPALIVES} if lock_session else {}
+        )
         try:
             return psycopg.connect(
                 self._conninfo,
@@ -194,22 +214,48 @@ class PostgresStore(SqlStore):
 
     @contextmanager
     def _transaction(self, begin: str, verb: str, batched: bool = False) -> Iterator[Db]:
-        with self._lock:
-            conn = self._conn()
-            try:
-                # Pipelined, statements go out together and only a fetch waits for the server:
-                # a state commit (no fetch) is one round trip, BEGIN to COMMIT.
-                with conn.pipeline() if batched else nullcontext():
-                    conn.execute(begin)
-                    yield _PgDb(conn)
-                    conn.execute("COMMIT")
-            except BaseException as e:
-                if not conn.closed and conn.info.transaction_status != pq.TransactionStatus.IDLE:
-                    with suppress(psycopg.Error):
-                        conn.execute("ROLLBACK")
-                if isinstance(e, psycopg.Error):
-                    raise self._store_error(e, verb) from None
-                raise
+        with self._lock, self._transaction_on(self._conn(), begin, verb, batched) as db:
+            yield db
+
+    @contextmanager
+    def _transaction_on(
+        self,
+        conn: psycopg.Connection[Any],
+        begin: str,
+        verb: str,
+        batched: bool,
+        lease: _Lease | None = None,
+    ) -> Iterator[Db]:
+        try:
+            # Pipelined, statements go out together and only a fetch waits for the server:
+            # a state commit (no fetch) is one round trip, BEGIN to COMMIT.
+            with conn.pipeline() if batched else nullcontext():
+                conn.execute(begin)
+                yield _PgDb(conn, lease)
+                conn.execute("COMMIT")
+        except BaseException as e:
+            if not conn.closed and conn.info.transaction_status != pq.TransactionStatus.IDLE:
+                with suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
+            if lease is not None and (conn.broken or conn.closed):  # the lock went with it
+                raise self._lost_lock(lease.connection) from None
+            if isinstance(e, psycopg.Error):
+                raise self._store_error(e, verb) from None
+            raise
+
+    def _commit_transaction(self, connection: str) -> AbstractContextManager[Db]:
+        lease = self._holding(connection)
+        if lease is None:  # no run of ours holds the connection: the store's own session
+            return self._write(batched=True)
+        return self._transaction_on_lease(lease)
+
+    @contextmanager
+    def _transaction_on_lease(self, lease: _Lease) -> Iterator[Db]:
+        with lease.busy:
+            if lease.session.closed or lease.session.broken:
+                raise self._lost_lock(lease.connection)
+            with self._transaction_on(lease.session, "BEGIN", "write", True, lease) as db:
+                yield db
 
     def _store_error(self, error: psycopg.Error, verb: str) -> StoreError:
         connection = error.diag.message_primary or ""
@@ -239,12 +285,24 @@ class PostgresStore(SqlStore):
 
     # -- locks ---------------------------------------------------------------------------------
 
+    def _holding(self, connection: str) -> _Lease | None:
+        """The lease of the run of ours that holds `connection`'s lock."""
+        with self._leases_lock:
+            return next(
+                (
+                    lease
+                    for lease in self._leases.values()
+                    if lease.connection == connection and lease.connection_lock is not None
+                ),
+                None,
+            )
+
     def _held(self, connection: str) -> tuple[int, int] | None:
         """The run of ours holding `connection`'s lock, and the lock's key."""
-        for run_id, lease in self._leases.items():
-            if lease.connection == connection and lease.connection_lock is not None:
-                return run_id, lease.connection_lock
-        return None
+        lease = self._holding(connection)
+        if lease is None or lease.run_id is None or lease.connection_lock is None:
+            return None
+        return lease.run_id, lease.connection_lock
 
     def _serialize(self, db: Db, connection: str) -> None:
         held = self._held(connection)
@@ -273,14 +331,18 @@ class PostgresStore(SqlStore):
     def _check_commit(self, db: Db, connection: str, attempt_id: int | None) -> None:
         # The checks of _serialize and SqlStore._check_commit in one function on the server,
         # and nothing fetched: a failed check raises there and rolls the commit back.
-        run_id, lock = self._held(connection) or (None, None)
+        lease = db.lease if isinstance(db, _PgDb) else None
+        if lease is not None:  # the lock's own session: it holds the lock while it lives
+            run_id, lock = lease.run_id, None
+        else:
+            run_id, lock = self._held(connection) or (None, None)
         db.execute(
             "SELECT ferry_check_commit(?, ?, ?, ?, ?, ?)",
             (connection, _COMMIT_LOCK, _key32(connection), attempt_id, run_id, lock),
         )
 
     def _claim(self, connection: str, exclusive: bool) -> None:
-        session = self._connect(_LOCK_SESSION_OPTIONS)
+        session = self._connect(lock_session=True)
         lease = _Lease(connection, session, connection_key(connection) if exclusive else None)
         try:
             if lease.connection_lock is not None:
@@ -304,14 +366,18 @@ class PostgresStore(SqlStore):
         self._pending.session.execute(
             "SELECT pg_advisory_lock(%s, %s)", (_RUN_LOCK, _run_key(run_id))
         )
-        self._leases[run_id], self._pending = self._pending, None
+        self._pending.run_id = run_id
+        with self._leases_lock:
+            self._leases[run_id], self._pending = self._pending, None
 
     def _release(self, run_id: int | None) -> None:
-        lease = self._pending if run_id is None else self._leases.pop(run_id, None)
-        if run_id is None:
-            self._pending = None
+        with self._leases_lock:
+            lease = self._pending if run_id is None else self._leases.pop(run_id, None)
+            if run_id is None:
+                self._pending = None
         if lease is not None:
-            lease.session.close()  # ending the session drops its locks
+            with lease.busy:  # a commit under way on the session ends first
+                lease.session.close()  # ending the session drops its locks
 
     def _alive(self, db: Db, runs: Sequence[RunningRun]) -> set[int]:
         if not runs:

@@ -99,6 +99,11 @@ class SqlStore(Store):
         `batched`: the caller reads no `rowcount`, so statements whose results it does not
         fetch may be sent together (PostgreSQL's pipeline mode: a round trip per fetch)."""
 
+    def _commit_transaction(self, connection: str) -> AbstractContextManager[Db]:
+        """The write transaction of a state commit of `connection` (batched: see `_write`);
+        a backend may run it on a session of the connection's run rather than the store's."""
+        return self._write(batched=True)
+
     @abc.abstractmethod
     def _read(self) -> AbstractContextManager[Db]:
         """One read transaction: a consistent snapshot across several queries."""
@@ -189,7 +194,7 @@ class SqlStore(Store):
         update = state_update(states) if states else None
         # Nothing is read to be merged: the statements say what changes whatever is stored,
         # so a backend may send them all at once (one round trip, PostgreSQL's pipeline).
-        with self._write(batched=True) as db:
+        with self._commit_transaction(connection) as db:
             self._check_commit(db, connection, attempt_id)
             now = time.time()
             if update is not None:
