@@ -29,7 +29,8 @@ ferry_log() {
   printf 'ferry-relay %s: %s\n' "$ferry_channel" "$*" >&2
 }
 
-trap 'kill "$ferry_pump" "$ferry_watcher" 2>/dev/null; exit 143' TERM INT HUP
+# The watcher gets KILL: a TERM sent before its trap reset would be lost (see wrapper.sh).
+trap 'kill "$ferry_pump" 2>/dev/null; kill -KILL "$ferry_watcher" 2>/dev/null; exit 143' TERM INT HUP
 
 case $ferry_channel in
   stdin) FERRY_RELAY_PUMP='exec socat -u -b"$FERRY_RELAY_BUF" STDIN FD:3 3>"$FERRY_RELAY_FIFO"' ;;
@@ -76,7 +77,7 @@ while :; do
   ferry_rc=$?
   kill -0 "$ferry_pump" 2>/dev/null || break
 done
-kill "$ferry_watcher" 2>/dev/null
+kill -KILL "$ferry_watcher" 2>/dev/null
 if [ "$ferry_rc" != 0 ]; then
   # A pump failing on a closed FIFO (EPIPE) ends just before the wrapper writes its exit code.
   ferry_tries=

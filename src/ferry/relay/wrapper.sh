@@ -235,7 +235,9 @@ if [ -e "$ferry_mark" ]; then
     kill -0 "$ferry_watcher" 2>/dev/null || break
   done
 else
-  kill "$ferry_watcher" 2>/dev/null
+  # KILL: a TERM that reaches the watcher before its trap reset would be lost, and it would
+  # then poll forever, holding the container's stderr.
+  kill -KILL "$ferry_watcher" 2>/dev/null
 fi
 
 if [ -z "$ferry_entry" ]; then
