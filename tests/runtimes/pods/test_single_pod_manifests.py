@@ -20,7 +20,13 @@ from ferry.errors import ConfigError, ConnectorCrashed, ConnectorFailed
 from ferry.relay import RelayEndpoint
 from ferry.runtimes.base import ConnectorInvocation, ConnectorOptions, ConnectorRef, RunLabels
 from ferry.runtimes.options import MANAGED_BY_LABEL, PodLayout, decode
-from ferry.runtimes.pods.gc import _Sweep, _sweep_podman_secrets, ttls
+from ferry.runtimes.pods.gc import (
+    POD_NAME,
+    _Sweep,
+    _sweep_podman_secrets,
+    _sweep_podman_volumes,
+    ttls,
+)
 from ferry.runtimes.pods.layout import PodPair
 from ferry.runtimes.pods.manifests import MANAGED_BY, for_podman, podman_secret_pod, podman_secrets
 from ferry.runtimes.pods.single_pod import build_single_pod
@@ -152,6 +158,29 @@ def test_gc_keeps_the_per_container_podman_secrets_of_a_running_pod() -> None:
     assert planned({pod}, set()) == []
     assert len(planned(set(), {pod})) == 3  # its pod is being removed
     assert len(planned(set(), set())) == 3  # no pod uses them, and they are old
+
+
+def test_gc_sweeps_the_volumes_a_gone_single_pod_left() -> None:
+    """`ferry gc` on podman (its volume sweep, on listings written here, a dry run): a single
+    pod's emptyDir and its secrets' file volumes stay while the pod runs and go once it and its
+    secrets are gone."""
+    pod = "ferry-conn-pod-0123abcd"
+    assert POD_NAME.match(pod)
+    names = [f"{pod}-io", f"{pod}.source-files", f"{pod}.destination-files", "someone-else"]
+    secrets = {f"{pod}.source-files", f"{pod}.destination-files"}
+
+    def planned(seen: set[str], secret_names: set[str]) -> list[str]:
+        sweep = _Sweep("podman", "remove", True, time.time(), ttls(), lambda pid: pid)
+        sweep.seen = seen
+        _sweep_podman_volumes(sweep, [{"Name": name} for name in names], secret_names)
+        return sweep.lines
+
+    assert planned({pod}, secrets) == []
+    assert planned({pod}, set()) == []  # the pod still runs
+    assert len(planned(set(), secrets)) == 1  # its emptyDir; the secrets' sweep takes theirs
+    swept = planned(set(), set())
+    assert len(swept) == 3
+    assert not any("someone-else" in line for line in swept)
 
 
 @pytest.mark.parametrize(

@@ -60,7 +60,7 @@ DEFAULT_TTL: dict[str, float] = {SUCCEEDED: 3600.0, FAILED: 24 * 3600.0, PENDING
 ENV_TTL = {SUCCEEDED: "FERRY_GC_TTL_SUCCEEDED", FAILED: "FERRY_GC_TTL_FAILED"}
 SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
 # Names ferry gives pods (and their secrets and volumes): manifests.pod_name().
-POD_NAME = re.compile(r"^ferry-[a-z0-9-]*-(spec|check|discover|read|write)-[0-9a-f]{8}$")
+POD_NAME = re.compile(r"^ferry-[a-z0-9-]*-(spec|check|discover|read|write|pod)-[0-9a-f]{8}$")
 
 Probe = Callable[[int], int | None]
 
@@ -292,15 +292,18 @@ def _remove_secret(name: str) -> str | None:
 def _sweep_podman_volumes(
     sweep: _Sweep, volumes: list[Mapping[str, Any]], secret_names: set[str]
 ) -> None:
-    """Remove the volumes named after a pod (its emptyDir, its secret's files) nothing uses."""
+    """Remove the volumes named after a pod (its emptyDir `<pod>-io`) or after one of its
+    secrets (`<pod>`, `<pod>.<volume>`: the files) that nothing uses."""
     for volume in volumes:
         name = str(volume.get("Name") or "")
-        base = name.removesuffix("-io")
-        if not POD_NAME.match(base) or name in sweep.doomed:
+        owner = name.removesuffix("-io")  # the pod, or the secret whose files it holds
+        pod = podman_secret_pod(owner)
+        if not POD_NAME.match(pod) or name in sweep.doomed:
             continue
-        if base in sweep.doomed or (base not in sweep.seen and base not in secret_names):
+        gone = pod not in sweep.seen and owner not in secret_names
+        if gone or pod in sweep.doomed or owner in sweep.doomed:
             remove = functools.partial(_podman_remove, "volume", "rm", "-f", name)
-            sweep.act(f"volume {name}: no pod or secret {base} remains", remove)
+            sweep.act(f"volume {name}: no pod or secret {owner} remains", remove)
 
 
 def _podman_phase(
