@@ -21,7 +21,7 @@ from typing import Any
 
 import duckdb
 import pytest
-import yaml
+from podkit import ferry_sync, stream_records, write_connection
 
 from ferry.store import open_store
 
@@ -83,28 +83,6 @@ def connection_name() -> Iterator[str]:
     yield name
     for line in containers_of(name):  # a failed test must not leave containers behind
         subprocess.run(["docker", "rm", "-f", "-v", line.split()[0]], capture_output=True)
-
-
-def write_connection(tmp_path: Path, name: str, **fields: Any) -> Path:
-    path = tmp_path / "connection.yaml"
-    path.write_text(yaml.safe_dump({"name": name, **fields}))
-    return path
-
-
-def ferry_sync(connection: Path, *extra: str) -> tuple[int, dict[str, Any], str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "ferry", "sync", str(connection), "--json", *extra],
-        capture_output=True,
-        text=True,
-        timeout=HANG_GUARD,
-        check=False,
-    )
-    summary = json.loads(result.stdout) if result.stdout.strip() else {}
-    return result.returncode, summary, result.stderr
-
-
-def stream_records(summary: dict[str, Any]) -> dict[str, int]:
-    return {s["stream"]: s["records_sent"] for s in summary["streams"]}
 
 
 def committed_streams(connection: str) -> dict[str, Any]:
