@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shlex
 import stat
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -86,7 +85,8 @@ def test_a_second_sync_uses_the_cached_catalog_until_the_config_changes(
     assert stat.S_IMODE((directory / catalog_cache.KEY_FILE).stat().st_mode) == 0o600
     assert sorted(p.name for p in directory.iterdir()) == [catalog_cache.KEY_FILE, entry.name]
     text = entry.read_text()
-    assert SECRET not in text and '"token"' not in text, "the file holds no config"
+    assert SECRET not in text, "the file holds no config"
+    assert '"token"' not in text
     assert json.loads(text)["catalog"]["streams"][0]["name"] == "stream_0"
 
     assert USED not in sync(generator_connection(tmp_path, source, count=3))
@@ -166,7 +166,8 @@ def test_entry_names_depend_on_the_code_config_kind_env_and_secret() -> None:
         CatalogKey(key.fingerprint, CATALOG, key.config, {"REGION": "us"}),
     ]
     names = {entry_name(secret, variant) for variant in variants}
-    assert len(names) == len(variants) and name not in names
+    assert len(names) == len(variants)
+    assert name not in names
     assert entry_name(b"x" * catalog_cache.KEY_BYTES, key) != name
 
 
@@ -179,7 +180,9 @@ def test_entries_are_checked_and_the_key_is_made_once(ferry_home: Path) -> None:
     secret = (ferry_home / "cache" / "catalogs" / catalog_cache.KEY_FILE).read_bytes()
     assert len(secret) == catalog_cache.KEY_BYTES
     found = catalog_cache.load_catalog(key)
-    assert found is not None and found.catalog == catalog and 0 <= found.age < 60
+    assert found is not None
+    assert found.catalog == catalog
+    assert 0 <= found.age < 60
     assert catalog_cache.load_catalog(key, max_age=0) is None
     # A file under another key's name (copied, or written for another config) is not trusted.
     [entry] = cached(ferry_home)

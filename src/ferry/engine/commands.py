@@ -312,11 +312,13 @@ async def run_command(
     expected: str | tuple[str, ...],
     *,
     on_config: ConfigSink | None = None,
+    labels: RunLabels | None = None,
 ) -> AirbyteMessage:
     """Run one command and return its first `expected` message (of any of the `expected`
     types), or raise why there is none."""
     output = CommandOutput(connector_name(ref), expected, on_config)
-    process = await runtime.start(ConnectorInvocation(ref, verb, files), output.stderr_line)
+    invocation = ConnectorInvocation(ref, verb, files, labels or RunLabels())
+    process = await runtime.start(invocation, output.stderr_line)
     try:
         await output.consume(process.stdout)
         exit_code = await process.wait()

@@ -296,6 +296,8 @@ class SyncRunner:
             self.runtimes[ref.runtime],
             kind,
             on_config=lambda update: configs.update(role, update),
+            # Its pod or container is named and labelled after the connection (`ferry gc`).
+            labels=RunLabels("pending", self.connection.name, role),
         )
         catalog = commands.catalog_of(message, ref)
         if key is not None:
