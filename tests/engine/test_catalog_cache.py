@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from synckit import ferry, issued_token, rotating_source, write_connection
+from synckit import RECORDING, SCRIPTED, ferry, issued_token, rotating_source, write_connection
 
 from ferry.engine import catalog_cache
 from ferry.engine.catalog_cache import CatalogKey, entry_name
@@ -152,6 +152,45 @@ def test_a_discover_that_updates_the_config_is_cached_under_the_new_config(
         return catalog_cache.load_catalog(key) is not None
 
     assert [cached_for(token) for token in ("tok-0", "tok-1")] == [False, True]
+
+
+def test_a_destination_catalog_is_cached_and_a_failed_discover_is_not(
+    tmp_path: Path, ferry_home: Path
+) -> None:
+    """A stream that names a destination object needs the destination's DESTINATION_CATALOG."""
+
+    def connection(**destination: Any) -> Path:
+        operations = [{"object_name": "contacts", "sync_mode": "update", "matching_keys": []}]
+        return write_connection(
+            tmp_path,
+            source={"connector": SCRIPTED, "config": {"count": 3}},
+            destination={
+                "connector": RECORDING,
+                "config": {
+                    "operations": operations,
+                    "record_to": str(tmp_path / "in"),
+                    **destination,
+                },
+            },
+            streams=[
+                {
+                    "name": "items",
+                    "sync_mode": "full_refresh",
+                    "destination_object_name": "contacts",
+                    "destination_sync_mode": "update",
+                }
+            ],
+        )
+
+    hit = "destination: catalog from the cache (discovered"
+    assert hit not in sync(connection())
+    assert hit in sync(connection())
+    for _ in range(2):  # never cached: each sync asks the destination again, and fails
+        failed = ferry("-v", "sync", str(connection(discover=False)), "--no-progress")
+        assert failed.returncode == 2, failed.stderr
+        assert "its discover failed" in failed.stderr
+        assert "discover is not supported by this destination" in failed.stderr
+    assert len(cached(ferry_home)) == 2  # the source's and the destination's catalogs
 
 
 def test_entry_names_depend_on_the_code_config_kind_env_and_secret() -> None:
