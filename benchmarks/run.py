@@ -242,7 +242,9 @@ class Bench:
         _expect(summary["records"], _expected(records), "naive")
         return Sample(wall, summary["records"])
 
-    def ferry_sync(self, connection: str, expected: int | None, what: str) -> tuple[Sample, Json]:
+    def ferry_sync(
+        self, connection: str, expected: int | None, what: str, *extra: str
+    ) -> tuple[Sample, Json]:
         usage_file = self.work / "rusage.json"
         argv = [
             PYTHON,
@@ -254,6 +256,7 @@ class Bench:
             "--no-progress",
             "--retries",
             "0",
+            *extra,
         ]
         wall, result = run_command(argv, env=self.env)
         summary = json.loads(result.stdout)
@@ -641,9 +644,12 @@ def faker(bench: Bench, faker_exe: str | None, count: int, repeat: int, venv: Pa
         records["alone"] = sum(
             1 for line in result.stdout.splitlines() if line.startswith(b'{"type":"RECORD"')
         )
-        # The connectors' own start-up that a sync adds to a read: discover (specs are cached).
+        # The connectors' own start-up that a sync adds to a read: discover (specs are cached;
+        # the catalog is not, so that every repetition measures the same thing).
         discover.append(run_command([faker_exe, "discover", "--config", config])[0])
-        sample, summary = bench.ferry_sync(connection, None, "faker through ferry")
+        sample, summary = bench.ferry_sync(
+            connection, None, "faker through ferry", "--no-catalog-cache"
+        )
         through.append(sample.wall)
         phase.append(sample.sync_seconds or sample.wall)
         records["ferry"] = summary["records_sent"]
