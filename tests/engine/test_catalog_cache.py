@@ -7,6 +7,7 @@ appends each verb it runs to `<wrapper>.verbs`, so the tests count real discover
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import stat
 import sys
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 from synckit import RECORDING, SCRIPTED, ferry, issued_token, rotating_source, write_connection
 
+import ferry as ferry_api
 from ferry.engine import catalog_cache
 from ferry.engine.catalog_cache import CatalogKey, entry_name
 from ferry.protocol.messages import (
@@ -95,6 +97,15 @@ def test_a_second_sync_uses_the_cached_catalog_until_the_config_changes(
     assert discovers(source) == 3
     assert USED in sync(connection)  # the catalog --no-catalog-cache refreshed
     assert discovers(source) == 3
+
+
+def test_the_python_api_takes_catalog_cache(tmp_path: Path, source: Path) -> None:
+    connection = generator_connection(tmp_path, source)
+    assert ferry_api.sync(connection).status == "succeeded"
+    assert ferry_api.sync(connection).status == "succeeded"
+    assert discovers(source) == 1
+    assert ferry_api.sync(connection, catalog_cache=False).status == "succeeded"
+    assert discovers(source) == 2
 
 
 def test_an_expired_a_corrupt_or_an_unfitting_cached_catalog_is_discovered_again(
@@ -233,3 +244,9 @@ def test_entries_are_checked_and_the_key_is_made_once(ferry_home: Path) -> None:
     catalog_cache.store_catalog(other, catalog)
     assert catalog_cache.load_catalog(other) is not None
     assert (ferry_home / "cache" / "catalogs" / catalog_cache.KEY_FILE).read_bytes() == secret
+    # Storing an entry removes those that expired (by their files' age).
+    expired = time.time() - catalog_cache.MAX_AGE_SECONDS - 60
+    os.utime(entry, (expired, expired))
+    catalog_cache.store_catalog(other, catalog)
+    assert not entry.exists()
+    assert catalog_cache.load_catalog(other) is not None
