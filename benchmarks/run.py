@@ -251,7 +251,12 @@ class Bench:
         return Sample(wall, summary["records"])
 
     def ferry_sync(
-        self, connection: str, expected: int | None, what: str, venv: Path | None = None
+        self,
+        connection: str,
+        expected: int | None,
+        what: str,
+        *extra: str,
+        venv: Path | None = None,
     ) -> tuple[Sample, Json]:
         """`ferry sync`, by this interpreter or by `venv`'s (its connectors first on PATH)."""
         usage_file = self.work / "rusage.json"
@@ -268,6 +273,7 @@ class Bench:
             "--no-progress",
             "--retries",
             "0",
+            *extra,
         ]
         wall, result = run_command(argv, env=env)
         summary = json.loads(result.stdout)
@@ -302,7 +308,7 @@ class Bench:
             kwargs["source"] = self.args.docker_source
             kwargs["destination"] = self.args.docker_destination
         connection = self.connection(name, records, **kwargs)
-        sample, _ = self.ferry_sync(connection, _expected(records), name, venv)
+        sample, _ = self.ferry_sync(connection, _expected(records), name, venv=venv)
         return sample
 
     # ------------------------------------------------------------------ availability
@@ -689,9 +695,12 @@ def faker(bench: Bench, faker_exe: str | None, count: int, repeat: int, venv: Pa
         records["alone"] = sum(
             1 for line in result.stdout.splitlines() if line.startswith(b'{"type":"RECORD"')
         )
-        # The connectors' own start-up that a sync adds to a read: discover (specs are cached).
+        # The connectors' own start-up that a sync adds to a read: discover (specs are cached;
+        # the catalog is not, so that every repetition measures the same thing).
         discover.append(run_command([faker_exe, "discover", "--config", config])[0])
-        sample, summary = bench.ferry_sync(connection, None, "faker through ferry")
+        sample, summary = bench.ferry_sync(
+            connection, None, "faker through ferry", "--no-catalog-cache"
+        )
         through.append(sample.wall)
         phase.append(sample.sync_seconds or sample.wall)
         records["ferry"] = summary["records_sent"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,28 @@ def leftovers(connection: str) -> dict[str, list[str]]:
 
 
 NOTHING: dict[str, list[str]] = {"pods": [], "secrets": [], "volumes": []}
+
+
+def now_rfc3339() -> str:
+    """The time as `podman events --since` takes it (whole seconds: it rounds them down)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def pods_created(connection: str, since: str) -> list[str]:
+    """The names of the pods ferry made for `connection` that podman created since `since`."""
+    out = podman(
+        "events",
+        "--stream=false",
+        "--since",
+        since,
+        "--filter",
+        "type=pod",
+        "--filter",
+        "event=create",
+        "--format",
+        "{{.Name}}",
+    ).stdout
+    return [name for name in out.split() if name.startswith(f"ferry-{connection}-")]
 
 
 # The heartbeat sidecar's budget once ferry is gone: it gives up on ferry within

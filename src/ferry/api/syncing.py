@@ -51,6 +51,7 @@ def sync(
     state_db: str | None = None,
     retries: int = 2,
     on_progress: ProgressCallback | None = None,
+    catalog_cache: bool = True,
 ) -> SyncResult:
     """Run a sync, as `ferry sync` does, and return its result; a failure raises its FerryError.
 
@@ -59,6 +60,8 @@ def sync(
     stream; `streams` syncs only these (NAME or NAMESPACE.NAME); `state_db` is the store URL
     (default: SQLite under FERRY_HOME); `retries` of transient failures resume from the last
     committed state. `on_progress` is called from ferry's event-loop thread: keep it quick.
+    `catalog_cache=False` runs the source's discover even when a catalog discovered within a
+    day for the same connector code and config is cached (and refreshes that cache).
     """
     with LoopThread() as portal:
         return portal.call(
@@ -70,6 +73,7 @@ def sync(
                 state_db=state_db,
                 retries=retries,
                 on_progress=on_progress,
+                catalog_cache=catalog_cache,
             )
         )
 
@@ -83,28 +87,29 @@ async def async_sync(
     state_db: str | None = None,
     retries: int = 2,
     on_progress: ProgressCallback | None = None,
+    catalog_cache: bool = True,
 ) -> SyncResult:
     """`ferry.sync` for asyncio code. Cancelling it stops the sync as SIGINT stops `ferry sync`:
     the source is stopped, what the destination confirms is committed."""
     with secrets_masked():
-        return await _sync(connection, runtime, refresh, streams, state_db, retries, on_progress)
+        options = SyncOptions(runtime=runtime, retries=retries, catalog_cache=catalog_cache)
+        return await _sync(connection, options, refresh, streams, state_db, on_progress)
 
 
 async def _sync(
     connection: str | Path | Connection,
-    runtime: str | None,
+    options: SyncOptions,
     refresh: str | None,
     streams: Sequence[str] | None,
     state_db: str | None,
-    retries: int,
     on_progress: ProgressCallback | None,
 ) -> SyncResult:
     parsed = _selecting(engine_connection(connection), streams)
-    if runtime is not None and runtime not in RUNTIME_NAMES:
-        raise ConfigError(f"runtime {runtime!r} is not one of {', '.join(RUNTIME_NAMES)}")
-    if retries < 0:
-        raise ConfigError(f"retries={retries} is negative")
-    options = _with_refresh(SyncOptions(runtime=runtime, retries=retries), refresh)
+    if options.runtime is not None and options.runtime not in RUNTIME_NAMES:
+        raise ConfigError(f"runtime {options.runtime!r} is not one of {', '.join(RUNTIME_NAMES)}")
+    if options.retries < 0:
+        raise ConfigError(f"retries={options.retries} is negative")
+    options = _with_refresh(options, refresh)
     mask_ferry_logs("ferry.connector.source", "ferry.connector.destination")
     started = time.monotonic()
     with open_store(state_db) as store:

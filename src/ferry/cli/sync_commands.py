@@ -65,6 +65,12 @@ def register(subparsers: Subparsers) -> None:
         help="run the connectors' spec instead of using their cached specs (and refresh those)",
     )
     sync.add_argument(
+        "--no-catalog-cache",
+        action="store_true",
+        help="run discover instead of using the catalogs discovered within a day (and refresh"
+        " those)",
+    )
+    sync.add_argument(
         "--idle-timeout",
         type=_duration,
         metavar="DURATION",
@@ -201,6 +207,7 @@ def _sync(args: argparse.Namespace) -> int:
         retries=args.retries,
         relay=args.relay,
         spec_cache=not args.no_spec_cache,
+        catalog_cache=not args.no_catalog_cache,
         layout=args.layout,
         idle_timeout=args.idle_timeout,
         refresh=args.refresh,

@@ -93,9 +93,12 @@ async def fetch_spec(
     return spec
 
 
-async def cached_spec(ref: ConnectorRef, runtime: Runtime) -> ConnectorSpecification:
-    """The spec cached for exactly this connector code, else `fetch_spec`'s (then cached)."""
-    fingerprint = await runtime.fingerprint(ref)
+async def cached_spec(
+    ref: ConnectorRef, runtime: Runtime, fingerprint: str | None = None
+) -> ConnectorSpecification:
+    """The spec cached for exactly this connector code, else `fetch_spec`'s (then cached).
+    `fingerprint`: the runtime's, when the caller already has it."""
+    fingerprint = fingerprint or await runtime.fingerprint(ref)
     if fingerprint is None:
         logger.debug("%s: the runtime cannot fingerprint it; running spec", ref.display)
         return await fetch_spec(ref, runtime)
@@ -152,6 +155,11 @@ async def discover_any(
     message = await _with_config(
         ref, "discover", (CATALOG, DESTINATION_CATALOG), config, runtime, spec, on_config
     )
+    return catalog_of(message, ref)
+
+
+def catalog_of(message: AirbyteMessage, ref: ConnectorRef) -> AirbyteCatalog | DestinationCatalog:
+    """The typed catalog a CATALOG or DESTINATION_CATALOG message holds."""
     if message.catalog is not None:
         return message.catalog
     return destination_catalog_of(message, connector_name(ref))
@@ -304,11 +312,13 @@ async def run_command(
     expected: str | tuple[str, ...],
     *,
     on_config: ConfigSink | None = None,
+    labels: RunLabels | None = None,
 ) -> AirbyteMessage:
     """Run one command and return its first `expected` message (of any of the `expected`
     types), or raise why there is none."""
     output = CommandOutput(connector_name(ref), expected, on_config)
-    process = await runtime.start(ConnectorInvocation(ref, verb, files), output.stderr_line)
+    invocation = ConnectorInvocation(ref, verb, files, labels or RunLabels())
+    process = await runtime.start(invocation, output.stderr_line)
     try:
         await output.consume(process.stdout)
         exit_code = await process.wait()

@@ -12,7 +12,8 @@ from typing import Any
 
 import msgspec
 
-from ferry.engine import commands, log_context
+from ferry.engine import catalog_cache, commands, log_context
+from ferry.engine.catalog_cache import Catalog, CatalogKey
 from ferry.engine.config import resolve_env
 from ferry.engine.connection import Connection, Endpoint, IdleTimeouts
 from ferry.engine.connector_config import ConnectorConfigs, config_fingerprint
@@ -44,7 +45,7 @@ from ferry.protocol.messages import (
     FULL_REFRESH,
     OVERWRITE,
     STREAM_COMPLETE,
-    AirbyteMessage,
+    AirbyteCatalog,
     AirbyteStateMessage,
     ConfiguredAirbyteCatalog,
     ConnectorSpecification,
@@ -80,6 +81,7 @@ class SyncOptions:
     retries: int = 2
     relay: bool = False
     spec_cache: bool = True  # False: run each connector's spec, and refresh its cached one
+    catalog_cache: bool = True  # False: run discover, and refresh the cached catalog
     layout: str | None = None  # overrides the connection's kubernetes.layout
     idle_timeout: float | None = None  # seconds; overrides both of the connection's timeouts
     refresh: str | None = None  # "truncate" | "merge": re-read `streams` from scratch
@@ -160,6 +162,7 @@ class SyncRunner:
         self.runtimes: dict[str, Runtime] = {}
         self._committed_this_run: set[StreamDescriptor] = set()
         self.configs: ConnectorConfigs | None = None  # set by `plan`
+        self._fingerprints: dict[ConfigRole, str | None] = {}
         self._current: Attempt | None = None
         self._stopping = False
         self.layout = connection.kubernetes.with_layout(options.layout)
@@ -182,7 +185,7 @@ class SyncRunner:
         source_config = resolve_env(self.connection.source.config, "source.config")
         destination_config = resolve_env(self.connection.destination.config, "destination.config")
         source_spec, destination_spec = await asyncio.gather(
-            self._spec(source), self._spec(destination)
+            self._spec(source, "source"), self._spec(destination, "destination")
         )
         configs = self.configs = ConnectorConfigs(
             self.store,
@@ -192,14 +195,7 @@ class SyncRunner:
         )
         commands.validate_config(source_spec, source_config, "source.config")
         commands.validate_config(destination_spec, destination_config, "destination.config")
-        # The config was validated above: run discover directly rather than validating again.
-        discovered = await self._discover(source, "source", configs, CATALOG)
-        catalog = discovered.catalog
-        if catalog is None:
-            raise ProtocolViolation("the source's discover sent no catalog")
-        configured = configure_catalog(
-            catalog, self.connection.streams, full_refresh=self.options.full_refresh
-        )
+        configured = await self._configured_catalog(source, configs)
         if needs_destination_catalog(configured):
             offered, why_none = await self._destination_catalog(destination)
             check_destination_operations(configured, offered, why_none)
@@ -238,30 +234,97 @@ class SyncRunner:
         if configs is None:
             raise InternalError("the destination's catalog was asked for before its config")
         try:
-            message = await self._discover(destination, "destination", configs, DESTINATION_CATALOG)
-        except FerryError as error:
+            catalog, _ = await self._discover(
+                destination, "destination", configs, DESTINATION_CATALOG
+            )
+        except FerryError as error:  # never cached: the next sync runs discover again
             logger.debug("the destination's discover failed: %s", error)
             return None, f"its discover failed: {error}"
-        name = commands.connector_name(destination)
-        return commands.destination_catalog_of(message, name), ""
+        if not isinstance(catalog, DestinationCatalog):
+            raise InternalError("the destination's discover gave a source's catalog")
+        return catalog, ""
 
-    async def _discover(
-        self, ref: ConnectorRef, role: ConfigRole, configs: ConnectorConfigs, expected: str
-    ) -> AirbyteMessage:
-        """`discover` with the role's current config; a config the connector sends is kept."""
-        return await commands.run_command(
-            ref,
-            "discover",
-            {"config": json.dumps(configs.current(role)).encode()},
-            self.runtimes[ref.runtime],
-            expected,
-            on_config=lambda config: configs.update(role, config),
+    async def _configured_catalog(
+        self, source: ConnectorRef, configs: ConnectorConfigs
+    ) -> ConfiguredAirbyteCatalog:
+        """The connection's streams configured from the source's catalog. A cached catalog the
+        connection's streams do not fit (a stream added since) is discovered again, once."""
+        catalog, cached = await self._source_catalog(source, configs, use_cache=True)
+        try:
+            return configure_catalog(
+                catalog, self.connection.streams, full_refresh=self.options.full_refresh
+            )
+        except ConfigError as error:
+            if not cached:
+                raise
+            logger.info("source: the cached catalog does not fit (%s); discovering again", error)
+        catalog, _ = await self._source_catalog(source, configs, use_cache=False)
+        return configure_catalog(
+            catalog, self.connection.streams, full_refresh=self.options.full_refresh
         )
 
-    async def _spec(self, ref: ConnectorRef) -> ConnectorSpecification:
+    async def _source_catalog(
+        self, source: ConnectorRef, configs: ConnectorConfigs, *, use_cache: bool
+    ) -> tuple[AirbyteCatalog, bool]:
+        catalog, cached = await self._discover(source, "source", configs, CATALOG, use_cache)
+        if not isinstance(catalog, AirbyteCatalog):
+            raise ProtocolViolation("the source's discover sent no catalog")
+        return catalog, cached
+
+    async def _discover(
+        self,
+        ref: ConnectorRef,
+        role: ConfigRole,
+        configs: ConnectorConfigs,
+        kind: str,
+        use_cache: bool = True,
+    ) -> tuple[Catalog, bool]:
+        """The catalog `discover` gives with the role's current config (a config the connector
+        sends is kept), or the one cached for this code and config; and whether it was cached.
+        The config was validated against the spec already: discover runs directly."""
+        config = json.dumps(configs.current(role)).encode()
+        key = await self._catalog_key(ref, role, kind, config)
+        if key is not None and use_cache and self.options.catalog_cache:
+            cached = catalog_cache.load_catalog(key)
+            if cached is not None:
+                logger.info("%s: catalog from the cache (discovered %s)", role, _ago(cached.age))
+                return cached.catalog, True
+        message = await commands.run_command(
+            ref,
+            "discover",
+            {"config": config},
+            self.runtimes[ref.runtime],
+            kind,
+            on_config=lambda update: configs.update(role, update),
+            # Its pod or container is named and labelled after the connection (`ferry gc`).
+            labels=RunLabels("pending", self.connection.name, role),
+        )
+        catalog = commands.catalog_of(message, ref)
+        if key is not None:
+            # Under the config the connector runs with from now on: a new one if it sent it.
+            after = json.dumps(configs.current(role)).encode()
+            catalog_cache.store_catalog(replace(key, config=after), catalog)
+        return catalog, False
+
+    async def _catalog_key(
+        self, ref: ConnectorRef, role: ConfigRole, kind: str, config: bytes
+    ) -> CatalogKey | None:
+        """None when the runtime cannot tell the connector's code (nothing is cached)."""
+        fingerprint = await self._fingerprint(ref, role)
+        if fingerprint is None:
+            return None
+        return CatalogKey(fingerprint, kind, config, ref.options.env)
+
+    async def _fingerprint(self, ref: ConnectorRef, role: ConfigRole) -> str | None:
+        """The runtime's fingerprint of the connector's code, asked once per sync."""
+        if role not in self._fingerprints:
+            self._fingerprints[role] = await self.runtimes[ref.runtime].fingerprint(ref)
+        return self._fingerprints[role]
+
+    async def _spec(self, ref: ConnectorRef, role: ConfigRole) -> ConnectorSpecification:
         runtime = self.runtimes[ref.runtime]
         if self.options.spec_cache:
-            return await commands.cached_spec(ref, runtime)
+            return await commands.cached_spec(ref, runtime, await self._fingerprint(ref, role))
         return await commands.fetch_spec(ref, runtime, refresh_cache=True)
 
     def dry_run_invocations(self) -> list[ConnectorInvocation]:
@@ -579,6 +642,14 @@ async def shown_config(connection: Connection, stored: StoredConfig) -> dict[str
         "file_changed": file_changed,
         "config": masked_config(stored.config, spec),
     }
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s ago"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
 
 
 def _config_file(endpoint: Endpoint, where: str) -> bytes:

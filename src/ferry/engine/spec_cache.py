@@ -8,16 +8,12 @@ it was written for and the spec; an unreadable or foreign file is ignored (and t
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
+from ferry.engine.cache_files import cache_dir, read_entry, write_entry
 from ferry.errors import DecodeError
-from ferry.home import ferry_home
 from ferry.protocol import convert, to_builtins
 from ferry.protocol.messages import ConnectorSpecification
 
@@ -25,7 +21,7 @@ logger = logging.getLogger("ferry.spec_cache")
 
 
 def spec_cache_dir() -> Path:
-    return ferry_home() / "cache" / "specs"
+    return cache_dir("specs")
 
 
 def cache_file(fingerprint: str) -> Path:
@@ -36,12 +32,8 @@ def cache_file(fingerprint: str) -> Path:
 def load_spec(fingerprint: str) -> ConnectorSpecification | None:
     """The spec cached for `fingerprint`, or None (absent, unreadable or corrupt)."""
     path = cache_file(fingerprint)
-    try:
-        entry = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as error:
-        logger.warning("ignoring the cached spec %s, which cannot be read: %s", path, error)
+    entry = read_entry(path, logger, logging.WARNING, "spec")
+    if entry is None:
         return None
     try:
         written_for = entry["fingerprint"]
@@ -57,24 +49,5 @@ def load_spec(fingerprint: str) -> ConnectorSpecification | None:
 
 def store_spec(fingerprint: str, spec: ConnectorSpecification) -> None:
     """Cache `spec` for `fingerprint`; a failure only costs a spec run later, so it is logged."""
-    path = cache_file(fingerprint)
-    data = json.dumps({"fingerprint": fingerprint, "spec": to_builtins(spec)}).encode()
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _write_atomically(path, data)
-    except OSError as error:
-        logger.warning("could not cache the connector's spec in %s: %s", path, error)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Readers see the old file or the new one, never a part (no fsync: a file lost in a crash
-    is only a cache miss, and a truncated one is ignored as corrupt)."""
-    fd, temporary = tempfile.mkstemp(prefix=".spec-", suffix=".tmp", dir=path.parent)  # 0600
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    entry = {"fingerprint": fingerprint, "spec": to_builtins(spec)}
+    write_entry(cache_file(fingerprint), entry, logger, "spec")

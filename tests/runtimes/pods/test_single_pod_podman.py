@@ -21,6 +21,8 @@ from podkit import (
     NULL,
     ferry_sync,
     leftovers,
+    now_rfc3339,
+    pods_created,
     stream_records,
     write_connection,
 )
@@ -78,7 +80,8 @@ def test_incremental_rerun_resumes_from_the_committed_state(
     podman_images: None, connection_name: str, tmp_path: Path
 ) -> None:
     """The state committed from the echoes of the first run reaches the second run's source;
-    neither connector sees the other's config file (else its entrypoint exits 1)."""
+    neither connector sees the other's config file (else its entrypoint exits 1). A sync with
+    the config the last one discovered with starts no discover pod: the catalog is cached."""
     first = {"count": 12000, "streams": 2, "state_every": 5000}
     connection = generator_to_null(tmp_path, connection_name, first, blind=True)
     code, summary, stderr = ferry_sync(connection)
@@ -86,9 +89,18 @@ def test_incremental_rerun_resumes_from_the_committed_state(
     assert stream_records(summary) == {"stream_0": 12000, "stream_1": 12000}
     assert summary["states_committed"] == 6
     more = {**first, "count": 15000}
-    code, summary, stderr = ferry_sync(generator_to_null(tmp_path, connection_name, more))
+    connection = generator_to_null(tmp_path, connection_name, more)
+    since = now_rfc3339()
+    code, summary, stderr = ferry_sync(connection)
     assert code == 0, stderr
     assert stream_records(summary) == {"stream_0": 3000, "stream_1": 3000}
+    assert [name for name in pods_created(connection_name, since) if "-discover-" in name]
+    since = now_rfc3339()
+    code, summary, stderr = ferry_sync(connection)
+    assert code == 0, stderr
+    assert stream_records(summary) == {"stream_0": 0, "stream_1": 0}
+    [single_pod] = pods_created(connection_name, since)
+    assert "-discover-" not in single_pod
     assert leftovers(connection_name) == NOTHING
 
 
