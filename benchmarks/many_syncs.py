@@ -55,6 +55,7 @@ RUSAGE = str(HERE / "ferry_rusage.py")
 STREAMS = 2
 STATE_EVERY = 1000
 COMMIT_P99_TARGET_MS = 10.0
+CONNECTOR_NICE = 5  # FERRY_CONNECTOR_NICE of the -nice mode
 PACED_PAUSE = 0.05  # seconds between a paced writer's commits
 # The server logs every statement with its duration (and when: %n, epoch seconds): the
 # server-side time of each commit.
@@ -195,8 +196,9 @@ def write_connections(directory: Path, syncs: int, records: int) -> list[Path]:
     return files
 
 
-def start(report: Path, store: str, *args: str) -> subprocess.Popen[bytes]:
+def start(report: Path, store: str, *args: str, nice: int = 0) -> subprocess.Popen[bytes]:
     env = {**os.environ, "FERRY_STATE_DB": store, "FERRY_BENCH_COMMITS": "1"}
+    env["FERRY_CONNECTOR_NICE"] = str(nice)
     return subprocess.Popen(
         [sys.executable, RUSAGE, str(report), "sync", *args, "--json", "--no-progress"],
         env=env,
@@ -263,7 +265,10 @@ def run_syncs(name: str, files: list[Path], store: str, reports: Path) -> float:
         return reap(
             start(reports / "all.json", store, str(files[0].parent), "--parallel", str(len(files)))
         )
-    processes = [start(reports / f"{i}.json", store, str(p)) for i, p in enumerate(files)]
+    nice = CONNECTOR_NICE if name.endswith("-nice") else 0
+    processes = [
+        start(reports / f"{i}.json", store, str(p), nice=nice) for i, p in enumerate(files)
+    ]
     return sum(reap(process) for process in processes)
 
 
@@ -354,11 +359,14 @@ def commits_only(store: str, writers: int, pause: float, pg: Postgres | None) ->
     }
 
 
-MODES = ("sequential-sqlite", "concurrent-sqlite", "concurrent-postgres", "one-process-postgres")
+MODES = (
+    "sequential-sqlite", "concurrent-sqlite", "concurrent-postgres", "concurrent-postgres-nice",
+    "one-process-postgres",
+)  # fmt: skip
 
 
 def store_for(name: str, work: Path, pg: Postgres) -> tuple[str, Postgres | None]:
-    if name.endswith("postgres"):
+    if "postgres" in name:
         return pg.database(name.replace("-", "_")), pg
     return f"sqlite://{work / name / 'ferry.db'}", None
 

@@ -81,6 +81,9 @@ def start_postgres(
          "-c", f"fsync={'on' if fsync else 'off'}",
          *(f"-c{key}={value}" for key, value in (settings or {}).items())],
         stdout=subprocess.DEVNULL, stderr=(root / "log").open("wb"), **as_postgres,
+        # A session of its own, as pg_ctl starts it: on Linux that is also its own scheduling
+        # group (autogroup), as a server has, rather than a share of the test runner's.
+        start_new_session=True,
     )  # fmt: skip
     server = PostgresServer("127.0.0.1", port, sockets)
     deadline = time.monotonic() + 60
