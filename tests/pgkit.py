@@ -95,3 +95,24 @@ def start_postgres(
             raise RuntimeError(f"postgres did not start: {(root / 'log').read_text()[-2000:]}")
         time.sleep(0.1)
     return server, process
+
+
+def wait_for_ferry_sessions(store_url: str, remaining: int = 0) -> None:
+    """PostgreSQL: wait until the server has ended a killed ferry's sessions, until `remaining`
+    ferry sessions are left in the database (the test's own). The server notices a dead client
+    once it has finished what that client sent: a commit under way on the run's lock session
+    ends, committed or rolled back, before the lock goes. SQLite: nothing to wait for."""
+    if store_url.startswith("sqlite:"):
+        return
+    import time
+
+    import psycopg
+
+    with psycopg.connect(store_url, autocommit=True) as admin:
+        deadline = time.monotonic() + 30  # a guard against a hang, not a measure
+        while admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = 'ferry'"
+        ).fetchone() != (remaining,):
+            assert time.monotonic() < deadline, "the killed ferry's sessions never ended"
+            time.sleep(0.01)

@@ -37,6 +37,7 @@ from ferry.store import (
 from ferry.store.owner import Owner, current_owner
 from ferry.store.sqlite import MIGRATIONS, SCHEMA_VERSION
 from ferry.store.state import EMPTY
+from pgkit import wait_for_ferry_sessions
 
 CHILD = Path(__file__).with_name("store_child.py")
 A = StreamDescriptor("a")
@@ -382,6 +383,7 @@ def test_a_run_whose_process_died_is_abandoned(store_url: str) -> None:
         assert child.stdin is not None
         child.stdout.close()
         child.stdin.close()
+        wait_for_ferry_sessions(store_url, remaining=1)  # this test's store's
         (record,) = store.list_runs("c")
         assert record.status == ABANDONED
         assert record.ended_at is not None
