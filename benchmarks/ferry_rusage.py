@@ -7,8 +7,9 @@ included. With FERRY_BENCH_COMMITS=1 the JSON also holds "commit_seconds": the d
 every state commit the store made (`SqlStore.commit_states`, timed around the call), and
 "commit_phases": per commit, wall-clock times (time.time()) of its phases: `queued` (the sync's
 event loop hands it to a thread), `picked` (the thread runs it), `stored` (the store returned),
-`resumed` (the event loop goes on), plus the committing thread's and (PostgreSQL) its server
-backend's /proc schedstat before and after: CPU and run-queue wait in ns, and the backend's pid.
+`resumed` (the event loop goes on), plus /proc schedstat (CPU ns, run-queue wait ns, times
+run) of the event loop's thread from queued to resumed, and of the committing thread and its
+PostgreSQL backend (`backend`: its pid) from picked to stored.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ def schedstat(path: str) -> list[int]:
         return []
 
 
+MAIN = f"/proc/self/task/{os.getpid()}/schedstat"  # the event loop's thread
+
+
 def backend_of(store: Any, connection: str) -> int | None:
     holding = getattr(store, "_holding", None)
     lease = holding(connection) if holding else None
@@ -57,7 +61,6 @@ def time_commits() -> None:
         where = f"/proc/{backend}/schedstat" if backend else ""
         phases.update(backend=backend, backend_before=schedstat(where))
         phases["thread_before"] = schedstat("/proc/thread-self/schedstat")
-        phases["main_before"] = schedstat(f"/proc/self/task/{os.getpid()}/schedstat")
         started = time.perf_counter()
         try:
             commit(store, connection, *args, **kwargs)
@@ -65,17 +68,17 @@ def time_commits() -> None:
             commit_seconds.append(time.perf_counter() - started)
             phases["stored"] = time.time()
             phases["thread_after"] = schedstat("/proc/thread-self/schedstat")
-            phases["main_after"] = schedstat(f"/proc/self/task/{os.getpid()}/schedstat")
             phases["backend_after"] = schedstat(where)
 
     async def handed(attempt: Any, confirmed: Any) -> None:
-        phases: dict[str, Any] = {"queued": time.time()}
+        phases: dict[str, Any] = {"queued": time.time(), "main_before": schedstat(MAIN)}
         token = _phases.set(phases)
         try:
             await in_thread(attempt, confirmed)
         finally:
             _phases.reset(token)
             phases["resumed"] = time.time()
+            phases["main_after"] = schedstat(MAIN)
             commit_phases.append(phases)
 
     SqlStore.commit_states = timed  # type: ignore[method-assign,assignment]

@@ -1,6 +1,7 @@
 """Many syncs on one machine: 20 at once vs one after another, SQLite vs a PostgreSQL store.
 
     .venv/bin/python benchmarks/many_syncs.py [--syncs 20] [--records 10000] [--output DIR]
+                                              [--modes A,B] [--alone sqlite,postgres]
 
 Each sync is its own connection file: source-generator (2 streams of --records records of
 ~200 bytes, a STATE every 1 000 records per stream) into destination-duckdb (one file each).
@@ -8,7 +9,9 @@ Modes, in this order:
 - sequential-sqlite    the syncs one after another, `ferry sync` per connection, SQLite store;
 - concurrent-sqlite    every `ferry sync` process started at once, one SQLite store;
 - concurrent-postgres  the same against one PostgreSQL store (a throwaway cluster on loopback,
-                       fsync on, tests/pgkit.py);
+                       fsync on, tests/pgkit.py; in a session of its own, as pg_ctl starts it,
+                       hence its own scheduling group where Linux has autogroups);
+- concurrent-postgres-nice  the same with FERRY_CONNECTOR_NICE=5 (connectors nicer than ferry);
 - one-process-postgres one `ferry sync DIR --parallel N` running them all in one process.
 Then the store alone: as many processes committing 100 batches each at once, nothing else
 running, for each backend: back to back (a throughput test: the commits queue for the CPU) and
@@ -19,7 +22,11 @@ ferry observes (commit_ms_*), and as a share of the process's wall time
 (share_of_wall_in_commits). The server logs every statement with its duration: the sum over a
 commit's statements, BEGIN to COMMIT (the WAL flush included), is its server-side time
 (server_commit_ms_*). What lies between the two is the client's own work and the time both
-sides wait for a CPU: 20 processes and their 40 connectors on 2 cores.
+sides wait for a CPU: 20 processes and their 40 connectors on 2 cores. `commit_split` splits
+each commit as the sync's event loop sees it (handoff to a thread, to the server, at the server,
+from the server, back to the loop) and gives how long ferry's threads and the backend waited
+for a CPU meanwhile (run-queue wait from /proc/<tid>/schedstat): the part no client can avoid
+on an oversubscribed machine.
 The CPU a mode needed is ferry's with its connectors (os.wait4 of each ferry process: its
 reaped children included) plus, for PostgreSQL, the server's processes (from /proc). The target
 "no contention of ferry's own" is wall <= CPU / cores (ratio <= 1, with some slack for start-up
@@ -88,6 +95,10 @@ def server_commits(log: Path, offset: int) -> list[ServerCommit]:
         if logged is None:
             continue
         at, pid, ms = float(logged.group(1)), int(logged.group(2)), float(logged.group(3))
+        if "statement: BEGIN; " in line and line.endswith("; COMMIT"):  # one query string
+            if "INTO connection_state" in line:
+                found.append(ServerCommit(pid, at - ms / 1000, at, ms))
+            continue
         if line.endswith(": BEGIN"):  # what ran before it on this session is no commit
             open_[pid], commits[pid] = ServerCommit(pid, at - ms / 1000, at, 0.0), False
         current = open_.setdefault(pid, ServerCommit(pid, at - ms / 1000, at, 0.0))
@@ -102,6 +113,8 @@ def server_commits(log: Path, offset: int) -> list[ServerCommit]:
 
 
 PHASES = ("handoff", "to_server", "server", "from_server", "back")
+SPLIT_ROWS = ("total", *PHASES, "cpu_wait", "main_runq", "thread_runq", "backend_runq")
+SPLIT_MORE = tuple(f"{w}_{k}" for w in ("main", "thread", "backend") for k in ("cpu", "runs"))
 
 
 def commit_split(phases: list[dict[str, Any]], server: list[ServerCommit]) -> dict[str, Any]:
@@ -109,42 +122,22 @@ def commit_split(phases: list[dict[str, Any]], server: list[ServerCommit]) -> di
     hands it to a thread until that thread runs), `to_server` (until the server began its
     first statement: the client's work, the send, the backend waking up), `server` (first
     statement to COMMIT logged), `from_server` (until the store call returned in the thread),
-    `back` (until the event loop went on); and the CPU waits in it: the committing thread's
-    and its backend's run-queue wait (`thread_runq`, `backend_runq`, from /proc schedstat).
+    `back` (until the event loop went on); and the time spent waiting for a CPU (run-queue
+    wait, /proc schedstat): the event loop's thread's from queued to resumed (`main_runq`),
+    the committing thread's and its backend's from picked to stored (`thread_runq`,
+    `backend_runq`), and their sum (`cpu_wait`; the committing thread's wait to be picked up
+    is in `handoff`, not in it). `*_cpu`: CPU used; `*_runs`: times each got a CPU (x1000).
     Median and p99 of each, and their mean over the slowest 1% of commits (what the tail is)."""
     by_backend: dict[int, list[ServerCommit]] = {}
     for commit in server:
         by_backend.setdefault(commit.backend, []).append(commit)
-    rows = []
-    for p in phases:
-        row = {"total": p["resumed"] - p["queued"], "handoff": p["picked"] - p["queued"],
-               "back": p["resumed"] - p["stored"]}  # fmt: skip
-        for who in ("thread", "main", "backend"):
-            before, after = p.get(f"{who}_before") or [], p.get(f"{who}_after") or []
-            if len(before) == 3 == len(after):
-                row[f"{who}_runq"] = (after[1] - before[1]) / 1e9
-                row[f"{who}_cpu"] = (after[0] - before[0]) / 1e9
-                row[f"{who}_wakeups"] = (after[2] - before[2]) / 1000  # shown x1000
-        match = next(
-            (c for c in by_backend.get(p.get("backend") or -1, [])
-             if p["picked"] - 0.002 <= c.end <= p["stored"] + 0.002),
-            None,
-        )  # fmt: skip
-        if match is not None:
-            row["to_server"] = max(0.0, match.start - p["picked"])
-            row["server"] = match.end - match.start
-            row["from_server"] = max(0.0, p["stored"] - match.end)
-        rows.append(row)
+    rows = [split_one(p, by_backend.get(p.get("backend") or -1, [])) for p in phases]
     if not rows:
         return {}
     rows.sort(key=lambda r: r["total"])
     tail = rows[int(len(rows) * 0.99) :]
     split: dict[str, Any] = {"matched": sum("server" in r for r in rows)}
-    for key in (
-        "total",
-        *PHASES,
-        *(f"{w}_{k}" for w in ("thread", "main", "backend") for k in ("runq", "cpu", "wakeups")),
-    ):
+    for key in SPLIT_ROWS + SPLIT_MORE:
         values = [r[key] for r in rows if key in r]
         if values:
             split.update(percentiles(values, f"{key}_ms", 1000))
@@ -152,6 +145,30 @@ def commit_split(phases: list[dict[str, Any]], server: list[ServerCommit]) -> di
             if in_tail:
                 split[f"{key}_ms_tail_mean"] = round(statistics.mean(in_tail) * 1000, 2)
     return split
+
+
+def split_one(p: dict[str, Any], on_its_backend: list[ServerCommit]) -> dict[str, float]:
+    """One commit's row of `commit_split` (seconds)."""
+    row = {"total": p["resumed"] - p["queued"], "handoff": p["picked"] - p["queued"],
+           "back": p["resumed"] - p["stored"]}  # fmt: skip
+    for who in ("thread", "main", "backend"):
+        before, after = p.get(f"{who}_before") or [], p.get(f"{who}_after") or []
+        if len(before) == 3 == len(after):
+            row[f"{who}_runq"] = (after[1] - before[1]) / 1e9
+            row[f"{who}_cpu"] = (after[0] - before[0]) / 1e9
+            row[f"{who}_runs"] = (after[2] - before[2]) / 1000  # shown x1000
+    waits = [row[k] for k in ("main_runq", "thread_runq", "backend_runq") if k in row]
+    if waits:
+        row["cpu_wait"] = sum(waits)
+    # Its transaction: the one its backend ended while the store call ran (ms resolution).
+    match = next(
+        (c for c in on_its_backend if p["picked"] - 0.002 <= c.end <= p["stored"] + 0.002), None
+    )
+    if match is not None:
+        row["to_server"] = max(0.0, match.start - p["picked"])
+        row["server"] = match.end - match.start
+        row["from_server"] = max(0.0, p["stored"] - match.end)
+    return row
 
 
 def server_commit_ms(log: Path, offset: int) -> list[float]:
@@ -466,6 +483,20 @@ ALONE_COLUMNS = (
 )  # fmt: skip
 
 
+SPLIT_COLUMNS = ("mode", "part", "median", "p99", "tail")
+
+
+def split_rows(modes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {"mode": m["mode"], "part": part, "median": split[f"{part}_ms_median"],
+         "p99": split[f"{part}_ms_p99"], "tail": split.get(f"{part}_ms_tail_mean", "")}
+        for m in modes
+        if (split := m.get("commit_split"))
+        for part in SPLIT_ROWS
+        if f"{part}_ms_median" in split
+    ]  # fmt: skip
+
+
 def table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> list[str]:
     return [
         "| " + " | ".join(columns) + " |",
@@ -489,6 +520,15 @@ def markdown(report: dict[str, Any]) -> str:
             " nothing else running, back to back (pause 0) or paced:",
             "",
             *table(report["commits_only"], ALONE_COLUMNS),
+            "",
+            "Where a commit's time goes (ms; `commit_split` in the JSON): the event loop hands"
+            " it to a thread (handoff), the server starts it (to_server), runs it BEGIN to"
+            " COMMIT (server), ferry's thread gets the result (from_server), the loop goes on"
+            " (back); cpu_wait: run-queue wait (/proc schedstat) of the loop's thread, the"
+            " committing thread and its PostgreSQL backend meanwhile. Tail: the mean over the"
+            " slowest 1% of commits.",
+            "",
+            *table(split_rows(report["modes"]), SPLIT_COLUMNS),
             "",
             f"targets: {report['targets']}",
             "",

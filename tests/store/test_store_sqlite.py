@@ -114,6 +114,24 @@ def test_committed_state_loads_back_as_merged(
     assert store.load_state("other") == EMPTY
 
 
+AWKWARD = "it's a \\ '' %s %% ? ; $$ -- /* E'x' \n\t ünï 😀"
+
+
+def test_names_and_values_with_quotes_and_placeholders_round_trip(store: Store) -> None:
+    """What a connector puts in a state (and a user in a name) is data, however it is sent to
+    the server: quotes, backslashes, placeholders, statement separators."""
+    connection = f"conn {AWKWARD}"
+    attempt = store.start_attempt(store.start_run(connection))
+    messages = [
+        stream(f"s {AWKWARD}", {"cursor": AWKWARD, AWKWARD: [AWKWARD]}, f"ns {AWKWARD}"),
+        stream("plain", AWKWARD),
+    ]
+    store.commit_states(connection, attempt, messages)
+    assert store.load_state(connection) == apply_states(EMPTY, messages)
+    (run,) = store.list_runs(connection)
+    assert run.attempts[0].states_committed == 2
+
+
 def test_state_survives_reopening(store_url: str) -> None:
     with open_store(store_url) as first:
         first.commit_states("c", None, [stream("a", {"c": 1}), stream("a", {"c": 2})])
