@@ -12,7 +12,8 @@ Modes, in this order:
                        fsync on, tests/pgkit.py; in a session of its own, as pg_ctl starts it,
                        hence its own scheduling group where Linux has autogroups);
 - concurrent-postgres-nice  the same with FERRY_CONNECTOR_NICE=5 (connectors nicer than ferry);
-- one-process-postgres one `ferry sync DIR --parallel N` running them all in one process.
+- one-process-postgres one `ferry sync DIR --parallel N` running them all in one process;
+- one-process-postgres-nice  the same with FERRY_CONNECTOR_NICE=5.
 Then the store alone: as many processes committing 100 batches each at once, nothing else
 running, for each backend: back to back (a throughput test: the commits queue for the CPU) and
 paced (PACED_PAUSE between two commits of a process, closer to what syncs do).
@@ -278,11 +279,10 @@ def run_syncs(name: str, files: list[Path], store: str, reports: Path) -> float:
         return sum(
             reap(start(reports / f"{i}.json", store, str(path))) for i, path in enumerate(files)
         )
-    if name.startswith("one-process"):
-        return reap(
-            start(reports / "all.json", store, str(files[0].parent), "--parallel", str(len(files)))
-        )
     nice = CONNECTOR_NICE if name.endswith("-nice") else 0
+    if name.startswith("one-process"):
+        everything = (str(files[0].parent), "--parallel", str(len(files)))
+        return reap(start(reports / "all.json", store, *everything, nice=nice))
     processes = [
         start(reports / f"{i}.json", store, str(p), nice=nice) for i, p in enumerate(files)
     ]
@@ -378,7 +378,7 @@ def commits_only(store: str, writers: int, pause: float, pg: Postgres | None) ->
 
 MODES = (
     "sequential-sqlite", "concurrent-sqlite", "concurrent-postgres", "concurrent-postgres-nice",
-    "one-process-postgres",
+    "one-process-postgres", "one-process-postgres-nice",
 )  # fmt: skip
 
 
