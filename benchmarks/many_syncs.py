@@ -11,7 +11,8 @@ Modes, in this order:
 - concurrent-postgres  the same against one PostgreSQL store (a throwaway cluster on loopback,
                        fsync on, tests/pgkit.py; in a session of its own, as pg_ctl starts it,
                        hence its own scheduling group where Linux has autogroups);
-- concurrent-postgres-nice  the same with FERRY_CONNECTOR_NICE=5 (connectors nicer than ferry);
+- concurrent-postgres-nice  the same with FERRY_CONNECTOR_NICE=5 (connectors nicer than ferry;
+                       with --modes, any mode name ending in -niceN runs with N);
 - one-process-postgres one `ferry sync DIR --parallel N` running them all in one process;
 - one-process-postgres-nice  the same with FERRY_CONNECTOR_NICE=5.
 Then the store alone: as many processes committing 100 batches each at once, nothing else
@@ -279,7 +280,8 @@ def run_syncs(name: str, files: list[Path], store: str, reports: Path) -> float:
         return sum(
             reap(start(reports / f"{i}.json", store, str(path))) for i, path in enumerate(files)
         )
-    nice = CONNECTOR_NICE if name.endswith("-nice") else 0
+    niced = re.search(r"-nice(\d*)$", name)  # -nice: CONNECTOR_NICE, -niceN: N
+    nice = int(niced.group(1) or CONNECTOR_NICE) if niced else 0
     if name.startswith("one-process"):
         everything = (str(files[0].parent), "--parallel", str(len(files)))
         return reap(start(reports / "all.json", store, *everything, nice=nice))

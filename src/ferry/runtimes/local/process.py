@@ -10,15 +10,17 @@ Each connector runs under a small supervisor (supervisor.py) that leads a proces
 own: a Ctrl-C at ferry's terminal does not reach connectors (ferry stops them), a stop signals
 the whole group, and when the connector exits, or ferry dies (even by SIGKILL: the supervisor
 gets PR_SET_PDEATHSIG), the supervisor kills every process the connector left, forked workers
-and daemons included. The group stays in ferry's session, so connectors share ferry's
-scheduling group (Linux's autogroup, one per session): in a session of their own, 20 syncs'
-connectors would get 40 CPU shares to their ferry processes' one, and ferry's state commits would
-wait for a CPU behind them. `FERRY_CONNECTOR_NICE` (0-19, default 0) starts connectors that much
-nicer than ferry, so that on an oversubscribed machine ferry's control path (state commits,
-stops) gets a CPU first; it is an option because it also lowers the connectors' priority against
-everything else their scheduling group holds. (The death signal fires when the *thread* that started the child
-exits: start connectors from the thread that runs the event loop for as long as they run, which
-asyncio does.)
+and daemons included. (The death signal fires when the *thread* that started the child exits:
+start connectors from the thread that runs the event loop for as long as they run, which asyncio
+does.)
+
+The group stays in ferry's session, so connectors share ferry's scheduling group (Linux's
+autogroup, one per session): in sessions of their own, 20 syncs' connectors got 40 CPU shares
+to their ferry processes' one, and ferry's state commits waited for a CPU behind them.
+`FERRY_CONNECTOR_NICE` (0-19, default 0) starts connectors that much nicer than ferry, so that
+on an oversubscribed machine ferry's control path (state commits, stops) gets a CPU first; it
+is an option because it also lowers the connectors' priority against everything else their
+scheduling group holds.
 """
 
 from __future__ import annotations
