@@ -81,6 +81,9 @@ def start_postgres(
          "-c", f"fsync={'on' if fsync else 'off'}",
          *(f"-c{key}={value}" for key, value in (settings or {}).items())],
         stdout=subprocess.DEVNULL, stderr=(root / "log").open("wb"), **as_postgres,
+        # A session of its own, as pg_ctl starts it: on Linux that is also its own scheduling
+        # group (autogroup), as a server has, rather than a share of the test runner's.
+        start_new_session=True,
     )  # fmt: skip
     server = PostgresServer("127.0.0.1", port, sockets)
     deadline = time.monotonic() + 60
@@ -92,3 +95,24 @@ def start_postgres(
             raise RuntimeError(f"postgres did not start: {(root / 'log').read_text()[-2000:]}")
         time.sleep(0.1)
     return server, process
+
+
+def wait_for_ferry_sessions(store_url: str, remaining: int = 0) -> None:
+    """PostgreSQL: wait until the server has ended a killed ferry's sessions, until `remaining`
+    ferry sessions are left in the database (the test's own). The server notices a dead client
+    once it has finished what that client sent: a commit under way on the run's lock session
+    ends, committed or rolled back, before the lock goes. SQLite: nothing to wait for."""
+    if store_url.startswith("sqlite:"):
+        return
+    import time
+
+    import psycopg
+
+    with psycopg.connect(store_url, autocommit=True) as admin:
+        deadline = time.monotonic() + 30  # a guard against a hang, not a measure
+        while admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = 'ferry'"
+        ).fetchone() != (remaining,):
+            assert time.monotonic() < deadline, "the killed ferry's sessions never ended"
+            time.sleep(0.01)

@@ -16,11 +16,11 @@ import random
 import sqlite3
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ferry.store import ABANDONED, open_store
+from pgkit import wait_for_ferry_sessions
 
 CHILD = Path(__file__).with_name("store_child.py")
 STREAMS = [f"s{i}" for i in range(8)]
@@ -105,28 +105,10 @@ def kill_at_random(child: subprocess.Popen[str], rng: random.Random, final: int)
     return killed
 
 
-def wait_for_its_sessions_to_end(store_url: str) -> None:
-    """PostgreSQL: wait until the server has ended the killed ferry's sessions (it notices a
-    dead client once it has finished what that client sent: a commit under way on the run's
-    lock session ends, committed or rolled back, before the lock goes)."""
-    if store_url.startswith("sqlite:"):
-        return
-    import psycopg
-
-    with psycopg.connect(store_url, autocommit=True) as admin:
-        deadline = time.monotonic() + 30  # a guard against a hang, not a measure
-        while admin.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND application_name = 'ferry'"
-        ).fetchone() != (0,):
-            assert time.monotonic() < deadline, "the killed ferry's sessions never ended"
-            time.sleep(0.01)
-
-
 def check_after_kill(store_url: str, where: str, final: int, killed: Killed) -> int:
     """The store holds one whole batch, at most one past what the child reported; its run and
     attempt are abandoned with exactly the states since the last round. Returns that batch."""
-    wait_for_its_sessions_to_end(store_url)
+    wait_for_ferry_sessions(store_url)
     with open_store(store_url) as store:
         state = store.load_state("conn")
         if state.is_empty:

@@ -37,6 +37,7 @@ from ferry.store import (
 from ferry.store.owner import Owner, current_owner
 from ferry.store.sqlite import MIGRATIONS, SCHEMA_VERSION
 from ferry.store.state import EMPTY
+from pgkit import wait_for_ferry_sessions
 
 CHILD = Path(__file__).with_name("store_child.py")
 A = StreamDescriptor("a")
@@ -111,6 +112,24 @@ def test_committed_state_loads_back_as_merged(
     store.commit_states("c", None, messages)
     assert store.load_state("c") == apply_states(EMPTY, messages)
     assert store.load_state("other") == EMPTY
+
+
+AWKWARD = "it's a \\ '' %s %% ? ; $$ -- /* E'x' \n\t ünï 😀"
+
+
+def test_names_and_values_with_quotes_and_placeholders_round_trip(store: Store) -> None:
+    """What a connector puts in a state (and a user in a name) is data, however it is sent to
+    the server: quotes, backslashes, placeholders, statement separators."""
+    connection = f"conn {AWKWARD}"
+    attempt = store.start_attempt(store.start_run(connection))
+    messages = [
+        stream(f"s {AWKWARD}", {"cursor": AWKWARD, AWKWARD: [AWKWARD]}, f"ns {AWKWARD}"),
+        stream("plain", AWKWARD),
+    ]
+    store.commit_states(connection, attempt, messages)
+    assert store.load_state(connection) == apply_states(EMPTY, messages)
+    (run,) = store.list_runs(connection)
+    assert run.attempts[0].states_committed == 2
 
 
 def test_state_survives_reopening(store_url: str) -> None:
@@ -382,6 +401,7 @@ def test_a_run_whose_process_died_is_abandoned(store_url: str) -> None:
         assert child.stdin is not None
         child.stdout.close()
         child.stdin.close()
+        wait_for_ferry_sessions(store_url, remaining=1)  # this test's store's
         (record,) = store.list_runs("c")
         assert record.status == ABANDONED
         assert record.ended_at is not None

@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -124,6 +124,41 @@ class _PgDb:
 
     def execute(self, sql: str, params: Sequence[Any] = (), /) -> Cursor:
         return self.conn.execute(_translated(sql), params)
+
+
+class _NothingFetched:
+    """What a statement of a batch returns: it has not run yet, so it has no rows to give."""
+
+    @property
+    def rowcount(self) -> int:
+        raise AssertionError("a batched statement has no rowcount")
+
+    def fetchone(self) -> Any:
+        raise AssertionError("a batched statement has no rows")
+
+    fetchall = __iter__ = fetchone
+
+
+class _BatchDb(_PgDb):
+    """A transaction whose statements are bound on ferry's side (psycopg's client-side
+    binding) and sent when it ends as one query string, BEGIN to COMMIT: one packet, one
+    wake-up of the server and one wait of ferry's thread per state commit. (Pipelined, each
+    statement went out as it was issued, and on a busy machine the server woke, and waited for
+    a CPU, for each of them.)"""
+
+    def __init__(self, conn: psycopg.Connection[Any], lease: _Lease | None) -> None:
+        super().__init__(conn, lease)
+        self.statements: list[str] = []
+        self.params: list[Any] = []
+
+    def execute(self, sql: str, params: Sequence[Any] = (), /) -> Cursor:
+        self.statements.append(_translated(sql))
+        self.params += params
+        return _NothingFetched()
+
+    def send(self, begin: str) -> None:
+        query = "; ".join([begin, *self.statements, "COMMIT"])
+        psycopg.ClientCursor(self.conn).execute(query, self.params)
 
 
 @dataclass
@@ -227,9 +262,11 @@ class PostgresStore(SqlStore):
         lease: _Lease | None = None,
     ) -> Iterator[Db]:
         try:
-            # Pipelined, statements go out together and only a fetch waits for the server:
-            # a state commit (no fetch) is one round trip, BEGIN to COMMIT.
-            with conn.pipeline() if batched else nullcontext():
+            if batched:  # a state commit (no fetch): one round trip, BEGIN to COMMIT
+                batch = _BatchDb(conn, lease)
+                yield batch
+                batch.send(begin)
+            else:
                 conn.execute(begin)
                 yield _PgDb(conn, lease)
                 conn.execute("COMMIT")

@@ -96,8 +96,8 @@ class SqlStore(Store):
     def _write(self, batched: bool = False) -> AbstractContextManager[Db]:
         """One write transaction; writes of one connection's state never interleave.
 
-        `batched`: the caller reads no `rowcount`, so statements whose results it does not
-        fetch may be sent together (PostgreSQL's pipeline mode: a round trip per fetch)."""
+        `batched`: the caller fetches nothing and reads no `rowcount`, so its statements may
+        be sent together when it ends (PostgreSQL: as one query string, one round trip)."""
 
     def _commit_transaction(self, connection: str) -> AbstractContextManager[Db]:
         """The write transaction of a state commit of `connection` (batched: see `_write`);

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ferry.errors import ConnectorNotFound
+from ferry.errors import ConfigError, ConnectorNotFound
 from ferry.runtimes import get_runtime
 from ferry.runtimes.base import ConnectorInvocation, ConnectorOptions, ConnectorRef, Verb
 from ferry.runtimes.local.process import LocalProcess, LocalRuntime
@@ -376,12 +376,14 @@ def test_the_connector_and_all_it_forked_die_when_ferry_alone_is_killed(
     assert all(wait_until_dead(pid) for pid in pids), "a process of the connector outlived ferry"
 
 
-def test_a_connector_has_a_session_of_its_own_so_ctrl_c_at_ferrys_terminal_misses_it(
+def test_a_connector_has_a_process_group_of_its_own_in_ferrys_session(
     ferry_with_connector: tuple[subprocess.Popen[str], list[int]],
 ) -> None:
+    """Ctrl-C at ferry's terminal (its foreground process group) misses the connector, which
+    stays in ferry's session: Linux's autogroup, the scheduling group ferry's threads are in."""
     ferry, (supervisor, worker, _daemon, shell) = ferry_with_connector
-    assert os.getsid(shell) == supervisor != os.getsid(ferry.pid)
-    assert os.getpgid(worker) == os.getpgid(shell) == supervisor
+    assert os.getpgid(worker) == os.getpgid(shell) == supervisor != os.getpgid(ferry.pid)
+    assert os.getsid(shell) == os.getsid(ferry.pid)
 
 
 def test_killing_ferrys_process_group_leaves_no_connector(
@@ -427,3 +429,41 @@ def test_file_modes_are_private_even_with_a_permissive_umask(private_tmp: Path) 
         assert asyncio.run(run()).split() == [b"700", b"600"]
     finally:
         os.umask(old)
+
+
+def connector_nice_value(private_tmp: Path) -> int:
+    """The niceness a local connector runs at (field 19 of its /proc stat)."""
+
+    async def run() -> bytes:
+        process, _ = await start(sh("cut -d' ' -f19 /proc/$$/stat"))
+        output = await read_all(process)
+        assert await process.wait() == 0
+        return output
+
+    return int(asyncio.run(run()))
+
+
+def test_connectors_run_as_nice_as_ferry_by_default(
+    private_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FERRY_CONNECTOR_NICE", raising=False)
+    assert connector_nice_value(private_tmp) == os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def test_ferry_connector_nice_makes_connectors_nicer_than_ferry(
+    private_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FERRY_CONNECTOR_NICE", "3")
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert connector_nice_value(private_tmp) == min(19, ours + 3)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == ours
+
+
+@pytest.mark.parametrize("value", ["-1", "20", "five"])
+def test_a_bad_ferry_connector_nice_is_a_config_error_and_starts_nothing(
+    private_tmp: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("FERRY_CONNECTOR_NICE", value)
+    with pytest.raises(ConfigError, match=f"FERRY_CONNECTOR_NICE='{value}' is not a nice"):
+        asyncio.run(start(sh("echo started")))
+    assert not list(private_tmp.iterdir())

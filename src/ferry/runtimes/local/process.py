@@ -6,13 +6,21 @@ ferry command. Stdout and stderr are pipes read straight from their file descrip
 chunks (no StreamReader copies); the pipes are enlarged to 1 MiB so a fast connector is not
 woken up every 64 KiB.
 
-Each connector runs under a small supervisor (supervisor.py) that leads a session and process
-group of its own: a Ctrl-C at ferry's terminal does not reach connectors (ferry stops them), a
-stop signals the whole group, and when the connector exits, or ferry dies (even by SIGKILL: the
-supervisor gets PR_SET_PDEATHSIG), the supervisor kills every process the connector left, forked
-workers and daemons included. (The death signal fires when the *thread* that started the child
-exits: start connectors from the thread that runs the event loop for as long as they run, which
-asyncio does.)
+Each connector runs under a small supervisor (supervisor.py) that leads a process group of its
+own: a Ctrl-C at ferry's terminal does not reach connectors (ferry stops them), a stop signals
+the whole group, and when the connector exits, or ferry dies (even by SIGKILL: the supervisor
+gets PR_SET_PDEATHSIG), the supervisor kills every process the connector left, forked workers
+and daemons included. (The death signal fires when the *thread* that started the child exits:
+start connectors from the thread that runs the event loop for as long as they run, which asyncio
+does.)
+
+The group stays in ferry's session, so connectors share ferry's scheduling group (Linux's
+autogroup, one per session): in sessions of their own, 20 syncs' connectors got 40 CPU shares
+to their ferry processes' one, and ferry's state commits waited for a CPU behind them.
+`FERRY_CONNECTOR_NICE` (0-19, default 0) starts connectors that much nicer than ferry, so that
+on an oversubscribed machine ferry's control path (state commits, stops) gets a CPU first; it
+is an option because it also lowers the connectors' priority against everything else their
+scheduling group holds.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import signal
 import sys
 from pathlib import Path
 
-from ferry.errors import ConnectorNotFound, FerryError, RuntimeUnavailable
+from ferry.errors import ConfigError, ConnectorNotFound, FerryError, RuntimeUnavailable
 from ferry.home import make_run_dir
 from ferry.runtimes.base import (
     ByteReader,
@@ -45,6 +53,19 @@ from ferry.runtimes.pipes import PipeReader, PipeWriter, enlarge_pipe
 
 # Standalone (-I -S: no site, no environment): it must start fast and import nothing of ferry.
 SUPERVISOR = [sys.executable, "-I", "-S", supervisor.__file__]
+NICE_VARIABLE = "FERRY_CONNECTOR_NICE"
+
+
+def connector_nice() -> int:
+    """How much nicer than ferry local connectors run: `FERRY_CONNECTOR_NICE`, 0 to 19."""
+    value = os.environ.get(NICE_VARIABLE, "").strip() or "0"
+    try:
+        nice = int(value)
+    except ValueError:
+        nice = -1
+    if not 0 <= nice <= 19:
+        raise ConfigError(f"{NICE_VARIABLE}={value!r} is not a nice increment from 0 to 19")
+    return nice
 
 
 class LocalProcess:
@@ -221,12 +242,13 @@ async def _spawn(
         process = await asyncio.create_subprocess_exec(
             *SUPERVISOR,
             str(os.getpid()),
+            str(connector_nice()),
             *argv,
             stdin=stdin_read if stdin_read is not None else asyncio.subprocess.DEVNULL,
             stdout=stdout_write,
             stderr=stderr_write,
             env=env,
-            start_new_session=True,
+            process_group=0,  # not a session of its own: see the module's docstring
         )
     except BaseException as error:
         for fd in parent_ends:

@@ -1,9 +1,10 @@
 """The supervisor between ferry and a local connector: every process the connector starts ends
 with it, even when ferry is SIGKILLed.
 
-Run as a standalone script (`python -I -S supervisor.py FERRY_PID ARGV...`, standard library
-only, so it starts in ~15 ms) as the leader of a new session and process group, which the
-connector and what it forks share. It:
+Run as a standalone script (`python -I -S supervisor.py FERRY_PID NICE ARGV...`, standard
+library only, so it starts in ~15 ms) as the leader of a new process group (in ferry's session),
+which the connector and what it forks share. It:
+- adds NICE to its niceness, which the connector inherits (0: ferry's);
 - asks the kernel for SIGHUP when ferry dies (PR_SET_PDEATHSIG: the kernel only signals a
   direct child, which is why this process exists) and becomes a child subreaper, so whatever the
   connector forks, even a daemon that left the group with setsid, is re-parented here rather
@@ -97,7 +98,9 @@ def _ferry_died(signum: int, frame: object) -> None:
 
 
 def main(args: list[str]) -> None:
-    ferry_pid, argv = int(args[0]), args[1:]
+    ferry_pid, nice, argv = int(args[0]), int(args[1]), args[2:]
+    if nice:
+        os.nice(nice)
     signal.signal(signal.SIGHUP, _ferry_died)
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     signal.signal(signal.SIGINT, lambda signum, frame: None)
