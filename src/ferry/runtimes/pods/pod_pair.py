@@ -95,9 +95,8 @@ def _pump_invocation(pair: PodPair, runtime: str) -> ConnectorInvocation:
 
 async def start_podman_pair(runtime: PodmanRuntime, pair: PodPair, log: LogSink) -> PodProcess:
     settings = pair.layout.settings
-    sidecar_image = settings.sidecar_image or runtime.sidecar_image
     images = [(i.connector.target, i.connector.options.pull) for i in pair.invocations()]
-    images += [(sidecar_image, "if-not-present"), (pair.layout.image(), "if-not-present")]
+    images += [(pair.layout.image(), "if-not-present")]
     await asyncio.gather(*(runtime.ensure_image(image, pull) for image, pull in images))
 
     async def auto(invocation: ConnectorInvocation) -> str | None:
@@ -114,7 +113,6 @@ async def start_podman_pair(runtime: PodmanRuntime, pair: PodPair, log: LogSink)
             endpoint=listener.endpoint(host),
             entrypoints=entrypoints,
             extra_labels=owner_labels(),
-            sidecar_image=sidecar_image,
         )
         playable = podman_playable(manifests, settings, pulled=True)  # pulled above
         return PodmanPairPod(playable, deadline=settings.active_deadline_seconds)
@@ -145,7 +143,6 @@ async def start_kubernetes_pair(
             namespace=namespace,
             entrypoints=entrypoints,
             extra_labels=owner_labels(),
-            sidecar_image=runtime.sidecar_image,
         )
         return KubernetesPairPod(client, manifests, settings.schedule_timeout_seconds)
 

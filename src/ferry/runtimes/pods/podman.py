@@ -44,6 +44,7 @@ import json
 import logging
 import math
 import shutil
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -98,6 +99,7 @@ async def podman(
         raise RuntimeUnavailable(
             "podman is not installed (apt-get install podman catatonit, or run scripts/engines.sh)"
         )
+    started = time.monotonic()
     try:
         process = await asyncio.create_subprocess_exec(
             executable,
@@ -123,10 +125,12 @@ async def podman(
         with contextlib.suppress(Exception):
             await process.wait()
         raise
+    code = await process.wait()  # at once: communicate() saw the process end
+    logger.debug(
+        "podman %s: exit %d in %.3fs", " ".join(args[:3]), code, time.monotonic() - started
+    )
     return Completed(
-        await process.wait(),  # at once: communicate() saw the process end
-        out.decode("utf-8", errors="replace"),
-        err.decode("utf-8", errors="replace"),
+        code, out.decode("utf-8", errors="replace"), err.decode("utf-8", errors="replace")
     )
 
 
@@ -170,6 +174,7 @@ class PodmanPod:
         *,
         deadline: int | None,
         removals: set[asyncio.Task[list[str]]] | None = None,
+        registration: RelayRegistration | None = None,
     ) -> None:
         self.manifests = manifests
         self.name = manifests.name
@@ -183,6 +188,8 @@ class PodmanPod:
         # there, while ferry goes on (the runtime's close() waits for them).
         self._removals = removals
         self._exited = False  # the main container ended on its own (not stopped by ferry)
+        # Its heartbeat sidecar's report of the exit code, which comes before podman's.
+        self._registration = registration
         self._stopped = False
         self._conmons: asyncio.Future[dict[str, int]] | None = None
 
@@ -229,7 +236,13 @@ class PodmanPod:
                 await asyncio.gather(waiting, return_exceptions=True)
 
     async def _wait(self) -> int:
-        result = await podman("wait", "--interval", WAIT_INTERVAL, self.container, limit=None)
+        waiting = asyncio.ensure_future(
+            podman("wait", "--interval", WAIT_INTERVAL, self.container, limit=None)
+        )
+        if await self._reported_success(waiting):
+            self._exited = True
+            return 0
+        result = await waiting
         if result.code != 0:
             raise ConnectorCrashed(
                 f"{self.description}: cannot wait for the connector container (it was removed "
@@ -256,6 +269,29 @@ class PodmanPod:
             raise ConnectorCrashed(f"{self.description}: podman reported no exit code")
         return code
 
+    async def _reported_success(self, waiting: asyncio.Future[Completed]) -> bool:
+        """Whether the heartbeat sidecar reported exit code 0 before `podman wait` returned
+        (then `waiting` is cancelled). podman learns the exit once its cleanup of the container
+        ran, 0.2-0.4 s after the heartbeat's report; a failure still waits for podman, which
+        tells whether the container was OOMKilled."""
+        if self._registration is None:
+            return False
+        reported = asyncio.ensure_future(self._registration.wait_exit(None))
+        try:
+            either: set[asyncio.Future[Any]] = {waiting, reported}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # cancelled: the podman wait goes with it
+            waiting.cancel()
+            raise
+        finally:
+            if not reported.done():
+                reported.cancel()
+        if reported.done() and not reported.cancelled() and reported.result() == 0:
+            waiting.cancel()
+            await asyncio.gather(waiting, return_exceptions=True)
+            return True
+        return False
+
     async def stop(self, grace: float) -> None:
         self._stopped = True
         result = await podman("pod", "stop", "-t", str(math.ceil(grace)), self.name)
@@ -267,17 +303,20 @@ class PodmanPod:
             if self._removed:
                 return
             self._removed = True
-            conmons = None
-            if self._conmons is not None:
-                with contextlib.suppress(FerryError):
-                    conmons = await asyncio.shield(self._conmons)
-            removal = remove_pod_resources(self.name, list(self._secrets), conmons=conmons)
+            removal = self._remove_now()
             if self._exited and not self._stopped and self._removals is not None:
                 task = asyncio.create_task(removal, name=f"remove {self.description}")
                 self._removals.add(task)
                 task.add_done_callback(self._removals.discard)
             else:
                 await removal
+
+    async def _remove_now(self) -> list[str]:
+        conmons = None
+        if self._conmons is not None:
+            with contextlib.suppress(FerryError):
+                conmons = await asyncio.shield(self._conmons)
+        return await remove_pod_resources(self.name, list(self._secrets), conmons=conmons)
 
 
 def pod_teardown(name: str) -> tuple[list[str], list[str]]:
@@ -410,7 +449,10 @@ class PodmanRuntime:
             # runs to its end before the others start (0.35 s of `podman kube play`).
             manifests.spec.initContainers = None
             return PodmanPod(
-                manifests, deadline=settings.active_deadline_seconds, removals=self.removals
+                manifests,
+                deadline=settings.active_deadline_seconds,
+                removals=self.removals,
+                registration=registration,
             )
 
         return await start_pod(invocation, log, listener, make_pod)
