@@ -21,8 +21,10 @@ Per connector run (`podman:IMAGE`, or `runtime: podman`):
    to host.containers.internal. Measured on this 2-core VM, 2 GB from `dd` in the connector
    container through FIFO, relay sidecar and ferry's listener: 1.08 GB/s with host network,
    0.97 GB/s on the bridge.
-5. `podman wait` on the connector container gives its exit code (looking every 100 ms);
-   `podman inspect` says whether a failed one was OOMKilled. Podman 4.3 ignores
+5. `podman wait` on the connector container gives its exit code (looking every 100 ms), unless
+   the heartbeat sidecar reports exit code 0 first (podman learns an exit only once its cleanup
+   of the container ran: 0.2-0.4 s later); `podman inspect` says whether a failed one was
+   OOMKilled. Podman 4.3 ignores
    `activeDeadlineSeconds`: this runtime enforces it and reports DeadlineExceeded. Podman also
    ignores `terminationGracePeriodSeconds`: `terminate` uses `podman pod stop -t GRACE` (the
    wrapper and sidecars trap SIGTERM).
