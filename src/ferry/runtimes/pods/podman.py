@@ -374,7 +374,8 @@ async def remove_pod_resources(
     """Remove a pod, its `secrets` and their volumes (named like them); the problems.
 
     `conmons` (`conmon_pids`, looked up now if not given): the pod's containers get LINGER
-    seconds to end on their own and be cleaned up (`settle`) before the pod is stopped. The
+    seconds to end on their own and be cleaned up (`settle`) before the pod is stopped (unless
+    podman already stopped it). The
     secret goes meanwhile (`kube play` copied it into the volume); the volume only once the pod
     is gone (`volume rm -f` would remove the containers using it).
     """
@@ -384,8 +385,11 @@ async def remove_pod_resources(
     own = [pid for container, pid in conmons.items() if not container.endswith("-infra")]
     await settle(own, LINGER)
     stop, remove = pod_teardown(name)
-    await podman(*stop)
-    await settle(conmons.values())
+    # Once its last container exited, podman stops the pod itself (kube play's exit policy): its
+    # infra too, after which `pod stop` has nothing left to do.
+    if not conmons or any(map(_alive, conmons.values())):
+        await podman(*stop)
+        await settle(conmons.values())
     results = {"pod": await podman(*remove)}
     if secrets_rm is not None:
         results["volume"] = await podman("volume", "rm", "-f", *secrets)
