@@ -43,8 +43,14 @@ Entrypoint = Callable[[ConnectorInvocation], Awaitable[str | None]]
 class PodmanPairPod(PodmanPod):
     """A played single pod: its result is the pump's exit, and an OOMKilled connector says so."""
 
-    def __init__(self, manifests: PodManifests, *, deadline: int | None) -> None:
-        super().__init__(manifests, deadline=deadline)
+    def __init__(
+        self,
+        manifests: PodManifests,
+        *,
+        deadline: int | None,
+        check_images: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        super().__init__(manifests, deadline=deadline, check_images=check_images)
         self.container = f"{manifests.name}-{PUMP_CONTAINER}"
 
     async def _wait(self) -> int:
@@ -96,7 +102,6 @@ def _pump_invocation(pair: PodPair, runtime: str) -> ConnectorInvocation:
 async def start_podman_pair(runtime: PodmanRuntime, pair: PodPair, log: LogSink) -> PodProcess:
     settings = pair.layout.settings
     images = [(i.connector.target, i.connector.options.pull) for i in pair.invocations()]
-    images += [(pair.layout.image(), "if-not-present")]
     await asyncio.gather(*(runtime.ensure_image(image, pull) for image, pull in images))
 
     async def auto(invocation: ConnectorInvocation) -> str | None:
@@ -114,8 +119,14 @@ async def start_podman_pair(runtime: PodmanRuntime, pair: PodPair, log: LogSink)
             entrypoints=entrypoints,
             extra_labels=owner_labels(),
         )
-        playable = podman_playable(manifests, settings, pulled=True)  # pulled above
-        return PodmanPairPod(playable, deadline=settings.active_deadline_seconds)
+        playable = podman_playable(manifests, settings, pulled=True)  # pulled by then
+
+        async def ferry_image() -> None:  # while the pod's secrets are created
+            await runtime.ensure_image(pair.layout.image(), "if-not-present")
+
+        return PodmanPairPod(
+            playable, deadline=settings.active_deadline_seconds, check_images=ferry_image
+        )
 
     return await start_pod(_pump_invocation(pair, "podman"), log, listener, make_pod)
 

@@ -47,7 +47,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,6 +177,7 @@ class PodmanPod:
         deadline: int | None,
         removals: set[asyncio.Task[list[str]]] | None = None,
         registration: RelayRegistration | None = None,
+        check_images: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.manifests = manifests
         self.name = manifests.name
@@ -192,15 +193,32 @@ class PodmanPod:
         self._exited = False  # the main container ended on its own (not stopped by ferry)
         # Its heartbeat sidecar's report of the exit code, which comes before podman's.
         self._registration = registration
+        # Images still to check (`ensure_image`), while the secrets are created.
+        self._check_images = check_images
         self._stopped = False
         self._conmons: asyncio.Future[dict[str, int]] | None = None
 
     async def launch(self) -> None:
         """The secrets (`podman secret create`, side by side: 0.06-0.13 s for a single pod's
-        three instead of 0.19-0.27 s one after another on a busy machine), then the pod
-        (`podman kube play`)."""
+        three instead of 0.19-0.27 s one after another on a busy machine) and the images still
+        to check, then the pod (`podman kube play`)."""
         manifests = self.manifests
-        labels = manifests.labels
+        if self._check_images is not None:  # meanwhile: both are podman calls of their own
+            await asyncio.gather(self._create_secrets(), self._check_images())
+        else:
+            await self._create_secrets()
+        played = await podman(
+            "kube", "play", "--quiet", "-", input=json.dumps(manifests.pod.to_dict()).encode()
+        )
+        if played.code != 0:
+            raise RuntimeUnavailable(
+                f"podman kube play of pod {manifests.name} failed: {clean_stderr(played.stderr)}"
+            )
+        # For the removal, looked up while the pod runs rather than when it is removed.
+        self._conmons = asyncio.ensure_future(conmon_pids(self.name))
+
+    async def _create_secrets(self) -> None:
+        labels = self.manifests.labels
         label_args = [arg for k, v in labels.items() for arg in ("--label", f"{k}={v}")]
         secrets = list(self._secrets.items())
         results = await asyncio.gather(
@@ -214,15 +232,6 @@ class PodmanPod:
                 raise RuntimeUnavailable(
                     f"podman could not create the secret {secret}: {clean_stderr(created.stderr)}"
                 )
-        played = await podman(
-            "kube", "play", "--quiet", "-", input=json.dumps(manifests.pod.to_dict()).encode()
-        )
-        if played.code != 0:
-            raise RuntimeUnavailable(
-                f"podman kube play of pod {manifests.name} failed: {clean_stderr(played.stderr)}"
-            )
-        # For the removal, looked up while the pod runs rather than when it is removed.
-        self._conmons = asyncio.ensure_future(conmon_pids(self.name))
 
     async def wait_connector(self, on_running: Callable[[], None]) -> int:
         on_running()  # `podman kube play` returned: the containers run
