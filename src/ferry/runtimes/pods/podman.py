@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -208,14 +209,19 @@ class PodmanPod:
         else:
             await self._create_secrets()
         played = await podman(
-            "kube", "play", "--quiet", "-", input=json.dumps(manifests.pod.to_dict()).encode()
+            "kube", "play", "-", input=json.dumps(manifests.pod.to_dict()).encode()
         )
         if played.code != 0:
             raise RuntimeUnavailable(
                 f"podman kube play of pod {manifests.name} failed: {clean_stderr(played.stderr)}"
             )
-        # For the removal, looked up while the pod runs rather than when it is removed.
-        self._conmons = asyncio.ensure_future(conmon_pids(self.name))
+        # For the removal, looked up while the pod runs rather than when it is removed; by the
+        # containers' names when `kube play` said the pod's id (its infra is `<id:12>-infra`).
+        names = None
+        if (pod_id := played_pod_id(played.stdout)) is not None:
+            names = [f"{self.name}-{c.name}" for c in manifests.spec.containers]
+            names.append(f"{pod_id[:12]}-infra")
+        self._conmons = asyncio.ensure_future(conmon_pids(self.name, names))
 
     async def _create_secrets(self) -> None:
         labels = self.manifests.labels
@@ -348,13 +354,32 @@ def pod_teardown(name: str) -> tuple[list[str], list[str]]:
     return ["pod", "stop", "-t", "0", name], ["pod", "rm", "-f", name]
 
 
-async def conmon_pids(name: str) -> dict[str, int]:
-    """Container name -> pid of its conmon, for every container of the pod `name` (infra too)."""
+def played_pod_id(output: str) -> str | None:
+    """The pod's id in the output of `podman kube play` (`Pod:` then the id on its own line)."""
+    lines = [line.strip() for line in output.splitlines()]
+    for label, value in itertools.pairwise(lines):
+        if label == "Pod:" and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+            return value
+    return None
+
+
+async def conmon_pids(name: str, containers: Sequence[str] | None = None) -> dict[str, int]:
+    """Container name -> pid of its conmon, for every container of the pod `name` (infra too):
+    `containers`, its containers' names if known (one podman call instead of two), else those
+    `podman ps` lists."""
+    if containers:
+        found = await _conmons_of(containers)
+        if len(found) == len(containers):  # else a name was wrong, or one is gone already
+            return found
     listed = await podman("ps", "--all", "--quiet", "--filter", f"pod={name}")
     ids = listed.stdout.split()
     if listed.code != 0 or not ids:
         return {}
-    inspected = await podman("inspect", "--format", "{{.Name}} {{.State.ConmonPid}}", *ids)
+    return await _conmons_of(ids)
+
+
+async def _conmons_of(containers: Sequence[str]) -> dict[str, int]:
+    inspected = await podman("inspect", "--format", "{{.Name}} {{.State.ConmonPid}}", *containers)
     rows = (line.rpartition(" ") for line in inspected.stdout.splitlines())
     return {container: int(pid) for container, _, pid in rows if pid.isdigit() and int(pid) > 0}
 
