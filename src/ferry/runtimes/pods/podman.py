@@ -28,9 +28,10 @@ Per connector run (`podman:IMAGE`, or `runtime: podman`):
    `activeDeadlineSeconds`: this runtime enforces it and reports DeadlineExceeded. Podman also
    ignores `terminationGracePeriodSeconds`: `terminate` uses `podman pod stop -t GRACE` (the
    wrapper and sidecars trap SIGTERM).
-6. Teardown: the containers get a moment to end on their own, then `podman pod stop -t 0`, a
-   wait until podman has cleaned up after every container (their conmons gone, `settle`: else
-   `pod rm` may stall 3 s), `podman pod rm -f` (removes the emptyDir volume),
+6. Teardown: the containers get a moment to end on their own, then `podman pod stop -t 0`
+   (unless podman stopped the pod already: kube play's exit policy does once the last
+   container exited), a wait until podman has cleaned up after every container (their conmons
+   gone, `settle`: else `pod rm` may stall 3 s), `podman pod rm -f` (removes the emptyDir volume),
    `podman secret rm` and `podman volume rm` of the volume podman made for each secret (named
    after it; it holds the files in plain text, so it must not outlive the run). A pod whose
    connector exited on its own is removed while ferry goes on (spec, check and discover run
