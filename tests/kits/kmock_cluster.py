@@ -16,7 +16,8 @@ codes, ErrImagePull, OOMKilled, Evicted, DeadlineExceeded) and, instead of runni
 acts as the pod's relay and heartbeat sidecars: it reads the relay endpoint and token from the
 sidecars' commands, connects to ferry's relay listener with the real handshake, writes the
 connector's stdout/stderr, reads its stdin and reports the exit code over the heartbeat
-endpoint, like the shell sidecars do. What a "container" prints is decided by a `Program`.
+endpoint, like the shell sidecars do (a single pod's pump reports its own: it has no heartbeat
+sidecar). What a "container" prints is decided by a `Program`.
 """
 
 from __future__ import annotations
@@ -241,9 +242,9 @@ def relay_args(pod: Mapping[str, Any]) -> dict[str, tuple[str, int, str]]:
     for container in pod["spec"]["containers"]:
         argv = container.get("command") or []
         env = {e["name"]: e.get("value", "") for e in container.get("env") or []}
-        if "FERRY_PUMP_RELAY" in env:  # a single pod's pump: stdout/stderr are its channels
+        if "FERRY_PUMP_RELAY" in env:  # a single pod's pump: its channels and its heartbeat
             host, _, port = env["FERRY_PUMP_RELAY"].rpartition(":")
-            for channel in ("relay-stdout", "relay-stderr"):
+            for channel in ("relay-stdout", "relay-stderr", "heartbeat"):
                 found[channel] = (host, int(port), env["FERRY_PUMP_TOKEN"])
         if len(argv) > 8 and argv[3] == "ferry-relay":
             found[container["name"]] = (argv[6], int(argv[7]), argv[8])

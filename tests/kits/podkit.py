@@ -42,12 +42,11 @@ def pods_of(connection: str) -> list[dict[str, Any]]:
 def leftovers(connection: str) -> dict[str, list[str]]:
     """Pods, secrets and volumes ferry made for `connection` that still exist."""
     pods = [p["Name"] for p in pods_of(connection)]
-    secret_ids = podman("secret", "ls", "--noheading", "--format", "{{.ID}}").stdout.split()
-    secrets = []
-    if secret_ids:
-        for secret in json.loads(podman("secret", "inspect", *secret_ids).stdout or "[]"):
-            if (secret["Spec"].get("Labels") or {}).get("ferry.connection") == connection:
-                secrets.append(secret["Spec"]["Name"])
+    secrets = [
+        secret["Spec"]["Name"]
+        for secret in _all_secrets()
+        if (secret["Spec"].get("Labels") or {}).get("ferry.connection") == connection
+    ]
     prefix = f"ferry-{connection}-"
     volumes = [
         v["Name"]
@@ -56,6 +55,19 @@ def leftovers(connection: str) -> dict[str, list[str]]:
     ]
     # Sorted: podman lists in no stable order.
     return {"pods": sorted(pods), "secrets": sorted(secrets), "volumes": sorted(volumes)}
+
+
+def _all_secrets() -> list[dict[str, Any]]:
+    """Every podman secret, inspected; listed again when one went between the listing and the
+    inspection (other syncs and `ferry gc` runs on this machine remove theirs meanwhile)."""
+    for _ in range(5):
+        ids = podman("secret", "ls", "--noheading", "--format", "{{.ID}}").stdout.split()
+        if not ids:
+            return []
+        inspected = podman("secret", "inspect", *ids, check=False)
+        if inspected.returncode == 0:
+            return list(json.loads(inspected.stdout or "[]"))
+    raise AssertionError(f"podman secret inspect kept failing: {inspected.stderr}")
 
 
 NOTHING: dict[str, list[str]] = {"pods": [], "secrets": [], "volumes": []}

@@ -12,7 +12,15 @@ import pytest
 from wrapperkit import until
 
 from ferry.errors import ConnectorCrashed, RuntimeUnavailable
-from ferry.relay import RelayListener, RelayRegistration, handshake_line, shared_listener
+from ferry.relay import (
+    RelayListener,
+    RelayRegistration,
+    exit_path,
+    handshake_line,
+    heartbeat_path,
+    request_status,
+    shared_listener,
+)
 from ferry.relay.listener import MAX_FIRST_LINE
 
 pytestmark = pytest.mark.timeout(60)
@@ -305,6 +313,27 @@ def test_heartbeat_endpoint_and_unregister(caplog: pytest.LogCaptureFixture) -> 
         run(test)
     assert "unknown or expired token" in caplog.text
     assert tokens[0] not in caplog.text  # tokens are secrets: logged redacted
+
+
+def test_the_pumps_requests_get_the_listeners_answers() -> None:
+    """`request_status`, the single pod's pump's heartbeat and exit report, against the real
+    endpoint; None from a port where nobody answers and from a peer that never answers."""
+
+    async def test(listener: RelayListener) -> None:
+        reg = listener.register("pump", reads_stdin=True, log=print)
+        host, port = "127.0.0.1", listener.port
+        assert await request_status(host, port, heartbeat_path(reg.token), 2) == 200
+        assert await request_status(host, port, exit_path(reg.token, 3), 2) == 200
+        assert reg.exit_code == 3
+        assert await request_status(host, port, heartbeat_path("unknown"), 2) == 410
+        with socket.socket() as silent:  # accepts (the kernel's backlog), never answers
+            silent.bind(("127.0.0.1", 0))
+            silent.listen()
+            closed = silent.getsockname()[1]
+            assert await request_status(host, closed, "/", 0.2) is None
+        assert await request_status(host, closed, "/", 2) is None  # refused
+
+    run(test)
 
 
 def test_abort_wakes_readers_and_writers() -> None:

@@ -10,12 +10,17 @@ control stream (`ferry.engine.control`) over ferry's relay port: the `stdout` ch
 events, `stdin` the launching ferry's commands, `stderr` this program's own log. States are
 committed by the launching ferry alone, on the echoes it receives.
 
-When the heartbeat sidecar writes the termination marker into FERRY_PUMP_DIR (the launching
-ferry is gone), or this container gets SIGTERM, both connectors are stopped. The exit code goes
-to `<FERRY_PUMP_DIR>/exit` for the heartbeat sidecar to report: 0 once the end event was sent.
+There is no heartbeat sidecar in this pod: this program checks that the launching ferry is still
+there, as that sidecar does elsewhere (`GET /heartbeat/<token>` on ferry's relay port every
+interval; a 410, or as many failed probes in a row as the settings allow, means ferry is gone),
+and a broken control connection or its commands channel ending says the same at once. Then, or
+when this container gets SIGTERM, both connectors are stopped (their wrappers' termination
+markers). The exit code goes to `<FERRY_PUMP_DIR>/exit`: 0 once the end event was sent; any
+other is also reported to ferry (`GET /exit/<token>/<code>`).
 
 Settings (environment): FERRY_PUMP_DIR, FERRY_PUMP_CATALOG (the configured catalog file),
-FERRY_PUMP_RELAY (`host:port`), FERRY_PUMP_TOKEN.
+FERRY_PUMP_RELAY (`host:port`), FERRY_PUMP_TOKEN, FERRY_PUMP_HEARTBEAT (`<interval seconds>
+<probe timeout seconds> <failures>`, default the heartbeat sidecar's).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import signal
 import socket
 import sys
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -52,14 +58,22 @@ from ferry.protocol.messages import (
     AirbyteStateMessage,
     ConfiguredAirbyteCatalog,
 )
-from ferry.relay import EXIT_FILE, TERMINATE_FILE, handshake_line
+from ferry.relay import (
+    EXIT_FILE,
+    TERMINATE_FILE,
+    HeartbeatSettings,
+    exit_path,
+    handshake_line,
+    heartbeat_path,
+    request_status,
+)
 from ferry.runtimes.base import ConnectorProcess, ConnectorRef, Role, RunLabels
 from ferry.runtimes.fifo import FifoProcess, prepare_fifos
 
 logger = logging.getLogger("ferry.pump")
 
 STATS_INTERVAL = 1.0
-MARKER_POLL = 0.25
+ENV_HEARTBEAT = "FERRY_PUMP_HEARTBEAT"
 # glibc's mallopt parameters, and what the pump sets them to (see keep_heap)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _MMAP_THRESHOLD = 32 << 20
@@ -92,10 +106,15 @@ class ControlChannel:
                 try:
                     await loop.sock_sendall(self._sock, batch)
                 except OSError as e:
-                    logger.error("the control connection to ferry broke (%s): stopping", e)
-                    self.lost.set()
+                    self.lose(f"the control connection to ferry broke ({e})")
             if self._closed:
                 return
+
+    def lose(self, reason: str) -> None:
+        """The launching ferry is gone (`reason`): nothing more is sent, the connectors stop."""
+        if not self.lost.is_set():
+            logger.error("%s: stopping", reason)
+            self.lost.set()
 
     async def close(self) -> None:
         self._closed = True
@@ -178,11 +197,14 @@ async def _connect(relay: str, token: str, channel: str) -> socket.socket:
 
 
 async def _commands(sock: socket.socket, attempt: PodAttempt) -> None:
-    """Each stop command is one `request_stop`: the source first, then the destination."""
+    """Each stop command is one `request_stop`: the source first, then the destination. The
+    launching ferry never closes this channel while the sync runs: its end means ferry is gone
+    (killed: its kernel closed the socket) or withdrew the run."""
     reader = _SocketReader(sock)
     async for block in complete_lines(reader):
         for _ in range(block.count(STOP_COMMAND)):
             attempt.request_stop()
+    attempt.control.lose("ferry closed the commands channel")
 
 
 class _SocketReader:
@@ -196,12 +218,59 @@ class _SocketReader:
             return b""
 
 
-async def _watch_marker(directory: Path, attempt: PodAttempt) -> None:
-    """The heartbeat's termination marker or a broken control connection (the launching ferry
-    is gone): stop both connectors."""
-    marker = directory / TERMINATE_FILE
-    while not marker.exists() and not attempt.control.lost.is_set():  # noqa: ASYNC110 - a file
-        await asyncio.sleep(MARKER_POLL)
+@dataclass(frozen=True)
+class Launcher:
+    """The launching ferry as the pump reaches it: its relay port, the pod's token, and how
+    often to check that it is still there."""
+
+    host: str
+    port: int
+    token: str
+    heartbeat: HeartbeatSettings
+
+    @classmethod
+    def from_env(cls) -> Launcher:
+        host, _, port = os.environ["FERRY_PUMP_RELAY"].rpartition(":")
+        defaults = HeartbeatSettings()
+        interval, timeout, failures = os.environ.get(ENV_HEARTBEAT, "").split() or (
+            defaults.interval,
+            defaults.probe_timeout,
+            defaults.max_failures,
+        )
+        heartbeat = HeartbeatSettings(
+            interval=float(interval), probe_timeout=int(timeout), max_failures=int(failures)
+        )
+        return cls(host, int(port), os.environ["FERRY_PUMP_TOKEN"], heartbeat)
+
+    @property
+    def relay(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def status(self, path: str) -> int | None:
+        return await request_status(self.host, self.port, path, self.heartbeat.probe_timeout)
+
+
+async def _heartbeat(launcher: Launcher, control: ControlChannel) -> None:
+    """Probe ferry every interval, as the heartbeat sidecar does in other pods: a 410 (ferry
+    withdrew the token) or `max_failures` failed probes in a row mean ferry is gone."""
+    failures = 0
+    while True:
+        status = await launcher.status(heartbeat_path(launcher.token))
+        if status == 410:
+            control.lose("ferry answered 410 Gone (the run was stopped or ferry restarted)")
+            return
+        failures = 0 if status == 200 else failures + 1
+        if failures >= launcher.heartbeat.max_failures:
+            control.lose(
+                f"ferry is unreachable at {launcher.relay}: {failures} heartbeats in a row failed"
+            )
+            return
+        await asyncio.sleep(launcher.heartbeat.interval)
+
+
+async def _watch_ferry(attempt: PodAttempt) -> None:
+    """Once the launching ferry is gone, stop both connectors."""
+    await attempt.control.lost.wait()
     _stop_both(attempt)
 
 
@@ -212,9 +281,8 @@ def _stop_both(attempt: PodAttempt) -> None:
     attempt.request_stop()
 
 
-async def run_pump(
-    directory: Path, catalog: ConfiguredAirbyteCatalog, relay: str, token: str
-) -> int:
+async def run_pump(directory: Path, catalog: ConfiguredAirbyteCatalog, launcher: Launcher) -> int:
+    relay, token = launcher.relay, launcher.token
     stderr_sock = await _connect(relay, token, "stderr")
     os.dup2(stderr_sock.fileno(), 2)  # this program's log and tracebacks reach ferry's log
     control = ControlChannel(await _connect(relay, token, "stdout"))
@@ -226,7 +294,8 @@ async def run_pump(
     loop.add_signal_handler(signal.SIGTERM, _stop_both, attempt)
     helpers = [
         asyncio.create_task(_commands(commands_sock, attempt)),
-        asyncio.create_task(_watch_marker(directory, attempt)),
+        asyncio.create_task(_watch_ferry(attempt)),
+        asyncio.create_task(_heartbeat(launcher, control)),
         asyncio.create_task(attempt.report_stats()),
     ]
     try:
@@ -258,6 +327,23 @@ def keep_heap() -> None:
         mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
 
 
+async def run_and_report(
+    directory: Path, catalog: ConfiguredAirbyteCatalog, launcher: Launcher
+) -> int:
+    """`run_pump`, then its exit code written to the exit file and, unless 0, reported to ferry
+    (one try: ferry may be gone). 0 means the end event was sent: ferry learns how the sync
+    ended from it and removes the pod without waiting for this report."""
+    code = 1
+    try:
+        code = await run_pump(directory, catalog, launcher)
+    finally:
+        (directory / f"{EXIT_FILE}.tmp").write_text(f"{code}\n")
+        (directory / f"{EXIT_FILE}.tmp").rename(directory / EXIT_FILE)
+        if code != 0:
+            await launcher.status(exit_path(launcher.token, code))
+    return code
+
+
 def main() -> int:
     keep_heap()
     logging.basicConfig(level=logging.INFO, format="ferry-pump: %(message)s", stream=sys.stderr)
@@ -266,20 +352,17 @@ def main() -> int:
     connectors.addHandler(logging.NullHandler())
     connectors.propagate = False
     directory = Path(os.environ["FERRY_PUMP_DIR"])
+    # podman makes the emptyDir 0755: connectors running as other users make their FIFOs there.
+    with contextlib.suppress(OSError):
+        directory.chmod(0o777)
     catalog_bytes = Path(os.environ["FERRY_PUMP_CATALOG"]).read_bytes()
     catalog = msgspec.json.decode(catalog_bytes, type=ConfiguredAirbyteCatalog)
-    code = 1
-    try:
-        code = asyncio.run(
-            run_pump(
-                directory, catalog, os.environ["FERRY_PUMP_RELAY"], os.environ["FERRY_PUMP_TOKEN"]
-            )
-        )
-    finally:
-        (directory / f"{EXIT_FILE}.tmp").write_text(f"{code}\n")
-        (directory / f"{EXIT_FILE}.tmp").rename(directory / EXIT_FILE)
-    return code
+    return asyncio.run(run_and_report(directory, catalog, Launcher.from_env()))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_code = main()
+    logging.shutdown()
+    # Everything is written and closed: skip Python's teardown (20-30 ms in the ferry image),
+    # which the pod's removal would wait for.
+    os._exit(exit_code)

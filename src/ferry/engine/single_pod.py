@@ -119,6 +119,7 @@ class SinglePodAttempt(Attempt):
                 await pod.discard()  # nothing left to learn from the pod: remove it at once
             else:
                 await pod.terminate(TERMINATE_GRACE)
+            logger.debug("single pod: removed")
         return self._outcome()
 
     async def _follow(self, pod: PodProcess) -> None:
@@ -160,6 +161,7 @@ class SinglePodAttempt(Attempt):
         elif kind == "error":
             self._fail(role, error_of(event))
         elif kind == "end":
+            logger.debug("single pod: the pump's end event")
             self._ended = True
         else:
             logger.debug("ignored a control event %r", kind)

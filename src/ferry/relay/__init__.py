@@ -23,6 +23,7 @@ The runtimes that use it (Docker relay mode, Podman, Kubernetes) do, per connect
     # which exposes reg.stdout / reg.stdin and waits for the connector container's exit code
 """
 
+from ferry.relay.heartbeat import exit_path, heartbeat_path, request_status
 from ferry.relay.layout import (
     EXIT_FILE,
     IO_DIR,
@@ -99,12 +100,15 @@ __all__ = [
     "derive_entrypoint",
     "encode_entrypoint",
     "entrypoint_from_argv",
+    "exit_path",
     "handshake_line",
+    "heartbeat_path",
     "heartbeat_sidecar_command",
     "io_path",
     "parse_exit_code",
     "read_exit_file",
     "relay_sidecar_command",
+    "request_status",
     "shared_listener",
     "sidecar_commands",
     "sidecar_image",

@@ -8,11 +8,13 @@ The listener sniffs each connection's first line: `FERRY-RELAY/1 ...` is a relay
                                   gone: 200, 410 for an unknown token, 400 for a bad code
 
 A 410 makes the heartbeat sidecar write the termination marker at once, so unregistering a token
-stops a connector that is still running. Each response closes the connection.
+stops a connector that is still running. Each response closes the connection. The single
+pod's pump has no heartbeat sidecar: it sends the same requests itself (`request_status`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Protocol
 
@@ -75,3 +77,30 @@ def response_bytes(status: int, body: str) -> bytes:
         f"Content-Type: text/plain\r\nContent-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
     )
     return head.encode("ascii") + payload
+
+
+def heartbeat_path(token: str) -> str:
+    return f"/heartbeat/{token}"
+
+
+def exit_path(token: str, code: int) -> str:
+    return f"/exit/{token}/{code}"
+
+
+async def request_status(host: str, port: int, path: str, timeout: float) -> int | None:  # noqa: ASYNC109
+    """GET `path` from ferry's relay port: the HTTP status, None without an answer within
+    `timeout` seconds. The client side of this endpoint for a program that has Python (the
+    single pod's pump); the heartbeat sidecar uses busybox wget."""
+    request = f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode("ascii")
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                writer.write(request)
+                status_line = await reader.readline()
+            finally:
+                writer.close()
+    except (OSError, TimeoutError):  # refused, reset, no answer
+        return None
+    parts = status_line.split(b" ")
+    return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None

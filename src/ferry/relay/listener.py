@@ -403,6 +403,7 @@ class RelayRegistration:
         if target._error is not None:
             return f"{channel} of {self.name} has already failed ({target._error})"
         target._attach(sock, prefix)
+        logger.debug("%s: its %s relay connected", self.name, channel)
         if channel == STDERR:
             self._stderr_task = self._loop.create_task(self._pump_stderr())
         return None

@@ -27,6 +27,9 @@ from ferry.runtimes.base import ByteReader, ByteWriter, LogSink, StderrLines, St
 from ferry.runtimes.pipes import PipeReader, PipeWriter, enlarge_pipe
 
 POLL = 0.05  # seconds between looks at the exit file, and at a missing reader of stdin
+# Once the connector's stderr ended (it exited), its wrapper writes the exit code within
+# milliseconds: looked for this often, this many times, before POLL again.
+EXIT_POLL, EXIT_POLLS = 0.005, 100
 # After the connector's output ended, how long its wrapper may take to write the exit code.
 EXIT_FILE_TIMEOUT = 30.0
 # How long the FIFOs of a connector may take to appear when only its wrapper can make them.
@@ -152,15 +155,20 @@ class FifoProcess:
         self._stdin = LazyFifoWriter(directory / STDIN, self) if reads_stdin else None
         self.stdin: ByteWriter | None = self._stdin
         self.exited = False
-        self._exit = asyncio.create_task(self._watch_exit(), name=f"{name} exit")
         self._draining = asyncio.create_task(
             StderrLines(log, self._tail).drain(self._stderr), name=f"{name} stderr"
         )
+        self._exit = asyncio.create_task(self._watch_exit(), name=f"{name} exit")
 
     async def _watch_exit(self) -> int:
         path = self.directory / EXIT_FILE
-        while (code := read_exit_file(path)) is None:  # noqa: ASYNC110 - a file, not an event
-            await asyncio.sleep(POLL)
+        quick = EXIT_POLLS
+        while (code := read_exit_file(path)) is None:  # a file, not an event
+            if self._draining.done() and quick > 0:
+                quick -= 1
+                await asyncio.sleep(EXIT_POLL)
+            else:
+                await asyncio.sleep(POLL)
         self.exited = True
         self._stdout.process_exited()
         self._stderr.process_exited()

@@ -29,6 +29,7 @@ from ferry.runtimes.pods.manifests import (
     render_dry_run,
     secret_owner_patch,
 )
+from ferry.runtimes.pods.podman import played_pod_id
 
 ENDPOINT = RelayEndpoint("10.0.0.7", 41234)
 TOKEN = "tok-en_123"
@@ -315,6 +316,9 @@ def test_names_are_dns_labels_and_unique() -> None:
     name = pod_name(long)
     assert len(name) <= 63
     assert POD_NAME.match(name)
+    volumes = [v["name"] for v in build(long).pod.to_dict()["spec"]["volumes"]]
+    assert len(volumes) >= 2  # its emptyDir (`<pod>-io`) and Secret (`<pod>-files`) volumes
+    assert all(len(volume) <= 63 for volume in volumes), volumes
     assert pod_name(long) != pod_name(long)
     assert label_value("x" * 100 + "-end") == "x" * 59 + "-end"
 
@@ -455,3 +459,15 @@ def test_k8s_phase() -> None:
     assert phase == "Succeeded"
     assert finished == pytest.approx(1800000000.0, abs=86400 * 400)
     assert _k8s_phase({"status": {"phase": "Running"}}) == (None, None)
+
+
+def test_the_pod_id_in_kube_plays_output() -> None:
+    """`podman kube play` (podman 4.3) prints the pod's id, then its containers' ids; the
+    conmon lookup names the infra container after it."""
+    pod_id = "456dd06f0e4f0e3bad20aa67bc3e09dc4bc223be55ed5b482a1f9f2615a0cb8d"
+    container = "dbc2e4d4535bcd3d8e9546346c3d50b28fa4406b8c73ae3bd6108a6bd30254f9"
+    assert played_pod_id(f"Pod:\n{pod_id}\nContainer:\n{container}\n\n") == pod_id
+    assert played_pod_id(f"a warning\nPod:\n{pod_id}\n") == pod_id
+    assert played_pod_id(f"Container:\n{container}\n") is None
+    assert played_pod_id("Pod:\nnot-an-id\n") is None
+    assert played_pod_id("") is None

@@ -96,7 +96,6 @@ async def test_one_pod_one_secret_commits_on_echoes(cluster: FakeCluster, tmp_pa
         "source",
         "destination",
         "pump",
-        "heartbeat",
     ]
     assert pod["spec"]["nodeSelector"] == {"pool": "etl"}
     assert "initContainers" not in pod["spec"]  # the pump and the wrappers make the FIFOs

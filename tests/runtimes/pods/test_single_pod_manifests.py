@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -36,19 +37,20 @@ def pair(
     layout: dict[str, Any] | None = None,
     source: dict[str, Any] | None = None,
     destination: dict[str, Any] | None = None,
+    connection: str = "conn",
 ) -> PodPair:
     def invocation(
         image: str, verb: Any, role: Any, options: dict[str, Any]
     ) -> ConnectorInvocation:
         ref = ConnectorRef("podman", image, options=decode(options, ConnectorOptions, "source"))
         files = {"config": b'{"x": "$(not expanded)"}', "catalog": b"{}"}
-        return ConnectorInvocation(ref, verb, files, RunLabels("7", "conn", role))
+        return ConnectorInvocation(ref, verb, files, RunLabels("7", connection, role))
 
     return PodPair(
         invocation("src:1", "read", "source", source or {}),
         invocation("dst:1", "write", "destination", destination or {}),
         PodLayout.parse({"layout": "single-pod", **(layout or {})}),
-        RunLabels("7", "conn", "connector"),
+        RunLabels("7", connection, "connector"),
     )
 
 
@@ -57,14 +59,17 @@ def build(p: PodPair) -> dict[str, Any]:
     return {"pod": manifests.pod.to_dict(), "secret": manifests.secret.to_dict()}
 
 
-def test_one_pod_with_both_connectors_the_pump_and_the_heartbeat() -> None:
+def test_one_pod_with_both_connectors_and_the_pump() -> None:
     built = build(
         pair({"ferry_image": "ferry:2", "labels": {"team": "etl"}}, {"resources": {"memory": "1g"}})
     )
     pod = built["pod"]
     containers = {c["name"]: c for c in pod["spec"]["containers"]}
-    assert list(containers) == ["source", "destination", "pump", "heartbeat"]
+    assert list(containers) == ["source", "destination", "pump"]  # the pump is the heartbeat
     assert containers["pump"]["image"] == "ferry:2"
+    pump_env = {e["name"]: e["value"] for e in containers["pump"]["env"]}
+    assert pump_env["FERRY_PUMP_RELAY"] == "10.0.0.1:4000"
+    assert pump_env["FERRY_PUMP_HEARTBEAT"] == "3 4 3"  # the heartbeat sidecar's defaults
     assert containers["source"]["resources"]["limits"]["memory"] == "1Gi"
     assert "initContainers" not in pod["spec"]  # the pump and the wrappers make the FIFOs
     for container in pod["spec"]["containers"]:
@@ -85,6 +90,30 @@ def test_one_pod_with_both_connectors_the_pump_and_the_heartbeat() -> None:
         "source-catalog.json",
         "source-config.json",
     ]
+
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+DNS_SUBDOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+def test_every_name_fits_kubernetes_limits_with_a_long_connection_name() -> None:
+    """Pod, Secret, containers and volumes (the emptyDir is `<pod>-io`) are DNS labels; the
+    podman secrets (`<pod>.<volume>`) DNS subdomains."""
+    long = pair(
+        source={"volumes": {"/srv/in": "/in"}},
+        connection="A_very.Long-connection_name-for-the-warehouse-of-record" * 2,
+    )
+    manifests = for_podman(build_single_pod(long, token="t", endpoint=RelayEndpoint("h", 1)))
+    pod = manifests.pod.to_dict()
+    labels = [pod["metadata"]["name"], manifests.secret.to_dict()["metadata"]["name"]]
+    labels += [c["name"] for c in pod["spec"]["containers"]]
+    labels += [v["name"] for v in pod["spec"]["volumes"]]
+    assert f"{manifests.name}-io" in labels
+    assert POD_NAME.match(manifests.name)
+    for name in labels:
+        assert DNS_LABEL.match(name), f"{name!r} ({len(name)} characters) is not a DNS label"
+    for name in podman_secrets(manifests):
+        assert DNS_SUBDOMAIN.match(name), name
 
 
 def test_each_container_mounts_only_its_own_secret_keys() -> None:
@@ -117,7 +146,6 @@ def test_each_container_mounts_only_its_own_secret_keys() -> None:
     pump = containers["pump"]
     catalog = {e["name"]: e["value"] for e in pump["env"]}["FERRY_PUMP_CATALOG"]
     assert visible(pump) == {catalog: "source-catalog.json"}
-    assert visible(containers["heartbeat"]) == {}
 
 
 def test_on_podman_each_secret_volume_reads_a_podman_secret_of_its_own() -> None:
@@ -259,7 +287,6 @@ def test_dry_run_prints_the_single_pod(tmp_path: Path, runtime: str) -> None:
         "source",
         "destination",
         "pump",
-        "heartbeat",
     ]
     assert pod["spec"].get("hostNetwork") is (True if runtime == "podman" else None)
     assert "hunter2" not in result.stdout

@@ -139,13 +139,27 @@ def _dns_part(text: str, size: int) -> str:
     return part[:size].strip("-") or "x"
 
 
+# What volume names append to their pod's name; a pod's name leaves room for the longest, so
+# that every name stays a DNS label (63 characters at most).
+IO_VOLUME_SUFFIX = "-io"
+FILES_VOLUME_SUFFIX = "-files"
+_SUFFIX_ROOM = max(len(IO_VOLUME_SUFFIX), len(FILES_VOLUME_SUFFIX))
+
+
+def named_pod(connection: str, pattern: str) -> str:
+    """`pattern` (with one `{}`) filled with as much of `connection` as a pod name can hold
+    (a DNS label, with room for the names made from it)."""
+    room = 63 - _SUFFIX_ROOM - len(pattern.format(""))
+    return pattern.format(_dns_part(connection, room))
+
+
 def pod_name(invocation: ConnectorInvocation, suffix: str | None = None) -> str:
-    """`ferry-<connection>-<role>-<verb>-<8 hex>`: a DNS label (<= 63), unique per run."""
+    """`ferry-<connection>-<role>-<verb>-<8 hex>`: a DNS label (<= 63 with any volume suffix),
+    unique per run."""
     labels = invocation.labels
     suffix = suffix or uuid.uuid4().hex[:8]
     role = {"source": "src", "destination": "dst", "connector": "cmd"}.get(labels.role, "cmd")
-    connection = _dns_part(labels.connection, 63 - len(f"ferry--{role}-{invocation.verb}-{suffix}"))
-    name = f"ferry-{connection}-{role}-{invocation.verb}-{suffix}"
+    name = named_pod(labels.connection, f"ferry-{{}}-{role}-{invocation.verb}-{suffix}")
     if not _DNS_LABEL.match(name):  # pragma: no cover - guaranteed by construction
         raise InternalError(f"generated an invalid pod name {name!r}")
     return name
@@ -432,11 +446,11 @@ class _PodCommon:
 
     @property
     def io_volume(self) -> str:
-        return f"{self.name}-io"
+        return f"{self.name}{IO_VOLUME_SUFFIX}"
 
     @property
     def files_volume(self) -> str:
-        return f"{self.name}-files"
+        return f"{self.name}{FILES_VOLUME_SUFFIX}"
 
     def container(
         self,

@@ -43,8 +43,14 @@ Entrypoint = Callable[[ConnectorInvocation], Awaitable[str | None]]
 class PodmanPairPod(PodmanPod):
     """A played single pod: its result is the pump's exit, and an OOMKilled connector says so."""
 
-    def __init__(self, manifests: PodManifests, *, deadline: int | None) -> None:
-        super().__init__(manifests, deadline=deadline)
+    def __init__(
+        self,
+        manifests: PodManifests,
+        *,
+        deadline: int | None,
+        check_images: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        super().__init__(manifests, deadline=deadline, check_images=check_images)
         self.container = f"{manifests.name}-{PUMP_CONTAINER}"
 
     async def _wait(self) -> int:
@@ -95,9 +101,7 @@ def _pump_invocation(pair: PodPair, runtime: str) -> ConnectorInvocation:
 
 async def start_podman_pair(runtime: PodmanRuntime, pair: PodPair, log: LogSink) -> PodProcess:
     settings = pair.layout.settings
-    sidecar_image = settings.sidecar_image or runtime.sidecar_image
     images = [(i.connector.target, i.connector.options.pull) for i in pair.invocations()]
-    images += [(sidecar_image, "if-not-present"), (pair.layout.image(), "if-not-present")]
     await asyncio.gather(*(runtime.ensure_image(image, pull) for image, pull in images))
 
     async def auto(invocation: ConnectorInvocation) -> str | None:
@@ -114,10 +118,15 @@ async def start_podman_pair(runtime: PodmanRuntime, pair: PodPair, log: LogSink)
             endpoint=listener.endpoint(host),
             entrypoints=entrypoints,
             extra_labels=owner_labels(),
-            sidecar_image=sidecar_image,
         )
-        playable = podman_playable(manifests, settings, pulled=True)  # pulled above
-        return PodmanPairPod(playable, deadline=settings.active_deadline_seconds)
+        playable = podman_playable(manifests, settings, pulled=True)  # pulled by then
+
+        async def ferry_image() -> None:  # while the pod's secrets are created
+            await runtime.ensure_image(pair.layout.image(), "if-not-present")
+
+        return PodmanPairPod(
+            playable, deadline=settings.active_deadline_seconds, check_images=ferry_image
+        )
 
     return await start_pod(_pump_invocation(pair, "podman"), log, listener, make_pod)
 
@@ -145,7 +154,6 @@ async def start_kubernetes_pair(
             namespace=namespace,
             entrypoints=entrypoints,
             extra_labels=owner_labels(),
-            sidecar_image=runtime.sidecar_image,
         )
         return KubernetesPairPod(client, manifests, settings.schedule_timeout_seconds)
 

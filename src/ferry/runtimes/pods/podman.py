@@ -21,14 +21,17 @@ Per connector run (`podman:IMAGE`, or `runtime: podman`):
    to host.containers.internal. Measured on this 2-core VM, 2 GB from `dd` in the connector
    container through FIFO, relay sidecar and ferry's listener: 1.08 GB/s with host network,
    0.97 GB/s on the bridge.
-5. `podman wait` on the connector container gives its exit code (looking every 100 ms);
-   `podman inspect` says whether a failed one was OOMKilled. Podman 4.3 ignores
+5. `podman wait` on the connector container gives its exit code (looking every 100 ms), unless
+   the heartbeat sidecar reports exit code 0 first (podman learns an exit only once its cleanup
+   of the container ran: 0.2-0.4 s later); `podman inspect` says whether a failed one was
+   OOMKilled. Podman 4.3 ignores
    `activeDeadlineSeconds`: this runtime enforces it and reports DeadlineExceeded. Podman also
    ignores `terminationGracePeriodSeconds`: `terminate` uses `podman pod stop -t GRACE` (the
    wrapper and sidecars trap SIGTERM).
-6. Teardown: the containers get a moment to end on their own, then `podman pod stop -t 0`, a
-   wait until podman has cleaned up after every container (their conmons gone, `settle`: else
-   `pod rm` may stall 3 s), `podman pod rm -f` (removes the emptyDir volume),
+6. Teardown: the containers get a moment to end on their own, then `podman pod stop -t 0`
+   (unless podman stopped the pod already: kube play's exit policy does once the last
+   container exited), a wait until podman has cleaned up after every container (their conmons
+   gone, `settle`: else `pod rm` may stall 3 s), `podman pod rm -f` (removes the emptyDir volume),
    `podman secret rm` and `podman volume rm` of the volume podman made for each secret (named
    after it; it holds the files in plain text, so it must not outlive the run). A pod whose
    connector exited on its own is removed while ferry goes on (spec, check and discover run
@@ -40,11 +43,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import math
 import shutil
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +103,7 @@ async def podman(
         raise RuntimeUnavailable(
             "podman is not installed (apt-get install podman catatonit, or run scripts/engines.sh)"
         )
+    started = time.monotonic()
     try:
         process = await asyncio.create_subprocess_exec(
             executable,
@@ -123,10 +129,12 @@ async def podman(
         with contextlib.suppress(Exception):
             await process.wait()
         raise
+    code = await process.wait()  # at once: communicate() saw the process end
+    logger.debug(
+        "podman %s: exit %d in %.3fs", " ".join(args[:3]), code, time.monotonic() - started
+    )
     return Completed(
-        await process.wait(),  # at once: communicate() saw the process end
-        out.decode("utf-8", errors="replace"),
-        err.decode("utf-8", errors="replace"),
+        code, out.decode("utf-8", errors="replace"), err.decode("utf-8", errors="replace")
     )
 
 
@@ -170,6 +178,8 @@ class PodmanPod:
         *,
         deadline: int | None,
         removals: set[asyncio.Task[list[str]]] | None = None,
+        registration: RelayRegistration | None = None,
+        check_images: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.manifests = manifests
         self.name = manifests.name
@@ -183,31 +193,52 @@ class PodmanPod:
         # there, while ferry goes on (the runtime's close() waits for them).
         self._removals = removals
         self._exited = False  # the main container ended on its own (not stopped by ferry)
+        # Its heartbeat sidecar's report of the exit code, which comes before podman's.
+        self._registration = registration
+        # Images still to check (`ensure_image`), while the secrets are created.
+        self._check_images = check_images
         self._stopped = False
         self._conmons: asyncio.Future[dict[str, int]] | None = None
 
     async def launch(self) -> None:
-        """The secret (`podman secret create`), then the pod (`podman kube play`)."""
+        """The secrets (`podman secret create`, side by side: 0.06-0.13 s for a single pod's
+        three instead of 0.19-0.27 s one after another on a busy machine) and the images still
+        to check, then the pod (`podman kube play`)."""
         manifests = self.manifests
-        labels = manifests.labels
-        label_args = [arg for k, v in labels.items() for arg in ("--label", f"{k}={v}")]
-        for secret, document in self._secrets.items():
-            created = await podman(
-                "secret", "create", *label_args, secret, "-", input=json.dumps(document).encode()
-            )
-            if created.code != 0:
-                raise RuntimeUnavailable(
-                    f"podman could not create the secret {secret}: {clean_stderr(created.stderr)}"
-                )
+        if self._check_images is not None:  # meanwhile: both are podman calls of their own
+            await asyncio.gather(self._create_secrets(), self._check_images())
+        else:
+            await self._create_secrets()
         played = await podman(
-            "kube", "play", "--quiet", "-", input=json.dumps(manifests.pod.to_dict()).encode()
+            "kube", "play", "-", input=json.dumps(manifests.pod.to_dict()).encode()
         )
         if played.code != 0:
             raise RuntimeUnavailable(
                 f"podman kube play of pod {manifests.name} failed: {clean_stderr(played.stderr)}"
             )
-        # For the removal, looked up while the pod runs rather than when it is removed.
-        self._conmons = asyncio.ensure_future(conmon_pids(self.name))
+        # For the removal, looked up while the pod runs rather than when it is removed; by the
+        # containers' names when `kube play` said the pod's id (its infra is `<id:12>-infra`).
+        names = None
+        if (pod_id := played_pod_id(played.stdout)) is not None:
+            names = [f"{self.name}-{c.name}" for c in manifests.spec.containers]
+            names.append(f"{pod_id[:12]}-infra")
+        self._conmons = asyncio.ensure_future(conmon_pids(self.name, names))
+
+    async def _create_secrets(self) -> None:
+        labels = self.manifests.labels
+        label_args = [arg for k, v in labels.items() for arg in ("--label", f"{k}={v}")]
+        secrets = list(self._secrets.items())
+        results = await asyncio.gather(
+            *(
+                podman("secret", "create", *label_args, name, "-", input=json.dumps(doc).encode())
+                for name, doc in secrets
+            )
+        )
+        for (secret, _), created in zip(secrets, results, strict=True):
+            if created.code != 0:
+                raise RuntimeUnavailable(
+                    f"podman could not create the secret {secret}: {clean_stderr(created.stderr)}"
+                )
 
     async def wait_connector(self, on_running: Callable[[], None]) -> int:
         on_running()  # `podman kube play` returned: the containers run
@@ -229,7 +260,13 @@ class PodmanPod:
                 await asyncio.gather(waiting, return_exceptions=True)
 
     async def _wait(self) -> int:
-        result = await podman("wait", "--interval", WAIT_INTERVAL, self.container, limit=None)
+        waiting = asyncio.ensure_future(
+            podman("wait", "--interval", WAIT_INTERVAL, self.container, limit=None)
+        )
+        if await self._reported_success(waiting):
+            self._exited = True
+            return 0
+        result = await waiting
         if result.code != 0:
             raise ConnectorCrashed(
                 f"{self.description}: cannot wait for the connector container (it was removed "
@@ -256,6 +293,29 @@ class PodmanPod:
             raise ConnectorCrashed(f"{self.description}: podman reported no exit code")
         return code
 
+    async def _reported_success(self, waiting: asyncio.Future[Completed]) -> bool:
+        """Whether the heartbeat sidecar reported exit code 0 before `podman wait` returned
+        (then `waiting` is cancelled). podman learns the exit once its cleanup of the container
+        ran, 0.2-0.4 s after the heartbeat's report; a failure still waits for podman, which
+        tells whether the container was OOMKilled."""
+        if self._registration is None:
+            return False
+        reported = asyncio.ensure_future(self._registration.wait_exit(None))
+        try:
+            either: set[asyncio.Future[Any]] = {waiting, reported}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # cancelled: the podman wait goes with it
+            waiting.cancel()
+            raise
+        finally:
+            if not reported.done():
+                reported.cancel()
+        if reported.done() and not reported.cancelled() and reported.result() == 0:
+            waiting.cancel()
+            await asyncio.gather(waiting, return_exceptions=True)
+            return True
+        return False
+
     async def stop(self, grace: float) -> None:
         self._stopped = True
         result = await podman("pod", "stop", "-t", str(math.ceil(grace)), self.name)
@@ -267,17 +327,20 @@ class PodmanPod:
             if self._removed:
                 return
             self._removed = True
-            conmons = None
-            if self._conmons is not None:
-                with contextlib.suppress(FerryError):
-                    conmons = await asyncio.shield(self._conmons)
-            removal = remove_pod_resources(self.name, list(self._secrets), conmons=conmons)
+            removal = self._remove_now()
             if self._exited and not self._stopped and self._removals is not None:
                 task = asyncio.create_task(removal, name=f"remove {self.description}")
                 self._removals.add(task)
                 task.add_done_callback(self._removals.discard)
             else:
                 await removal
+
+    async def _remove_now(self) -> list[str]:
+        conmons = None
+        if self._conmons is not None:
+            with contextlib.suppress(FerryError):
+                conmons = await asyncio.shield(self._conmons)
+        return await remove_pod_resources(self.name, list(self._secrets), conmons=conmons)
 
 
 def pod_teardown(name: str) -> tuple[list[str], list[str]]:
@@ -292,13 +355,32 @@ def pod_teardown(name: str) -> tuple[list[str], list[str]]:
     return ["pod", "stop", "-t", "0", name], ["pod", "rm", "-f", name]
 
 
-async def conmon_pids(name: str) -> dict[str, int]:
-    """Container name -> pid of its conmon, for every container of the pod `name` (infra too)."""
+def played_pod_id(output: str) -> str | None:
+    """The pod's id in the output of `podman kube play` (`Pod:` then the id on its own line)."""
+    lines = [line.strip() for line in output.splitlines()]
+    for label, value in itertools.pairwise(lines):
+        if label == "Pod:" and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+            return value
+    return None
+
+
+async def conmon_pids(name: str, containers: Sequence[str] | None = None) -> dict[str, int]:
+    """Container name -> pid of its conmon, for every container of the pod `name` (infra too):
+    `containers`, its containers' names if known (one podman call instead of two), else those
+    `podman ps` lists."""
+    if containers:
+        found = await _conmons_of(containers)
+        if len(found) == len(containers):  # else a name was wrong, or one is gone already
+            return found
     listed = await podman("ps", "--all", "--quiet", "--filter", f"pod={name}")
     ids = listed.stdout.split()
     if listed.code != 0 or not ids:
         return {}
-    inspected = await podman("inspect", "--format", "{{.Name}} {{.State.ConmonPid}}", *ids)
+    return await _conmons_of(ids)
+
+
+async def _conmons_of(containers: Sequence[str]) -> dict[str, int]:
+    inspected = await podman("inspect", "--format", "{{.Name}} {{.State.ConmonPid}}", *containers)
     rows = (line.rpartition(" ") for line in inspected.stdout.splitlines())
     return {container: int(pid) for container, _, pid in rows if pid.isdigit() and int(pid) > 0}
 
@@ -333,7 +415,8 @@ async def remove_pod_resources(
     """Remove a pod, its `secrets` and their volumes (named like them); the problems.
 
     `conmons` (`conmon_pids`, looked up now if not given): the pod's containers get LINGER
-    seconds to end on their own and be cleaned up (`settle`) before the pod is stopped. The
+    seconds to end on their own and be cleaned up (`settle`) before the pod is stopped (unless
+    podman already stopped it). The
     secret goes meanwhile (`kube play` copied it into the volume); the volume only once the pod
     is gone (`volume rm -f` would remove the containers using it).
     """
@@ -343,8 +426,11 @@ async def remove_pod_resources(
     own = [pid for container, pid in conmons.items() if not container.endswith("-infra")]
     await settle(own, LINGER)
     stop, remove = pod_teardown(name)
-    await podman(*stop)
-    await settle(conmons.values())
+    # Once its last container exited, podman stops the pod itself (kube play's exit policy): its
+    # infra too, after which `pod stop` has nothing left to do.
+    if not conmons or any(map(_alive, conmons.values())):
+        await podman(*stop)
+        await settle(conmons.values())
     results = {"pod": await podman(*remove)}
     if secrets_rm is not None:
         results["volume"] = await podman("volume", "rm", "-f", *secrets)
@@ -410,7 +496,10 @@ class PodmanRuntime:
             # runs to its end before the others start (0.35 s of `podman kube play`).
             manifests.spec.initContainers = None
             return PodmanPod(
-                manifests, deadline=settings.active_deadline_seconds, removals=self.removals
+                manifests,
+                deadline=settings.active_deadline_seconds,
+                removals=self.removals,
+                registration=registration,
             )
 
         return await start_pod(invocation, log, listener, make_pod)
